@@ -1,0 +1,136 @@
+"""Agent processes: finding the ``claude``/``codex`` session above a process, and checking it.
+
+A peer is an agent session, keyed by the agent process and its start time (DESIGN 4).
+The bridge's direct parent is often a wrapper (``sh -c``, ``npx``, ``uv run``), so we walk
+up the ancestors and match the process name and the basenames of ``argv[:2]``.
+Both the bridge (to claim) and the broker (to check the claim) use these functions.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import psutil
+
+#: Agent kinds we recognise, by process/argv basename.
+AGENT_NAMES = {"claude": "claude-code", "codex": "codex"}
+#: How far up the tree to look; agents are a few wrappers away at most.
+MAX_DEPTH = 12
+
+
+@dataclass(frozen=True)
+class AgentProcess:
+    """An agent session's process: pid, start time (psutil create_time) and kind."""
+
+    pid: int
+    start: float
+    client_type: str  # "claude-code", "codex" or "unknown"
+    argv: tuple[str, ...] = ()
+
+    def channels_enabled(self, server_name: str) -> bool:
+        """True when Claude Code was started with the channels flag naming this server."""
+        wanted = f"server:{server_name}"
+        argv = list(self.argv)
+        for index, arg in enumerate(argv):
+            for flag in ("--dangerously-load-development-channels", "--channels"):
+                if arg == flag:
+                    following = argv[index + 1 : index + 2]
+                    if following and wanted in following[0].replace(",", " ").split():
+                        return True
+                elif arg.startswith(flag + "="):
+                    if wanted in arg.split("=", 1)[1].replace(",", " ").split():
+                        return True
+        return False
+
+
+def agent_kind(proc: psutil.Process) -> str | None:
+    """The agent kind of one process, or None when it is not an agent."""
+    try:
+        names = [proc.name()]
+        cmdline = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    names += [os.path.basename(arg) for arg in cmdline[:2]]
+    for name in names:
+        kind = AGENT_NAMES.get(name)
+        if kind is not None:
+            return kind
+    return None
+
+
+def find_agent(pid: int) -> AgentProcess | None:
+    """The nearest agent ancestor of ``pid`` (not ``pid`` itself), or None."""
+    try:
+        proc = psutil.Process(pid).parent()
+        depth = 0
+        while proc is not None and proc.pid > 1 and depth < MAX_DEPTH:
+            kind = agent_kind(proc)
+            if kind is not None:
+                return AgentProcess(proc.pid, proc.create_time(), kind, tuple(proc.cmdline()))
+            proc = proc.parent()
+            depth += 1
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    return None
+
+
+def describe(pid: int) -> AgentProcess | None:
+    """The process ``pid`` as an AgentProcess (kind 'unknown' when not an agent), or None."""
+    try:
+        proc = psutil.Process(pid)
+        return AgentProcess(pid, proc.create_time(), agent_kind(proc) or "unknown", tuple(proc.cmdline()))
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def session_of(pid: int) -> AgentProcess | None:
+    """The agent session ``pid`` belongs to: its agent ancestor, else its parent process.
+
+    Without an agent above us (a bare terminal, a test), the parent process stands for
+    the session, so that a restart of ours under the same parent keeps the same peer.
+    """
+    agent = find_agent(pid)
+    if agent is not None:
+        return agent
+    try:
+        parent = psutil.Process(pid).parent()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    if parent is None:
+        return None
+    return describe(parent.pid)
+
+
+def is_ancestor(ancestor_pid: int, pid: int) -> bool:
+    """True when ``ancestor_pid`` is ``pid`` or one of its ancestors."""
+    try:
+        proc: psutil.Process | None = psutil.Process(pid)
+        depth = 0
+        while proc is not None and depth <= MAX_DEPTH + 4:
+            if proc.pid == ancestor_pid:
+                return True
+            proc = proc.parent()
+            depth += 1
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return False
+
+
+def same_start(recorded: float, actual: float) -> bool:
+    """Start times match at psutil's Linux resolution (1/100 s)."""
+    return abs(recorded - actual) < 0.05
+
+
+def is_alive(pid: int, start: float) -> bool:
+    """True when ``pid`` runs and is the same process that started at ``start``.
+
+    A reused pid (a different start time) counts as dead; so does a zombie.
+    """
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return same_start(start, proc.create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False

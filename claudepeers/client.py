@@ -1,0 +1,160 @@
+"""Reaching the broker from a client (bridge, hook, CLI): endpoint, token, autostart.
+
+Clients know the broker only through :mod:`claudepeers.wire` and this module.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectError, ConnectionRefusedError
+from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
+from twisted.protocols import amp
+from twisted.internet.threads import deferToThread
+
+from . import wire
+from .settings import Settings, parse_url
+
+
+class BrokerNotRunning(Exception):
+    """No broker answers at the configured address (and autostart is off or failed)."""
+
+
+def client_endpoint(reactor: Any, settings: Settings, timeout: float = 5.0) -> IStreamClientEndpoint:
+    """The endpoint clients connect to: TCP when CLAUDE_PEERS_URL is set, else the socket."""
+    if settings.url:
+        host, port = parse_url(settings.url)
+        return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    return UNIXClientEndpoint(reactor, str(settings.socket_path), timeout=timeout)
+
+
+def read_token(settings: Settings) -> str:
+    """The TCP token from its 0600 file (written by the broker at start)."""
+    try:
+        return settings.token_path.read_text().strip()
+    except OSError as exc:
+        raise BrokerNotRunning(
+            f"cannot read the TCP token file {settings.token_path}: {exc.strerror}"
+        ) from None
+
+
+@inlineCallbacks
+def authenticate(protocol: amp.AMP, settings: Settings) -> Any:
+    """Present the token when the connection is TCP (no-op on the UNIX socket)."""
+    if settings.url:
+        yield protocol.callRemote(wire.Authenticate, token=read_token(settings))
+    returnValue(protocol)
+
+
+def broker_answers(settings: Settings, timeout: float = 0.5) -> bool:
+    """A blocking probe: does anything accept connections at the broker's address?"""
+    if settings.url:
+        host, port = parse_url(settings.url)
+        family, address = socket.AF_INET, (host, port)
+    else:
+        family, address = socket.AF_UNIX, str(settings.socket_path)
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(address)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def broker_command(settings: Settings) -> list[str]:
+    """The command line that runs a broker in the foreground for these settings."""
+    command = [sys.executable, "-m", "claudepeers", "broker", "--socket", str(settings.socket_path)]
+    command += ["--db", str(settings.db_path)]
+    return command
+
+
+def ensure_broker(settings: Settings, wait: float = 8.0) -> bool:
+    """Start a broker unless one answers; blocking. Returns True if this call started one.
+
+    A lock file next to the socket makes ten clients starting at once start one broker:
+    the first takes the lock, starts it and waits until it answers; the others wait on
+    the lock and then find it answering.
+    """
+    if settings.url:
+        if broker_answers(settings):
+            return False
+        raise BrokerNotRunning(f"no broker answers at {settings.url} (TCP brokers are not autostarted)")
+    if broker_answers(settings):
+        return False
+    if not settings.autostart:
+        raise BrokerNotRunning(
+            f"no broker at {settings.socket_path} and CLAUDE_PEERS_NO_AUTOSTART is set; "
+            "start one with `claude-peers broker` or `twistd -n claude-peers`"
+        )
+    run_dir = settings.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock_fd = os.open(settings.lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        if broker_answers(settings):
+            return False
+        log_path = settings.log_path or run_dir / "broker.log"
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                broker_command(settings),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+                close_fds=True,
+                env={**os.environ, "CLAUDE_PEERS_LOG": str(log_path)},
+            )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if broker_answers(settings, timeout=0.2):
+                return True
+            if process.poll() is not None:
+                raise BrokerNotRunning(
+                    f"the broker exited at start (status {process.returncode}); see {log_path}"
+                )
+            time.sleep(0.02)  # polling a child we just started; there is no event to wait on
+        raise BrokerNotRunning(f"the broker did not answer within {wait:.0f} s; see {log_path}")
+    finally:
+        os.close(lock_fd)
+
+
+@inlineCallbacks
+def connect(
+    reactor: Any,
+    settings: Settings,
+    locator: amp.CommandLocator | None = None,
+    autostart: bool = True,
+) -> Any:
+    """Connect (starting the broker if allowed), authenticate, and return the AMP protocol."""
+    endpoint = client_endpoint(reactor, settings)
+    protocol = amp.AMP(locator=locator) if locator is not None else amp.AMP()
+    try:
+        yield connectProtocol(endpoint, protocol)
+    except (ConnectError, OSError) as first_error:
+        if not (autostart and settings.autostart) or settings.url:
+            raise BrokerNotRunning(_not_running_text(settings, first_error)) from None
+        yield deferToThread(ensure_broker, settings)
+        protocol = amp.AMP(locator=locator) if locator is not None else amp.AMP()
+        yield connectProtocol(client_endpoint(reactor, settings), protocol)
+    yield authenticate(protocol, settings)
+    returnValue(protocol)
+
+
+def _not_running_text(settings: Settings, error: BaseException) -> str:
+    where = settings.url or str(settings.socket_path)
+    if isinstance(error, ConnectError) and getattr(error, "osError", None) == errno.EACCES:
+        return f"permission denied connecting to the broker at {where}"
+    return f"no broker is running at {where}"

@@ -1,0 +1,148 @@
+"""Settings: paths, switches and limits, read from the environment (DESIGN 5).
+
+One frozen value used by the broker, the bridge, the hook and the CLI alike, so a name
+like ``CLAUDE_PEERS_SOCKET`` means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlparse
+
+
+class SettingError(ValueError):
+    """A setting has a value we cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every limit has a default here, an environment setting, and an error naming it."""
+
+    max_body_bytes: int = 32 * 1024
+    max_summary_bytes: int = 1024
+    max_name_chars: int = 64
+    messages_per_minute: int = 1200
+    max_unread: int = 5000
+    retention_seconds: float = 7 * 24 * 3600.0
+    kill_grace_seconds: float = 5.0
+    delivery_wait_seconds: float = 1.0
+    reap_interval_seconds: float = 10.0
+    tcp_ping_interval_seconds: float = 30.0
+
+    #: environment name -> (field, type)
+    ENV = {
+        "CLAUDE_PEERS_MAX_BODY_BYTES": ("max_body_bytes", int),
+        "CLAUDE_PEERS_MAX_SUMMARY_BYTES": ("max_summary_bytes", int),
+        "CLAUDE_PEERS_MAX_NAME_CHARS": ("max_name_chars", int),
+        "CLAUDE_PEERS_MESSAGES_PER_MINUTE": ("messages_per_minute", int),
+        "CLAUDE_PEERS_MAX_UNREAD": ("max_unread", int),
+        "CLAUDE_PEERS_RETENTION_SECONDS": ("retention_seconds", float),
+        "CLAUDE_PEERS_KILL_GRACE_SECONDS": ("kill_grace_seconds", float),
+        "CLAUDE_PEERS_DELIVERY_WAIT_SECONDS": ("delivery_wait_seconds", float),
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "Limits":
+        """Read overrides from the environment; a non-number or a value <= 0 is an error."""
+        values = {}
+        for env_name, (attr, kind) in cls.ENV.items():
+            raw = environ.get(env_name)
+            if raw is None or raw == "":
+                continue
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SettingError(f"{env_name}={raw!r} is not a number") from None
+            if value <= 0:
+                raise SettingError(f"{env_name}={raw!r} must be greater than 0")
+            values[attr] = value
+        return cls(**values)
+
+
+def _home(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get("HOME") or os.path.expanduser("~"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live and which switches are on; see DESIGN 5 for the names."""
+
+    socket_path: Path
+    db_path: Path
+    token_path: Path
+    tcp_enabled: bool = False
+    tcp_port: int = 7899
+    url: str | None = None
+    autostart: bool = True
+    peer_name: str | None = None
+    manhole_path: Path | None = None
+    log_path: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def run_dir(self) -> Path:
+        """The 0700 directory holding the socket, its lock and the token."""
+        return self.socket_path.parent
+
+    @property
+    def lock_path(self) -> Path:
+        """Taken by the one broker (and the autostarting client) of this socket."""
+        return self.socket_path.with_name(self.socket_path.name + ".start-lock")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from ``environ`` (default ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        home = _home(env)
+        run_dir = home / ".claude" / "run"
+        socket_path = Path(env.get("CLAUDE_PEERS_SOCKET") or run_dir / "claude-peers.sock")
+        port_raw = env.get("CLAUDE_PEERS_PORT") or "7899"
+        try:
+            port = int(port_raw)
+        except ValueError:
+            raise SettingError(f"CLAUDE_PEERS_PORT={port_raw!r} is not a port number") from None
+        if not 0 < port < 65536:
+            raise SettingError(f"CLAUDE_PEERS_PORT={port_raw!r} is not a port number")
+        url = env.get("CLAUDE_PEERS_URL") or None
+        if url is not None:
+            parse_url(url)
+        return cls(
+            socket_path=socket_path,
+            db_path=Path(env.get("CLAUDE_PEERS_DB") or home / ".claude-peers.db"),
+            token_path=Path(
+                env.get("CLAUDE_PEERS_TOKEN_FILE") or socket_path.parent / "claude-peers.token"
+            ),
+            tcp_enabled=_flag(env.get("CLAUDE_PEERS_TCP")),
+            tcp_port=port,
+            url=url,
+            autostart=not _flag(env.get("CLAUDE_PEERS_NO_AUTOSTART")),
+            peer_name=env.get("CLAUDE_PEER_NAME") or None,
+            manhole_path=Path(env["CLAUDE_PEERS_MANHOLE"]) if env.get("CLAUDE_PEERS_MANHOLE") else None,
+            log_path=Path(env["CLAUDE_PEERS_LOG"]) if env.get("CLAUDE_PEERS_LOG") else None,
+            limits=Limits.from_env(env),
+        )
+
+    def with_changes(self, **changes: object) -> "Settings":
+        """A copy with some fields replaced (command-line options win over the environment)."""
+        return replace(self, **changes)
+
+
+def _flag(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    """``tcp://host:port`` or the seed's ``http://host:port`` -> (host, port)."""
+    parsed = urlparse(url)
+    if parsed.scheme not in {"tcp", "http"} or not parsed.hostname:
+        raise SettingError(
+            f"CLAUDE_PEERS_URL={url!r}: expected tcp://127.0.0.1:7899 (or http://127.0.0.1:7899)"
+        )
+    try:
+        port = parsed.port or 7899
+    except ValueError:
+        raise SettingError(f"CLAUDE_PEERS_URL={url!r} has a bad port") from None
+    return parsed.hostname, port

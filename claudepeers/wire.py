@@ -1,0 +1,392 @@
+"""The wire: AMP commands and error types spoken between broker, bridges and the CLI.
+
+Pure data, no logic (STYLE habit 1). Everything here is imported by both sides, so it
+imports nothing of ours.
+
+Structured values (peer lists, messages, status) travel as JSON text in a
+:class:`BigText` argument: AMP limits one value to 65,535 bytes, and ``BigText`` splits a
+long value over numbered keys (``name``, ``name.1``, ``name.2``...) so that a 32 KiB
+body in multi-byte UTF-8, or a list of a thousand peers, crosses safely.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.protocols import amp
+
+#: Bytes per chunk of a BigText value; below AMP's 65,535-byte limit per value.
+CHUNK_BYTES = 60_000
+#: The largest BigText value accepted from the wire (bounds a hostile sender's memory).
+MAX_BIG_TEXT_BYTES = 8 * 1024 * 1024
+
+
+class BigText(amp.Argument):
+    """A unicode string of any length up to ``MAX_BIG_TEXT_BYTES``, chunked over keys."""
+
+    def toBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
+        """Write the value as ``name``, ``name.1``, ... each at most CHUNK_BYTES long."""
+        value = self.retrieve(objects, amp._wireNameToPythonIdentifier(name), proto)
+        if self.optional and value is None:
+            return
+        if not isinstance(value, str):
+            raise TypeError(f"{name.decode()} must be a string, not {type(value).__name__}")
+        data = value.encode("utf-8")
+        if len(data) > MAX_BIG_TEXT_BYTES:
+            raise amp.TooLong(False, True, data[:40], name)
+        strings[name] = data[:CHUNK_BYTES]
+        for index, start in enumerate(range(CHUNK_BYTES, len(data), CHUNK_BYTES), 1):
+            strings[name + b"." + str(index).encode()] = data[start : start + CHUNK_BYTES]
+
+    def fromBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
+        """Reassemble the chunks; reject values whose chunks are missing or too many."""
+        key = amp._wireNameToPythonIdentifier(name)
+        first = strings.pop(name, None)
+        if first is None:
+            if self.optional:
+                objects[key] = None
+                return
+            raise KeyError(name)
+        parts = [first]
+        total = len(first)
+        index = 1
+        while True:
+            chunk = strings.pop(name + b"." + str(index).encode(), None)
+            if chunk is None:
+                break
+            total += len(chunk)
+            if total > MAX_BIG_TEXT_BYTES:
+                raise ValueError(f"{name.decode()} is longer than {MAX_BIG_TEXT_BYTES} bytes")
+            parts.append(chunk)
+            index += 1
+        objects[key] = b"".join(parts).decode("utf-8")
+
+
+class JSONValue(BigText):
+    """Any JSON-serialisable value, carried as BigText."""
+
+    def toBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
+        """Serialise the value to compact JSON before chunking."""
+        key = amp._wireNameToPythonIdentifier(name)
+        if key in objects and not (self.optional and objects[key] is None):
+            objects[key] = json.dumps(objects[key], separators=(",", ":"), ensure_ascii=False)
+        super().toBox(name, strings, objects, proto)
+
+    def fromBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
+        """Parse the JSON after reassembly; malformed JSON is a ValueError."""
+        super().fromBox(name, strings, objects, proto)
+        key = amp._wireNameToPythonIdentifier(name)
+        if objects[key] is not None:
+            objects[key] = json.loads(objects[key])
+
+
+# --- errors -----------------------------------------------------------------------------
+# Each error is an exception type whose message travels to the caller; the tag names it.
+
+
+class PeersError(Exception):
+    """Base of the errors a broker command can answer with."""
+
+
+class UnknownPeer(PeersError):
+    """The target names no peer; the message lists the candidates."""
+
+
+class AmbiguousPeer(PeersError):
+    """The target matches several peers; the message lists them."""
+
+
+class PeerGone(PeersError):
+    """The target peer's agent session has ended."""
+
+
+class NotRegistered(PeersError):
+    """The command needs a registered peer on this connection."""
+
+
+class AlreadyRegistered(PeersError):
+    """This connection is already bound to a peer."""
+
+
+class InvalidArgument(PeersError):
+    """An argument is malformed, of the wrong type or out of range."""
+
+
+class LimitExceeded(PeersError):
+    """A configured limit (size, rate, inbox) was hit; the message names the limit."""
+
+
+class NameTaken(PeersError):
+    """Another live peer already uses that name."""
+
+
+class IdentityRejected(PeersError):
+    """The kernel's view of the connecting process does not support the claimed identity."""
+
+
+class PermissionDenied(PeersError):
+    """The connection belongs to another user, or the command is not allowed to it."""
+
+
+class AuthenticationRequired(PeersError):
+    """A TCP connection must present the token before any other command."""
+
+
+class KillRefused(PeersError):
+    """kill_peer refused: the target is the caller, elsewhere, or no longer the agent."""
+
+
+class BrokerUnavailable(PeersError):
+    """The broker is shutting down or its store failed; retry later."""
+
+
+class InternalError(PeersError):
+    """An unexpected failure inside the broker; it was logged there."""
+
+
+COMMON_ERRORS: dict[type[Exception], bytes] = {
+    InvalidArgument: b"INVALID_ARGUMENT",
+    PermissionDenied: b"PERMISSION_DENIED",
+    AuthenticationRequired: b"AUTHENTICATION_REQUIRED",
+    BrokerUnavailable: b"BROKER_UNAVAILABLE",
+    InternalError: b"INTERNAL_ERROR",
+    NotRegistered: b"NOT_REGISTERED",
+}
+
+PEER_ERRORS: dict[type[Exception], bytes] = {
+    UnknownPeer: b"UNKNOWN_PEER",
+    AmbiguousPeer: b"AMBIGUOUS_PEER",
+    PeerGone: b"PEER_GONE",
+}
+
+
+def _errors(*extra: dict[type[Exception], bytes]) -> dict[type[Exception], bytes]:
+    merged = dict(COMMON_ERRORS)
+    for more in extra:
+        merged.update(more)
+    return merged
+
+
+# --- commands a client (bridge, hook, CLI) calls on the broker -------------------------
+
+
+class Authenticate(amp.Command):
+    """Present the TCP token; required first on TCP, accepted (and ignored) on UNIX."""
+
+    arguments = [(b"token", amp.Unicode())]
+    response: list = []
+    errors = _errors()
+
+
+class Hello(amp.Command):
+    """Ask the broker who it is: version, pid, protocol; works before registering."""
+
+    arguments: list = []
+    response = [(b"version", amp.Unicode()), (b"pid", amp.Integer()), (b"protocol", amp.Integer())]
+    errors = _errors()
+
+
+class Register(amp.Command):
+    """Bind this connection to the peer of an agent session (created or resumed).
+
+    ``agent_pid``/``agent_start`` name the agent process (the ``claude``/``codex``
+    ancestor); on a UNIX socket the broker checks it against the connecting process.
+    ``delivery`` is ``push`` (the bridge shows messages at once), ``inline`` (it holds
+    them until the agent's next tool call) or ``none`` (a hook or CLI: no pushes).
+    """
+
+    arguments = [
+        (b"agent_pid", amp.Integer()),
+        (b"agent_start", amp.Float()),
+        (b"client_type", amp.Unicode()),
+        (b"cwd", amp.Unicode()),
+        (b"git_root", amp.Unicode(optional=True)),
+        (b"git_common_dir", amp.Unicode(optional=True)),
+        (b"branch", amp.Unicode(optional=True)),
+        (b"tty", amp.Unicode(optional=True)),
+        (b"name", amp.Unicode(optional=True)),
+        (b"delivery", amp.Unicode()),
+    ]
+    response = [
+        (b"peer_id", amp.Unicode()),
+        (b"name", amp.Unicode()),
+        (b"resumed", amp.Boolean()),
+        (b"peer", JSONValue()),
+    ]
+    errors = _errors(
+        {
+            AlreadyRegistered: b"ALREADY_REGISTERED",
+            IdentityRejected: b"IDENTITY_REJECTED",
+            NameTaken: b"NAME_TAKEN",
+            LimitExceeded: b"LIMIT_EXCEEDED",
+        }
+    )
+
+
+class Attach(amp.Command):
+    """Find the already-registered peer of the calling agent session without taking over.
+
+    Used by hooks: ``agent_pid``/``agent_start`` are checked as for Register; the
+    connection may then fetch and acknowledge that peer's mail but receives no pushes.
+    """
+
+    arguments = [(b"agent_pid", amp.Integer()), (b"agent_start", amp.Float())]
+    response = [(b"peer_id", amp.Unicode()), (b"name", amp.Unicode()), (b"online", amp.Boolean())]
+    errors = _errors({IdentityRejected: b"IDENTITY_REJECTED"}, PEER_ERRORS)
+
+
+class Whoami(amp.Command):
+    """The peer bound to this connection, as a JSON object."""
+
+    arguments: list = []
+    response = [(b"peer", JSONValue())]
+    errors = _errors()
+
+
+class ListPeers(amp.Command):
+    """Peers in a scope (``machine``, ``directory``, ``repo``), never the caller itself."""
+
+    arguments = [(b"scope", amp.Unicode()), (b"include_offline", amp.Boolean(optional=True))]
+    response = [(b"peers", JSONValue())]
+    errors = _errors()
+
+
+class SetSummary(amp.Command):
+    """Set what this peer is working on (at most the summary limit)."""
+
+    arguments = [(b"summary", BigText())]
+    response: list = []
+    errors = _errors({LimitExceeded: b"LIMIT_EXCEEDED"})
+
+
+class SetName(amp.Command):
+    """Rename this peer; names are unique among live peers."""
+
+    arguments = [(b"name", amp.Unicode())]
+    response = [(b"name", amp.Unicode())]
+    errors = _errors({NameTaken: b"NAME_TAKEN", LimitExceeded: b"LIMIT_EXCEEDED"})
+
+
+class Send(amp.Command):
+    """Send a message; answers only after it is committed.
+
+    ``status`` is ``delivered`` (the recipient's bridge showed it), ``queued`` (held for a
+    polling peer or one that is reconnecting) with ``detail`` saying which.
+    """
+
+    arguments = [(b"to", amp.Unicode()), (b"body", BigText())]
+    response = [
+        (b"message_id", amp.Integer()),
+        (b"status", amp.Unicode()),
+        (b"detail", amp.Unicode()),
+        (b"to_id", amp.Unicode()),
+        (b"to_name", amp.Unicode()),
+    ]
+    errors = _errors(PEER_ERRORS, {LimitExceeded: b"LIMIT_EXCEEDED"})
+
+
+class FetchUnread(amp.Command):
+    """Unacknowledged messages of this connection's peer, oldest first (paged by ``limit``)."""
+
+    arguments = [(b"limit", amp.Integer(optional=True))]
+    response = [(b"messages", JSONValue()), (b"more", amp.Integer())]
+    errors = _errors()
+
+
+class Acknowledge(amp.Command):
+    """Mark messages shown to the agent; committed before the answer."""
+
+    arguments = [(b"message_ids", amp.ListOf(amp.Integer()))]
+    response = [(b"acknowledged", amp.Integer())]
+    errors = _errors()
+
+
+class MessageState(amp.Command):
+    """What became of messages this peer (or the CLI) sent: queued, shown, expired."""
+
+    arguments = [(b"message_ids", amp.ListOf(amp.Integer()))]
+    response = [(b"states", JSONValue())]
+    errors = _errors()
+
+
+class KillPeer(amp.Command):
+    """Terminate a peer's agent session (verified; SIGTERM, then SIGKILL after a grace)."""
+
+    arguments = [(b"target", amp.Unicode())]
+    response = [(b"outcome", amp.Unicode()), (b"peer_id", amp.Unicode()), (b"detail", amp.Unicode())]
+    errors = _errors(PEER_ERRORS, {KillRefused: b"KILL_REFUSED"})
+
+
+class Status(amp.Command):
+    """Broker health and every peer (with unread counts), as a JSON object."""
+
+    arguments: list = []
+    response = [(b"status", JSONValue())]
+    errors = _errors()
+
+
+class Inbox(amp.Command):
+    """Read (without acknowledging) a peer's stored mail: for the operator, gone peers too."""
+
+    arguments = [(b"target", amp.Unicode()), (b"limit", amp.Integer(optional=True))]
+    response = [(b"messages", JSONValue())]
+    errors = _errors(PEER_ERRORS)
+
+
+class RecentEvents(amp.Command):
+    """The most recent events (register, leave, message, kill, error), oldest first."""
+
+    arguments = [(b"limit", amp.Integer(optional=True))]
+    response = [(b"events", JSONValue())]
+    errors = _errors()
+
+
+class Watch(amp.Command):
+    """Subscribe this connection to live events; the broker calls ``Event`` on it."""
+
+    arguments: list = []
+    response: list = []
+    errors = _errors()
+
+
+class StopBroker(amp.Command):
+    """Stop the broker cleanly (it answers first, then shuts down)."""
+
+    arguments: list = []
+    response = [(b"pid", amp.Integer())]
+    errors = _errors()
+
+
+class Ping(amp.Command):
+    """Liveness probe; either side may call it."""
+
+    arguments: list = []
+    response: list = []
+    errors = _errors()
+
+
+# --- commands the broker calls on a bridge (remote callbacks) --------------------------
+
+
+class Deliver(amp.Command):
+    """Push one message to the bridge; ``shown`` says whether the agent has seen it yet.
+
+    A bridge that holds the message for the agent's next tool call answers
+    ``shown=False`` and acknowledges it later with :class:`Acknowledge`.
+    """
+
+    arguments = [(b"message", JSONValue())]
+    response = [(b"shown", amp.Boolean())]
+    errors = _errors()
+
+
+class Event(amp.Command):
+    """One event for a watching connection (``log -f``)."""
+
+    arguments = [(b"event", JSONValue())]
+    requiresAnswer = False
+
+
+#: Bumped when a command changes incompatibly; clients compare it in Hello.
+PROTOCOL_VERSION = 1
