@@ -381,6 +381,13 @@ class Deliver(amp.Command):
     errors = _errors()
 
 
+class ShownElsewhere(amp.Command):
+    """Another client of the same peer (a prompt hook) showed these messages: drop them."""
+
+    arguments = [(b"message_ids", amp.ListOf(amp.Integer()))]
+    requiresAnswer = False
+
+
 class Event(amp.Command):
     """One event for a watching connection (``log -f``)."""
 
