@@ -1,0 +1,222 @@
+"""Editing the agents' configuration files: pure text-in, text-out functions.
+
+Each ``add``/``remove`` parses the file first and raises :class:`ConfigError` (the file
+is then left untouched) when it cannot be parsed or edited safely. Edits are minimal:
+the Codex TOML keeps every other byte; JSON files keep every other key. After an edit
+the result is parsed again and compared with what was intended.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from typing import Any, Iterable
+
+#: The MCP server name in every agent config, and the prefix of its tools' names.
+SERVER_NAME = "claude-peers"
+TOOL_PREFIX = f"mcp__{SERVER_NAME}__"
+#: Tools put on Claude Code's allow-list by ``install --allow-tools``. ``kill_peer`` is
+#: left out on purpose: ending another session should stay a question to the user.
+ALLOWED_TOOLS = (
+    "list_peers",
+    "send_message",
+    "set_summary",
+    "check_messages",
+    "whoami",
+    "set_name",
+)
+
+
+class ConfigError(Exception):
+    """A config file cannot be parsed or edited safely; it was left untouched."""
+
+
+# --- Claude Code: ~/.claude.json ------------------------------------------------------
+
+
+def _load_json_object(text: str | None, where: str) -> dict:
+    if text is None or not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}); left untouched") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} does not hold a JSON object; left untouched")
+    return data
+
+
+def _dump_json(data: dict) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def claude_server_entry(command: list[str]) -> dict:
+    """The ``mcpServers`` entry that starts the bridge: ``<command...> mcp``."""
+    return {"type": "stdio", "command": command[0], "args": [*command[1:], "mcp"], "env": {}}
+
+
+def claude_json_add(text: str | None, command: list[str], where: str = "~/.claude.json") -> str:
+    """``text`` with ``mcpServers.claude-peers`` set to start ``command``."""
+    data = _load_json_object(text, where)
+    servers = data.setdefault("mcpServers", {})
+    if not isinstance(servers, dict):
+        raise ConfigError(f"{where}: mcpServers is not an object; left untouched")
+    servers[SERVER_NAME] = claude_server_entry(command)
+    return _dump_json(data)
+
+
+def claude_json_remove(text: str | None, where: str = "~/.claude.json") -> str | None:
+    """``text`` without ``mcpServers.claude-peers`` (None when there was nothing to remove)."""
+    data = _load_json_object(text, where)
+    servers = data.get("mcpServers")
+    if not isinstance(servers, dict) or SERVER_NAME not in servers:
+        return None
+    del servers[SERVER_NAME]
+    if not servers:
+        del data["mcpServers"]
+    return _dump_json(data)
+
+
+def claude_json_entry(text: str | None, where: str = "~/.claude.json") -> dict | None:
+    """Our ``mcpServers`` entry in a Claude Code user config, if any."""
+    servers = _load_json_object(text, where).get("mcpServers")
+    entry = servers.get(SERVER_NAME) if isinstance(servers, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+# --- Claude Code: ~/.claude/settings.json permissions.allow ----------------------------
+
+
+def allow_rules(tools: Iterable[str] = ALLOWED_TOOLS) -> list[str]:
+    """The permission rules naming our tools: ``mcp__claude-peers__<tool>``."""
+    return [TOOL_PREFIX + tool for tool in tools]
+
+
+def settings_allow_add(text: str | None, rules: list[str], where: str = "~/.claude/settings.json") -> tuple[str, list[str]]:
+    """``text`` with ``rules`` in ``permissions.allow``; also returns the rules newly added."""
+    data = _load_json_object(text, where)
+    permissions = data.setdefault("permissions", {})
+    if not isinstance(permissions, dict):
+        raise ConfigError(f"{where}: permissions is not an object; left untouched")
+    allow = permissions.setdefault("allow", [])
+    if not isinstance(allow, list):
+        raise ConfigError(f"{where}: permissions.allow is not a list; left untouched")
+    added = [rule for rule in rules if rule not in allow]
+    allow.extend(added)
+    return _dump_json(data), added
+
+
+def settings_allow_remove(text: str | None, rules: list[str], where: str = "~/.claude/settings.json") -> str | None:
+    """``text`` without ``rules`` in ``permissions.allow`` (None when none was there)."""
+    data = _load_json_object(text, where)
+    permissions = data.get("permissions")
+    allow = permissions.get("allow") if isinstance(permissions, dict) else None
+    if not isinstance(allow, list) or not any(rule in allow for rule in rules):
+        return None
+    permissions["allow"] = [rule for rule in allow if rule not in rules]
+    if not permissions["allow"]:
+        del permissions["allow"]
+        if not permissions:
+            del data["permissions"]
+    return _dump_json(data)
+
+
+# --- Codex: ~/.codex/config.toml --------------------------------------------------------
+
+_OUR_HEADER = re.compile(
+    r"""^\s*\[\s*mcp_servers\s*\.\s*(?:claude-peers|"claude-peers"|'claude-peers')\s*(?:\]|\.)"""
+)
+_ANY_HEADER = re.compile(r"^\s*\[")
+
+
+def _load_toml(text: str | None, where: str) -> dict:
+    try:
+        return tomllib.loads(text or "")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML ({exc}); left untouched") from None
+
+
+def _toml_string(value: str) -> str:
+    # A JSON string is a valid TOML basic string for every character JSON escapes.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def codex_table(command: list[str]) -> str:
+    """The ``[mcp_servers.claude-peers]`` table that starts the bridge."""
+    args = ", ".join(_toml_string(arg) for arg in [*command[1:], "mcp"])
+    return f"[mcp_servers.{SERVER_NAME}]\ncommand = {_toml_string(command[0])}\nargs = [{args}]\n"
+
+
+def _without_our_tables(text: str) -> str:
+    kept: list[str] = []
+    inside = False
+    for line in text.splitlines(keepends=True):
+        if _ANY_HEADER.match(line):
+            inside = bool(_OUR_HEADER.match(line))
+        if not inside:
+            kept.append(line)
+    result = "".join(kept)
+    return result.rstrip("\n") + "\n" if result.strip() else ""
+
+
+def _expected_without_us(data: dict) -> dict:
+    copy = json.loads(json.dumps(data, default=str))
+    servers = copy.get("mcp_servers")
+    if isinstance(servers, dict):
+        servers.pop(SERVER_NAME, None)
+        if not servers and "mcp_servers" in copy:
+            del copy["mcp_servers"]
+    return copy
+
+
+def _comparable(data: dict) -> dict:
+    result = json.loads(json.dumps(data, default=str))
+    if result.get("mcp_servers") == {}:
+        del result["mcp_servers"]
+    return result
+
+
+def codex_toml_remove(text: str | None, where: str = "~/.codex/config.toml") -> str | None:
+    """``text`` without our server table(s) (None when there was nothing to remove)."""
+    data = _load_toml(text, where)
+    servers = data.get("mcp_servers")
+    if not isinstance(servers, dict) or SERVER_NAME not in servers:
+        return None
+    result = _without_our_tables(text or "")
+    if _comparable(_load_toml(result, where)) != _expected_without_us(data):
+        raise ConfigError(
+            f"{where}: the {SERVER_NAME} server is not written as a [mcp_servers.{SERVER_NAME}] "
+            "table, so it cannot be edited safely; left untouched (edit it by hand)"
+        )
+    return result
+
+
+def codex_toml_add(text: str | None, command: list[str], where: str = "~/.codex/config.toml") -> str:
+    """``text`` with ``[mcp_servers.claude-peers]`` starting ``command``, the rest kept as is."""
+    data = _load_toml(text, where)
+    if "mcp_servers" in data and not isinstance(data["mcp_servers"], dict):
+        raise ConfigError(f"{where}: mcp_servers is not a table; left untouched")
+    base = codex_toml_remove(text, where)
+    if base is None:
+        base = text or ""
+    if base and not base.endswith("\n"):
+        base += "\n"
+    if base.strip():
+        base = base.rstrip("\n") + "\n\n"
+    else:
+        base = ""
+    result = base + codex_table(command)
+    parsed = _load_toml(result, where)
+    want = _expected_without_us(data)
+    want.setdefault("mcp_servers", {})[SERVER_NAME] = {"command": command[0], "args": [*command[1:], "mcp"]}
+    if _comparable(parsed) != want:
+        raise ConfigError(f"{where}: cannot add the {SERVER_NAME} table safely; left untouched")
+    return result
+
+
+def codex_entry(text: str | None, where: str = "~/.codex/config.toml") -> dict | None:
+    """Our ``mcp_servers`` entry in a Codex config, if any."""
+    servers = _load_toml(text, where).get("mcp_servers")
+    entry = servers.get(SERVER_NAME) if isinstance(servers, dict) else None
+    return entry if isinstance(entry, dict) else None

@@ -1,0 +1,122 @@
+"""Running one command against the broker: settings, connection, errors, exit status.
+
+The reactor is imported inside :func:`run_with_broker` only, so that importing any
+command module stays reactor-free.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Awaitable, Callable
+
+from claudepeers.cli.main import EXIT_FAILED, EXIT_NO_BROKER, EXIT_PERMISSION, EXIT_USAGE, error
+
+#: Broker error tags whose text is shown as is, as a failed command.
+_FAILED_ERRORS = (
+    "UnknownPeer",
+    "AmbiguousPeer",
+    "PeerGone",
+    "KillRefused",
+    "InvalidArgument",
+    "LimitExceeded",
+    "NameTaken",
+    "BrokerUnavailable",
+    "InternalError",
+    "NotRegistered",
+)
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as indented, key-sorted JSON on stdout."""
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def error_text(exc: BaseException) -> str:
+    """The human text of an exception, decoding AMP's bytes descriptions."""
+    args = getattr(exc, "args", ())
+    if len(args) == 1 and isinstance(args[0], bytes):
+        return args[0].decode("utf-8", "replace")
+    text = str(exc)
+    return text or type(exc).__name__
+
+
+def describe_failure(exc: BaseException) -> tuple[str, int]:
+    """One line and an exit status for anything a broker command can fail with."""
+    from twisted.internet.error import ConnectionDone, ConnectionLost
+    from twisted.protocols import amp
+
+    from claudepeers import wire
+    from claudepeers.client import BrokerNotRunning
+    from claudepeers.settings import SettingError
+
+    if isinstance(exc, BrokerNotRunning):
+        text = error_text(exc)
+        status = EXIT_PERMISSION if "permission denied" in text.lower() else EXIT_NO_BROKER
+        return text, status
+    if isinstance(exc, (wire.PermissionDenied, wire.AuthenticationRequired)):
+        return f"permission denied: {error_text(exc)}", EXIT_PERMISSION
+    if isinstance(exc, SettingError):
+        return error_text(exc), EXIT_USAGE
+    if isinstance(exc, wire.PeersError):
+        return error_text(exc), EXIT_FAILED
+    if isinstance(exc, (ConnectionDone, ConnectionLost)):
+        return "the broker closed the connection", EXIT_FAILED
+    if isinstance(exc, amp.UnhandledCommand):
+        return f"the broker does not know this command (version skew?): {error_text(exc)}", EXIT_FAILED
+    if isinstance(exc, amp.UnknownRemoteError):
+        return f"the broker answered with an error: {error_text(exc)}", EXIT_FAILED
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc}", EXIT_PERMISSION
+    return f"{type(exc).__name__}: {error_text(exc)}", EXIT_FAILED
+
+
+def load_settings() -> Any:
+    """Settings from the environment (raises SettingError on a bad value)."""
+    from claudepeers.settings import Settings
+
+    return Settings.from_env()
+
+
+Body = Callable[[Any, Any, Any], Awaitable[int | None]]
+
+
+def run_with_broker(
+    body: Body, *, autostart: bool = False, locator: Any = None, interrupted_status: int = 130
+) -> int:
+    """Connect to the broker, run ``await body(reactor, protocol, settings)``, return the status.
+
+    ``autostart`` allows starting a broker when none answers (still subject to
+    ``CLAUDE_PEERS_NO_AUTOSTART``). Every failure becomes one line on stderr. When the
+    reactor stops before the body ends (Ctrl-C), the status is ``interrupted_status``.
+    """
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred
+
+    from claudepeers.client import connect
+    from claudepeers.settings import SettingError
+
+    try:
+        settings = load_settings()
+    except SettingError as exc:
+        return error(str(exc), EXIT_USAGE)
+    outcome: dict[str, int] = {}
+
+    async def go(reactor: Any) -> None:
+        try:
+            protocol = await connect(reactor, settings, locator=locator, autostart=autostart)
+            try:
+                outcome["status"] = int(await body(reactor, protocol, settings) or 0)
+            finally:
+                if protocol.transport is not None:
+                    protocol.transport.loseConnection()
+        except Exception as exc:  # every failure is reported as one line
+            text, status = describe_failure(exc)
+            outcome["status"] = error(text, status)
+
+    try:
+        task.react(lambda reactor: ensureDeferred(go(reactor)))
+    except SystemExit:
+        pass
+    return outcome.get("status", interrupted_status)
