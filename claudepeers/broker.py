@@ -1,0 +1,567 @@
+"""The broker's logic: the registry of peer actors, names, scopes, routing, kills, events.
+
+No AMP and no SQL here (STYLE habit 1): the protocol layer calls these methods with
+plain values and the kernel's credentials of the connection; the store does the SQL;
+processes are looked at through an injected ``processes`` object (agents.py by default)
+so that tests can stand in for the process table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import string
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from twisted.internet.defer import Deferred, inlineCallbacks, returnValue, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from . import __version__, agents, killing
+from .peers import PeerActor
+from .ratelimit import RateLimiter
+from .records import CLI_ID, GONE, OFFLINE, ONLINE, NewMessage, PeerRecord, iso
+from .settings import Limits
+from .wire import (
+    AmbiguousPeer,
+    IdentityRejected,
+    InvalidArgument,
+    KillRefused,
+    LimitExceeded,
+    NameTaken,
+    NotRegistered,
+    PeerGone,
+    UnknownPeer,
+)
+
+SCOPES = ("machine", "directory", "repo")
+CLIENT_TYPES = ("claude-code", "codex", "unknown")
+DELIVERY_MODES = ("push", "inline", "none")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ID_ALPHABET = string.ascii_lowercase + string.digits
+EVENT_HISTORY = 1000
+#: Event kinds kept in the database (messages are only in the in-memory history).
+PERSISTENT_EVENTS = {"register", "leave", "gone", "kill", "rename", "broker"}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the kernel says about a connection: SO_PEERCRED on UNIX, nothing on TCP."""
+
+    transport: str  # "unix" or "tcp"
+    pid: int | None = None
+    uid: int | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a registering bridge says about its agent session."""
+
+    agent_pid: int
+    agent_start: float
+    client_type: str
+    cwd: str
+    git_root: str | None = None
+    git_common_dir: str | None = None
+    branch: str | None = None
+    tty: str | None = None
+    name: str | None = None
+    delivery: str = "push"
+
+
+class Broker:
+    """Registry and router of peers."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: Any,
+        clock: Any,
+        limits: Limits | None = None,
+        host: str | None = None,
+        processes: Any = agents,
+        reactor: Any = None,
+        info: dict[str, Any] | None = None,
+        stop: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.limits = limits or Limits()
+        self.host = host or socket.gethostname()
+        self.actors: dict[str, PeerActor] = {}
+        self.info = dict(info or {})
+        self._clock = clock
+        self._reactor = reactor if reactor is not None else clock
+        self._processes = processes
+        self._rate = RateLimiter(self.limits.messages_per_minute)
+        self._events: deque[dict[str, Any]] = deque(maxlen=EVENT_HISTORY)
+        self._watchers: set[Any] = set()
+        self._reaper: LoopingCall | None = None
+        self._stop = stop
+        self.started_at = clock.seconds()
+        self.counters = {"sent": 0, "delivered": 0, "refused": 0}
+
+    # --- start and stop ---------------------------------------------------------------
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        """Load stored peers (all offline until their bridges reconnect) and start reaping."""
+        records = yield self.store.load_peers()
+        counts = yield self.store.unread_counts()
+        for event in (yield self.store.recent_events(200)):
+            self._events.append({**event, "at": iso(event["at"])})
+        for record in records:
+            if record.state == ONLINE:
+                record = PeerRecord(**{**record.__dict__, "state": OFFLINE})
+            self.actors[record.id] = self._actor(record, counts.get(record.id, 0))
+        self.emit("broker", None, f"broker {__version__} started (pid {os.getpid()})")
+        self.reap()
+        self._reaper = LoopingCall(self.reap)
+        self._reaper.clock = self._clock
+        self._reaper.start(self.limits.reap_interval_seconds, now=False)
+
+    def stop(self) -> None:
+        """Stop periodic work (the service closes listeners and the store)."""
+        if self._reaper is not None and self._reaper.running:
+            self._reaper.stop()
+
+    def request_stop(self) -> None:
+        """Ask the process to shut down (StopBroker)."""
+        self.emit("broker", None, "stop requested")
+        if self._stop is not None:
+            self._clock.callLater(0, self._stop)
+
+    def _actor(self, record: PeerRecord, unread: int = 0) -> PeerActor:
+        return PeerActor(record, self.store, self._clock, self.limits.delivery_wait_seconds, unread)
+
+    def now(self) -> float:
+        """The broker's clock."""
+        return self._clock.seconds()
+
+    # --- events -------------------------------------------------------------------------
+
+    def emit(self, kind: str, peer_id: str | None, detail: str, **extra: Any) -> None:
+        """Record an event, keep it in history, persist the important ones, tell watchers."""
+        at = self.now()
+        event = {"at": iso(at), "kind": kind, "peer_id": peer_id, "detail": detail, **extra}
+        self._events.append(event)
+        if kind in PERSISTENT_EVENTS:
+            self.store.add_event(at, kind, peer_id, detail).addErrback(
+                lambda f: self.log.failure("could not store event", f)
+            )
+        for watcher in list(self._watchers):
+            try:
+                watcher.event(event)
+            except Exception:  # a broken watcher must not stop the others
+                self.log.failure("watcher failed; dropping it")
+                self._watchers.discard(watcher)
+
+    def recent_events(self, limit: int) -> list[dict[str, Any]]:
+        """The latest events, oldest first."""
+        limit = max(1, min(limit, EVENT_HISTORY))
+        return list(self._events)[-limit:]
+
+    def watch(self, watcher: Any) -> None:
+        """Send future events to ``watcher.event(dict)``."""
+        self._watchers.add(watcher)
+
+    def unwatch(self, watcher: Any) -> None:
+        """Stop sending events to ``watcher``."""
+        self._watchers.discard(watcher)
+
+    # --- identity -----------------------------------------------------------------------
+
+    def verify_session(self, creds: Credentials, agent_pid: int, agent_start: float) -> None:
+        """Check a claimed agent session against the kernel's view; IdentityRejected if not."""
+        if not self._processes.is_alive(agent_pid, agent_start):
+            raise IdentityRejected(
+                f"agent pid {agent_pid} with start time {agent_start} is not a running process"
+            )
+        if creds.transport == "unix":
+            if creds.pid is None or not self._processes.is_ancestor(agent_pid, creds.pid):
+                raise IdentityRejected(
+                    f"pid {agent_pid} is not an ancestor of the connecting process (pid {creds.pid})"
+                )
+
+    def _session(self, agent_pid: int, agent_start: float) -> PeerActor | None:
+        for actor in self.actors.values():
+            record = actor.record
+            if (
+                record.state != GONE
+                and record.host == self.host
+                and record.agent_pid == agent_pid
+                and agents.same_start(record.agent_start, agent_start)
+            ):
+                return actor
+        return None
+
+    # --- registration -----------------------------------------------------------------------
+
+    @inlineCallbacks
+    def register(self, connection: Any, creds: Credentials, claim: Claim) -> Any:
+        """Create or resume the peer of ``claim``'s agent session and bind ``connection``.
+
+        Fires with (actor, resumed).
+        """
+        self._check_claim(claim)
+        self.verify_session(creds, claim.agent_pid, claim.agent_start)
+        now = self.now()
+        actor = self._session(claim.agent_pid, claim.agent_start)
+        resumed = actor is not None
+        fields = dict(
+            client_type=claim.client_type, cwd=claim.cwd, git_root=claim.git_root,
+            git_common_dir=claim.git_common_dir, branch=claim.branch, tty=claim.tty,
+        )
+        if actor is None:
+            name = self._unique_name(claim.name or _default_name(claim), exclude=None, strict=bool(claim.name))
+            record = PeerRecord(
+                id=self._new_id(), host=self.host, agent_pid=claim.agent_pid, agent_start=claim.agent_start,
+                name=name, summary="", state=OFFLINE, registered_at=now, last_seen=now, **fields,
+            )
+            actor = self._actor(record)
+            self.actors[record.id] = actor
+        else:
+            if claim.name and claim.name != actor.name:
+                fields["name"] = self._unique_name(claim.name, exclude=actor.id, strict=True)
+            actor.update(**fields)
+        if claim.delivery != "none":
+            connection.delivery = claim.delivery
+            actor.attach(connection, now)
+        yield self.store.save_peer(actor.record)
+        self.emit(
+            "register", actor.id,
+            f"{actor.name} [{claim.client_type}] {'reconnected' if resumed else 'joined'} in {claim.cwd}",
+            name=actor.name,
+        )
+        returnValue((actor, resumed))
+
+    def _check_claim(self, claim: Claim) -> None:
+        if claim.client_type not in CLIENT_TYPES:
+            raise InvalidArgument(f"client_type must be one of {', '.join(CLIENT_TYPES)}, not {claim.client_type!r}")
+        if claim.delivery not in DELIVERY_MODES:
+            raise InvalidArgument(f"delivery must be one of {', '.join(DELIVERY_MODES)}, not {claim.delivery!r}")
+        if not claim.cwd or not claim.cwd.startswith("/"):
+            raise InvalidArgument(f"cwd must be an absolute path, not {claim.cwd!r}")
+        for label, value in (("cwd", claim.cwd), ("git_root", claim.git_root),
+                             ("git_common_dir", claim.git_common_dir), ("branch", claim.branch), ("tty", claim.tty)):
+            if value is not None and len(value) > 4096:
+                raise LimitExceeded(f"{label} is longer than 4096 characters")
+
+    def _new_id(self) -> str:
+        while True:
+            candidate = "".join(secrets.choice(ID_ALPHABET) for _ in range(8))
+            if candidate not in self.actors and candidate != CLI_ID:
+                return candidate
+
+    def check_name(self, name: str) -> str:
+        """A valid name or InvalidArgument / LimitExceeded naming the rule."""
+        limit = self.limits.max_name_chars
+        if len(name) > limit:
+            raise LimitExceeded(
+                f"name is {len(name)} characters; the limit is {limit} (max_name_chars, CLAUDE_PEERS_MAX_NAME_CHARS)"
+            )
+        if not NAME_PATTERN.match(name):
+            raise InvalidArgument(
+                f"name {name!r} must start with a letter or digit and contain only letters, digits, '.', '_' and '-'"
+            )
+        if name == CLI_ID:
+            raise InvalidArgument("the name 'cli' is reserved for messages from the command line")
+        return name
+
+    def _unique_name(self, wanted: str, exclude: str | None, strict: bool) -> str:
+        """``wanted`` if free among live peers; else (unless strict) ``wanted-2``, ``-3``..."""
+        if strict:
+            self.check_name(wanted)
+        taken = {
+            a.name for a in self.actors.values() if a.state != GONE and a.id != exclude
+        } | {a.id for a in self.actors.values() if a.id != exclude}
+        if wanted not in taken:
+            return wanted
+        if strict:
+            holder = next((a for a in self.actors.values() if a.id != exclude and wanted in (a.name, a.id)), None)
+            raise NameTaken(f"the name {wanted!r} is taken by peer {holder.id if holder else '?'}")
+        base = wanted[: self.limits.max_name_chars - 4]
+        index = 2
+        while f"{base}-{index}" in taken:
+            index += 1
+        return f"{base}-{index}"
+
+    @inlineCallbacks
+    def set_name(self, actor: PeerActor, name: str) -> Any:
+        """Rename a peer; fires with the new name."""
+        old = actor.name
+        new = self._unique_name(name, exclude=actor.id, strict=True)
+        actor.update(name=new)
+        yield self.store.save_peer(actor.record)
+        if new != old:
+            self.emit("rename", actor.id, f"{old} is now {new}", name=new)
+        returnValue(new)
+
+    def set_summary(self, actor: PeerActor, summary: str) -> Deferred:
+        """Set what the peer works on (bounded by max_summary_bytes)."""
+        size = len(summary.encode("utf-8"))
+        limit = self.limits.max_summary_bytes
+        if size > limit:
+            raise LimitExceeded(
+                f"summary is {size} bytes; the limit is {limit} (max_summary_bytes, CLAUDE_PEERS_MAX_SUMMARY_BYTES)"
+            )
+        actor.update(summary=summary, last_seen=self.now())
+        return self.store.save_peer(actor.record)
+
+    # --- lookup and listing -------------------------------------------------------------------
+
+    def resolve(self, target: str, allow_gone: bool = False) -> PeerActor:
+        """The peer a target names: its id, else its unique name among live peers."""
+        target = (target or "").strip()
+        if not target:
+            raise InvalidArgument("no peer given: pass a peer id or name (see list_peers)")
+        by_id = self.actors.get(target)
+        live = [a for a in self.actors.values() if a.state != GONE]
+        by_name = [a for a in live if a.name == target]
+        if by_id is not None and by_name and by_name[0] is not by_id:
+            raise AmbiguousPeer(f"{target!r} is both the id of {by_id.name} and the name of peer {by_name[0].id}; "
+                                f"candidates: {_describe([by_id, *by_name])}")
+        actor = by_id or (by_name[0] if by_name else None)
+        if actor is None:
+            lowered = target.lower()
+            close = [a for a in live if a.id.startswith(lowered) or a.name.lower().startswith(lowered)]
+            if len(close) > 1:
+                raise AmbiguousPeer(f"{target!r} matches several peers: {_describe(close)}")
+            hint = _describe(close or live) or "no peers are connected"
+            raise UnknownPeer(f"no peer has the id or name {target!r}; candidates: {hint}")
+        if actor.state == GONE and not allow_gone:
+            raise PeerGone(
+                f"peer {actor.id} ({actor.name}) ended at {iso(actor.record.gone_at)}; "
+                "its unread mail stays readable with `claude-peers inbox`"
+            )
+        return actor
+
+    def list_peers(self, caller: PeerActor | None, scope: str, include_gone: bool = False) -> list[dict[str, Any]]:
+        """Peers in ``scope`` as wire dicts, never the caller, online ones first."""
+        if scope not in SCOPES:
+            raise InvalidArgument(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        if scope != "machine" and caller is None:
+            raise NotRegistered(f"scope {scope!r} needs a registered peer; use scope 'machine'")
+        chosen = []
+        for actor in self.actors.values():
+            if actor is caller or (actor.state == GONE and not include_gone):
+                continue
+            if scope == "directory" and actor.record.cwd != caller.record.cwd:  # type: ignore[union-attr]
+                continue
+            if scope == "repo" and _repo_key(actor.record) != _repo_key(caller.record):  # type: ignore[union-attr]
+                continue
+            chosen.append(actor)
+        order = {ONLINE: 0, OFFLINE: 1, GONE: 2}
+        chosen.sort(key=lambda a: (order[a.state], a.name))
+        return [a.record.to_wire(a.unread) for a in chosen]
+
+    # --- messages -----------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def send(self, sender: PeerActor | None, target: str, body: str) -> Any:
+        """Commit a message and report what happened: a dict for the Send answer."""
+        if not isinstance(body, str) or not body.strip():
+            raise InvalidArgument("the message is empty")
+        size = len(body.encode("utf-8"))
+        limit = self.limits.max_body_bytes
+        if size > limit:
+            self.counters["refused"] += 1
+            raise LimitExceeded(
+                f"message is {size} bytes; the limit is {limit} (max_body_bytes, CLAUDE_PEERS_MAX_BODY_BYTES)"
+            )
+        recipient = self.resolve(target)
+        if sender is not None and recipient is sender:
+            raise InvalidArgument("you cannot send a message to yourself")
+        if recipient.unread >= self.limits.max_unread:
+            self.counters["refused"] += 1
+            raise LimitExceeded(
+                f"{recipient.name} already has {recipient.unread} unread messages; the limit is "
+                f"{self.limits.max_unread} (max_unread, CLAUDE_PEERS_MAX_UNREAD)"
+            )
+        now = self.now()
+        sender_key = sender.id if sender is not None else CLI_ID
+        if not self._rate.allow(sender_key, now):
+            self.counters["refused"] += 1
+            raise LimitExceeded(
+                f"more than {self.limits.messages_per_minute} messages in a minute from {sender_key} "
+                "(messages_per_minute, CLAUDE_PEERS_MESSAGES_PER_MINUTE); wait and retry"
+            )
+        if sender is None:
+            origin = dict(from_id=CLI_ID, from_name="cli", from_summary="", from_cwd="",
+                          from_client="cli", verified=False)
+        else:
+            record = sender.record
+            origin = dict(from_id=record.id, from_name=record.name, from_summary=record.summary,
+                          from_cwd=record.cwd, from_client=record.client_type, verified=True)
+        message = yield self.store.add_message(NewMessage(**origin, to_id=recipient.id, body=body, sent_at=now))
+        self.counters["sent"] += 1
+        status, detail = yield recipient.accept(message)
+        if status == "delivered":
+            self.counters["delivered"] += 1
+        self.emit("message", sender_key, f"{origin['from_name']} -> {recipient.name}: {status}",
+                  message_id=message.id, to_id=recipient.id)
+        returnValue({"message_id": message.id, "status": status, "detail": detail,
+                     "to_id": recipient.id, "to_name": recipient.name})
+
+    def fetch_unread(self, actor: PeerActor, limit: int | None) -> Deferred:
+        """Unacknowledged messages of ``actor`` (oldest first) and how many more there are."""
+        if limit is not None and limit <= 0:
+            raise InvalidArgument("limit must be a positive number")
+        page = min(limit or 100, 1000)
+        d = self.store.unread(actor.id, page + 1)
+
+        def shape(messages: list) -> tuple[list[dict[str, Any]], int]:
+            more = max(0, actor.unread - page) if len(messages) > page else 0
+            return [m.to_wire() for m in messages[:page]], more
+
+        return d.addCallback(shape)
+
+    @inlineCallbacks
+    def acknowledge(self, actor: PeerActor, message_ids: Iterable[int], via: Any = None) -> Any:
+        """Mark messages shown; tells the peer's bridge when another client (a hook) showed them."""
+        ids = list(message_ids)
+        if len(ids) > 10_000:
+            raise LimitExceeded("at most 10000 message ids per acknowledgement")
+        marked = yield self.store.acknowledge(actor.id, ids, self.now())
+        actor.acknowledged(marked)
+        bridge = actor.connection
+        if marked and bridge is not None and via is not bridge and hasattr(bridge, "shown_elsewhere"):
+            bridge.shown_elsewhere(marked)
+        returnValue(len(marked))
+
+    @inlineCallbacks
+    def message_states(self, sender: PeerActor | None, message_ids: Iterable[int]) -> Any:
+        """What became of messages the caller sent: shown, queued (and where), or unknown."""
+        sender_id = sender.id if sender is not None else CLI_ID
+        ids = list(message_ids)
+        found = yield self.store.message_states(sender_id, ids)
+        states = {}
+        for message_id in ids:
+            if message_id not in found:
+                states[str(message_id)] = {"state": "unknown", "detail": "no such message from you (or expired)"}
+                continue
+            to_id, acked_at = found[message_id]
+            recipient = self.actors.get(to_id)
+            if acked_at is not None:
+                states[str(message_id)] = {"state": "shown", "at": iso(acked_at), "to_id": to_id}
+            else:
+                where = recipient.state if recipient is not None else GONE
+                states[str(message_id)] = {"state": "queued", "recipient_state": where, "to_id": to_id}
+        returnValue(states)
+
+    def inbox(self, target: str, limit: int | None) -> Deferred:
+        """The operator's read-only view of a peer's mail (gone peers too)."""
+        actor = self.resolve(target, allow_gone=True)
+        return self.store.inbox(actor.id, min(limit or 50, 1000)).addCallback(
+            lambda messages: [m.to_wire() for m in messages]
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def disconnected(self, actor: PeerActor, connection: Any) -> None:
+        """A bridge connection closed: offline if the agent lives, gone if it ended."""
+        if actor.detach(connection, self.now()):
+            if self._processes.is_alive(actor.record.agent_pid, actor.record.agent_start):
+                self.emit("leave", actor.id, f"{actor.name} disconnected (offline; mail is queued)")
+                self.store.save_peer(actor.record)
+            else:
+                self._gone(actor)
+
+    def _gone(self, actor: PeerActor) -> None:
+        actor.mark_gone(self.now())
+        self._rate.forget(actor.id)
+        self.store.save_peer(actor.record)
+        self.emit("gone", actor.id, f"{actor.name} ended ({actor.unread} unread messages kept)")
+
+    def reap(self) -> None:
+        """Periodic: mark peers whose agent process ended as gone; purge expired data."""
+        try:
+            for actor in list(self.actors.values()):
+                if actor.state == GONE:
+                    continue
+                if not self._processes.is_alive(actor.record.agent_pid, actor.record.agent_start):
+                    self._gone(actor)
+            cutoff = self.now() - self.limits.retention_seconds
+            expired = [a.id for a in self.actors.values() if a.state == GONE and (a.record.gone_at or 0) < cutoff]
+            for peer_id in expired:
+                del self.actors[peer_id]
+            self.store.purge(cutoff).addErrback(lambda f: self.log.failure("purge failed", f))
+        except Exception:  # periodic jobs log and carry on (STYLE habit 6)
+            self.log.failure("reaping failed")
+
+    # --- kill -------------------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def kill(self, caller: PeerActor | None, creds: Credentials, target: str) -> Any:
+        """Verified kill of a peer's agent session; fires with (outcome, peer_id, detail)."""
+        actor = self.resolve(target)
+        caller_id = caller.id if caller is not None else CLI_ID
+        record = actor.record
+        if caller is actor:
+            raise KillRefused("you cannot kill your own session")
+        if record.host != self.host:
+            raise KillRefused(f"{actor.name} runs on {record.host}, not on this host")
+        if creds.pid is not None and self._processes.is_ancestor(record.agent_pid, creds.pid):
+            raise KillRefused(f"{actor.name} is the agent session you are calling from")
+        try:
+            proc = killing.check_agent(record.agent_pid, record.agent_start, record.client_type)
+        except killing.NotTheAgent as exc:
+            yield self.store.record_kill(self.now(), caller_id, actor.id, record.agent_pid, "refused", str(exc))
+            self.emit("kill", actor.id, f"kill of {actor.name} by {caller_id} refused: {exc}")
+            raise KillRefused(f"refusing to kill {actor.name}: {exc}") from None
+        self.emit("kill", actor.id, f"{caller_id} is killing {actor.name} (pid {record.agent_pid})")
+        outcome = yield killing.terminate(self._reactor, proc, self.limits.kill_grace_seconds)
+        detail = {
+            killing.TERMINATED: f"{actor.name} (pid {record.agent_pid}) ended on SIGTERM",
+            killing.KILLED: f"{actor.name} (pid {record.agent_pid}) ignored SIGTERM for "
+                            f"{self.limits.kill_grace_seconds:g} s and was killed with SIGKILL",
+            killing.SURVIVED: f"{actor.name} (pid {record.agent_pid}) is still running after SIGKILL",
+            killing.ALREADY_GONE: f"{actor.name} (pid {record.agent_pid}) had already ended",
+        }[outcome]
+        yield self.store.record_kill(self.now(), caller_id, actor.id, record.agent_pid, outcome, detail)
+        if outcome != killing.SURVIVED and actor.state != GONE:
+            self._gone(actor)
+        self.emit("kill", actor.id, detail, outcome=outcome, by=caller_id)
+        returnValue((outcome, actor.id, detail))
+
+    # --- status -------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Health and every known peer, for `claude-peers status`."""
+        peers = sorted(self.actors.values(), key=lambda a: ({ONLINE: 0, OFFLINE: 1, GONE: 2}[a.state], a.name))
+        return {
+            **self.info,
+            "version": __version__,
+            "pid": os.getpid(),
+            "host": self.host,
+            "started_at": iso(self.started_at),
+            "uptime_seconds": round(self.now() - self.started_at, 3),
+            "peers": [a.record.to_wire(a.unread) for a in peers],
+            "online": sum(1 for a in peers if a.state == ONLINE),
+            "offline": sum(1 for a in peers if a.state == OFFLINE),
+            "gone": sum(1 for a in peers if a.state == GONE),
+            "unread": sum(a.unread for a in peers),
+            "counters": dict(self.counters),
+            "limits": {k: getattr(self.limits, k) for k in self.limits.__dataclass_fields__},
+        }
+
+
+def _default_name(claim: Claim) -> str:
+    base = os.path.basename((claim.git_root or claim.cwd).rstrip("/")) or "peer"
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-._") or "peer"
+    return cleaned[:40]
+
+
+def _repo_key(record: PeerRecord) -> str:
+    return record.git_common_dir or record.cwd
+
+
+def _describe(actors: Iterable[PeerActor]) -> str:
+    return ", ".join(f"{a.name} ({a.id}, {a.state})" for a in actors)
+
+
+__all__ = ["Broker", "Claim", "Credentials", "succeed"]

@@ -1,0 +1,43 @@
+"""Run the broker in the foreground without twistd: ``claude-peers broker``.
+
+This is what autostarting clients, launchd and systemd run. It logs to stderr (or
+CLAUDE_PEERS_LOG), stops cleanly on SIGTERM/SIGINT (the reactor's handlers run the
+service's stopService), and exits 1 with a clear line when the broker cannot start.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse options, start the service, run the reactor; the exit status says if it worked."""
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.python import usage
+
+    from .broker_tap import Options, makeService
+
+    options = Options()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as exc:
+        print(f"claude-peers broker: {exc}", file=sys.stderr)
+        return 2
+    settings = options["settings"]
+    log_file = open(settings.log_path, "a", buffering=1) if settings.log_path else sys.stderr
+    # redirectStandardIO=False: a broker started by a client must not grab its stdio.
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(log_file)], redirectStandardIO=False)
+
+    from twisted.internet import reactor
+
+    root = makeService(options, reactor)
+    broker_service = next(iter(root))
+    reactor.callWhenRunning(root.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
+    reactor.run()
+    return 1 if broker_service.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Peer actors: one object per peer that owns its record, its connection and its pushes.
+
+Lifecycle (one small state machine; see docs/architecture.md):
+
+    offline --attach(conn)--> loading --backlog read--> online
+    online/loading --detach(conn)--> offline
+    offline/online --agent process ended (pid + start time)--> gone   (final)
+
+While online, the actor pushes its inbox to the bridge in the order the broker
+committed it: first every unacknowledged message from the store (again after every
+reconnect, so nothing pushed to a lost connection is lost), then new ones as they are
+accepted. Pushes are pipelined over the one connection (AMP keeps their order) with a
+bounded window. A push answered ``shown`` is acknowledged in the store; one answered
+``held`` waits for the bridge's own Acknowledge.
+
+The actor knows neither AMP nor SQL: it is handed a store and a connection object with
+``deliver(message: dict) -> Deferred[bool]`` and ``close(reason)``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import replace
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .records import GONE, OFFLINE, ONLINE, Message, PeerRecord
+
+#: Pushes in flight on one connection before the actor waits for answers.
+PUSH_WINDOW = 512
+
+DELIVERED = "delivered"
+QUEUED = "queued"
+
+
+class PeerConnection(Protocol):
+    """What an actor needs of the connection of its bridge."""
+
+    delivery: str  # "push" or "inline"
+
+    def deliver(self, message: dict[str, Any]) -> Deferred:
+        """Push one message; fires with True when shown, False when held for later."""
+
+    def close(self, reason: str) -> None:
+        """Drop the connection (another one of the same agent session replaced it)."""
+
+
+class PeerActor:
+    """The broker's live object for one peer."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        record: PeerRecord,
+        store: Any,
+        clock: Any,
+        delivery_wait: float,
+        unread: int = 0,
+    ) -> None:
+        self.record = record
+        self.unread = unread
+        self._store = store
+        self._clock = clock
+        self._delivery_wait = delivery_wait
+        self._connection: PeerConnection | None = None
+        self._generation = 0
+        self._loading = False
+        self._arrived_while_loading: list[Message] = []
+        self._queue: deque[Message] = deque()
+        self._in_flight = 0
+        self._waiters: dict[int, tuple[Deferred, Any]] = {}
+        self.delivery = "push"
+
+    # --- facts --------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The peer id (stable for the life of the agent session)."""
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        """The peer's current unique name."""
+        return self.record.name
+
+    @property
+    def state(self) -> str:
+        """online, offline or gone."""
+        return self.record.state
+
+    @property
+    def connection(self) -> PeerConnection | None:
+        """The bridge connection pushes go to, if any."""
+        return self._connection
+
+    def update(self, **changes: Any) -> PeerRecord:
+        """Replace fields of the record; returns the new record (to be saved by the caller)."""
+        self.record = replace(self.record, **changes)
+        return self.record
+
+    # --- connection lifecycle --------------------------------------------------------------
+
+    def attach(self, connection: PeerConnection, now: float) -> Deferred:
+        """Bind a (new) bridge connection and push the backlog; replaces an older connection."""
+        old = self._connection
+        self._generation += 1
+        generation = self._generation
+        self._connection = connection
+        self.delivery = connection.delivery
+        self._queue.clear()
+        self._in_flight = 0
+        self._loading = True
+        self._arrived_while_loading = []
+        self.update(state=ONLINE, last_seen=now, gone_at=None)
+        if old is not None and old is not connection:
+            old.close("replaced by a newer connection of the same agent session")
+        d = self._store.unread(self.id)
+        d.addCallback(self._backlog_loaded, generation)
+        return d
+
+    def _backlog_loaded(self, backlog: list[Message], generation: int) -> None:
+        if generation != self._generation:
+            return
+        merged = {m.id: m for m in backlog}
+        for message in self._arrived_while_loading:
+            merged.setdefault(message.id, message)
+        self._arrived_while_loading = []
+        self._loading = False
+        self._queue.extend(merged[key] for key in sorted(merged))
+        self._pump()
+
+    def detach(self, connection: PeerConnection, now: float) -> bool:
+        """Forget ``connection`` if it is the current one; True when the peer went offline."""
+        if connection is not self._connection:
+            return False
+        self._connection = None
+        self._generation += 1
+        self._queue.clear()
+        self._in_flight = 0
+        self._loading = False
+        if self.record.state != GONE:
+            self.update(state=OFFLINE, last_seen=now)
+        return True
+
+    def mark_gone(self, now: float) -> None:
+        """The agent session has ended; the record stays (with its mail) for retention."""
+        connection = self._connection
+        self._connection = None
+        self._generation += 1
+        self._queue.clear()
+        self.update(state=GONE, gone_at=now, last_seen=now)
+        if connection is not None:
+            connection.close("the agent session has ended")
+        for message_id in list(self._waiters):
+            self._resolve(message_id, QUEUED, f"{self.name} has ended; the message is kept in its inbox")
+
+    # --- messages -------------------------------------------------------------------------------
+
+    def accept(self, message: Message) -> Deferred:
+        """Take a committed message; fires with (status, detail) for the sender."""
+        self.unread += 1
+        if self._connection is None:
+            return succeed((QUEUED, f"{self.name} is offline (reconnecting); it gets the message when it is back"))
+        if self._loading:
+            self._arrived_while_loading.append(message)
+        else:
+            self._queue.append(message)
+        waiter: Deferred = Deferred()
+        timer = self._clock.callLater(self._delivery_wait, self._timed_out, message.id)
+        self._waiters[message.id] = (waiter, timer)
+        if not self._loading:
+            self._pump()
+        return waiter
+
+    def _timed_out(self, message_id: int) -> None:
+        entry = self._waiters.pop(message_id, None)
+        if entry is not None:
+            entry[0].callback((QUEUED, f"pushed to {self.name}; not shown yet"))
+
+    def _resolve(self, message_id: int, status: str, detail: str) -> None:
+        entry = self._waiters.pop(message_id, None)
+        if entry is None:
+            return
+        waiter, timer = entry
+        if timer.active():
+            timer.cancel()
+        waiter.callback((status, detail))
+
+    def _pump(self) -> None:
+        connection = self._connection
+        if connection is None:
+            return
+        generation = self._generation
+        while self._queue and self._in_flight < PUSH_WINDOW:
+            message = self._queue.popleft()
+            self._in_flight += 1
+            d = connection.deliver(message.to_wire())
+            d.addCallbacks(
+                self._pushed, self._push_failed,
+                callbackArgs=(message, generation), errbackArgs=(message, generation),
+            )
+
+    def _pushed(self, shown: bool, message: Message, generation: int) -> None:
+        if generation != self._generation:
+            return
+        self._in_flight -= 1
+        if shown:
+            self._resolve(message.id, DELIVERED, f"{self.name} has been shown the message")
+            d = self._store.acknowledge(self.id, [message.id], self._clock.seconds())
+            d.addCallbacks(self.acknowledged, self._ack_failed)
+        else:
+            self._resolve(message.id, QUEUED, f"{self.name} sees it with its next tool call")
+        self._pump()
+
+    def _push_failed(self, failure: Failure, message: Message, generation: int) -> None:
+        if generation != self._generation:
+            return None
+        self._in_flight -= 1
+        # The bridge refused the push (it stays unacknowledged and is pushed again on the
+        # next connection); a lost connection is handled by detach.
+        self.log.warn("push of message {id} to {peer} failed: {err}", id=message.id, peer=self.id,
+                      err=failure.getErrorMessage())
+        self._pump()
+        return None
+
+    def _ack_failed(self, failure: Failure) -> None:
+        self.log.failure("acknowledging a shown message of {peer} failed", failure, peer=self.id)
+
+    def acknowledged(self, marked: list[int]) -> list[int]:
+        """Messages newly marked shown in the store (by a push answer or an Acknowledge)."""
+        self.unread = max(0, self.unread - len(marked))
+        for message_id in marked:
+            self._resolve(message_id, DELIVERED, f"{self.name} has been shown the message")
+        return marked

@@ -1,0 +1,323 @@
+"""Thin AMP responders: one BrokerProtocol per connection, calling into the Broker.
+
+This layer owns what only a connection knows: the kernel's credentials (SO_PEERCRED on
+the UNIX socket), whether a TCP connection has shown the token, which peer the
+connection is bound to, and turning every failure into a clear AMP error (never a
+dropped connection, which is what AMP does with an unexpected exception).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import socket
+import struct
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from . import __version__, wire
+from .broker import Broker, Claim, Credentials
+from .peers import PeerActor
+from .storage.store import StoreError
+
+#: Commands a connection may call before it is authenticated (TCP) or registered.
+OPEN_COMMANDS = {b"Authenticate", b"Hello", b"Ping"}
+
+
+def peer_credentials(transport: Any) -> Credentials:
+    """The kernel's view of the other end: (pid, uid) on UNIX sockets, nothing on TCP."""
+    try:
+        handle = transport.getHandle()
+    except AttributeError:
+        return Credentials("tcp")
+    if getattr(handle, "family", None) != socket.AF_UNIX:
+        return Credentials("tcp")
+    raw = handle.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", raw)
+    return Credentials("unix", pid=pid, uid=uid)
+
+
+class BrokerProtocol(amp.AMP):
+    """One client connection: a bridge, a hook, a watcher or the CLI."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        broker: Broker,
+        token: str | None = None,
+        credentials: Callable[[Any], Credentials] = peer_credentials,
+        uid: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.broker = broker
+        self._token = token
+        self._credentials = credentials
+        self._uid = os.getuid() if uid is None else uid
+        self.creds = Credentials("unknown")
+        self.actor: PeerActor | None = None
+        self.bridge = False  # True when pushes for self.actor go to this connection
+        self.delivery = "push"
+        self.authenticated = False
+        self.refusal: str | None = None
+        self.closed = False
+
+    # --- connection ----------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Read the kernel's credentials; refuse other users; TCP must authenticate."""
+        super().connectionMade()
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            factory.connections.add(self)
+        self.creds = self._credentials(self.transport)
+        if self.creds.transport == "unix":
+            self.authenticated = True
+            if self.creds.uid != self._uid:
+                self.refusal = (
+                    f"uid {self.creds.uid} may not use this broker (it serves uid {self._uid} only)"
+                )
+                self.log.warn("refused connection from pid {pid}: {why}", pid=self.creds.pid, why=self.refusal)
+                # Give the client time to read why before the connection closes.
+                self.broker._clock.callLater(2.0, self._close_refused)
+        elif self._token is None:
+            self.refusal = "TCP is not enabled on this broker"
+
+    def _close_refused(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Tell the broker the bridge is gone; stop any event stream."""
+        self.closed = True
+        super().connectionLost(reason)
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            factory.connections.discard(self)
+        self.broker.unwatch(self)
+        if self.actor is not None and self.bridge:
+            self.broker.disconnected(self.actor, self)
+
+    # --- dispatch: every command passes the gate, every failure becomes an AMP error ----------------
+
+    def locateResponder(self, name: bytes) -> Any:
+        """Wrap each responder: gatekeeping first, then clear errors for bad input."""
+        responder = super().locateResponder(name)
+        if responder is None:
+            return None
+
+        def guarded(box: amp.AmpBox) -> Deferred:
+            refusal = self._gate(name)
+            if refusal is not None:
+                return fail(refusal)
+            try:
+                d = responder(box)
+            except (KeyError, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
+                return fail(_remote(wire.InvalidArgument, f"malformed arguments for {name.decode(errors='replace')}: {_explain(exc)}"))
+            return d.addErrback(self._unexpected, name)
+
+        return guarded
+
+    def _gate(self, name: bytes) -> amp.RemoteAmpError | None:
+        if self.refusal is not None:
+            return _remote(wire.PermissionDenied, self.refusal)
+        if not self.authenticated and name not in OPEN_COMMANDS:
+            return _remote(wire.AuthenticationRequired, "send Authenticate with the token from the token file first")
+        return None
+
+    def _unexpected(self, failure: Failure, name: bytes) -> Failure:
+        if failure.check(amp.RemoteAmpError):
+            return failure
+        if failure.check(StoreError):
+            self.log.failure("store failed during {command}", failure, command=name)
+            return Failure(_remote(wire.BrokerUnavailable, f"the broker's database failed: {failure.getErrorMessage()}"))
+        self.log.failure("unexpected error in {command}", failure, command=name)
+        return Failure(_remote(wire.InternalError, f"internal error in {name.decode(errors='replace')}; see the broker log"))
+
+    def _peer(self) -> PeerActor:
+        if self.actor is None:
+            raise wire.NotRegistered("register first (this connection is not bound to a peer)")
+        return self.actor
+
+    # --- remote callbacks to the bridge ---------------------------------------------------------
+
+    def deliver(self, message: dict[str, Any]) -> Deferred:
+        """Push one message to this bridge; fires with ``shown``."""
+        return self.callRemote(wire.Deliver, message=message).addCallback(lambda answer: answer["shown"])
+
+    def shown_elsewhere(self, message_ids: list[int]) -> None:
+        """Tell the bridge another client (a hook) showed these; it drops its copies."""
+        self.callRemote(wire.ShownElsewhere, message_ids=message_ids)
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Stream one event to a watcher (no answer expected)."""
+        if not self.closed:
+            self.callRemote(wire.Event, event=event)
+
+    def close(self, reason: str) -> None:
+        """Drop this connection (replaced by a newer one of the same session)."""
+        self.log.info("closing connection of {peer}: {reason}", peer=self.actor.id if self.actor else None, reason=reason)
+        self.bridge = False
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    # --- responders ---------------------------------------------------------------------------
+
+    @wire.Authenticate.responder
+    def authenticate(self, token: str) -> dict:
+        """Check the TCP token in constant time."""
+        if self.creds.transport == "unix":
+            return {}
+        if self._token is None or not hmac.compare_digest(token.encode(), self._token.encode()):
+            self.log.warn("TCP client presented a wrong token")
+            raise wire.PermissionDenied("wrong token (see the token file next to the broker's socket)")
+        self.authenticated = True
+        return {}
+
+    @wire.Hello.responder
+    def hello(self) -> dict:
+        """Who the broker is."""
+        return {"version": __version__, "pid": os.getpid(), "protocol": wire.PROTOCOL_VERSION}
+
+    @wire.Ping.responder
+    def ping(self) -> dict:
+        """Liveness answer."""
+        return {}
+
+    @wire.Register.responder
+    def register(self, **arguments: Any) -> Deferred:
+        """Bind this connection to its agent session's peer (created or resumed)."""
+        if self.actor is not None:
+            raise wire.AlreadyRegistered(f"this connection is already peer {self.actor.id}")
+        claim = Claim(**arguments)
+
+        def bound(result: tuple[PeerActor, bool]) -> dict:
+            actor, resumed = result
+            self.actor = actor
+            self.bridge = claim.delivery != "none"
+            return {"peer_id": actor.id, "name": actor.name, "resumed": resumed,
+                    "peer": actor.record.to_wire(actor.unread)}
+
+        return maybeDeferred(self.broker.register, self, self.creds, claim).addCallback(bound)
+
+    @wire.Attach.responder
+    def attach(self, agent_pid: int, agent_start: float) -> dict:
+        """Bind to an existing peer of the caller's agent session, without taking pushes (hooks)."""
+        self.broker.verify_session(self.creds, agent_pid, agent_start)
+        actor = self.broker._session(agent_pid, agent_start)
+        if actor is None:
+            raise wire.UnknownPeer(f"no peer is registered for agent pid {agent_pid}")
+        self.actor = actor
+        self.bridge = False
+        return {"peer_id": actor.id, "name": actor.name, "online": actor.connection is not None}
+
+    @wire.Whoami.responder
+    def whoami(self) -> dict:
+        """This connection's peer."""
+        actor = self._peer()
+        return {"peer": {**actor.record.to_wire(actor.unread), "delivery": actor.delivery}}
+
+    @wire.ListPeers.responder
+    def list_peers(self, scope: str, include_offline: bool | None = None) -> dict:
+        """Peers in a scope, never the caller."""
+        return {"peers": self.broker.list_peers(self.actor, scope)}
+
+    @wire.SetSummary.responder
+    def set_summary(self, summary: str) -> Deferred:
+        """Set what this peer works on."""
+        return self.broker.set_summary(self._peer(), summary).addCallback(lambda _: {})
+
+    @wire.SetName.responder
+    def set_name(self, name: str) -> Deferred:
+        """Rename this peer."""
+        return self.broker.set_name(self._peer(), name).addCallback(lambda new: {"name": new})
+
+    @wire.Send.responder
+    def send(self, to: str, body: str) -> Deferred:
+        """Send as this connection's peer (or as the unverified CLI when unbound)."""
+        return self.broker.send(self.actor, to, body)
+
+    @wire.FetchUnread.responder
+    def fetch_unread(self, limit: int | None = None) -> Deferred:
+        """This peer's unacknowledged messages."""
+        return self.broker.fetch_unread(self._peer(), limit).addCallback(
+            lambda page: {"messages": page[0], "more": page[1]}
+        )
+
+    @wire.Acknowledge.responder
+    def acknowledge(self, message_ids: list[int]) -> Deferred:
+        """Mark messages shown (committed before the answer)."""
+        return self.broker.acknowledge(self._peer(), message_ids, via=self).addCallback(
+            lambda count: {"acknowledged": count}
+        )
+
+    @wire.MessageState.responder
+    def message_state(self, message_ids: list[int]) -> Deferred:
+        """What became of messages this caller sent."""
+        return self.broker.message_states(self.actor, message_ids).addCallback(lambda states: {"states": states})
+
+    @wire.KillPeer.responder
+    def kill_peer(self, target: str) -> Deferred:
+        """Verified kill of another peer's agent session."""
+        return self.broker.kill(self.actor, self.creds, target).addCallback(
+            lambda result: {"outcome": result[0], "peer_id": result[1], "detail": result[2]}
+        )
+
+    @wire.Status.responder
+    def status(self) -> dict:
+        """Broker health and peers."""
+        return {"status": self.broker.status()}
+
+    @wire.Inbox.responder
+    def inbox(self, target: str, limit: int | None = None) -> Deferred:
+        """A peer's stored mail, read-only."""
+        return self.broker.inbox(target, limit).addCallback(lambda messages: {"messages": messages})
+
+    @wire.RecentEvents.responder
+    def recent_events(self, limit: int | None = None) -> dict:
+        """Recent events, oldest first."""
+        return {"events": self.broker.recent_events(limit or 100)}
+
+    @wire.Watch.responder
+    def watch(self) -> dict:
+        """Stream future events to this connection."""
+        self.broker.watch(self)
+        return {}
+
+    @wire.StopBroker.responder
+    def stop_broker(self) -> dict:
+        """Answer, then stop the broker cleanly."""
+        self.broker.request_stop()
+        return {"pid": os.getpid()}
+
+
+class BrokerFactory(Factory):
+    """Builds a BrokerProtocol per connection; ``token`` is set for the TCP listener only."""
+
+    def __init__(self, broker: Broker, token: str | None = None, credentials: Callable[[Any], Credentials] = peer_credentials) -> None:
+        self.broker = broker
+        self.token = token
+        self.credentials = credentials
+        self.connections: set[BrokerProtocol] = set()
+
+    def buildProtocol(self, addr: Any) -> BrokerProtocol:
+        """A protocol for one connection."""
+        protocol = BrokerProtocol(self.broker, self.token, self.credentials)
+        protocol.factory = self
+        return protocol
+
+
+def _remote(error: type[Exception], text: str) -> amp.RemoteAmpError:
+    code = wire.COMMON_ERRORS.get(error) or wire.PEER_ERRORS.get(error) or b"INTERNAL_ERROR"
+    return amp.RemoteAmpError(code, text)
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing argument {exc.args[0].decode() if isinstance(exc.args[0], bytes) else exc.args[0]}"
+    return str(exc) or type(exc).__name__

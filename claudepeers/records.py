@@ -1,0 +1,99 @@
+"""Value types shared by the storage layer and the actors: peers, messages, events.
+
+Frozen dataclasses: an actor replaces its record (``dataclasses.replace``) rather than
+mutating it, so a record handed to the store can never change under it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+ONLINE = "online"
+OFFLINE = "offline"
+GONE = "gone"
+
+CLI_ID = "cli"
+
+
+def iso(when: float | None) -> str | None:
+    """Seconds since the epoch as an ISO 8601 UTC string (None stays None)."""
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class PeerRecord:
+    """One agent session as stored: its identity, where it works, and its state."""
+
+    id: str
+    host: str
+    agent_pid: int
+    agent_start: float
+    client_type: str
+    name: str
+    cwd: str
+    git_root: str | None
+    git_common_dir: str | None
+    branch: str | None
+    tty: str | None
+    summary: str
+    state: str
+    registered_at: float
+    last_seen: float
+    gone_at: float | None = None
+
+    def to_wire(self, unread: int = 0) -> dict[str, Any]:
+        """The JSON form sent to clients (times as ISO strings)."""
+        data = asdict(self)
+        data["registered_at"] = iso(self.registered_at)
+        data["last_seen"] = iso(self.last_seen)
+        data["gone_at"] = iso(self.gone_at)
+        data["unread"] = unread
+        del data["agent_start"]
+        return data
+
+
+@dataclass(frozen=True)
+class Message:
+    """A committed message; ``id`` orders a recipient's inbox."""
+
+    id: int
+    from_id: str
+    from_name: str
+    from_summary: str
+    from_cwd: str
+    from_client: str
+    verified: bool
+    to_id: str
+    body: str
+    sent_at: float
+    acked_at: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON form pushed to bridges and returned by FetchUnread."""
+        data = asdict(self)
+        data["sent_at"] = iso(self.sent_at)
+        data["acked_at"] = iso(self.acked_at)
+        return data
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message about to be stored (no id yet)."""
+
+    from_id: str
+    from_name: str
+    from_summary: str
+    from_cwd: str
+    from_client: str
+    verified: bool
+    to_id: str
+    body: str
+    sent_at: float
+
+    def stored(self, message_id: int) -> Message:
+        """The Message this becomes once committed under ``message_id``."""
+        return Message(id=message_id, **asdict(self))

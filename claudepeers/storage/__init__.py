@@ -1,0 +1,6 @@
+"""Storage: all SQL of claude-peers (schema files, upgrades, the group-committing store)."""
+
+from .database import DatabaseError, prepare
+from .store import Store, StoreError, open_pool
+
+__all__ = ["DatabaseError", "Store", "StoreError", "open_pool", "prepare"]

@@ -1,0 +1,328 @@
+"""The store: every SQL statement of the broker, run in adbapi's thread, group-committed.
+
+Functions that run in the pool thread are named ``_txn_*``, take a cursor and return
+plain data (STYLE habit 5). Writes that arrive while a transaction is running are
+queued and committed together in the next one (group commit), so durability costs one
+fsync-free WAL commit per batch rather than per message; no write's Deferred fires
+before its transaction has committed.
+
+SQL is written with ``?`` placeholders and translated in one place (:meth:`Store._sql`)
+so a PostgreSQL pool can use the same statements (DESIGN 7).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import astuple, fields
+from typing import Any, Callable, Iterable, Sequence
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..records import GONE, Message, NewMessage, PeerRecord
+from . import database
+
+PEER_COLUMNS = [f.name for f in fields(PeerRecord)]
+MESSAGE_COLUMNS = [f.name for f in fields(Message)]
+
+
+class StoreError(Exception):
+    """A storage operation failed; the broker answers BrokerUnavailable."""
+
+
+def open_pool(path: str, paramstyle: str = "qmark") -> adbapi.ConnectionPool:
+    """One sqlite3 connection (SQLite wants a single writer), configured for WAL."""
+    return adbapi.ConnectionPool(
+        "sqlite3",
+        path,
+        check_same_thread=False,
+        cp_min=1,
+        cp_max=1,
+        cp_openfun=database.configure,
+        cp_reconnect=True,
+    )
+
+
+class Store:
+    """Asynchronous access to the broker's tables; every method returns a Deferred."""
+
+    log = Logger()
+
+    def __init__(self, pool: adbapi.ConnectionPool, paramstyle: str = "qmark") -> None:
+        self._pool = pool
+        self._paramstyle = paramstyle
+        self._pending: list[tuple[Callable[[Any], Any], Deferred]] = []
+        self._flushing = False
+        self.batches = 0
+        self.batched_writes = 0
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _sql(self, statement: str) -> str:
+        """Translate ``?`` placeholders to the pool's parameter style (one place only)."""
+        if self._paramstyle == "qmark":
+            return statement
+        return statement.replace("?", "%s")
+
+    def _read(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        return self._pool.runInteraction(fn, *args)
+
+    def _write(self, fn: Callable[[Any], Any]) -> Deferred:
+        """Queue ``fn(cursor)`` for the next group commit; fires with its result after COMMIT."""
+        done: Deferred = Deferred()
+        self._pending.append((fn, done))
+        if not self._flushing:
+            self._flush()
+        return done
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        self._flushing = True
+        self.batches += 1
+        self.batched_writes += len(batch)
+        d = self._pool.runInteraction(self._txn_batch, [fn for fn, _ in batch])
+        d.addCallbacks(self._batch_done, self._batch_failed, callbackArgs=(batch,), errbackArgs=(batch,))
+
+    @staticmethod
+    def _txn_batch(cursor: Any, operations: list[Callable[[Any], Any]]) -> list[Any]:
+        return [operation(cursor) for operation in operations]
+
+    def _batch_done(self, results: list[Any], batch: list[tuple[Any, Deferred]]) -> None:
+        self._next()
+        for (_, done), result in zip(batch, results):
+            done.callback(result)
+
+    def _batch_failed(self, failure: Failure, batch: list[tuple[Any, Deferred]]) -> None:
+        # One bad write must not cost the others: the whole batch rolled back, so retry
+        # each alone and let only the failing one see its error.
+        if len(batch) == 1:
+            self._next()
+            batch[0][1].errback(_as_store_error(failure))
+            return
+        self.log.warn("group commit of {n} writes failed ({err}); retrying one by one",
+                      n=len(batch), err=failure.getErrorMessage())
+        remaining = list(batch)
+
+        def one_by_one(_: Any = None) -> None:
+            if not remaining:
+                self._next()
+                return
+            fn, done = remaining.pop(0)
+            d = self._pool.runInteraction(lambda cursor: fn(cursor))
+            d.addCallbacks(done.callback, lambda f: done.errback(_as_store_error(f)))
+            d.addBoth(one_by_one)
+
+        one_by_one()
+
+    def _next(self) -> None:
+        self._flushing = False
+        if self._pending:
+            self._flush()
+
+    def close(self) -> Deferred:
+        """Wait for queued writes to commit, then close the pool."""
+        waiting: Deferred = Deferred()
+
+        def check() -> None:
+            if self._flushing or self._pending:
+                self._pool.runInteraction(lambda cursor: None).addBoth(lambda _: check())
+            else:
+                self._pool.close()
+                waiting.callback(None)
+
+        check()
+        return waiting
+
+    # --- peers ------------------------------------------------------------------------
+
+    def load_peers(self, include_gone: bool = True) -> Deferred:
+        """Every stored peer (gone ones too unless told otherwise), as PeerRecords."""
+        return self._read(self._txn_load_peers, include_gone)
+
+    def _txn_load_peers(self, cursor: Any, include_gone: bool) -> list[PeerRecord]:
+        query = f"SELECT {', '.join(PEER_COLUMNS)} FROM peers"
+        params: tuple = ()
+        if not include_gone:
+            query += " WHERE state <> ?"
+            params = (GONE,)
+        cursor.execute(self._sql(query), params)
+        return [PeerRecord(*row) for row in cursor.fetchall()]
+
+    def save_peer(self, peer: PeerRecord) -> Deferred:
+        """Insert or replace one peer row."""
+        return self._write(lambda cursor: self._txn_save_peer(cursor, peer))
+
+    def _txn_save_peer(self, cursor: Any, peer: PeerRecord) -> None:
+        values = astuple(peer)
+        assignments = ", ".join(f"{column} = ?" for column in PEER_COLUMNS[1:])
+        cursor.execute(self._sql(f"UPDATE peers SET {assignments} WHERE id = ?"), values[1:] + values[:1])
+        if cursor.rowcount == 0:
+            marks = ", ".join("?" for _ in PEER_COLUMNS)
+            cursor.execute(self._sql(f"INSERT INTO peers ({', '.join(PEER_COLUMNS)}) VALUES ({marks})"), values)
+
+    # --- messages ---------------------------------------------------------------------
+
+    def add_message(self, message: NewMessage) -> Deferred:
+        """Store a message; fires with the committed Message (with its id)."""
+        return self._write(lambda cursor: self._txn_add_message(cursor, message))
+
+    def _txn_add_message(self, cursor: Any, message: NewMessage) -> Message:
+        columns = MESSAGE_COLUMNS[1:-1]
+        values = astuple(message)
+        marks = ", ".join("?" for _ in columns)
+        cursor.execute(self._sql(f"INSERT INTO messages ({', '.join(columns)}) VALUES ({marks})"), values)
+        return message.stored(int(cursor.lastrowid))
+
+    def acknowledge(self, peer_id: str, message_ids: Sequence[int], when: float) -> Deferred:
+        """Mark messages of ``peer_id`` shown; fires with the ids that were newly marked."""
+        ids = sorted(set(int(i) for i in message_ids))
+        return self._write(lambda cursor: self._txn_acknowledge(cursor, peer_id, ids, when))
+
+    def _txn_acknowledge(self, cursor: Any, peer_id: str, ids: list[int], when: float) -> list[int]:
+        marked: list[int] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            cursor.execute(
+                self._sql(f"SELECT id FROM messages WHERE to_id = ? AND acked_at IS NULL AND id IN ({marks})"),
+                (peer_id, *chunk),
+            )
+            found = [row[0] for row in cursor.fetchall()]
+            if found:
+                marks = ", ".join("?" for _ in found)
+                cursor.execute(self._sql(f"UPDATE messages SET acked_at = ? WHERE id IN ({marks})"), (when, *found))
+                marked += found
+        return marked
+
+    def unread(self, peer_id: str, limit: int | None = None, after_id: int = 0) -> Deferred:
+        """Unacknowledged messages of ``peer_id`` in order (ids above ``after_id``)."""
+        return self._read(self._txn_unread, peer_id, limit, after_id)
+
+    def _txn_unread(self, cursor: Any, peer_id: str, limit: int | None, after_id: int) -> list[Message]:
+        query = (
+            f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages "
+            "WHERE to_id = ? AND acked_at IS NULL AND id > ? ORDER BY id"
+        )
+        params: tuple = (peer_id, after_id)
+        if limit is not None:
+            query += " LIMIT ?"
+            params += (limit,)
+        cursor.execute(self._sql(query), params)
+        return [_message(row) for row in cursor.fetchall()]
+
+    def inbox(self, peer_id: str, limit: int) -> Deferred:
+        """The latest ``limit`` messages to ``peer_id``, read or not, oldest first."""
+        return self._read(self._txn_inbox, peer_id, limit)
+
+    def _txn_inbox(self, cursor: Any, peer_id: str, limit: int) -> list[Message]:
+        cursor.execute(
+            self._sql(f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE to_id = ? ORDER BY id DESC LIMIT ?"),
+            (peer_id, limit),
+        )
+        return [_message(row) for row in reversed(cursor.fetchall())]
+
+    def unread_counts(self) -> Deferred:
+        """{peer_id: number of unacknowledged messages} for every peer that has some."""
+        return self._read(self._txn_unread_counts)
+
+    def _txn_unread_counts(self, cursor: Any) -> dict[str, int]:
+        cursor.execute(self._sql("SELECT to_id, COUNT(*) FROM messages WHERE acked_at IS NULL GROUP BY to_id"))
+        return {row[0]: int(row[1]) for row in cursor.fetchall()}
+
+    def message_states(self, from_id: str, message_ids: Iterable[int]) -> Deferred:
+        """{id: (to_id, acked_at)} for the given ids sent by ``from_id``."""
+        ids = sorted(set(int(i) for i in message_ids))[:1000]
+        return self._read(self._txn_message_states, from_id, ids)
+
+    def _txn_message_states(self, cursor: Any, from_id: str, ids: list[int]) -> dict[int, tuple[str, float | None]]:
+        if not ids:
+            return {}
+        marks = ", ".join("?" for _ in ids)
+        cursor.execute(
+            self._sql(f"SELECT id, to_id, acked_at FROM messages WHERE from_id = ? AND id IN ({marks})"),
+            (from_id, *ids),
+        )
+        return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+
+    # --- events and kills ---------------------------------------------------------------
+
+    def add_event(self, at: float, kind: str, peer_id: str | None, detail: str) -> Deferred:
+        """Append to the persistent event log (registrations, departures, kills, errors)."""
+        return self._write(
+            lambda cursor: cursor.execute(
+                self._sql("INSERT INTO events (at, kind, peer_id, detail) VALUES (?, ?, ?, ?)"),
+                (at, kind, peer_id, detail),
+            )
+            and None
+        )
+
+    def recent_events(self, limit: int) -> Deferred:
+        """The latest ``limit`` persistent events, oldest first, as dicts."""
+        return self._read(self._txn_recent_events, limit)
+
+    def _txn_recent_events(self, cursor: Any, limit: int) -> list[dict[str, Any]]:
+        cursor.execute(self._sql("SELECT at, kind, peer_id, detail FROM events ORDER BY id DESC LIMIT ?"), (limit,))
+        return [
+            {"at": row[0], "kind": row[1], "peer_id": row[2], "detail": row[3]}
+            for row in reversed(cursor.fetchall())
+        ]
+
+    def record_kill(self, at: float, by_id: str, target_id: str, target_pid: int, outcome: str, detail: str) -> Deferred:
+        """Audit one kill request and its outcome."""
+        return self._write(
+            lambda cursor: cursor.execute(
+                self._sql(
+                    "INSERT INTO kills (at, by_id, target_id, target_pid, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)"
+                ),
+                (at, by_id, target_id, target_pid, outcome, detail),
+            )
+            and None
+        )
+
+    def kills(self, limit: int = 100) -> Deferred:
+        """The latest kill records, newest first, as dicts."""
+        return self._read(self._txn_kills, limit)
+
+    def _txn_kills(self, cursor: Any, limit: int) -> list[dict[str, Any]]:
+        cursor.execute(
+            self._sql("SELECT at, by_id, target_id, target_pid, outcome, detail FROM kills ORDER BY id DESC LIMIT ?"),
+            (limit,),
+        )
+        keys = ("at", "by_id", "target_id", "target_pid", "outcome", "detail")
+        return [dict(zip(keys, row)) for row in cursor.fetchall()]
+
+    # --- retention --------------------------------------------------------------------
+
+    def purge(self, before: float) -> Deferred:
+        """Forget read mail older than ``before`` and peers gone before it, with their mail.
+
+        Fires with (messages deleted, peers deleted).
+        """
+        return self._write(lambda cursor: self._txn_purge(cursor, before))
+
+    def _txn_purge(self, cursor: Any, before: float) -> tuple[int, int]:
+        cursor.execute(self._sql("SELECT id FROM peers WHERE state = ? AND gone_at < ?"), (GONE, before))
+        expired = [row[0] for row in cursor.fetchall()]
+        deleted = 0
+        for peer_id in expired:
+            cursor.execute(self._sql("DELETE FROM messages WHERE to_id = ?"), (peer_id,))
+            deleted += max(cursor.rowcount, 0)
+            cursor.execute(self._sql("DELETE FROM peers WHERE id = ?"), (peer_id,))
+        cursor.execute(self._sql("DELETE FROM messages WHERE acked_at IS NOT NULL AND acked_at < ?"), (before,))
+        deleted += max(cursor.rowcount, 0)
+        cursor.execute(self._sql("DELETE FROM events WHERE at < ?"), (before,))
+        return deleted, len(expired)
+
+
+def _message(row: Sequence[Any]) -> Message:
+    values = list(row)
+    values[6] = bool(values[6])
+    return Message(*values)
+
+
+def _as_store_error(failure: Failure) -> Failure:
+    if failure.check(sqlite3.Error):
+        return Failure(StoreError(f"database error: {failure.getErrorMessage()}"))
+    return failure
