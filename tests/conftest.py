@@ -1,0 +1,136 @@
+"""Shared fixtures: short temporary directories and real broker processes.
+
+UNIX socket paths are limited to 107 bytes, so test directories live under /tmp with a
+short prefix rather than under pytest's long ``tmp_path``. Every process a fixture
+starts is ended by its pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from claudepeers.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A fresh short directory under /tmp, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def broker_env(base: Path, **extra: str) -> dict[str, str]:
+    """An environment whose HOME, socket and database all live under ``base``."""
+    env = dict(os.environ)
+    for name in list(env):
+        if name.startswith("CLAUDE_PEER"):
+            del env[name]
+    env.update(
+        HOME=str(base),
+        CLAUDE_PEERS_SOCKET=str(base / "run" / "cp.sock"),
+        CLAUDE_PEERS_DB=str(base / "peers.db"),
+        CLAUDE_PEERS_NO_AUTOSTART="1",
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    env.update(extra)
+    return env
+
+
+def wait_for_socket(path: Path, process: subprocess.Popen | None = None, timeout: float = 10.0) -> None:
+    """Block until something accepts connections at ``path`` (the broker is up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"broker exited with status {process.returncode}")
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(str(path))
+            return
+        except OSError:
+            pass
+        finally:
+            probe.close()
+        time.sleep(0.01)  # waiting on another process's start; nothing to subscribe to
+    raise TimeoutError(f"no broker answered at {path} within {timeout} s")
+
+
+@dataclass
+class BrokerProcess:
+    """A broker running as a real subprocess for a test."""
+
+    base: Path
+    env: dict[str, str]
+    args: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Settings as a client in this test's environment would read them."""
+        return Settings.from_env(self.env)
+
+    @property
+    def socket_path(self) -> Path:
+        """The broker's UNIX socket."""
+        return Path(self.env["CLAUDE_PEERS_SOCKET"])
+
+    @property
+    def log_path(self) -> Path:
+        """Where the broker's log goes."""
+        return self.base / "broker.log"
+
+    def start(self) -> "BrokerProcess":
+        """Start the broker and wait until it listens."""
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "claudepeers.broker_main", *self.args],
+            env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        )
+        log.close()
+        wait_for_socket(self.socket_path, self.process)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Signal the broker by pid and wait for it to exit; returns its status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        status = self.process.returncode
+        self.process = None
+        return status
+
+    def log_text(self) -> str:
+        """The broker's log so far (for assertion messages)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def broker_process(short_dir: Path) -> Iterator[BrokerProcess]:
+    """A running broker subprocess in a short temporary directory."""
+    broker = BrokerProcess(short_dir, broker_env(short_dir)).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
