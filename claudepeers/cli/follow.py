@@ -6,6 +6,7 @@ printed after the recent ones, skipping any already printed (same event id).
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
@@ -59,7 +60,10 @@ class EventPrinter:
     def emit(self, event: dict) -> None:
         """Print ``event`` unless an event with the same id was printed already."""
         key = event.get("id", event.get("event_id"))
-        if self._dedupe and key is not None:
+        if key is None:
+            # Events without an id are told apart by their whole content (time included).
+            key = json.dumps(event, sort_keys=True, default=str)
+        if self._dedupe:
             if key in self._seen:
                 return
             self._seen.add(key)

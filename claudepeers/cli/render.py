@@ -124,6 +124,8 @@ def _tcp_text(tcp: Any) -> str:
         return "off"
     if tcp is True:
         return "on"
+    if isinstance(tcp, str):
+        return f"on ({tcp})"
     return f"on (port {tcp})"
 
 
@@ -133,9 +135,20 @@ def uptime_seconds(status: Mapping[str, Any], now: float | None = None) -> float
         if isinstance(status.get(key), (int, float)):
             return float(status[key])
     started = status.get("started_at") or status.get("started")
+    if isinstance(started, str):
+        started = _parse_iso(started)
     if isinstance(started, (int, float)):
         return (time.time() if now is None else now) - float(started)
     return None
+
+
+def _parse_iso(text: str) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
@@ -152,30 +165,31 @@ def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
     ]
     if status.get("manhole"):
         lines.append(f"  manhole:  {status['manhole']}")
-    lines.append(f"Peers: {len(peers)} ({online} online)")
+    if status.get("host"):
+        lines.append(f"  host:     {status['host']}")
+    unread = sum(unread_count(p) for p in peers)
+    gone = sum(1 for p in peers if peer_state(p) == "gone")
+    lines.append(
+        f"Peers: {len(peers)} ({online} online, {len(peers) - online - gone} offline, {gone} gone), "
+        f"{unread} unread"
+    )
     for peer in peers:
         lines.append(format_peer_block(peer))
     return "\n".join(lines)
 
 
 def format_event(event: Mapping[str, Any]) -> str:
-    """One ``log`` line: time, kind, then who/what, then any other fields as key=value."""
-    when = clock(event.get("at") or event.get("time") or event.get("created_at"))
+    """One ``log`` line: time, kind, peer, detail, then any other fields as key=value."""
+    when = clock(event.get("at") or event.get("time"))
     kind = str(event.get("kind") or event.get("type") or "event")
-    shown = {"at", "time", "created_at", "kind", "type", "id", "event_id"}
-    head = f"{when}  {kind:<9}"
-    if kind == "message" or "body" in event:
-        sender = event.get("from_name") or event.get("from_id") or "?"
-        recipient = event.get("to_name") or event.get("to_id") or "?"
-        body = one_line(event.get("body") or event.get("text"), 160)
-        shown |= {"from_name", "from_id", "to_name", "to_id", "body", "text"}
-        head += f" {sender} -> {recipient}: {body}"
+    shown = {"at", "time", "kind", "type", "peer_id", "detail", "id", "event_id"}
+    parts = [when, f"{kind:<8}", str(event.get("peer_id") or "-"), one_line(event.get("detail"))]
     rest = " ".join(
         f"{key}={one_line(value, 80)}"
         for key, value in sorted(event.items())
         if key not in shown and value not in (None, "")
     )
-    return f"{head} {rest}".rstrip()
+    return "  ".join(p for p in [*parts, rest] if p)
 
 
 def format_messages(messages: Iterable[Mapping[str, Any]]) -> str:
