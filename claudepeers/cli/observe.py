@@ -132,7 +132,14 @@ class LogOptions(usage.Options):
             if not self["follow"]:
                 return 0
             printer.release()
-            await closed
+            from twisted.internet.defer import Deferred, race
+
+            interrupted: Deferred = Deferred()
+            # Ctrl-C stops the reactor; "before shutdown" runs before connections drop.
+            reactor.addSystemEventTrigger("before", "shutdown", interrupted.callback, None)
+            index, _ = await race([closed, interrupted])
+            if index == 1:
+                return 0
             return error("the broker closed the connection", EXIT_FAILED)
 
         return run_with_broker(body, locator=printer.locator(), interrupted_status=0)
