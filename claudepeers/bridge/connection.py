@@ -1,0 +1,215 @@
+"""The bridge's connection to the broker: reconnecting, registered, answering pushes.
+
+A ``ClientService`` keeps one AMP connection up and, on every new connection, runs
+:meth:`BrokerLink._prepare` (authenticate on TCP, then ``Register`` this agent session)
+before anyone may use it. After a broker restart the same agent session registers again
+and gets the same peer id back; the broker then pushes every message not yet
+acknowledged, and the :class:`~claudepeers.bridge.delivery.Inbox` drops those already shown.
+
+Connection lifecycle::
+
+    connecting --connected--> registering --Register ok--> ready
+        ^                          |                         |
+        +------ backoff <----------+-- failure / lost <------+
+
+Tool calls wait for ``ready`` (a few seconds at most), then fail with a clear text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, Callable
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, inlineCallbacks, maybeDeferred
+from twisted.internet.error import ConnectionClosed, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from claudepeers import client, wire
+from claudepeers.settings import Settings
+
+from .tools import BrokerUnreachable
+
+#: How long a tool call waits for the broker connection before it answers an error.
+CALL_WAIT_SECONDS = 5.0
+#: Reconnect quickly after a broker restart, but never hammer a broker that is down.
+RETRY_POLICY = backoffPolicy(initialDelay=0.05, maxDelay=2.0, factor=1.6, jitter=lambda: random.random() * 0.05)
+
+
+class BridgeAMP(amp.AMP):
+    """The bridge's end of the AMP connection: it answers the broker's remote callbacks."""
+
+    def __init__(self, link: "BrokerLink") -> None:
+        super().__init__()
+        self._link = link
+
+    @wire.Deliver.responder
+    def deliver(self, message: dict[str, Any]) -> Any:
+        """The broker pushes one message; answer whether the agent has seen it now."""
+        return maybeDeferred(self._link.on_deliver, message).addCallback(lambda shown: {"shown": bool(shown)})
+
+    @wire.ShownElsewhere.responder
+    def shown_elsewhere(self, message_ids: list[int]) -> dict[str, Any]:
+        """A prompt hook of our agent showed these: never show them here."""
+        self._link.on_shown_elsewhere(message_ids)
+        return {}
+
+    @wire.Ping.responder
+    def ping(self) -> dict[str, Any]:
+        """Liveness probe from the broker."""
+        return {}
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
+        super().connectionLost(reason)
+        self._link.lost(self, reason)
+
+
+@implementer(IStreamClientEndpoint)
+class AutostartEndpoint:
+    """Connects to the broker; when nothing answers, starts one (unless told not to)."""
+
+    def __init__(self, reactor: Any, settings: Settings, note: Callable[[str], None]) -> None:
+        self._reactor = reactor
+        self._settings = settings
+        self._note = note
+
+    def connect(self, factory: Any) -> Deferred:
+        """Connect; on failure start a broker in a thread (a lock makes it one) and retry."""
+        d = client.client_endpoint(self._reactor, self._settings).connect(factory)
+        d.addErrback(self._failed, factory)
+        return d
+
+    def _failed(self, failure: Failure, factory: Any) -> Any:
+        where = self._settings.url or str(self._settings.socket_path)
+        self._note(f"no broker answers at {where}")
+        if not self._settings.autostart or self._settings.url:
+            return failure
+        d = deferToThread(client.ensure_broker, self._settings)
+
+        def started(_: object) -> Deferred:
+            return client.client_endpoint(self._reactor, self._settings).connect(factory)
+
+        def not_started(reason: Failure) -> Failure:
+            self._note(f"could not start a broker: {reason.getErrorMessage()}")
+            return reason
+
+        return d.addCallbacks(started, not_started)
+
+
+class BrokerLink:
+    """One reconnecting, registered AMP connection to the broker."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: Settings,
+        registration: Callable[[], Deferred],
+        on_deliver: Callable[[dict[str, Any]], Any],
+        on_registered: Callable[[dict[str, Any]], None] = lambda answer: None,
+        on_shown_elsewhere: Callable[[list[int]], None] = lambda ids: None,
+        call_wait: float = CALL_WAIT_SECONDS,
+    ) -> None:
+        self._reactor = reactor
+        self._settings = settings
+        self._registration = registration
+        self.on_deliver = on_deliver
+        self._on_registered = on_registered
+        self.on_shown_elsewhere = on_shown_elsewhere
+        self._call_wait = call_wait
+        self.identity: dict[str, Any] | None = None
+        self.last_error = "still connecting"
+        self.current: BridgeAMP | None = None
+        factory = Factory.forProtocol(lambda: BridgeAMP(self))  # type: ignore[arg-type]
+        factory.noisy = False
+        self._service = ClientService(
+            AutostartEndpoint(reactor, settings, self._note),
+            factory,
+            retryPolicy=RETRY_POLICY,
+            clock=reactor,
+            prepareConnection=self._prepare,
+        )
+
+    def start(self) -> None:
+        """Begin connecting (and keep reconnecting) in the background."""
+        self._service.startService()
+
+    def stop(self) -> Deferred:
+        """Disconnect and stop reconnecting."""
+        return self._service.stopService()
+
+    def _note(self, text: str) -> None:
+        self.last_error = text
+
+    @inlineCallbacks
+    def _prepare(self, protocol: BridgeAMP) -> Any:
+        """Authenticate and register on every new connection, before anyone may use it."""
+        try:
+            yield client.authenticate(protocol, self._settings)
+            arguments = yield self._registration()
+            answer = yield protocol.callRemote(wire.Register, **arguments)
+        except Exception as error:
+            self._note(f"registration failed: {error}")
+            self.log.warn("registration failed: {error}", error=error)
+            raise
+        self.identity = answer
+        self.current = protocol
+        self.last_error = ""
+        self.log.info(
+            "registered as {peer_id} ({name}), resumed={resumed}",
+            peer_id=answer["peer_id"],
+            name=answer["name"],
+            resumed=answer["resumed"],
+        )
+        self._on_registered(answer)
+
+    def lost(self, protocol: BridgeAMP, reason: Failure) -> None:
+        """A connection ended; the service reconnects by itself."""
+        if protocol is self.current:
+            self.current = None
+            self._note("the connection to the broker was lost; reconnecting")
+
+    @inlineCallbacks
+    def call(self, command: type[amp.Command], **arguments: Any) -> Any:
+        """Call ``command`` once registered; BrokerUnreachable when that takes too long."""
+        waiting = self._service.whenConnected()
+        waiting.addTimeout(self._call_wait, self._reactor)
+        try:
+            protocol = yield waiting
+        except (TimeoutError, CancelledError):
+            raise BrokerUnreachable(self.last_error or "no connection") from None
+        try:
+            answer = yield protocol.callRemote(command, **arguments)
+        except (ConnectionClosed, ConnectionDone, ConnectionLost):
+            raise BrokerUnreachable("the connection to the broker was lost during the call") from None
+        return answer
+
+    def acknowledge(self, ids: list[int]) -> Deferred:
+        """Tell the broker these messages were shown; a failure is only logged.
+
+        A lost acknowledgement is repaired after the reconnect: the broker pushes the
+        message again and the inbox answers "already shown".
+        """
+        d = self.call(wire.Acknowledge, message_ids=ids)
+        d.addErrback(lambda failure: self.log.warn("acknowledge failed: {f}", f=failure.getErrorMessage()))
+        return d
+
+
+class AsyncBroker:
+    """The tools' view of the link: ``await call(...)`` from asyncio code."""
+
+    def __init__(self, link: BrokerLink) -> None:
+        self._link = link
+
+    async def call(self, command: type, **arguments: Any) -> dict[str, Any]:
+        """Run the Twisted call and await it from the asyncio loop the reactor runs on."""
+        loop = asyncio.get_running_loop()
+        return await self._link.call(command, **arguments).asFuture(loop)

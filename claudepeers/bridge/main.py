@@ -1,0 +1,187 @@
+"""``claude-peers mcp``: the entry point of the MCP bridge.
+
+Order matters here, for speed and for stdout:
+
+1. parse options and settings, find the agent session (cheap: no Twisted reactor, no SDK);
+2. read the agent's first line and answer ``initialize`` at once (:mod:`.handshake`);
+3. install the asyncio reactor, import the SDK, move stdout out of reach of stray prints;
+4. run the reactor; when it stops, flush the last lines and leave with ``os._exit`` (the
+   SDK and anyio may hold non-daemon threads that would otherwise keep us alive).
+
+Nothing but MCP is ever written to stdout; logs go to stderr (CLAUDE_PEERS_LOG_LEVEL).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+from twisted.python import usage
+
+from claudepeers import agents
+from claudepeers.settings import SettingError, Settings
+
+from . import handshake
+
+
+class BridgeOptions(usage.Options):
+    """Options of ``claude-peers mcp``."""
+
+    synopsis = "Usage: claude-peers mcp [options]"
+    longdesc = "Run the MCP stdio server of one agent session (started by Claude Code or Codex)."
+    optParameters = [
+        [
+            "client-type",
+            None,
+            None,
+            "claude-code, codex or unknown; used when neither the agent's initialize request "
+            "nor the process tree tells",
+        ],
+        [
+            "delivery",
+            None,
+            None,
+            "push (channel notifications) or inline (in tool results): force how messages are "
+            "shown [setting CLAUDE_PEERS_DELIVERY; default: detect]",
+        ],
+        [
+            "server-name",
+            None,
+            None,
+            "this server's name in the agent's MCP configuration, as named by the channels flag "
+            "[setting CLAUDE_PEERS_SERVER_NAME; default claude-peers]",
+        ],
+    ]
+
+    def postOptions(self) -> None:  # noqa: N802 - Twisted's name
+        """Fill from the environment, then check the values."""
+        env = os.environ
+        if self["delivery"] is None:
+            self["delivery"] = env.get("CLAUDE_PEERS_DELIVERY") or None
+        if self["server-name"] is None:
+            self["server-name"] = env.get("CLAUDE_PEERS_SERVER_NAME") or "claude-peers"
+        delivery = self["delivery"]
+        if delivery is not None and delivery not in (*handshake.DELIVERY_MODES, "auto"):
+            raise usage.UsageError(f"--delivery (or CLAUDE_PEERS_DELIVERY) must be push or inline, not {delivery!r}")
+        if delivery == "auto":
+            self["delivery"] = None
+        client_type = self["client-type"]
+        if client_type is not None and client_type not in handshake.CLIENT_TYPES:
+            raise usage.UsageError(f"--client-type must be one of {', '.join(handshake.CLIENT_TYPES)}")
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the bridge until stdin ends, the agent dies, or SIGTERM; never returns."""
+    options = BridgeOptions()
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+        settings = Settings.from_env()
+    except (usage.UsageError, SettingError) as error:
+        sys.stderr.write(f"claude-peers mcp: {error}\n")
+        sys.stderr.flush()
+        os._exit(2)
+
+    agent = agents.session_of(os.getpid())
+    line, pending = handshake.read_first_line(0)
+    if line is None and not pending:
+        os._exit(0)  # the agent left before saying anything
+    first = handshake.parse_first(line) if line is not None else None
+    client_type = handshake.client_type_of(
+        first.client_name if first else None,
+        agent.client_type if agent is not None else None,
+        options["client-type"],
+    )
+    server_name = options["server-name"]
+    channels = agent is not None and agent.client_type == "claude-code" and agent.channels_enabled(server_name)
+    delivery = handshake.delivery_of(options["delivery"], client_type, channels)
+    instructions = handshake.instructions_for(delivery, server_name)
+    answered = first is not None and first.is_initialize
+    if answered:
+        assert first is not None and first.request is not None
+        handshake.write_all(1, handshake.initialize_answer(first.request, instructions))
+
+    try:
+        code = _run(settings, agent, client_type, delivery, instructions, first, answered, pending)
+    except BaseException:  # we must reach os._exit, whatever happened
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(
+    settings: Settings,
+    agent: agents.AgentProcess | None,
+    client_type: str,
+    delivery: str,
+    instructions: str,
+    first: handshake.FirstMessage | None,
+    answered: bool,
+    pending: bytes,
+) -> int:
+    """Everything after the handshake: the reactor, the SDK server, the broker link."""
+    import asyncio
+
+    from twisted.internet import asyncioreactor
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    asyncioreactor.install(loop)
+    from twisted.internet import reactor
+
+    from .stdio import claim_stdout
+
+    stdout_fd = claim_stdout()
+    _start_logging(settings)
+
+    from .session import Bridge
+
+    bridge = Bridge(
+        reactor,
+        settings,
+        agent,
+        client_type,
+        delivery,
+        instructions,
+        first,
+        answered,
+        pending if first is not None else b"",
+        stdout_fd,
+    )
+    bridge.log.info(
+        "claude-peers mcp {pid}: client {client}, delivery {delivery}, agent {agent}",
+        pid=os.getpid(),
+        client=client_type,
+        delivery=delivery,
+        agent=agent,
+    )
+    reactor.callWhenRunning(bridge.start)
+    reactor.run()
+    bridge.finish()
+    return 0
+
+
+def _start_logging(settings: Settings) -> None:
+    """Log to stderr (the agent keeps it); never touch stdout (redirectStandardIO=False)."""
+    from twisted.logger import (
+        FilteringLogObserver,
+        InvalidLogLevelError,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    try:
+        level = LogLevel.levelWithName(os.environ.get("CLAUDE_PEERS_LOG_LEVEL", "info").lower())
+    except InvalidLogLevelError:
+        level = LogLevel.info
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(level)])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The MCP side of the bridge: the SDK's low-level server, fed by our own stdio lines.
+
+:func:`build_server` declares the tools (schemas from :mod:`.tools`) and turns every tool
+call into an ``isError`` or normal text result. :class:`McpPipe` connects that server to
+the agent: lines read from stdin go into the SDK's read stream, the SDK's answers come
+out of its write stream onto stdout, and channel notifications are written to stdout
+directly, as whole lines, between them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Awaitable, Callable, Mapping
+
+import anyio
+import mcp_types as types
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
+from mcp.shared.message import SessionMessage
+from twisted.logger import Logger
+
+from claudepeers import __version__
+from claudepeers.render import channel_meta, render_message
+
+from .handshake import IMPLEMENTATION_NAME
+from .stdio import LineWriter
+from .tools import TOOLS, ToolResult
+
+CHANNEL_METHOD = "notifications/claude/channel"
+
+CallTool = Callable[[str, Mapping[str, Any] | None], Awaitable[ToolResult]]
+
+
+def build_server(
+    instructions: str,
+    call_tool: CallTool,
+    on_initialized: Callable[[], None],
+) -> tuple[Server, InitializationOptions]:
+    """The SDK server with our tools, and the options its ``initialize`` answer uses."""
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(
+            tools=[
+                types.Tool(name=name, description=tool["description"], input_schema=tool["inputSchema"])
+                for name, tool in TOOLS.items()
+            ]
+        )
+
+    async def call(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        result = await call_tool(params.name, params.arguments)
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=result.text)], is_error=result.is_error
+        )
+
+    async def initialized(ctx: Any, params: Any) -> None:
+        on_initialized()
+
+    server: Server = Server(
+        IMPLEMENTATION_NAME,
+        version=__version__,
+        instructions=instructions,
+        on_list_tools=list_tools,
+        on_call_tool=call,
+    )
+    # Tracing middleware costs time on every message and exports nothing here.
+    server.middleware = []
+    server.add_notification_handler("notifications/initialized", types.NotificationParams, initialized)
+    options = server.create_initialization_options(
+        NotificationOptions(), experimental_capabilities={"claude/channel": {}}
+    )
+    return server, options
+
+
+def channel_notification(message: Mapping[str, Any]) -> bytes:
+    """The ``notifications/claude/channel`` line that shows one message to Claude Code."""
+    notification = {
+        "jsonrpc": "2.0",
+        "method": CHANNEL_METHOD,
+        "params": {"content": render_message(message), "meta": channel_meta(message)},
+    }
+    return json.dumps(notification, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+class McpPipe:
+    """Feeds stdin lines to the SDK server and its answers to stdout."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        server: Server,
+        options: InitializationOptions,
+        writer: LineWriter,
+    ) -> None:
+        self._server = server
+        self._options = options
+        self._writer = writer
+        self._read_send, self._read_receive = anyio.create_memory_object_stream[Any](math.inf)
+        self._write_send, self._write_receive = anyio.create_memory_object_stream[Any](math.inf)
+        self._answered: set[Any] = set()
+
+    def already_answered(self, request_id: Any) -> None:
+        """The fast path answered this request: drop the SDK's own answer to its replay."""
+        self._answered.add(request_id)
+
+    def feed(self, line: bytes) -> None:
+        """One line from the agent."""
+        try:
+            message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+        except Exception as error:  # the SDK answers malformed input itself
+            self._read_send.send_nowait(error)
+            return
+        self._read_send.send_nowait(SessionMessage(message))
+
+    def feed_eof(self) -> None:
+        """The agent closed stdin: the SDK server finishes."""
+        self._read_send.close()
+
+    def write_line(self, data: bytes) -> bool:
+        """A line of our own (a notification); True when it is in the pipe already."""
+        return self._writer.write(data)
+
+    async def run(self) -> None:
+        """Serve until stdin ends."""
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._pump_out)
+            await self._server.run(self._read_receive, self._write_send, self._options)
+
+    async def _pump_out(self) -> None:
+        async with self._write_receive:
+            async for session_message in self._write_receive:
+                message = session_message.message
+                if isinstance(message, (types.JSONRPCResponse, types.JSONRPCError)) and (
+                    message.id in self._answered
+                ):
+                    self._answered.discard(message.id)
+                    continue
+                data = message.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8")
+                self._writer.write(data + b"\n")

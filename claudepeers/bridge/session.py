@@ -1,0 +1,229 @@
+"""One bridge process: the agent's MCP session, the broker link, and the inbox between them.
+
+Started by :mod:`.main` once the ``initialize`` answer is out. It registers in the
+background, shows pushed messages as channel notifications (push mode) or at the end of
+tool results (inline mode), and stops the reactor when stdin ends, when the agent process
+ends, or when stdout breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Mapping
+
+import psutil
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from claudepeers import agents, gitinfo, wire
+from claudepeers.render import render_batch, render_message
+from claudepeers.settings import Settings
+
+from . import agentwatch
+from .connection import AsyncBroker, BrokerLink
+from .delivery import Inbox, Offer
+from .handshake import FirstMessage
+from .server import McpPipe, build_server, channel_notification
+from .stdio import LineReader, LineWriter
+from .tools import BrokerUnreachable, PeerTools, ToolResult
+
+#: Messages appended to a tool result: few and short, so the agent's work goes on.
+FOOTER_MESSAGES = 5
+FOOTER_CHARS = 8_000
+#: check_messages shows mail "in full", within what an agent's context can take at once.
+CHECK_MESSAGES = 100
+CHECK_CHARS = 200_000
+
+
+class Bridge:
+    """Everything one ``claude-peers mcp`` process does, wired together."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: Settings,
+        agent: agents.AgentProcess | None,
+        client_type: str,
+        delivery: str,
+        instructions: str,
+        first: FirstMessage | None,
+        answered_first: bool,
+        pending: bytes,
+        stdout_fd: int,
+        stdin_fd: int = 0,
+        cwd: str | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._settings = settings
+        self.agent = agent
+        self.client_type = client_type
+        self.delivery = delivery
+        self._first = first
+        self._answered_first = answered_first
+        self._pending = pending
+        self._stdin_fd = stdin_fd
+        self._cwd = cwd or os.getcwd()
+        # Push mode waits for "initialized" before it shows anything; a session that
+        # opened without the handshake has nothing to wait for.
+        ready = delivery != "push" or not answered_first
+        self.inbox = Inbox(mode=delivery, measure=lambda message: len(render_message(message)), ready=ready)
+        self.writer = LineWriter(reactor, stdout_fd, on_broken=lambda: self.stop("stdout closed"))
+        self.link = BrokerLink(
+            reactor, settings, self._registration, self._deliver, self._registered, self.inbox.mark_shown
+        )
+        self.tools = PeerTools(AsyncBroker(self.link), self._check_messages)
+        server, options = build_server(instructions, self._call_tool, self._initialized)
+        self.pipe = McpPipe(server, options, self.writer)
+        self._stopping = False
+        self._watch: Any = None
+        self._task: asyncio.Future | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Serve the agent, connect to the broker, and watch the agent process."""
+        self._task = asyncio.ensure_future(self.pipe.run())
+        self._task.add_done_callback(self._served)
+        if self._first is not None:
+            if self._answered_first and self._first.request is not None:
+                self.pipe.already_answered(self._first.request["id"])
+            self.pipe.feed(self._first.line)
+        LineReader(self._reactor, self._stdin_fd, self.pipe.feed, self._stdin_ended, self._pending).start()
+        self.link.start()
+        if self.agent is not None:
+            self._watch = agentwatch.watch_exit(
+                self._reactor, self.agent.pid, self.agent.start, lambda: self.stop("the agent process ended")
+            )
+
+    def stop(self, why: str) -> None:
+        """Stop the process soon (the entry point flushes stdout and exits)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.log.info("bridge stopping: {why}", why=why)
+        if self._reactor.running:
+            self._reactor.stop()
+
+    def finish(self) -> None:
+        """After the reactor stopped: get the last lines out to the agent."""
+        self.writer.flush_blocking(0.3)
+
+    def _stdin_ended(self) -> None:
+        self.pipe.feed_eof()
+        self.stop("stdin closed")
+
+    def _served(self, task: asyncio.Future) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("MCP server error: {error!r}", error=task.exception())
+        self.stop("the MCP session ended")
+
+    # --- registration ------------------------------------------------------------------
+
+    def _registration(self) -> Any:
+        """The Register arguments; git and the tty are looked up off the reactor thread."""
+        return deferToThread(self._describe)
+
+    def _describe(self) -> dict[str, Any]:
+        agent = self.agent or agents.describe(os.getpid())
+        assert agent is not None
+        repo = gitinfo.repo_info(self._cwd)
+        return {
+            "agent_pid": agent.pid,
+            "agent_start": agent.start,
+            "client_type": self.client_type,
+            "cwd": self._cwd,
+            "git_root": repo.root,
+            "git_common_dir": repo.common_dir,
+            "branch": repo.branch,
+            "tty": _terminal(agent.pid),
+            "name": self._settings.peer_name,
+            "delivery": self.delivery,
+        }
+
+    def _registered(self, answer: Mapping[str, Any]) -> None:
+        self.log.info("peer {peer_id} ({name}) ready", peer_id=answer["peer_id"], name=answer["name"])
+
+    # --- showing messages ----------------------------------------------------------------
+
+    def _deliver(self, message: dict[str, Any]) -> bool:
+        """The broker pushed a message: True when the agent has seen it (now or before)."""
+        offer = self.inbox.offer(message)
+        if offer is Offer.ALREADY_SHOWN:
+            return True
+        if offer is Offer.HOLD:
+            return False
+        return self._notify(message)
+
+    def _notify(self, message: Mapping[str, Any]) -> bool:
+        """Show one message as a channel notification; False when stdout is gone."""
+        if self.writer.broken:
+            return False
+        self.pipe.write_line(channel_notification(message))
+        self.inbox.mark_shown([int(message["id"])])
+        return True
+
+    def _initialized(self) -> None:
+        """The agent finished the handshake: push mode may show what it held."""
+        if self.inbox.ready:
+            return
+        self.inbox.ready = True
+        shown = [int(message["id"]) for message in self.inbox.take_ready() if self._notify(message)]
+        if shown:
+            self.link.acknowledge(shown)
+
+    async def _call_tool(self, name: str, arguments: Mapping[str, Any] | None) -> ToolResult:
+        """Run a tool, then append waiting messages (bounded) to its result."""
+        result = await self.tools.call(name, arguments)
+        if name == "check_messages":
+            return result
+        batch = self.inbox.take(FOOTER_MESSAGES, FOOTER_CHARS)
+        if not batch.messages and not batch.remaining:
+            return result
+        footer = render_batch(batch.messages, batch.remaining, "call check_messages to read them")
+        self._shown(batch.ids)
+        text = result.text + "\n\n--- new messages from other agents ---\n" + footer
+        return ToolResult(text, result.is_error)
+
+    async def _check_messages(self) -> str:
+        """Everything waiting, in full: what the broker holds for us and what we hold."""
+        more = 0
+        note = ""
+        try:
+            answer = await self.tools_broker_call(wire.FetchUnread, limit=CHECK_MESSAGES)
+        except (BrokerUnreachable, wire.PeersError) as error:
+            note = f"\n(The broker is not reachable ({error}); showing what this bridge holds.)"
+        else:
+            for message in answer["messages"]:
+                self.inbox.hold(message)
+            more = int(answer.get("more") or 0)
+        batch = self.inbox.take(CHECK_MESSAGES, CHECK_CHARS)
+        if not batch.messages:
+            if batch.remaining:
+                return "Messages are waiting but too large to show at once; call check_messages again." + note
+            return "No new messages." + note
+        text = render_batch(batch.messages, max(batch.remaining, more), "call check_messages again")
+        self._shown(batch.ids)
+        count = len(batch.messages)
+        return f"{count} new message{'s' if count != 1 else ''}:\n\n" + text + note
+
+    async def tools_broker_call(self, command: type, **arguments: Any) -> dict[str, Any]:
+        """A broker call from asyncio code (used by check_messages)."""
+        return await AsyncBroker(self.link).call(command, **arguments)
+
+    def _shown(self, ids: list[int]) -> None:
+        """These messages are in a tool result now: never again, and tell the broker."""
+        if not ids:
+            return
+        self.inbox.mark_shown(ids)
+        self.link.acknowledge(ids)
+
+
+def _terminal(pid: int) -> str | None:
+    """The controlling terminal of the agent, if it has one."""
+    try:
+        return psutil.Process(pid).terminal()
+    except (psutil.Error, OSError):
+        return None

@@ -1,0 +1,180 @@
+"""Line-framed stdin and stdout for the MCP session, on the reactor, without threads.
+
+The SDK's ``stdio_server()`` reads stdin in a worker thread that blocks in ``readline()``
+(the process then hangs at exit) and writes every line through another thread. Here both
+ends are non-blocking descriptors watched by the reactor:
+
+- :class:`LineReader` calls back once per line and once at end of file;
+- :class:`LineWriter` writes a line straight into the pipe when it can (so a line counts as
+  delivered to the agent as soon as ``write`` returns True) and buffers the rest.
+
+Before either is created, :func:`claim_stdout` moves the real stdout to a private
+descriptor and points fd 1 at stderr, so a stray ``print`` can never corrupt the protocol.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, Callable
+
+from twisted.internet import fdesc
+from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+#: A single JSON-RPC line longer than this is refused (the agent misbehaves).
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
+def claim_stdout() -> int:
+    """Return a private descriptor for the protocol; fd 1 goes to stderr from now on."""
+    private = os.dup(1)
+    os.set_inheritable(private, False)
+    os.dup2(2, 1)
+    return private
+
+
+@implementer(IReadDescriptor)
+class LineReader:
+    """Reads lines from a descriptor on the reactor; ``on_eof`` once at the end."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        fd: int,
+        on_line: Callable[[bytes], None],
+        on_eof: Callable[[], None],
+        pending: bytes = b"",
+    ) -> None:
+        self._reactor = reactor
+        self._fd = fd
+        self._on_line = on_line
+        self._on_eof = on_eof
+        self._buffer = pending
+        self._ended = False
+        fdesc.setNonBlocking(fd)
+
+    def start(self) -> None:
+        """Deliver lines already buffered, then watch the descriptor."""
+        self._data(b"")
+        self._reactor.addReader(self)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:  # noqa: N802 - Twisted's name
+        return "stdin"
+
+    def doRead(self) -> Any:  # noqa: N802
+        return fdesc.readFromFD(self._fd, self._data)
+
+    def _data(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            line, found, rest = self._buffer.partition(b"\n")
+            if not found:
+                break
+            self._buffer = rest
+            if line.strip():
+                self._on_line(line)
+        if len(self._buffer) > MAX_LINE_BYTES:
+            self._buffer = b""
+            self._on_line(b"{")  # an unparseable line: the SDK answers a parse error
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+        """End of file (or an error): hand over a last unterminated line, then say so."""
+        self._reactor.removeReader(self)
+        if self._ended:
+            return
+        self._ended = True
+        if self._buffer.strip():
+            line, self._buffer = self._buffer, b""
+            self._on_line(line)
+        self._on_eof()
+
+
+@implementer(IWriteDescriptor)
+class LineWriter:
+    """Writes whole lines to a non-blocking descriptor, buffering what the pipe refuses."""
+
+    def __init__(self, reactor: Any, fd: int, on_broken: Callable[[], None] = lambda: None) -> None:
+        self._reactor = reactor
+        self._fd = fd
+        self._on_broken = on_broken
+        self._pending = bytearray()
+        self._watching = False
+        self.broken = False
+        fdesc.setNonBlocking(fd)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:  # noqa: N802
+        return "stdout"
+
+    @property
+    def pending(self) -> int:
+        """Bytes accepted but not yet in the pipe."""
+        return len(self._pending)
+
+    def write(self, data: bytes) -> bool:
+        """Queue ``data``; True when all of it is in the pipe already."""
+        if self.broken:
+            return False
+        if not self._pending:
+            written = self._write_some(data)
+            if written == len(data):
+                return True
+            data = data[written:]
+        self._pending += data
+        if not self._watching and not self.broken:
+            self._watching = True
+            self._reactor.addWriter(self)
+        return False
+
+    def _write_some(self, data: bytes | bytearray) -> int:
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except InterruptedError:
+            return 0
+        except OSError as error:
+            if error.errno in (errno.EPIPE, errno.EBADF, errno.EINVAL):
+                self._break()
+                return 0
+            raise
+
+    def doWrite(self) -> None:  # noqa: N802
+        written = self._write_some(self._pending)
+        del self._pending[:written]
+        if not self._pending and self._watching:
+            self._watching = False
+            self._reactor.removeWriter(self)
+
+    def flush_blocking(self, timeout: float = 0.5) -> None:
+        """At exit: push out what is left, waiting at most ``timeout`` for the reader."""
+        import select
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self._pending and not self.broken:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            select.select([], [self._fd], [], left)
+            written = self._write_some(self._pending)
+            del self._pending[:written]
+
+    def _break(self) -> None:
+        self.broken = True
+        self._pending.clear()
+        if self._watching:
+            self._watching = False
+            self._reactor.removeWriter(self)
+        self._on_broken()
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+        if not self.broken:
+            self._break()

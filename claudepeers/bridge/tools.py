@@ -1,0 +1,263 @@
+"""The MCP tools: names, argument schemas, validation, and the text each one answers.
+
+Tool names and arguments are the seed's (``list_peers(scope)``, ``send_message(to_id,
+message)``, ``set_summary(summary)``, ``check_messages()``, ``kill_peer(peer_id)``) plus
+``whoami`` and ``set_name``. Every failure is an ``isError`` result whose text tells the
+agent what to do next; nothing here raises to the SDK.
+
+The tools reach the broker through a :class:`BrokerCalls` object (an ``async call``), so
+they can be tested with a fake that records the calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping, Protocol
+
+import jsonschema
+
+from claudepeers import wire
+from claudepeers.render import clean_line
+
+
+class BrokerUnreachable(Exception):
+    """The broker could not be reached (not running, restarting, or refused us)."""
+
+
+class BrokerCalls(Protocol):
+    """What the tools need from the broker connection."""
+
+    async def call(self, command: type, **arguments: Any) -> dict[str, Any]:
+        """Call one AMP command; raise a ``wire`` error or :class:`BrokerUnreachable`."""
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """Text for the agent, and whether it reports a failure."""
+
+    text: str
+    is_error: bool = False
+
+
+_STRING = {"type": "string"}
+TOOLS: dict[str, dict[str, Any]] = {
+    "list_peers": {
+        "description": (
+            "List the other AI agents (Claude Code, Codex) running on this machine: id, name, "
+            "client, working directory, repository, branch, summary. scope: 'machine' (all), "
+            "'directory' (same working directory) or 'repo' (same git repository, worktrees "
+            "included)."
+        ),
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "scope": {
+                    "type": "string",
+                    "enum": ["machine", "directory", "repo"],
+                    "description": "machine, directory or repo (default machine)",
+                }
+            },
+            "additionalProperties": False,
+        },
+    },
+    "send_message": {
+        "description": (
+            "Send a message to another agent. to_id is a peer id or its unique name (from "
+            "list_peers). A Claude Code peer sees it at once, a Codex peer on its next turn; "
+            "the result says which."
+        ),
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "to_id": {**_STRING, "minLength": 1, "description": "peer id or unique name"},
+                "message": {**_STRING, "minLength": 1, "description": "the text to send"},
+            },
+            "required": ["to_id", "message"],
+            "additionalProperties": False,
+        },
+    },
+    "set_summary": {
+        "description": (
+            "Tell the other agents what you are working on (one or two sentences); shown by "
+            "list_peers and with your messages."
+        ),
+        "inputSchema": {
+            "type": "object",
+            "properties": {"summary": {**_STRING, "description": "what you are working on"}},
+            "required": ["summary"],
+            "additionalProperties": False,
+        },
+    },
+    "check_messages": {
+        "description": "Show every message from other agents that you have not seen yet.",
+        "inputSchema": {"type": "object", "properties": {}, "additionalProperties": False},
+    },
+    "kill_peer": {
+        "description": (
+            "Terminate a stuck, unresponsive or finished peer's agent session (its claude or "
+            "codex process, not only its MCP server). peer_id is a peer id or unique name."
+        ),
+        "inputSchema": {
+            "type": "object",
+            "properties": {"peer_id": {**_STRING, "minLength": 1, "description": "peer id or unique name"}},
+            "required": ["peer_id"],
+            "additionalProperties": False,
+        },
+    },
+    "whoami": {
+        "description": "Show your own peer id, name, summary and what the others see of you.",
+        "inputSchema": {"type": "object", "properties": {}, "additionalProperties": False},
+    },
+    "set_name": {
+        "description": "Choose your peer name (unique among live peers); others may address you by it.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"name": {**_STRING, "minLength": 1, "description": "the new name"}},
+            "required": ["name"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+_VALIDATORS = {name: jsonschema.Draft202012Validator(tool["inputSchema"]) for name, tool in TOOLS.items()}
+
+
+def validation_error(name: str, arguments: Mapping[str, Any] | None) -> str | None:
+    """None when the arguments fit the tool's schema, else a text saying how to fix them."""
+    validator = _VALIDATORS.get(name)
+    if validator is None:
+        return f"Unknown tool {name!r}. The claude-peers tools are: {', '.join(TOOLS)}."
+    errors = sorted(validator.iter_errors(dict(arguments or {})), key=lambda error: list(error.path))
+    if not errors:
+        return None
+    problems = []
+    for error in errors[:5]:
+        where = ".".join(str(part) for part in error.path) or "arguments"
+        problems.append(f"{where}: {error.message}")
+    usage = _usage(name)
+    return f"Invalid arguments for {name}: " + "; ".join(problems) + f". Call it as {usage}."
+
+
+def _usage(name: str) -> str:
+    schema = TOOLS[name]["inputSchema"]
+    required = set(schema.get("required", ()))
+    parts = []
+    for argument, spec in schema.get("properties", {}).items():
+        kind = "|".join(spec["enum"]) if "enum" in spec else spec.get("type", "value")
+        parts.append(f"{argument}: {kind}" + ("" if argument in required else " (optional)"))
+    return f"{name}({', '.join(parts)})"
+
+
+ShowWaiting = Callable[[], Awaitable[str]]
+
+
+class PeerTools:
+    """Runs one tool call against the broker and words the answer for the agent."""
+
+    def __init__(self, broker: BrokerCalls, check_messages: ShowWaiting) -> None:
+        self._broker = broker
+        self._check_messages = check_messages
+
+    async def call(self, name: str, arguments: Mapping[str, Any] | None) -> ToolResult:
+        """Validate, run, and turn every failure into an ``isError`` text."""
+        problem = validation_error(name, arguments)
+        if problem is not None:
+            return ToolResult(problem, is_error=True)
+        method = getattr(self, "_tool_" + name)
+        try:
+            return await method(**dict(arguments or {}))
+        except BrokerUnreachable as error:
+            return ToolResult(
+                f"{name} failed: the claude-peers broker is not reachable ({error}). The bridge "
+                "keeps reconnecting in the background; try again in a few seconds, or ask the "
+                "user to run `claude-peers status`.",
+                is_error=True,
+            )
+        except wire.PeersError as error:
+            return ToolResult(_explain(name, error), is_error=True)
+
+    async def _tool_list_peers(self, scope: str = "machine") -> ToolResult:
+        answer = await self._broker.call(wire.ListPeers, scope=scope)
+        peers = answer["peers"]
+        if not peers:
+            hint = "" if scope == "machine" else " Try scope 'machine' to see every agent on this machine."
+            return ToolResult(f"No other peers (scope: {scope}).{hint}")
+        noun = "peer" if len(peers) == 1 else "peers"
+        blocks = [f"{len(peers)} {noun} (scope: {scope}):"]
+        blocks += [format_peer(peer) for peer in peers]
+        return ToolResult("\n\n".join(blocks))
+
+    async def _tool_send_message(self, to_id: str, message: str) -> ToolResult:
+        answer = await self._broker.call(wire.Send, to=to_id, body=message)
+        target = f"{clean_line(answer['to_name'])} ({answer['to_id']})"
+        detail = clean_line(answer.get("detail"), 400)
+        if answer["status"] == "delivered":
+            text = f"Message #{answer['message_id']} delivered to {target}: it was shown to that agent."
+        else:
+            text = f"Message #{answer['message_id']} queued for {target}."
+        if detail:
+            text += f" {detail}"
+        return ToolResult(text)
+
+    async def _tool_set_summary(self, summary: str) -> ToolResult:
+        await self._broker.call(wire.SetSummary, summary=summary)
+        if not summary.strip():
+            return ToolResult("Summary cleared.")
+        return ToolResult(f"Summary set: {clean_line(summary, 1024)}")
+
+    async def _tool_check_messages(self) -> ToolResult:
+        return ToolResult(await self._check_messages())
+
+    async def _tool_kill_peer(self, peer_id: str) -> ToolResult:
+        answer = await self._broker.call(wire.KillPeer, target=peer_id)
+        detail = clean_line(answer.get("detail"), 400)
+        return ToolResult(f"kill_peer {answer['peer_id']}: {answer['outcome']}. {detail}".rstrip())
+
+    async def _tool_whoami(self) -> ToolResult:
+        answer = await self._broker.call(wire.Whoami)
+        return ToolResult("You are:\n\n" + format_peer(answer["peer"]))
+
+    async def _tool_set_name(self, name: str) -> ToolResult:
+        answer = await self._broker.call(wire.SetName, name=name)
+        return ToolResult(f"Your peer name is now {clean_line(answer['name'])}.")
+
+
+def format_peer(peer: Mapping[str, Any]) -> str:
+    """One block per peer; the first line is ``ID: <id>``."""
+    lines = [f"ID: {clean_line(peer.get('id'))}", f"Name: {clean_line(peer.get('name'))}"]
+    lines.append(f"Client: {clean_line(peer.get('client_type')) or 'unknown'}")
+    lines.append(f"CWD: {clean_line(peer.get('cwd'), 400)}")
+    root = clean_line(peer.get("git_root"), 400)
+    branch = clean_line(peer.get("branch"))
+    if root:
+        lines.append(f"Repo: {root}" + (f" (branch {branch})" if branch else ""))
+    else:
+        lines.append("Repo: none")
+    summary = clean_line(peer.get("summary"), 1024)
+    lines.append(f"Summary: {summary or '(none set)'}")
+    state = clean_line(peer.get("state"))
+    seen = clean_line(peer.get("last_seen"))
+    lines.append(f"Last seen: {seen or 'unknown'}" + (f" ({state})" if state else ""))
+    if peer.get("unread"):
+        lines.append(f"Unread messages: {peer['unread']}")
+    return "\n".join(lines)
+
+
+_ADVICE: dict[type[Exception], str] = {
+    wire.UnknownPeer: "Call list_peers to see who is there, then use an ID or a unique name.",
+    wire.AmbiguousPeer: "Use the peer's ID instead of the name.",
+    wire.PeerGone: "That agent session has ended; pick another peer with list_peers.",
+    wire.LimitExceeded: "Shorten the text or wait a little before sending more.",
+    wire.InvalidArgument: "Check the arguments and call again.",
+    wire.NameTaken: "Choose another name.",
+    wire.KillRefused: "",
+    wire.NotRegistered: "The bridge is still registering with the broker; try again in a moment.",
+    wire.BrokerUnavailable: "The broker is busy or shutting down; try again in a moment.",
+}
+
+
+def _explain(name: str, error: wire.PeersError) -> str:
+    """The broker's own words (they list candidates), then what to do about it."""
+    text = clean_line(str(error), 2000) or type(error).__name__
+    advice = _ADVICE.get(type(error), "")
+    return f"{name} failed: {text}" + (f" {advice}" if advice else "")

@@ -1,0 +1,115 @@
+"""How a message is shown to an agent: the frame, and the channel notification's meta.
+
+The frame names the sender as the broker verified it, never as the body claims. Every
+line of the body is indented with a bar, so nothing inside a body can start a line of
+the frame: a body that contains ``[end of message ...]`` or a fake header stays visibly
+inside. Control characters (ANSI escapes, carriage returns, bidi overrides, NULs) are
+stripped from everything we print, since they could hide or rearrange text on screen.
+
+Only the standard library is used: the bridge imports this on its hot path.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any, Mapping
+
+#: Prefix of every body line; frame lines never start with it.
+BODY_BAR = "\u2502 "
+#: Longest summary or cwd shown in a header line (the full text stays in the store).
+MAX_HEADER_FIELD = 160
+
+_CONTROL = re.compile(
+    "["
+    "\x00-\x08\x0b-\x1f\x7f-\x9f"  # C0 (but tab and newline) and C1 controls
+    "\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"  # zero width, line/para seps, bidi, invisible
+    "\ufff9-\ufffb"  # interlinear annotations
+    "]"
+)
+
+
+def clean_text(text: str) -> str:
+    """Strip control and invisible formatting characters; keep newlines and tabs."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    # Private-use and unassigned characters are left alone; other format chars go.
+    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cf")
+
+
+def clean_line(text: str | None, limit: int = MAX_HEADER_FIELD) -> str:
+    """One header field: cleaned, newlines and tabs folded to spaces, bounded."""
+    line = " ".join(clean_text(text or "").split())
+    if len(line) > limit:
+        line = line[: limit - 1] + "\u2026"
+    return line
+
+
+def _field(text: Any, limit: int = MAX_HEADER_FIELD) -> str:
+    """A header field that cannot close the header early or fake a quoted name."""
+    return clean_line(None if text is None else str(text), limit).translate(_HEADER_UNSAFE)
+
+
+_HEADER_UNSAFE = str.maketrans({"[": "(", "]": ")", '"': "'"})
+
+
+def _sender(message: Mapping[str, Any]) -> str:
+    """Who sent it, as verified by the broker."""
+    if not message.get("verified") or message.get("from_id") == "cli":
+        return "the operator's terminal (claude-peers CLI; UNVERIFIED sender, not a peer)"
+    name = _field(message.get("from_name")) or "?"
+    parts = [f"id {_field(message.get('from_id'))}"]
+    client = _field(message.get("from_client"))
+    if client:
+        parts.append(client)
+    cwd = _field(message.get("from_cwd"))
+    if cwd:
+        parts.append(f"cwd {cwd}")
+    return f'peer "{name}" ({", ".join(parts)}), verified'
+
+
+def render_message(message: Mapping[str, Any]) -> str:
+    """The framed text of one message, as the agent sees it."""
+    number = int(message.get("id", 0))
+    header = f"[claude-peers message #{number} from {_sender(message)}"
+    sent_at = _field(message.get("sent_at"))
+    if sent_at:
+        header += f", sent {sent_at}"
+    header += "]"
+    lines = [header]
+    summary = _field(message.get("from_summary"))
+    if summary and message.get("verified"):
+        lines.append(f"[sender's summary: {summary}]")
+    body = clean_text(str(message.get("body", "")))
+    for line in body.split("\n"):
+        lines.append(BODY_BAR + line)
+    if message.get("verified") and message.get("from_id") not in (None, "", "cli"):
+        reply = f'reply with send_message(to_id="{_field(message.get("from_id"))}", message=...)'
+    else:
+        reply = "the sender is not a peer and cannot receive a reply"
+    lines.append(f"[end of claude-peers message #{number}; {reply}]")
+    return "\n".join(lines)
+
+
+def channel_meta(message: Mapping[str, Any]) -> dict[str, str]:
+    """The flat string map sent as ``meta`` of a ``notifications/claude/channel``."""
+    verified = bool(message.get("verified")) and message.get("from_id") != "cli"
+    return {
+        "from_id": clean_line(message.get("from_id"), 64),
+        "from_name": clean_line(message.get("from_name"), 64),
+        "from_summary": clean_line(message.get("from_summary"), 1024),
+        "from_cwd": clean_line(message.get("from_cwd"), 1024),
+        "from_client": clean_line(message.get("from_client"), 64),
+        "sent_at": clean_line(message.get("sent_at"), 64),
+        "message_id": str(int(message.get("id", 0))),
+        "verified": "true" if verified else "false",
+    }
+
+
+def render_batch(messages: list[Mapping[str, Any]], remaining: int, where: str) -> str:
+    """Several framed messages, then a line saying how many more wait (if any)."""
+    parts = [render_message(message) for message in messages]
+    if remaining:
+        noun = "message" if remaining == 1 else "messages"
+        parts.append(f"[{remaining} more claude-peers {noun} waiting: {where}]")
+    return "\n\n".join(parts)
