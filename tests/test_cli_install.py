@@ -1,0 +1,200 @@
+"""``claude-peers install``/``uninstall`` in a temporary HOME, and the config editing behind them."""
+
+from __future__ import annotations
+
+import json
+import plistlib
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from claudepeers.cli import agent_config, service
+from claudepeers.cli.agent_config import ConfigError
+from cli_support import ROOT, cli
+from conftest import broker_env
+
+CODEX_BEFORE = """# my codex config
+model = "o3"
+
+[mcp_servers.other]
+command = "other-server"
+args = ["--flag"]
+
+[profiles.fast]
+model = "o4-mini"
+"""
+
+
+def home_env(home: Path, **extra: str) -> dict[str, str]:
+    """An environment whose HOME is ``home`` and whose PATH has no real ``claude``."""
+    env = broker_env(home, PATH=f"{home / 'bin'}:/usr/bin:/bin")
+    env.update(extra)
+    return env
+
+
+def command_path() -> str:
+    """The claude-peers command install registers, from this test's interpreter."""
+    from claudepeers.cli.install import installed_command
+
+    return installed_command()[0]
+
+
+def test_install_writes_claude_and_codex_entries_and_keeps_the_rest(short_dir: Path) -> None:
+    """install: ~/.claude.json gets mcpServers.claude-peers; the Codex TOML gets its table, rest kept."""
+    (short_dir / ".codex").mkdir()
+    (short_dir / ".codex" / "config.toml").write_text(CODEX_BEFORE)
+    (short_dir / ".claude.json").write_text(json.dumps({"numStartups": 3, "mcpServers": {"x": {"command": "y"}}}))
+    done = cli(home_env(short_dir), "install")
+    assert done.returncode == 0, done.stderr
+    assert "claude --dangerously-load-development-channels server:claude-peers" in done.stdout
+    claude = json.loads((short_dir / ".claude.json").read_text())
+    assert claude["numStartups"] == 3 and claude["mcpServers"]["x"] == {"command": "y"}
+    entry = claude["mcpServers"]["claude-peers"]
+    assert Path(entry["command"]).is_absolute() and entry["args"][-1] == "mcp"
+    text = (short_dir / ".codex" / "config.toml").read_text()
+    assert text.startswith(CODEX_BEFORE)
+    codex = tomllib.loads(text)
+    assert codex["mcp_servers"]["other"] == {"command": "other-server", "args": ["--flag"]}
+    assert codex["mcp_servers"]["claude-peers"]["command"] == entry["command"]
+    assert codex["profiles"]["fast"]["model"] == "o4-mini"
+
+
+def test_install_is_idempotent_and_uninstall_restores_the_files(short_dir: Path) -> None:
+    """install twice changes nothing the second time; uninstall restores the originals exactly."""
+    (short_dir / ".codex").mkdir()
+    (short_dir / ".codex" / "config.toml").write_text(CODEX_BEFORE)
+    (short_dir / ".claude").mkdir()
+    settings_before = {"permissions": {"allow": ["Bash(ls:*)", "mcp__claude-peers__list_peers"]}}
+    (short_dir / ".claude" / "settings.json").write_text(json.dumps(settings_before))
+    env = home_env(short_dir)
+    flags = ["--claude", "--codex", "--allow-tools", "--skill", "--service", "--service-kind", "systemd"]
+    assert cli(env, "install", *flags).returncode == 0
+    files = {p: p.read_bytes() for p in short_dir.rglob("*") if p.is_file()}
+    again = cli(env, "install", *flags)
+    assert again.returncode == 0, again.stderr
+    assert {p: p.read_bytes() for p in short_dir.rglob("*") if p.is_file()} == files
+    allow = json.loads((short_dir / ".claude" / "settings.json").read_text())["permissions"]["allow"]
+    assert "mcp__claude-peers__send_message" in allow and "mcp__claude-peers__kill_peer" not in allow
+    assert allow.count("mcp__claude-peers__list_peers") == 1
+    removed = cli(env, "uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert (short_dir / ".codex" / "config.toml").read_text() == CODEX_BEFORE
+    # The rule the user had before install stays; only the added ones go.
+    assert json.loads((short_dir / ".claude" / "settings.json").read_text()) == settings_before
+    assert not (short_dir / ".claude.json").exists()
+    assert not (short_dir / ".claude" / "skills" / "claude-peers").exists()
+    assert not (short_dir / ".config" / "systemd" / "user" / "claude-peers.service").exists()
+    assert not (short_dir / ".config" / "claude-peers" / "install.json").exists()
+    assert cli(env, "uninstall").stdout.strip() == "Nothing to uninstall."
+
+
+def test_install_refuses_a_malformed_config_untouched(short_dir: Path) -> None:
+    """A Codex TOML or Claude JSON that does not parse is left byte for byte, with one line each."""
+    (short_dir / ".codex").mkdir()
+    bad_toml = "model = \n[mcp_servers\n"
+    bad_json = "{ not json"
+    (short_dir / ".codex" / "config.toml").write_text(bad_toml)
+    (short_dir / ".claude.json").write_text(bad_json)
+    done = cli(home_env(short_dir), "install")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2 and all("left untouched" in line for line in lines)
+    assert "config.toml is not valid TOML" in done.stderr and ".claude.json is not valid JSON" in done.stderr
+    assert (short_dir / ".codex" / "config.toml").read_text() == bad_toml
+    assert (short_dir / ".claude.json").read_text() == bad_json
+
+
+def test_install_uses_the_claude_command_when_on_path(short_dir: Path) -> None:
+    """With `claude` on PATH, install runs `claude mcp add --scope user claude-peers -- <cmd> mcp`."""
+    bin_dir = short_dir / "bin"
+    bin_dir.mkdir()
+    calls = short_dir / "calls.log"
+    fake = bin_dir / "claude"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    env = home_env(short_dir)
+    assert cli(env, "install", "--claude").returncode == 0
+    assert cli(env, "uninstall", "--claude").returncode == 0
+    assert calls.read_text().splitlines() == [
+        "mcp remove --scope user claude-peers",
+        f"mcp add --scope user claude-peers -- {command_path()} mcp",
+        "mcp remove --scope user claude-peers",
+    ]
+    assert not (short_dir / ".claude.json").exists()
+
+
+def test_install_refuses_to_overwrite_a_foreign_skill(short_dir: Path) -> None:
+    """A SKILL.md at our path that install did not write is kept, and install says so."""
+    skill = short_dir / ".claude" / "skills" / "claude-peers" / "SKILL.md"
+    skill.parent.mkdir(parents=True)
+    skill.write_text("my own notes")
+    done = cli(home_env(short_dir), "install", "--skill")
+    assert done.returncode == 1 and "not written by claude-peers" in done.stderr
+    assert skill.read_text() == "my own notes"
+
+
+def test_codex_table_written_as_inline_value_is_refused() -> None:
+    """An entry we cannot cut out as a table (an inline table) makes the edit refuse."""
+    text = '[mcp_servers]\nclaude-peers = { command = "old" }\nother = { command = "x" }\n'
+    with pytest.raises(ConfigError, match="cannot be edited safely"):
+        agent_config.codex_toml_add(text, ["/bin/claude-peers"])
+
+
+def test_codex_subtables_of_ours_are_removed_with_it() -> None:
+    """[mcp_servers.claude-peers.env] goes with our table; other tables stay."""
+    text = (
+        'a = 1\n\n[mcp_servers.claude-peers]\ncommand = "old"\n\n'
+        '[mcp_servers.claude-peers.env]\nX = "1"\n\n[b]\nc = 2\n'
+    )
+    result = agent_config.codex_toml_remove(text)
+    assert tomllib.loads(result) == {"a": 1, "b": {"c": 2}}
+
+
+def test_claude_json_add_keeps_other_servers_and_keys() -> None:
+    """Adding our server leaves every other key and server as it was."""
+    before = json.dumps({"theme": "dark", "mcpServers": {"other": {"command": "o"}}})
+    after = json.loads(agent_config.claude_json_add(before, ["/opt/cp/bin/claude-peers"]))
+    assert after["theme"] == "dark" and after["mcpServers"]["other"] == {"command": "o"}
+    assert after["mcpServers"]["claude-peers"] == {
+        "type": "stdio", "command": "/opt/cp/bin/claude-peers", "args": ["mcp"], "env": {},
+    }
+
+
+def test_systemd_unit_has_real_paths(short_dir: Path) -> None:
+    """The systemd user unit runs `<command> broker` with the real socket and database."""
+    unit = service.render("systemd", short_dir, ["/opt/cp/bin/claude-peers"], Path("/s/cp.sock"), Path("/d/p.db"))
+    assert unit.path == short_dir / ".config" / "systemd" / "user" / "claude-peers.service"
+    assert "ExecStart=/opt/cp/bin/claude-peers broker\n" in unit.text
+    assert 'Environment="CLAUDE_PEERS_SOCKET=/s/cp.sock"' in unit.text
+    assert "@" not in unit.text.replace("@,", "")
+    assert "systemctl --user enable --now claude-peers.service" in unit.load
+
+
+def test_launchd_plist_parses_and_keeps_the_broker_alive(short_dir: Path) -> None:
+    """The launchd plist is valid, runs the broker in the foreground and restarts crashes only."""
+    rendered = service.render("launchd", short_dir, ["/Apps/My Tools/python", "-m", "claudepeers"],
+                              Path("/s/cp.sock"), Path("/d/p&q.db"))
+    plist = plistlib.loads(rendered.text.encode())
+    assert plist["Label"] == "com.claude-peers.broker"
+    assert plist["ProgramArguments"] == ["/Apps/My Tools/python", "-m", "claudepeers", "broker"]
+    assert plist["EnvironmentVariables"] == {"CLAUDE_PEERS_SOCKET": "/s/cp.sock", "CLAUDE_PEERS_DB": "/d/p&q.db"}
+    assert plist["KeepAlive"] == {"SuccessfulExit": False} and plist["RunAtLoad"] is True
+    assert rendered.load.startswith("launchctl bootstrap gui/")
+
+
+def test_etc_templates_are_the_shipped_ones() -> None:
+    """etc/systemd and etc/launchd hold the same templates the package installs."""
+    for name, folder in ((service.SYSTEMD_TEMPLATE, "systemd"), (service.LAUNCHD_TEMPLATE, "launchd")):
+        assert (ROOT / "etc" / folder / name).read_text() == service.template_text(name)
+
+
+def test_shipped_skill_has_front_matter_and_the_tools() -> None:
+    """The packaged SKILL.md starts with name/description front matter and names every tool."""
+    from claudepeers.cli.install import shipped_skill
+
+    text = shipped_skill()
+    assert text.startswith("---\nname: claude-peers\ndescription: ")
+    for tool in ("list_peers", "send_message", "set_summary", "check_messages", "kill_peer"):
+        assert f"`{tool}`" in text
+    assert "claude --dangerously-load-development-channels server:claude-peers" in text
