@@ -214,12 +214,28 @@ def test_kill_ends_the_agent_session(short_dir: Path, broker_process: BrokerProc
 
 
 def test_kill_broker_stops_it_cleanly(broker_process: BrokerProcess) -> None:
-    """kill-broker: StopBroker through the broker; it exits with status 0 and says so."""
+    """kill-broker: StopBroker through the broker; it exits 0; a running log -f sees it and ends."""
     pid = broker_process.process.pid
-    done = cli(broker_process.env, "kill-broker")
-    assert done.returncode == 0, done.stderr
-    assert f"Broker stopped (pid {pid})" in done.stdout
-    assert broker_process.process.wait(10) == 0
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "claudepeers", "log", "-f", "--json", "-n", "1"],
+        env=broker_process.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        read_line(follower, "{")
+        done = cli(broker_process.env, "kill-broker")
+        assert done.returncode == 0, done.stderr
+        assert f"Broker stopped (pid {pid})" in done.stdout
+        assert broker_process.process.wait(10) == 0
+        assert "stop requested" in read_line(follower, "{")
+        assert follower.wait(10) == EXIT_FAILED
+        assert "the broker closed the connection" in one_line(follower.stderr.read())
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+        follower.stdout.close()
+        follower.stderr.close()
 
 
 def test_every_command_reports_a_missing_broker(short_dir: Path) -> None:
