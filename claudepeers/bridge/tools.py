@@ -192,11 +192,11 @@ class PeerTools:
         target = f"{clean_line(answer['to_name'])} ({answer['to_id']})"
         detail = clean_line(answer.get("detail"), 400)
         if answer["status"] == "delivered":
-            text = f"Message #{answer['message_id']} delivered to {target}: it was shown to that agent."
+            text = f"Message #{answer['message_id']} delivered to {target}"
+            text += f": {detail}." if detail else ": it was shown to that agent."
         else:
-            text = f"Message #{answer['message_id']} queued for {target}."
-        if detail:
-            text += f" {detail}"
+            text = f"Message #{answer['message_id']} queued for {target}"
+            text += f": {detail}." if detail else "."
         return ToolResult(text)
 
     async def _tool_set_summary(self, summary: str) -> ToolResult:

@@ -1,0 +1,208 @@
+"""Helpers for the bridge's integration tests: fake agents, MCP clients, waiting without sleeps.
+
+A :class:`FakeAgent` is a long-lived process named ``claude`` or ``codex`` (see
+``bridge_fake_agent.py``); :func:`open_bridge` starts a real ``claudepeers.bridge.main``
+as its child, connected to an mcp SDK stdio client (``mode="legacy"``) that collects
+``notifications/claude/channel`` through a ``NotificationBinding``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+import stat
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import anyio
+import mcp_types as types
+from mcp import Client, StdioServerParameters
+from mcp.client import ClientExtension, NotificationBinding
+from twisted.internet.defer import Deferred
+
+HERE = Path(__file__).resolve().parent
+CHANNELS_FLAG = ["--dangerously-load-development-channels", "server:claude-peers"]
+
+
+def asyncio_test(function: Callable[..., Awaitable[Any]]) -> Callable[..., Deferred]:
+    """Run an ``async def`` test as an asyncio task on the (asyncio) reactor's loop.
+
+    The mcp SDK and anyio need a real asyncio task; ``ensureDeferred`` does not give one.
+    """
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Deferred:
+        return Deferred.fromFuture(asyncio.ensure_future(function(*args, **kwargs)))
+
+    return run
+
+
+class ChannelParams(types.NotificationParams):
+    """The params of a ``notifications/claude/channel`` notification."""
+
+    content: str
+    meta: dict[str, str]
+
+
+class Inbox:
+    """Channel notifications received by one client, with a way to wait for them."""
+
+    def __init__(self) -> None:
+        self.items: list[ChannelParams] = []
+        self._changed = asyncio.Event()
+
+    async def receive(self, params: ChannelParams) -> None:
+        self.items.append(params)
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[ChannelParams]:
+        """Wait until at least ``count`` notifications arrived; return them all."""
+        with anyio.fail_after(timeout):
+            while len(self.items) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.items
+
+
+class ChannelWatch(ClientExtension):
+    """Binds ``notifications/claude/channel`` to an :class:`Inbox`."""
+
+    identifier = "com.example/claude-peers-tests"
+
+    def __init__(self, inbox: Inbox) -> None:
+        self._inbox = inbox
+
+    def notifications(self) -> list[NotificationBinding[Any]]:
+        return [NotificationBinding(method="notifications/claude/channel", params_type=ChannelParams,
+                                    handler=self._inbox.receive)]
+
+
+@dataclass
+class FakeAgent:
+    """One stand-in agent session (a process named claude or codex)."""
+
+    base: Path
+    name: str
+    kind: str
+    cwd: Path
+    env: dict[str, str]
+    channels: bool = False
+    process: subprocess.Popen | None = None
+    bridge_pids: list[int] = field(default_factory=list)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.base / f"a-{self.name}.sock"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> "FakeAgent":
+        """Write the ``claude``/``codex`` executable and start it; wait until it listens."""
+        bin_dir = self.base / f"bin-{self.name}"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        script = bin_dir / self.kind
+        script.write_text(f"#!{sys.executable}\n" + (HERE / "bridge_fake_agent.py").read_text())
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        self.env = {**self.env, "CP_AGENT_SOCKET": str(self.socket_path), "CLAUDE_PEER_NAME": self.name}
+        log = open(self.base / f"agent-{self.name}.log", "ab")
+        self.process = subprocess.Popen(
+            [str(script), *(CHANNELS_FLAG if self.channels else [])],
+            cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+        )
+        log.close()
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.strip() == b"READY", f"fake agent {self.name} did not start: {self.log_text()}"
+        return self
+
+    def log_text(self) -> str:
+        """What the agent and its bridges wrote to stderr."""
+        path = self.base / f"agent-{self.name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """End the agent (by pid) and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(10)
+
+    def cleanup(self) -> None:
+        """End the agent and any bridge it started that is still running."""
+        self.kill()
+        for pid in self.bridge_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@dataclass
+class BridgeClient:
+    """An MCP client session with one bridge."""
+
+    client: Client
+    channel: Inbox
+    pidfile: Path
+
+    async def call(self, tool: str, arguments: dict[str, Any] | None = None) -> types.CallToolResult:
+        """Call a tool; the result's text is ``text_of(result)``."""
+        return await self.client.call_tool(tool, arguments or {})
+
+    async def text(self, tool: str, arguments: dict[str, Any] | None = None) -> str:
+        """Call a tool that must succeed; return its text."""
+        result = await self.call(tool, arguments)
+        assert not result.is_error, text_of(result)
+        return text_of(result)
+
+    async def bridge_pid(self, timeout: float = 5.0) -> int:
+        """The pid of the bridge process (written by the relay)."""
+        with anyio.fail_after(timeout):
+            while not self.pidfile.exists():
+                await anyio.sleep(0.01)  # polling a file another process writes
+        return int(self.pidfile.read_text())
+
+
+def text_of(result: types.CallToolResult) -> str:
+    """The text of a tool result."""
+    return "\n".join(part.text for part in result.content if isinstance(part, types.TextContent))
+
+
+_counter = iter(range(1_000_000))
+
+
+@asynccontextmanager
+async def open_bridge(
+    agent: FakeAgent, client_name: str = "claude-code", args: list[str] | None = None
+) -> AsyncIterator[BridgeClient]:
+    """Start a bridge under ``agent`` and an MCP client session with it."""
+    pidfile = agent.base / f"bridge-{agent.name}-{next(_counter)}.pid"
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=[str(HERE / "bridge_relay.py"), str(agent.socket_path), str(pidfile), *(args or [])],
+        env=agent.env,
+        cwd=str(agent.cwd),
+    )
+    inbox = Inbox()
+    client = Client(
+        params,
+        mode="legacy",
+        client_info=types.Implementation(name=client_name, version="test"),
+        extensions=[ChannelWatch(inbox)],
+        read_timeout_seconds=20,
+    )
+    async with client:
+        session = BridgeClient(client, inbox, pidfile)
+        if pidfile.exists():
+            agent.bridge_pids.append(int(pidfile.read_text()))
+        yield session
+        if pidfile.exists():
+            agent.bridge_pids.append(int(pidfile.read_text()))
