@@ -295,3 +295,58 @@ def _end_pid(pid: int) -> None:
         return
     proc.terminate()
     psutil.wait_procs([proc], timeout=10)
+
+
+def test_manhole_in_a_terminal_runs_raw_and_leaves_on_ctrl_d(network: Network) -> None:
+    """In a pseudo-terminal: keys go through raw, the answer comes back, Ctrl-D ends the session."""
+    import os
+    import pty
+    import select as select_module
+
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "claudepeers", "manhole"],
+        env=network.env, stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True,
+    )
+    os.close(terminal)
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 10
+        while marker not in seen:
+            ready, _, _ = select_module.select([controller], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"no {marker!r} in {seen!r}"
+            seen += os.read(controller, 4096)
+
+    try:
+        read_until(b">>> ")
+        os.write(controller, b"7 * 6\r")
+        read_until(b"42")
+        os.write(controller, b"\x04")
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+
+
+def test_cli_over_tcp_with_the_token(short_dir: Path) -> None:
+    """With CLAUDE_PEERS_URL the CLI speaks TCP, presenting the token; status shows TCP on."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    broker = BrokerProcess(short_dir, broker_env(short_dir, CLAUDE_PEERS_TCP="1", CLAUDE_PEERS_PORT=str(port)))
+    broker.start()
+    try:
+        env = dict(broker.env, CLAUDE_PEERS_URL=f"tcp://127.0.0.1:{port}")
+        # The broker writes the token and listens on TCP in the same reactor turn as the
+        # UNIX socket, so once the socket answers (start() waited for it) both are there.
+        assert (short_dir / "run" / "claude-peers.token").stat().st_mode & 0o777 == 0o600
+        status = cli_json(env, "status", "--json")
+        assert status["tcp"] == f"127.0.0.1:{port}"
+        assert cli(env, "status").stdout.count(f"tcp:      on (127.0.0.1:{port})") == 1
+    finally:
+        broker.stop()
