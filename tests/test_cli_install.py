@@ -198,3 +198,18 @@ def test_shipped_skill_has_front_matter_and_the_tools() -> None:
     for tool in ("list_peers", "send_message", "set_summary", "check_messages", "kill_peer"):
         assert f"`{tool}`" in text
     assert "claude --dangerously-load-development-channels server:claude-peers" in text
+
+
+def test_the_registered_command_starts_a_bridge_that_answers_initialize(short_dir: Path) -> None:
+    """The command and args install wrote for Codex start an MCP bridge answering initialize."""
+    import subprocess
+
+    env = home_env(short_dir)
+    assert cli(env, "install", "--codex").returncode == 0
+    entry = tomllib.loads((short_dir / ".codex" / "config.toml").read_text())["mcp_servers"]["claude-peers"]
+    request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "codex-mcp-client", "version": "1"}}}
+    done = subprocess.run([entry["command"], *entry["args"]], input=json.dumps(request) + "\n", env=env,
+                          capture_output=True, text=True, timeout=30)
+    answer = json.loads(done.stdout.splitlines()[0])
+    assert answer["id"] == 1 and answer["result"]["serverInfo"]["name"] == "claude-peers"
