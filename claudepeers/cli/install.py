@@ -108,14 +108,15 @@ def save_manifest(paths: Paths, manifest: dict) -> None:
         paths.manifest.unlink()
 
 
-def _short(paths: Paths, path: Path) -> str:
+def short_path(paths: Paths, path: Path) -> str:
+    """``path`` shown relative to the home directory as ``~/...`` when it lies below it."""
     try:
         return "~/" + str(path.relative_to(paths.home))
     except ValueError:
         return str(path)
 
 
-def _edit(path: Path, change: Callable[[str | None], str | None]) -> bool:
+def edit_file(path: Path, change: Callable[[str | None], str | None]) -> bool:
     """Apply ``change`` to the file's text; write when it returns new text. True if written."""
     before = read_text(path)
     after = change(before)
@@ -130,7 +131,8 @@ def claude_cli() -> str | None:
     return shutil.which("claude")
 
 
-def _run_claude(args: list[str]) -> subprocess.CompletedProcess:
+def run_claude(args: list[str]) -> subprocess.CompletedProcess:
+    """Run the ``claude`` CLI (``mcp add``/``mcp remove``), capturing its output."""
     return subprocess.run(args, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
@@ -162,8 +164,8 @@ class Installer:
         """Register the bridge with Claude Code (``claude mcp add`` or ``~/.claude.json``)."""
         claude = claude_cli() if self.use_claude_cli else None
         if claude:
-            _run_claude([claude, "mcp", "remove", "--scope", "user", SERVER_NAME])
-            done = _run_claude([claude, "mcp", "add", "--scope", "user", SERVER_NAME, "--", *self.command, "mcp"])
+            run_claude([claude, "mcp", "remove", "--scope", "user", SERVER_NAME])
+            done = run_claude([claude, "mcp", "add", "--scope", "user", SERVER_NAME, "--", *self.command, "mcp"])
             if done.returncode != 0:
                 self.fail(f"`claude mcp add` failed: {(done.stderr or done.stdout).strip()}")
                 return
@@ -173,24 +175,24 @@ class Installer:
         path = self.paths.claude_json
         created = self._created("claude", path)
         try:
-            _edit(path, lambda text: agent_config.claude_json_add(text, self.command, _short(self.paths, path)))
+            edit_file(path, lambda text: agent_config.claude_json_add(text, self.command, short_path(self.paths, path)))
         except ConfigError as exc:
             self.fail(str(exc))
             return
         self.manifest["claude"] = {"method": "file", "path": str(path), "created": created}
-        self.say(f"Claude Code: mcpServers.{SERVER_NAME} in {_short(self.paths, path)}")
+        self.say(f"Claude Code: mcpServers.{SERVER_NAME} in {short_path(self.paths, path)}")
 
     def codex(self) -> None:
         """Register the bridge with Codex (``[mcp_servers.claude-peers]`` in its config.toml)."""
         path = self.paths.codex_config
         created = self._created("codex", path)
         try:
-            _edit(path, lambda text: agent_config.codex_toml_add(text, self.command, _short(self.paths, path)))
+            edit_file(path, lambda text: agent_config.codex_toml_add(text, self.command, short_path(self.paths, path)))
         except ConfigError as exc:
             self.fail(str(exc))
             return
         self.manifest["codex"] = {"path": str(path), "created": created}
-        self.say(f"Codex: [mcp_servers.{SERVER_NAME}] in {_short(self.paths, path)}")
+        self.say(f"Codex: [mcp_servers.{SERVER_NAME}] in {short_path(self.paths, path)}")
 
     def allow_tools(self) -> None:
         """Put our tools on Claude Code's permission allow-list (only the missing ones)."""
@@ -200,12 +202,12 @@ class Installer:
         added: list[str] = []
 
         def change(text: str | None) -> str:
-            new_text, newly = agent_config.settings_allow_add(text, rules, _short(self.paths, path))
+            new_text, newly = agent_config.settings_allow_add(text, rules, short_path(self.paths, path))
             added.extend(newly)
             return new_text
 
         try:
-            _edit(path, change)
+            edit_file(path, change)
         except ConfigError as exc:
             self.fail(str(exc))
             return
@@ -215,7 +217,7 @@ class Installer:
             "rules": sorted(set(recorded) | set(added)),
             "created": created,
         }
-        self.say(f"Claude Code: {len(rules)} tools allowed in {_short(self.paths, path)} (kill_peer still asks)")
+        self.say(f"Claude Code: {len(rules)} tools allowed in {short_path(self.paths, path)} (kill_peer still asks)")
 
     def skill(self) -> None:
         """Install our skill as ``~/.claude/skills/claude-peers/SKILL.md``."""
@@ -224,18 +226,18 @@ class Installer:
         before = read_text(path)
         ours = self.manifest.get("skill", {}).get("sha256")
         if before is not None and before != text and _sha(before) != ours:
-            self.fail(f"{_short(self.paths, path)} exists and was not written by claude-peers; left untouched")
+            self.fail(f"{short_path(self.paths, path)} exists and was not written by claude-peers; left untouched")
             return
         write_text(path, text, new_mode=0o644)
         self.manifest["skill"] = {"path": str(path), "sha256": _sha(text)}
-        self.say(f"Skill: {_short(self.paths, path)}")
+        self.say(f"Skill: {short_path(self.paths, path)}")
 
     def service(self, kind: str, settings: Any) -> None:
         """Write the broker's service file with real paths and say how to load it."""
         rendered = service.render(kind, self.paths.home, self.command, settings.socket_path, settings.db_path)
         write_text(rendered.path, rendered.text, new_mode=0o644)
         self.manifest["service"] = {"path": str(rendered.path), "kind": kind, "sha256": _sha(rendered.text)}
-        self.say(f"Service ({kind}): {_short(self.paths, rendered.path)}")
+        self.say(f"Service ({kind}): {short_path(self.paths, rendered.path)}")
         self.say(f"  load it:  {rendered.load}")
         self.say(f"  stop it:  claude-peers kill-broker   (unload: {rendered.unload})")
 

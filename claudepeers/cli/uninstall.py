@@ -7,7 +7,7 @@ from pathlib import Path
 
 from claudepeers.cli import agent_config
 from claudepeers.cli.agent_config import SERVER_NAME, ConfigError
-from claudepeers.cli.install import Paths, _edit, _run_claude, _short, claude_cli, read_text
+from claudepeers.cli.install import Paths, claude_cli, edit_file, read_text, run_claude, short_path
 from claudepeers.cli.main import error
 
 
@@ -43,15 +43,15 @@ class Uninstaller:
         recorded = self.manifest.get("claude", {})
         claude = claude_cli() if self.use_claude_cli else None
         if claude and recorded.get("method") != "file":
-            done = _run_claude([claude, "mcp", "remove", "--scope", "user", SERVER_NAME])
+            done = run_claude([claude, "mcp", "remove", "--scope", "user", SERVER_NAME])
             if done.returncode == 0:
                 self._done(f"Claude Code: removed {SERVER_NAME} with `claude mcp remove --scope user`")
             self.manifest.pop("claude", None)
             return
         path = self.paths.claude_json
         try:
-            if _edit(path, lambda text: agent_config.claude_json_remove(text, _short(self.paths, path))):
-                self._done(f"Claude Code: removed mcpServers.{SERVER_NAME} from {_short(self.paths, path)}")
+            if edit_file(path, lambda text: agent_config.claude_json_remove(text, short_path(self.paths, path))):
+                self._done(f"Claude Code: removed mcpServers.{SERVER_NAME} from {short_path(self.paths, path)}")
         except ConfigError as exc:
             self._fail(str(exc))
             return
@@ -62,8 +62,8 @@ class Uninstaller:
         """Remove ``[mcp_servers.claude-peers]`` from the Codex config."""
         path = Path(self.manifest.get("codex", {}).get("path") or self.paths.codex_config)
         try:
-            if _edit(path, lambda text: agent_config.codex_toml_remove(text, _short(self.paths, path))):
-                self._done(f"Codex: removed [mcp_servers.{SERVER_NAME}] from {_short(self.paths, path)}")
+            if edit_file(path, lambda text: agent_config.codex_toml_remove(text, short_path(self.paths, path))):
+                self._done(f"Codex: removed [mcp_servers.{SERVER_NAME}] from {short_path(self.paths, path)}")
         except ConfigError as exc:
             self._fail(str(exc))
             return
@@ -78,8 +78,8 @@ class Uninstaller:
         path = Path(recorded["path"])
         rules = list(recorded.get("rules", []))
         try:
-            if _edit(path, lambda text: agent_config.settings_allow_remove(text, rules, _short(self.paths, path))):
-                self._done(f"Claude Code: removed {len(rules)} allow rules from {_short(self.paths, path)}")
+            if edit_file(path, lambda text: agent_config.settings_allow_remove(text, rules, short_path(self.paths, path))):
+                self._done(f"Claude Code: removed {len(rules)} allow rules from {short_path(self.paths, path)}")
         except ConfigError as exc:
             self._fail(str(exc))
             return
@@ -94,10 +94,10 @@ class Uninstaller:
         text = read_text(path)
         if text is not None:
             if hashlib.sha256(text.encode()).hexdigest() != recorded.get("sha256"):
-                self._fail(f"{_short(self.paths, path)} was changed since install; left in place")
+                self._fail(f"{short_path(self.paths, path)} was changed since install; left in place")
                 return
             path.unlink()
-            self._done(f"{label}: removed {_short(self.paths, path)}")
+            self._done(f"{label}: removed {short_path(self.paths, path)}")
             try:
                 path.parent.rmdir()  # only when empty
             except OSError:
