@@ -146,6 +146,10 @@ class BrokerLink:
         """Disconnect and stop reconnecting."""
         return self._service.stopService()
 
+    def when_ready(self) -> Deferred:
+        """Fires with the protocol once connected and registered."""
+        return self._service.whenConnected()
+
     def _note(self, text: str) -> None:
         self.last_error = text
 

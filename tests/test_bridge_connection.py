@@ -1,0 +1,182 @@
+"""The bridge's broker link against a fake AMP broker on a real temporary UNIX socket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
+from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.protocols import amp
+
+from claudepeers import wire
+from claudepeers.bridge.connection import BrokerLink
+from claudepeers.bridge.tools import BrokerUnreachable
+from claudepeers.settings import Settings
+
+REGISTRATION = {
+    "agent_pid": 1234,
+    "agent_start": 1.5,
+    "client_type": "codex",
+    "cwd": "/w",
+    "git_root": None,
+    "git_common_dir": None,
+    "branch": None,
+    "tty": None,
+    "name": "api",
+    "delivery": "inline",
+}
+
+
+class FakeBroker(amp.AMP):
+    """Records registrations; answers Whoami; lets the test push and disconnect."""
+
+    def __init__(self, record: "Recorder") -> None:
+        super().__init__()
+        self.record = record
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.record.connections.append(self)
+
+    @wire.Register.responder
+    def register(self, **arguments: Any) -> dict:
+        self.record.registrations.append(arguments)
+        return {"peer_id": "ab12cd34", "name": arguments["name"], "resumed": len(self.record.registrations) > 1,
+                "peer": {"id": "ab12cd34"}}
+
+    @wire.Whoami.responder
+    def whoami(self) -> dict:
+        return {"peer": {"id": "ab12cd34", "name": "api"}}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.connections: list[FakeBroker] = []
+        self.registrations: list[dict] = []
+
+
+def settings_for(base: Path) -> Settings:
+    return Settings.from_env({"HOME": str(base), "CLAUDE_PEERS_SOCKET": str(base / "b.sock"),
+                              "CLAUDE_PEERS_NO_AUTOSTART": "1"})
+
+
+class Registered:
+    """Fires Deferreds as registrations complete."""
+
+    def __init__(self) -> None:
+        self.answers: list[dict] = []
+        self._waiting: list[tuple[int, Deferred]] = []
+
+    def __call__(self, answer: dict) -> None:
+        self.answers.append(answer)
+        for count, d in list(self._waiting):
+            if len(self.answers) >= count:
+                self._waiting.remove((count, d))
+                d.callback(answer)
+
+    def wait(self, count: int) -> Deferred:
+        d: Deferred = Deferred()
+        if len(self.answers) >= count:
+            d.callback(self.answers[-1])
+        else:
+            self._waiting.append((count, d))
+        return d.addTimeout(10, reactor)
+
+
+@pytest.fixture
+def listening(short_dir: Path) -> Any:
+    """A fake broker listening on a short socket path; yields (settings, recorder, start)."""
+    record = Recorder()
+    ports: list[Any] = []
+
+    def start() -> Deferred:
+        endpoint = UNIXServerEndpoint(reactor, str(short_dir / "b.sock"))
+        return endpoint.listen(Factory.forProtocol(lambda: FakeBroker(record))).addCallback(ports.append)
+
+    yield settings_for(short_dir), record, start
+    for port in ports:
+        pytest_twisted.blockon(port.stopListening())
+
+
+def make_link(settings: Settings, registered: Registered, delivered: list | None = None,
+              call_wait: float = 5.0) -> BrokerLink:
+    def on_deliver(message: dict) -> bool:
+        if delivered is not None:
+            delivered.append(message)
+        return message["id"] % 2 == 0
+
+    return BrokerLink(reactor, settings, lambda: succeed(dict(REGISTRATION)), on_deliver, registered,
+                      call_wait=call_wait)
+
+
+@pytest_twisted.inlineCallbacks
+def test_registers_again_on_every_new_connection(listening: Any) -> Any:
+    """After the broker drops the connection, the link reconnects and registers the same session."""
+    settings, record, start = listening
+    yield start()
+    registered = Registered()
+    link = make_link(settings, registered)
+    link.start()
+    try:
+        yield registered.wait(1)
+        record.connections[0].transport.loseConnection()
+        answer = yield registered.wait(2)
+        yield link.when_ready()
+        yield deferLater(reactor, 0, lambda: None)  # leave the service's state machine first
+        assert answer["resumed"] is True
+        assert record.registrations == [REGISTRATION, REGISTRATION]
+    finally:
+        yield link.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_pushes_are_answered_by_the_inbox(listening: Any) -> Any:
+    """A Deliver from the broker reaches on_deliver and its answer goes back as shown."""
+    settings, record, start = listening
+    yield start()
+    registered, delivered = Registered(), []
+    link = make_link(settings, registered, delivered)
+    link.start()
+    try:
+        yield registered.wait(1)
+        first = yield record.connections[0].callRemote(wire.Deliver, message={"id": 2, "body": "x"})
+        second = yield record.connections[0].callRemote(wire.Deliver, message={"id": 3, "body": "y"})
+        assert (first, second) == ({"shown": True}, {"shown": False})
+        assert [m["id"] for m in delivered] == [2, 3]
+    finally:
+        yield link.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_calls_wait_for_the_broker_to_come_up(listening: Any) -> Any:
+    """A tool call made before the broker listens waits, then succeeds once registered."""
+    settings, _record, start = listening
+    registered = Registered()
+    link = make_link(settings, registered)
+    link.start()
+    try:
+        pending = link.call(wire.Whoami)
+        yield start()
+        answer = yield pending
+        assert answer["peer"]["name"] == "api"
+    finally:
+        yield link.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_calls_fail_clearly_without_a_broker(short_dir: Path) -> Any:
+    """No broker and no autostart: the call ends with BrokerUnreachable naming the socket."""
+    settings = settings_for(short_dir)
+    link = make_link(settings, Registered(), call_wait=0.3)
+    link.start()
+    try:
+        with pytest.raises(BrokerUnreachable, match="no broker answers at .*b.sock"):
+            yield link.call(wire.Whoami)
+    finally:
+        yield link.stop()
