@@ -7,7 +7,6 @@ waits on the process's own output, never on a fixed sleep.
 from __future__ import annotations
 
 import json
-import os
 import select
 import subprocess
 import sys

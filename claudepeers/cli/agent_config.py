@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from typing import Any, Iterable
+from typing import Iterable
 
 #: The MCP server name in every agent config, and the prefix of its tools' names.
 SERVER_NAME = "claude-peers"

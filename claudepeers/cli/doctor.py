@@ -15,7 +15,7 @@ from typing import Any
 from twisted.python import usage
 
 from claudepeers.cli import agent_config
-from claudepeers.cli.agent_config import SERVER_NAME, ConfigError
+from claudepeers.cli.agent_config import ConfigError
 from claudepeers.cli.main import EXIT_FAILED
 from claudepeers.cli.runner import print_json
 

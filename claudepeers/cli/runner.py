@@ -12,21 +12,6 @@ from typing import Any, Awaitable, Callable
 
 from claudepeers.cli.main import EXIT_FAILED, EXIT_NO_BROKER, EXIT_PERMISSION, EXIT_USAGE, error
 
-#: Broker error tags whose text is shown as is, as a failed command.
-_FAILED_ERRORS = (
-    "UnknownPeer",
-    "AmbiguousPeer",
-    "PeerGone",
-    "KillRefused",
-    "InvalidArgument",
-    "LimitExceeded",
-    "NameTaken",
-    "BrokerUnavailable",
-    "InternalError",
-    "NotRegistered",
-)
-
-
 def print_json(value: Any) -> None:
     """Print ``value`` as indented, key-sorted JSON on stdout."""
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
