@@ -350,3 +350,15 @@ def test_cli_over_tcp_with_the_token(short_dir: Path) -> None:
         assert cli(env, "status").stdout.count(f"tcp:      on (127.0.0.1:{port})") == 1
     finally:
         broker.stop()
+
+
+def test_manhole_found_through_the_broker_status(short_dir: Path) -> None:
+    """A broker serving its manhole at a custom path: the CLI learns the path from status."""
+    custom = short_dir / "mh.sock"
+    broker = BrokerProcess(short_dir, broker_env(short_dir), args=["--manhole", str(custom)]).start()
+    try:
+        done = cli(broker.env, "manhole", stdin="'manhole' + ' ok'\n")
+        assert done.returncode == 0, done.stderr
+        assert "'manhole ok'" in done.stdout
+    finally:
+        broker.stop()

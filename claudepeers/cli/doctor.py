@@ -157,30 +157,11 @@ def check_broker(settings: Any) -> list[Finding]:
 
 
 def _hello(settings: Any) -> Any:
-    """Ask the broker Hello once (a short reactor run); the answer or the exception."""
-    from twisted.internet import task
-    from twisted.internet.defer import ensureDeferred
-
+    """Ask the broker Hello once; the answer or the exception."""
     from claudepeers import wire
-    from claudepeers.client import connect
+    from claudepeers.cli.runner import call_once
 
-    result: dict[str, Any] = {}
-
-    async def go(reactor: Any) -> None:
-        try:
-            protocol = await connect(reactor, settings, autostart=False)
-            try:
-                result["answer"] = await protocol.callRemote(wire.Hello)
-            finally:
-                protocol.transport.loseConnection()
-        except Exception as exc:
-            result["answer"] = exc
-
-    try:
-        task.react(lambda reactor: ensureDeferred(go(reactor)))
-    except SystemExit:
-        pass
-    return result.get("answer", RuntimeError("no answer"))
+    return call_once(settings, wire.Hello)
 
 
 def verdict(findings: list[Finding]) -> tuple[str, int]:

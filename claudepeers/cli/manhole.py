@@ -15,6 +15,7 @@ import select
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from twisted.python import usage
 
@@ -24,14 +25,25 @@ from claudepeers.cli.main import EXIT_FAILED, EXIT_NO_BROKER, EXIT_PERMISSION, E
 END_OF_INPUT = b"\r\x04"
 
 
-def manhole_path(explicit: str | None, settings: object) -> Path:
-    """The manhole socket: ``--socket``, else CLAUDE_PEERS_MANHOLE, else the default beside the broker's."""
+def manhole_path(explicit: str | None, settings: Any) -> Path:
+    """The manhole socket: ``--socket``, else CLAUDE_PEERS_MANHOLE, else the default beside
+    the broker's socket when it exists, else wherever the running broker says it serves it."""
     if explicit:
         return Path(explicit)
-    configured = getattr(settings, "manhole_path", None)
-    if configured:
-        return Path(configured)
-    return Path(getattr(settings, "run_dir")) / "claude-peers.manhole"
+    if settings.manhole_path:
+        return Path(settings.manhole_path)
+    default = settings.run_dir / "claude-peers.manhole"
+    if os.path.lexists(default):
+        return default
+    from claudepeers import wire
+    from claudepeers.client import broker_answers
+    from claudepeers.cli.runner import call_once
+
+    if broker_answers(settings):
+        answer = call_once(settings, wire.Status)
+        if isinstance(answer, dict) and answer["status"].get("manhole"):
+            return Path(answer["status"]["manhole"])
+    return default
 
 
 def relay(sock: socket.socket, stdin_fd: int, stdout_fd: int, piped: bool) -> None:

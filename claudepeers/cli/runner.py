@@ -105,3 +105,33 @@ def run_with_broker(
     except SystemExit:
         pass
     return outcome.get("status", interrupted_status)
+
+
+def call_once(settings: Any, command: Any, **arguments: Any) -> Any:
+    """One broker command in a short reactor run (never autostarting): the answer, or the exception.
+
+    For commands that otherwise need no reactor (doctor, manhole). The reactor cannot be
+    restarted, so a process calls this at most once.
+    """
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred
+
+    from claudepeers.client import connect
+
+    result: dict[str, Any] = {}
+
+    async def go(reactor: Any) -> None:
+        try:
+            protocol = await connect(reactor, settings, autostart=False)
+            try:
+                result["answer"] = await protocol.callRemote(command, **arguments)
+            finally:
+                protocol.transport.loseConnection()
+        except Exception as exc:
+            result["answer"] = exc
+
+    try:
+        task.react(lambda reactor: ensureDeferred(go(reactor)))
+    except SystemExit:
+        pass
+    return result.get("answer", RuntimeError("no answer from the broker"))
