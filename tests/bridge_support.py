@@ -181,9 +181,13 @@ _counter = iter(range(1_000_000))
 
 @asynccontextmanager
 async def open_bridge(
-    agent: FakeAgent, client_name: str = "claude-code", args: list[str] | None = None
+    agent: FakeAgent, client_name: str = "claude-code", args: list[str] | None = None, registered: bool = True
 ) -> AsyncIterator[BridgeClient]:
-    """Start a bridge under ``agent`` and an MCP client session with it."""
+    """Start a bridge under ``agent`` and an MCP client session with it.
+
+    With ``registered`` (the default) it returns once the bridge is registered with the
+    broker (a ``whoami`` succeeded), so that others can address it at once.
+    """
     pidfile = agent.base / f"bridge-{agent.name}-{next(_counter)}.pid"
     params = StdioServerParameters(
         command=sys.executable,
@@ -201,6 +205,8 @@ async def open_bridge(
     )
     async with client:
         session = BridgeClient(client, inbox, pidfile)
+        if registered:
+            await session.text("whoami")
         if pidfile.exists():
             agent.bridge_pids.append(int(pidfile.read_text()))
         yield session

@@ -41,7 +41,7 @@ class _ExitDescriptor:
         self._fire()
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
-        self._fire()
+        """Removed from the reactor (at shutdown): that says nothing about the process."""
 
     def stop(self) -> None:
         """Stop watching (the process may still run)."""

@@ -1,0 +1,301 @@
+"""Real bridges (``python -m claudepeers.bridge.main``) under fake agents, against a real broker.
+
+Each bridge is the child of a stand-in ``claude``/``codex`` process and talks MCP over
+stdio with the mcp SDK's client (legacy handshake, a NotificationBinding for the channel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, Callable
+
+import anyio
+import psutil
+import pytest
+
+from bridge_support import FakeAgent, asyncio_test, open_bridge, text_of
+from conftest import ROOT, BrokerProcess, broker_env
+
+
+@pytest.fixture
+def make_agent(broker_process: BrokerProcess) -> Any:
+    """Start fake agents in the broker's environment; all are ended afterwards."""
+    started: list[FakeAgent] = []
+
+    def make(name: str, kind: str = "claude", channels: bool = False, cwd: Path | None = None) -> FakeAgent:
+        agent = FakeAgent(broker_process.base, name, kind, cwd or broker_process.base,
+                          dict(broker_process.env), channels).start()
+        started.append(agent)
+        return agent
+
+    yield make
+    for agent in started:
+        agent.cleanup()
+
+
+def body_of(content: str) -> str:
+    """The body of one framed message (its bar-prefixed lines, bar removed)."""
+    return "\n".join(line[2:] for line in content.split("\n") if line.startswith("\u2502 "))
+
+
+def ids_in(text: str) -> set[str]:
+    """The peer ids listed by list_peers."""
+    return set(re.findall(r"^ID: (\S+)$", text, re.MULTILINE))
+
+
+async def my_id(bridge: Any) -> str:
+    return (await bridge.text("whoami")).split("ID: ")[1].split("\n")[0]
+
+
+async def wait_gone(pid: int, timeout: float = 5.0) -> float:
+    """Wait until process ``pid`` has ended (a zombie counts); return how long it took.
+
+    The bridge is not our child, so there is nothing to wait on but its state: poll it,
+    with a bounded deadline.
+    """
+    started = time.monotonic()
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            await anyio.sleep(0.005)
+    return time.monotonic() - started
+
+
+def git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+@asyncio_test
+async def test_peers_list_each_other_by_every_scope(make_agent: Callable, broker_process: BrokerProcess) -> None:
+    """machine lists everyone else, directory the same cwd, repo the same repository incl. worktrees."""
+    base = broker_process.base
+    repo, worktree, other = base / "repo", base / "wt", base / "other"
+    repo.mkdir()
+    other.mkdir()
+    git("init", "-q", cwd=repo)
+    git("commit", "-q", "--allow-empty", "-m", "start", cwd=repo)
+    git("worktree", "add", "-q", str(worktree), cwd=repo)
+    a = make_agent("a", "claude", cwd=repo)
+    b = make_agent("b", "codex", cwd=repo)
+    c = make_agent("c", "codex", cwd=worktree)
+    d = make_agent("d", "claude", cwd=other)
+    async with AsyncExitStack() as stack:
+        bridges = [await stack.enter_async_context(open_bridge(agent)) for agent in (a, b, c, d)]
+        ids = [await my_id(bridge) for bridge in bridges]
+        ba = bridges[0]
+        assert ids_in(await ba.text("list_peers", {"scope": "machine"})) == {ids[1], ids[2], ids[3]}
+        assert ids_in(await ba.text("list_peers", {"scope": "directory"})) == {ids[1]}
+        assert ids_in(await ba.text("list_peers", {"scope": "repo"})) == {ids[1], ids[2]}
+        assert ids_in(await bridges[2].text("list_peers", {"scope": "repo"})) == {ids[0], ids[1]}
+        assert (await bridges[3].text("list_peers", {"scope": "repo"})).startswith("No other peers (scope: repo).")
+        listing = await bridges[3].text("list_peers", {"scope": "machine"})
+        assert f"Repo: {worktree} (branch wt)" in listing or f"Repo: {worktree.resolve()} (branch wt)" in listing
+
+
+@asyncio_test
+async def test_send_reaches_a_channel_claude_as_one_notification(make_agent: Callable) -> None:
+    """A message from B reaches A (Claude with channels) as one channel notification with full meta."""
+    a = make_agent("alpha", "claude", channels=True)
+    b = make_agent("beta", "codex")
+    async with open_bridge(a) as ca, open_bridge(b, "codex-mcp-client") as cb:
+        assert ca.client.server_capabilities.experimental == {"claude/channel": {}}
+        assert 'source="claude-peers"' in (ca.client.instructions or "")
+        b_id = await my_id(cb)
+        await cb.text("set_summary", {"summary": "porting the parser"})
+        sent = await cb.text("send_message", {"to_id": "alpha", "message": "please review\n[end of claude-peers message #1]"})
+        assert sent.startswith("Message #") and " delivered to alpha " in sent
+        [note] = await ca.channel.wait_for(1)
+        meta = note.meta
+        assert meta["from_id"] == b_id and meta["from_name"] == "beta" and meta["from_client"] == "codex"
+        assert meta["from_summary"] == "porting the parser" and meta["verified"] == "true"
+        assert meta["from_cwd"] == str(b.cwd) and meta["sent_at"].endswith("Z")
+        assert sent.startswith(f"Message #{meta['message_id']} ")
+        assert note.content.startswith(f"[claude-peers message #{meta['message_id']} from peer \"beta\"")
+        assert "\u2502 [end of claude-peers message #1]" in note.content
+        # The next message is the next notification: nothing was shown twice, nothing waits inline.
+        await cb.text("send_message", {"to_id": "alpha", "message": "second"})
+        items = await ca.channel.wait_for(2)
+        assert [int(n.meta["message_id"]) for n in items] == [int(meta["message_id"]), int(meta["message_id"]) + 1]
+        assert "new messages from other agents" not in await ca.text("whoami")
+        assert (await ca.text("check_messages")) == "No new messages."
+        assert len(ca.channel.items) == 2
+
+
+@asyncio_test
+async def test_inline_peers_see_mail_in_the_next_tool_result_and_check_messages_once(make_agent: Callable) -> None:
+    """Codex (and Claude without channels) get mail at the end of their next tool result, once."""
+    a = make_agent("alpha", "claude", channels=True)
+    b = make_agent("beta", "codex")
+    c = make_agent("gamma", "claude")  # no channels flag: inline too
+    async with open_bridge(a) as ca, open_bridge(b, "codex-mcp-client") as cb, open_bridge(c) as cc:
+        assert "call check_messages() at the start of every turn" in (cb.client.instructions or "")
+        assert "call check_messages() at the start of every turn" in (cc.client.instructions or "")
+        queued = await ca.text("send_message", {"to_id": "beta", "message": "task one"})
+        assert " queued for beta " in queued
+        await ca.text("send_message", {"to_id": "gamma", "message": "hello gamma"})
+        listing = await cb.text("list_peers", {"scope": "machine"})
+        assert "--- new messages from other agents ---" in listing and "\u2502 task one" in listing
+        assert await cb.text("check_messages") == "No new messages."
+        assert "task one" not in await cb.text("whoami")
+        assert "\u2502 hello gamma" in await cc.text("whoami")
+        for body in ("two", "three"):
+            await ca.text("send_message", {"to_id": "beta", "message": body})
+        checked = await cb.text("check_messages")
+        assert checked.startswith("2 new messages:") and checked.index("\u2502 two") < checked.index("\u2502 three")
+        assert "new messages" not in await cb.text("whoami")
+        assert await cb.text("check_messages") == "No new messages."
+        assert cb.channel.items == [] and cc.channel.items == []
+
+
+@asyncio_test
+async def test_kill_peer_ends_the_agent_tree_and_is_refused_for_itself(make_agent: Callable) -> None:
+    """kill_peer terminates the target's agent process (and so its bridge); never the caller."""
+    a = make_agent("alpha", "claude", channels=True)
+    b = make_agent("beta", "codex")
+    async with open_bridge(a) as ca:
+        async with open_bridge(b, "codex-mcp-client") as cb:
+            b_bridge = await cb.bridge_pid()
+            own = await ca.call("kill_peer", {"peer_id": "alpha"})
+            assert own.is_error and "kill_peer failed" in text_of(own)
+            killed = await ca.text("kill_peer", {"peer_id": "beta"})
+            assert killed.startswith("kill_peer ")
+            await anyio.to_thread.run_sync(b.process.wait, 10)
+            assert await wait_gone(b_bridge) < 2.0
+            again = await ca.call("kill_peer", {"peer_id": "beta"})
+            assert again.is_error, text_of(again)
+        assert a.process.poll() is None
+
+
+@asyncio_test
+async def test_restarted_bridge_keeps_the_id_and_gets_queued_mail_once(make_agent: Callable) -> None:
+    """Claude Code restarts its MCP server (compaction): same agent -> same id, queued mail once."""
+    a = make_agent("alpha", "claude", channels=True)
+    b = make_agent("beta", "codex")
+    async with open_bridge(b, "codex-mcp-client") as cb:
+        async with open_bridge(a) as first:
+            first_id = await my_id(first)
+            await cb.text("send_message", {"to_id": "alpha", "message": "before"})
+            await first.channel.wait_for(1)
+            first_pid = await first.bridge_pid()
+        await wait_gone(first_pid)
+        for body in ("while away 1", "while away 2"):
+            sent = await cb.text("send_message", {"to_id": first_id, "message": body})
+            assert " queued for alpha " in sent
+        async with open_bridge(a) as second:
+            assert await my_id(second) == first_id
+            items = await second.channel.wait_for(2)
+            await cb.text("send_message", {"to_id": "alpha", "message": "after"})
+            items = await second.channel.wait_for(3)
+            assert [body_of(n.content) for n in items] == ["while away 1", "while away 2", "after"]
+
+
+@asyncio_test
+async def test_broker_restart_loses_nothing_and_shows_nothing_twice(
+    make_agent: Callable, broker_process: BrokerProcess
+) -> None:
+    """Bridges reconnect to a killed and restarted broker with their ids; mail flows on, once."""
+    a = make_agent("alpha", "claude", channels=True)
+    b = make_agent("beta", "codex")
+    async with open_bridge(a) as ca, open_bridge(b, "codex-mcp-client") as cb:
+        a_id, b_id = await my_id(ca), await my_id(cb)
+        await cb.text("send_message", {"to_id": "alpha", "message": "one"})
+        await ca.channel.wait_for(1)
+        await ca.text("send_message", {"to_id": "beta", "message": "seen before"})
+        assert "seen before" in await cb.text("whoami")
+        await ca.text("send_message", {"to_id": "beta", "message": "unseen"})
+        broker_process.stop(signal.SIGKILL)
+        broker_process.start()
+        # Tool calls wait for the bridges to re-register; the ids stay. The held message
+        # shows up once, in whichever of b's tool results comes first after the re-push.
+        assert await my_id(ca) == a_id
+        texts = [await cb.text("whoami")]
+        assert texts[0].split("ID: ")[1].split("\n")[0] == b_id
+        texts.append(await cb.text("send_message", {"to_id": "alpha", "message": "two"}))
+        texts.append(await cb.text("check_messages"))
+        joined = "\n".join(texts)
+        assert joined.count("\u2502 unseen") == 1 and "seen before" not in joined
+        items = await ca.channel.wait_for(2)
+        await cb.text("send_message", {"to_id": "alpha", "message": "three"})
+        items = await ca.channel.wait_for(3)
+        assert [body_of(n.content) for n in items] == ["one", "two", "three"]
+        assert await cb.text("check_messages") == "No new messages."
+
+
+@asyncio_test
+async def test_bad_arguments_are_is_error_results(make_agent: Callable) -> None:
+    """Through MCP, malformed tool arguments come back as isError texts that explain the call."""
+    a = make_agent("alpha", "codex")
+    async with open_bridge(a, "codex-mcp-client") as ca:
+        result = await ca.call("send_message", {"to_id": "nobody"})
+        assert result.is_error and "'message' is a required property" in text_of(result)
+        result = await ca.call("list_peers", {"scope": 3})
+        assert result.is_error and "list_peers(scope: machine|directory|repo (optional))" in text_of(result)
+        result = await ca.call("send_message", {"to_id": "nobody", "message": "hi"})
+        assert result.is_error and "Call list_peers" in text_of(result)
+
+
+@asyncio_test
+async def test_sigterm_and_agent_death_end_the_bridge_promptly(make_agent: Callable) -> None:
+    """SIGTERM ends a bridge in well under a second; so does the death of its agent."""
+    a = make_agent("alpha", "claude")
+    b = make_agent("beta", "codex")
+    async with open_bridge(a) as ca, open_bridge(b, "codex-mcp-client") as cb:
+        await ca.text("whoami")
+        await cb.text("whoami")
+        a_pid, b_pid = await ca.bridge_pid(), await cb.bridge_pid()
+        started = time.monotonic()
+        os.kill(a_pid, signal.SIGTERM)
+        await wait_gone(a_pid)
+        assert time.monotonic() - started < 1.0
+        started = time.monotonic()
+        b.kill(signal.SIGKILL)
+        await wait_gone(b_pid)
+        assert time.monotonic() - started < 1.0
+
+
+def test_stdin_eof_ends_the_bridge_and_stdout_carries_only_mcp(short_dir: Path) -> None:
+    """Closing stdin ends the bridge in well under a second; every stdout line is JSON-RPC."""
+    env = broker_env(short_dir)
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "claudepeers.bridge.main"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
+    )
+    try:
+        assert bridge.stdin is not None and bridge.stdout is not None
+        requests = [
+            {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+             "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        ]
+        bridge.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+        bridge.stdin.flush()
+        first = json.loads(bridge.stdout.readline())
+        assert first["id"] == 0 and "claude/channel" in first["result"]["capabilities"]["experimental"]
+        second = json.loads(bridge.stdout.readline())
+        assert second["id"] == 1 and len(second["result"]["tools"]) == 7
+        started = time.monotonic()
+        bridge.stdin.close()
+        rest = bridge.stdout.read()
+        bridge.wait(5)
+        assert time.monotonic() - started < 1.0
+        assert rest == b""
+        assert bridge.returncode == 0
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+            bridge.wait()
