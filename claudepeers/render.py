@@ -33,8 +33,10 @@ def clean_text(text: str) -> str:
     """Strip control and invisible formatting characters; keep newlines and tabs."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
+    if text.isascii():
+        return text
     # Private-use and unassigned characters are left alone; other format chars go.
-    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cf")
+    return "".join(ch for ch in text if ch < "\x80" or unicodedata.category(ch) != "Cf")
 
 
 def clean_line(text: str | None, limit: int = MAX_HEADER_FIELD) -> str:

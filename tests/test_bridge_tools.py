@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from claudepeers import wire
-from claudepeers.bridge.tools import TOOLS, BrokerUnreachable, PeerTools, validation_error
+from hypothesis import given
+from hypothesis import strategies as st
+
+from claudepeers.bridge.tools import (
+    _VALIDATORS,
+    TOOLS,
+    BrokerUnreachable,
+    PeerTools,
+    _plainly_valid,
+    validation_error,
+)
 
 from bridge_support import asyncio_test
 
@@ -170,3 +180,20 @@ def test_tool_names_are_the_seeds() -> None:
         "whoami": set(),
         "set_name": {"name"},
     }
+
+
+@given(
+    st.sampled_from(sorted(TOOLS)),
+    st.dictionaries(
+        st.sampled_from(["scope", "to_id", "message", "summary", "peer_id", "name", "extra"]),
+        st.one_of(st.text(max_size=5), st.sampled_from(["machine", "repo", "directory", ""]),
+                  st.integers(), st.none(), st.lists(st.integers(), max_size=2)),
+        max_size=3,
+    ),
+)
+def test_quick_check_never_accepts_what_jsonschema_rejects(name: str, arguments: dict) -> None:
+    """The fast path agrees with jsonschema whenever it says "valid"."""
+    schema = TOOLS[name]["inputSchema"]
+    if _plainly_valid(schema, arguments):
+        assert not list(_VALIDATORS[name].iter_errors(arguments))
+    assert (validation_error(name, arguments) is None) == (not list(_VALIDATORS[name].iter_errors(arguments)))

@@ -122,11 +122,38 @@ TOOLS: dict[str, dict[str, Any]] = {
 _VALIDATORS = {name: jsonschema.Draft202012Validator(tool["inputSchema"]) for name, tool in TOOLS.items()}
 
 
+def _plainly_valid(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> bool:
+    """A quick check for the few keywords our schemas use; False means "ask jsonschema".
+
+    jsonschema costs about 0.15 ms a call, a fifth of a send's whole cost in the bridge;
+    well-formed calls (nearly all) pass here, and only the others get the full
+    validation with its precise error messages. Never True for arguments that jsonschema
+    would reject (tests/test_bridge_tools.py checks this on generated inputs).
+    """
+    properties = schema.get("properties", {})
+    for key in schema.get("required", ()):
+        if key not in arguments:
+            return False
+    for key, value in arguments.items():
+        spec = properties.get(key)
+        if spec is None or set(spec) - {"type", "enum", "minLength", "description"}:
+            return False
+        if spec.get("type") != "string" or not isinstance(value, str):
+            return False
+        if "enum" in spec and value not in spec["enum"]:
+            return False
+        if len(value) < spec.get("minLength", 0):
+            return False
+    return True
+
+
 def validation_error(name: str, arguments: Mapping[str, Any] | None) -> str | None:
     """None when the arguments fit the tool's schema, else a text saying how to fix them."""
     validator = _VALIDATORS.get(name)
     if validator is None:
         return f"Unknown tool {name!r}. The claude-peers tools are: {', '.join(TOOLS)}."
+    if isinstance(arguments, Mapping) and _plainly_valid(TOOLS[name]["inputSchema"], arguments):
+        return None
     errors = sorted(validator.iter_errors(dict(arguments or {})), key=lambda error: list(error.path))
     if not errors:
         return None
