@@ -19,7 +19,9 @@ def main() -> None:
     agent_socket, pidfile, *args = sys.argv[1:]
     connection = socket.socket(socket.AF_UNIX)
     connection.connect(agent_socket)
-    socket.send_fds(connection, [json.dumps({"args": args}).encode()], [0, 1])
+    # Settings given to this relay (CLAUDE_PEERS_*) reach the bridge, over the agent's own.
+    env = {key: value for key, value in os.environ.items() if key.startswith("CLAUDE_PEER")}
+    socket.send_fds(connection, [json.dumps({"args": args, "env": env}).encode()], [0, 1])
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)

@@ -181,7 +181,11 @@ _counter = iter(range(1_000_000))
 
 @asynccontextmanager
 async def open_bridge(
-    agent: FakeAgent, client_name: str = "claude-code", args: list[str] | None = None, registered: bool = True
+    agent: FakeAgent,
+    client_name: str = "claude-code",
+    args: list[str] | None = None,
+    registered: bool = True,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[BridgeClient]:
     """Start a bridge under ``agent`` and an MCP client session with it.
 
@@ -192,7 +196,7 @@ async def open_bridge(
     params = StdioServerParameters(
         command=sys.executable,
         args=[str(HERE / "bridge_relay.py"), str(agent.socket_path), str(pidfile), *(args or [])],
-        env=agent.env,
+        env={**agent.env, **(env or {})},
         cwd=str(agent.cwd),
     )
     inbox = Inbox()

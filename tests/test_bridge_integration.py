@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -299,3 +300,85 @@ def test_stdin_eof_ends_the_bridge_and_stdout_carries_only_mcp(short_dir: Path) 
         if bridge.poll() is None:
             bridge.kill()
             bridge.wait()
+
+
+@asyncio_test
+async def test_delivery_can_be_forced_and_follows_the_server_name(make_agent: Callable) -> None:
+    """CLAUDE_PEERS_DELIVERY / --delivery override detection; the channels flag must name us."""
+    a = make_agent("alpha", "claude", channels=True)
+    b = make_agent("beta", "codex")
+    async with open_bridge(b, "codex-mcp-client", env={"CLAUDE_PEERS_DELIVERY": "push"}) as cb, \
+            open_bridge(a, args=["--delivery", "inline"]) as ca:
+        assert 'source="claude-peers"' in (cb.client.instructions or "")
+        assert "check_messages() at the start" in (ca.client.instructions or "")
+        await ca.text("send_message", {"to_id": "beta", "message": "pushed to a codex"})
+        [note] = await cb.channel.wait_for(1)
+        assert body_of(note.content) == "pushed to a codex"
+        await cb.text("send_message", {"to_id": "alpha", "message": "inline for a claude"})
+        assert "\u2502 inline for a claude" in await ca.text("check_messages")
+        assert ca.channel.items == []
+    async with open_bridge(a, args=["--server-name", "other-peers"]) as renamed:
+        # The agent's flag names server:claude-peers, not this server: no push.
+        assert "check_messages() at the start" in (renamed.client.instructions or "")
+
+
+@asyncio_test
+async def test_a_bridge_over_tcp_with_the_token(short_dir: Path) -> None:
+    """With CLAUDE_PEERS_URL the bridge uses TCP and presents the token; peers mix freely."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    broker = BrokerProcess(short_dir, broker_env(short_dir, CLAUDE_PEERS_TCP="1", CLAUDE_PEERS_PORT=str(port))).start()
+    agents: list[FakeAgent] = []
+    try:
+        a = FakeAgent(short_dir, "alpha", "claude", short_dir, dict(broker.env), channels=True).start()
+        b = FakeAgent(short_dir, "beta", "codex", short_dir,
+                      {**broker.env, "CLAUDE_PEERS_URL": f"tcp://127.0.0.1:{port}"}).start()
+        agents += [a, b]
+        async with open_bridge(a) as ca, open_bridge(b, "codex-mcp-client") as cb:
+            await cb.text("send_message", {"to_id": "alpha", "message": "over tcp"})
+            [note] = await ca.channel.wait_for(1)
+            assert note.meta["from_name"] == "beta" and body_of(note.content) == "over tcp"
+    finally:
+        for agent in agents:
+            agent.cleanup()
+        broker.stop()
+
+
+@asyncio_test
+async def test_ten_bridges_starting_at_once_start_one_broker(short_dir: Path) -> None:
+    """With no broker running, the first bridges start one (a lock), and all of them register."""
+    env = broker_env(short_dir)
+    del env["CLAUDE_PEERS_NO_AUTOSTART"]
+    agents = [FakeAgent(short_dir, f"p{index}", "codex", short_dir, dict(env)).start() for index in range(10)]
+    socket_path = Path(env["CLAUDE_PEERS_SOCKET"])
+    try:
+        async with AsyncExitStack() as stack:
+            opened = [await stack.enter_async_context(open_bridge(agent, "codex-mcp-client", registered=False))
+                      for agent in agents]
+            ids = set()
+            async with anyio.create_task_group() as group:
+                async def register(bridge: Any) -> None:
+                    ids.add(await my_id(bridge))
+                for bridge in opened:
+                    group.start_soon(register, bridge)
+            assert len(ids) == 10
+            listing = await opened[0].text("list_peers", {"scope": "machine"})
+            assert len(ids_in(listing)) == 9
+            assert len(brokers_on(socket_path)) == 1
+    finally:
+        for agent in agents:
+            agent.cleanup()
+        for process in brokers_on(socket_path):
+            process.terminate()
+            process.wait(10)
+
+
+def brokers_on(socket_path: Path) -> list[psutil.Process]:
+    """Broker processes serving ``socket_path`` (started detached by autostart)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if str(socket_path) in cmdline and "broker" in " ".join(cmdline):
+            found.append(process)
+    return found

@@ -184,12 +184,15 @@ class BrokerLink:
     @inlineCallbacks
     def call(self, command: type[amp.Command], **arguments: Any) -> Any:
         """Call ``command`` once registered; BrokerUnreachable when that takes too long."""
-        waiting = self._service.whenConnected()
-        waiting.addTimeout(self._call_wait, self._reactor)
-        try:
-            protocol = yield waiting
-        except (TimeoutError, CancelledError):
-            raise BrokerUnreachable(self.last_error or "no connection") from None
+        protocol = self.current
+        if protocol is None:
+            # Not registered (yet, or any more): wait a little for the service.
+            waiting = self._service.whenConnected()
+            waiting.addTimeout(self._call_wait, self._reactor)
+            try:
+                protocol = yield waiting
+            except (TimeoutError, CancelledError):
+                raise BrokerUnreachable(self.last_error or "no connection") from None
         try:
             answer = yield protocol.callRemote(command, **arguments)
         except (ConnectionClosed, ConnectionDone, ConnectionLost):
