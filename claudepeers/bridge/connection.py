@@ -26,6 +26,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, inlin
 from twisted.internet.error import ConnectionClosed, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -40,6 +41,11 @@ from .tools import BrokerUnreachable
 #: How long a tool call waits for the broker connection before it answers an error.
 CALL_WAIT_SECONDS = 5.0
 #: Reconnect quickly after a broker restart, but never hammer a broker that is down.
+#: Commands that do the same when repeated; only they are retried after a lost connection.
+SAFE_TO_REPEAT = frozenset(
+    {wire.Whoami, wire.ListPeers, wire.FetchUnread, wire.MessageState, wire.SetSummary, wire.SetName,
+     wire.Acknowledge, wire.Ping}
+)
 RETRY_POLICY = backoffPolicy(initialDelay=0.05, maxDelay=2.0, factor=1.6, jitter=lambda: random.random() * 0.05)
 
 
@@ -183,7 +189,32 @@ class BrokerLink:
 
     @inlineCallbacks
     def call(self, command: type[amp.Command], **arguments: Any) -> Any:
-        """Call ``command`` once registered; BrokerUnreachable when that takes too long."""
+        """Call ``command`` once registered; BrokerUnreachable when that takes too long.
+
+        A connection that dies under a call is detected only when the reactor reads its
+        end; commands that are safe to repeat are then sent again on the next connection.
+        """
+        for attempt in (1, 2):
+            protocol = yield self._registered_protocol()
+            try:
+                answer = yield protocol.callRemote(command, **arguments)
+            except (ConnectionClosed, ConnectionDone, ConnectionLost):
+                if protocol is self.current:
+                    self.current = None
+                if attempt == 1 and command in SAFE_TO_REPEAT:
+                    # Let the service see the loss first, or it hands us the dead one again.
+                    yield deferLater(self._reactor, 0, lambda: None)
+                    continue
+                if command is wire.Send:
+                    raise BrokerUnreachable(
+                        "the connection to the broker was lost while sending; the message may not "
+                        "have been stored, so send it again"
+                    ) from None
+                raise BrokerUnreachable("the connection to the broker was lost during the call") from None
+            return answer
+
+    @inlineCallbacks
+    def _registered_protocol(self) -> Any:
         protocol = self.current
         if protocol is None:
             # Not registered (yet, or any more): wait a little for the service.
@@ -193,11 +224,7 @@ class BrokerLink:
                 protocol = yield waiting
             except (TimeoutError, CancelledError):
                 raise BrokerUnreachable(self.last_error or "no connection") from None
-        try:
-            answer = yield protocol.callRemote(command, **arguments)
-        except (ConnectionClosed, ConnectionDone, ConnectionLost):
-            raise BrokerUnreachable("the connection to the broker was lost during the call") from None
-        return answer
+        return protocol
 
     def acknowledge(self, ids: list[int]) -> Deferred:
         """Tell the broker these messages were shown; a failure is only logged.

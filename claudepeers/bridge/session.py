@@ -34,6 +34,8 @@ FOOTER_CHARS = 8_000
 #: check_messages shows mail "in full", within what an agent's context can take at once.
 CHECK_MESSAGES = 100
 CHECK_CHARS = 200_000
+#: After stdin ends, answers to requests already read may still go out for this long.
+EOF_GRACE_SECONDS = 0.3
 
 
 class Bridge:
@@ -112,8 +114,9 @@ class Bridge:
         self.writer.flush_blocking(0.3)
 
     def _stdin_ended(self) -> None:
+        """The agent closed stdin: let the SDK answer what it already read, briefly."""
         self.pipe.feed_eof()
-        self.stop("stdin closed")
+        self._reactor.callLater(EOF_GRACE_SECONDS, self.stop, "stdin closed")
 
     def _served(self, task: asyncio.Future) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -58,7 +58,24 @@ class LineReader:
     def start(self) -> None:
         """Deliver lines already buffered, then watch the descriptor."""
         self._data(b"")
-        self._reactor.addReader(self)
+        try:
+            self._reactor.addReader(self)
+        except OSError:
+            # A regular file or /dev/null cannot be polled (EPERM): read it all now.
+            self._reactor.callLater(0, self._read_to_end)
+
+    def _read_to_end(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            self._data(chunk)
+        self._finish()
 
     def fileno(self) -> int:
         return self._fd
@@ -85,6 +102,9 @@ class LineReader:
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
         """End of file (or an error): hand over a last unterminated line, then say so."""
         self._reactor.removeReader(self)
+        self._finish()
+
+    def _finish(self) -> None:
         if self._ended:
             return
         self._ended = True
