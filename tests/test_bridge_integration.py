@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -382,3 +383,26 @@ def brokers_on(socket_path: Path) -> list[psutil.Process]:
         if str(socket_path) in cmdline and "broker" in " ".join(cmdline):
             found.append(process)
     return found
+
+
+@asyncio_test
+async def test_kill_peer_refuses_a_reused_pid(make_agent: Callable, broker_process: BrokerProcess) -> None:
+    """A recorded pid now held by a process with another start time is never signalled.
+
+    The broker finds the start time changed (pid reused), so the peer counts as gone and
+    kill_peer is refused with an isError text; the live process at that pid survives.
+    """
+    a = make_agent("alpha", "claude", channels=True)
+    b = make_agent("beta", "codex")
+    async with open_bridge(b, "codex-mcp-client"):
+        pass  # beta registered; its bridge is gone, its agent lives on
+    broker_process.stop()
+    # The store now says beta's agent started at another time: the live pid is "reused".
+    with sqlite3.connect(broker_process.env["CLAUDE_PEERS_DB"]) as db:
+        changed = db.execute("UPDATE peers SET agent_start = agent_start - 1000 WHERE name = 'beta'").rowcount
+    assert changed == 1
+    broker_process.start()
+    async with open_bridge(a) as ca:
+        result = await ca.call("kill_peer", {"peer_id": "beta"})
+        assert result.is_error and "beta" in text_of(result), text_of(result)
+    assert b.process.poll() is None
