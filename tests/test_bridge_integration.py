@@ -193,7 +193,8 @@ async def test_restarted_bridge_keeps_the_id_and_gets_queued_mail_once(make_agen
             await cb.text("send_message", {"to_id": "alpha", "message": "before"})
             await first.channel.wait_for(1)
             first_pid = await first.bridge_pid()
-        await wait_gone(first_pid)
+            os.kill(first_pid, signal.SIGKILL)  # as an agent may do to its MCP server
+            await wait_gone(first_pid)
         for body in ("while away 1", "while away 2"):
             sent = await cb.text("send_message", {"to_id": first_id, "message": body})
             assert " queued for alpha " in sent
