@@ -128,13 +128,23 @@ class McpPipe:
             await self._server.run(self._read_receive, self._write_send, self._options)
 
     async def _pump_out(self) -> None:
+        """Write the SDK's answers; those ready together go out in one write."""
         async with self._write_receive:
             async for session_message in self._write_receive:
-                message = session_message.message
-                if isinstance(message, (types.JSONRPCResponse, types.JSONRPCError)) and (
-                    message.id in self._answered
-                ):
-                    self._answered.discard(message.id)
-                    continue
-                data = message.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8")
-                self._writer.write(data + b"\n")
+                lines = [self._encode(session_message)]
+                while True:
+                    try:
+                        lines.append(self._encode(self._write_receive.receive_nowait()))
+                    except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                        break
+                data = b"".join(line for line in lines if line)
+                if data:
+                    self._writer.write(data)
+
+    def _encode(self, session_message: Any) -> bytes:
+        """One answer as a line, or b"" for an answer the fast path already gave."""
+        message = session_message.message
+        if isinstance(message, (types.JSONRPCResponse, types.JSONRPCError)) and message.id in self._answered:
+            self._answered.discard(message.id)
+            return b""
+        return message.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8") + b"\n"
