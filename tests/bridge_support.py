@@ -171,6 +171,13 @@ class BridgeClient:
         return int(self.pidfile.read_text())
 
 
+async def ready(*bridges: BridgeClient) -> None:
+    """Wait until all these bridges are registered (they start up in parallel)."""
+    async with anyio.create_task_group() as group:
+        for bridge in bridges:
+            group.start_soon(bridge.text, "whoami")
+
+
 def text_of(result: types.CallToolResult) -> str:
     """The text of a tool result."""
     return "\n".join(part.text for part in result.content if isinstance(part, types.TextContent))

@@ -23,7 +23,7 @@ import anyio
 import psutil
 import pytest
 
-from bridge_support import FakeAgent, asyncio_test, open_bridge, text_of
+from bridge_support import FakeAgent, asyncio_test, open_bridge, ready, text_of
 from conftest import ROOT, BrokerProcess, broker_env
 
 
@@ -96,7 +96,8 @@ async def test_peers_list_each_other_by_every_scope(make_agent: Callable, broker
     c = make_agent("c", "codex", cwd=worktree)
     d = make_agent("d", "claude", cwd=other)
     async with AsyncExitStack() as stack:
-        bridges = [await stack.enter_async_context(open_bridge(agent)) for agent in (a, b, c, d)]
+        bridges = [await stack.enter_async_context(open_bridge(agent, registered=False)) for agent in (a, b, c, d)]
+        await ready(*bridges)
         ids = [await my_id(bridge) for bridge in bridges]
         ba = bridges[0]
         assert ids_in(await ba.text("list_peers", {"scope": "machine"})) == {ids[1], ids[2], ids[3]}
@@ -113,7 +114,8 @@ async def test_send_reaches_a_channel_claude_as_one_notification(make_agent: Cal
     """A message from B reaches A (Claude with channels) as one channel notification with full meta."""
     a = make_agent("alpha", "claude", channels=True)
     b = make_agent("beta", "codex")
-    async with open_bridge(a) as ca, open_bridge(b, "codex-mcp-client") as cb:
+    async with open_bridge(a, registered=False) as ca, open_bridge(b, "codex-mcp-client", registered=False) as cb:
+        await ready(ca, cb)
         assert ca.client.server_capabilities.experimental == {"claude/channel": {}}
         assert 'source="claude-peers"' in (ca.client.instructions or "")
         b_id = await my_id(cb)
@@ -143,7 +145,9 @@ async def test_inline_peers_see_mail_in_the_next_tool_result_and_check_messages_
     a = make_agent("alpha", "claude", channels=True)
     b = make_agent("beta", "codex")
     c = make_agent("gamma", "claude")  # no channels flag: inline too
-    async with open_bridge(a) as ca, open_bridge(b, "codex-mcp-client") as cb, open_bridge(c) as cc:
+    async with open_bridge(a, registered=False) as ca, open_bridge(b, "codex-mcp-client", registered=False) as cb, \
+            open_bridge(c, registered=False) as cc:
+        await ready(ca, cb, cc)
         assert "call check_messages() at the start of every turn" in (cb.client.instructions or "")
         assert "call check_messages() at the start of every turn" in (cc.client.instructions or "")
         queued = await ca.text("send_message", {"to_id": "beta", "message": "task one"})
@@ -213,7 +217,8 @@ async def test_broker_restart_loses_nothing_and_shows_nothing_twice(
     """Bridges reconnect to a killed and restarted broker with their ids; mail flows on, once."""
     a = make_agent("alpha", "claude", channels=True)
     b = make_agent("beta", "codex")
-    async with open_bridge(a) as ca, open_bridge(b, "codex-mcp-client") as cb:
+    async with open_bridge(a, registered=False) as ca, open_bridge(b, "codex-mcp-client", registered=False) as cb:
+        await ready(ca, cb)
         a_id, b_id = await my_id(ca), await my_id(cb)
         await cb.text("send_message", {"to_id": "alpha", "message": "one"})
         await ca.channel.wait_for(1)
@@ -256,9 +261,8 @@ async def test_sigterm_and_agent_death_end_the_bridge_promptly(make_agent: Calla
     """SIGTERM ends a bridge in well under a second; so does the death of its agent."""
     a = make_agent("alpha", "claude")
     b = make_agent("beta", "codex")
-    async with open_bridge(a) as ca, open_bridge(b, "codex-mcp-client") as cb:
-        await ca.text("whoami")
-        await cb.text("whoami")
+    async with open_bridge(a, registered=False) as ca, open_bridge(b, "codex-mcp-client", registered=False) as cb:
+        await ready(ca, cb)
         a_pid, b_pid = await ca.bridge_pid(), await cb.bridge_pid()
         started = time.monotonic()
         os.kill(a_pid, signal.SIGTERM)
@@ -309,8 +313,9 @@ async def test_delivery_can_be_forced_and_follows_the_server_name(make_agent: Ca
     """CLAUDE_PEERS_DELIVERY / --delivery override detection; the channels flag must name us."""
     a = make_agent("alpha", "claude", channels=True)
     b = make_agent("beta", "codex")
-    async with open_bridge(b, "codex-mcp-client", env={"CLAUDE_PEERS_DELIVERY": "push"}) as cb, \
-            open_bridge(a, args=["--delivery", "inline"]) as ca:
+    async with open_bridge(b, "codex-mcp-client", env={"CLAUDE_PEERS_DELIVERY": "push"}, registered=False) as cb, \
+            open_bridge(a, args=["--delivery", "inline"], registered=False) as ca:
+        await ready(ca, cb)
         assert 'source="claude-peers"' in (cb.client.instructions or "")
         assert "check_messages() at the start" in (ca.client.instructions or "")
         await ca.text("send_message", {"to_id": "beta", "message": "pushed to a codex"})
@@ -337,7 +342,8 @@ async def test_a_bridge_over_tcp_with_the_token(short_dir: Path) -> None:
         b = FakeAgent(short_dir, "beta", "codex", short_dir,
                       {**broker.env, "CLAUDE_PEERS_URL": f"tcp://127.0.0.1:{port}"}).start()
         agents += [a, b]
-        async with open_bridge(a) as ca, open_bridge(b, "codex-mcp-client") as cb:
+        async with open_bridge(a, registered=False) as ca, open_bridge(b, "codex-mcp-client", registered=False) as cb:
+            await ready(ca, cb)
             await cb.text("send_message", {"to_id": "alpha", "message": "over tcp"})
             [note] = await ca.channel.wait_for(1)
             assert note.meta["from_name"] == "beta" and body_of(note.content) == "over tcp"
@@ -358,12 +364,8 @@ async def test_ten_bridges_starting_at_once_start_one_broker(short_dir: Path) ->
         async with AsyncExitStack() as stack:
             opened = [await stack.enter_async_context(open_bridge(agent, "codex-mcp-client", registered=False))
                       for agent in agents]
-            ids = set()
-            async with anyio.create_task_group() as group:
-                async def register(bridge: Any) -> None:
-                    ids.add(await my_id(bridge))
-                for bridge in opened:
-                    group.start_soon(register, bridge)
+            await ready(*opened)
+            ids = {await my_id(bridge) for bridge in opened}
             assert len(ids) == 10
             listing = await opened[0].text("list_peers", {"scope": "machine"})
             assert len(ids_in(listing)) == 9
