@@ -156,9 +156,18 @@ class Bridge:
         offer = self.inbox.offer(message)
         if offer is Offer.ALREADY_SHOWN:
             return True
-        if offer is Offer.HOLD:
-            return False
-        return self._notify(message)
+        if offer is Offer.SHOW:
+            return self._notify(message)
+        if self.inbox.mode == "push" and self.inbox.ready:
+            # Older mail waits (fetched by check_messages, or held before "initialized"):
+            # push it all now, in order, rather than leave it for the next tool result.
+            message_id = int(message["id"])
+            shown = [int(held["id"]) for held in self.inbox.take_ready() if self._notify(held)]
+            others = [held_id for held_id in shown if held_id != message_id]
+            if others:
+                self.link.acknowledge(others)
+            return message_id in shown
+        return False
 
     def _notify(self, message: Mapping[str, Any]) -> bool:
         """Show one message as a channel notification; False when stdout is gone."""
