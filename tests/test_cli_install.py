@@ -213,3 +213,18 @@ def test_the_registered_command_starts_a_bridge_that_answers_initialize(short_di
                           capture_output=True, text=True, timeout=30)
     answer = json.loads(done.stdout.splitlines()[0])
     assert answer["id"] == 1 and answer["result"]["serverInfo"]["name"] == "claude-peers"
+
+
+def test_doctor_checks_what_install_wrote(short_dir: Path) -> None:
+    """doctor after install: configs and service point at an existing command; a broken one is a problem."""
+    env = home_env(short_dir)
+    assert cli(env, "install", "--claude", "--codex", "--service", "--service-kind", "systemd").returncode == 0
+    report = json.loads(cli(env, "doctor", "--json").stdout)
+    levels = {f["check"]: f["level"] for f in report["findings"]}
+    assert levels["claude config"] == levels["codex config"] == levels["service"] == "ok"
+    claude = json.loads((short_dir / ".claude.json").read_text())
+    claude["mcpServers"]["claude-peers"]["command"] = str(short_dir / "gone" / "claude-peers")
+    (short_dir / ".claude.json").write_text(json.dumps(claude))
+    done = cli(env, "doctor")
+    assert done.returncode == 1
+    assert "[FAIL] claude config:" in done.stdout and "which does not exist" in done.stdout

@@ -109,6 +109,7 @@ def check_agent_configs(home: Path) -> list[Finding]:
             findings.append(Finding("problem", check, str(exc), f"fix {path} by hand"))
             continue
         findings.append(check_command(entry, str(path), check, flag))
+    findings.append(check_service(home))
     skill = paths.skill
     findings.append(
         Finding("ok", "skill", f"{skill} installed")
@@ -116,6 +117,32 @@ def check_agent_configs(home: Path) -> list[Finding]:
         else Finding("info", "skill", "the claude-peers skill is not installed", "claude-peers install --skill")
     )
     return findings
+
+
+def check_service(home: Path) -> Finding:
+    """A service file written by ``install --service``: does the command it runs exist?"""
+    import plistlib
+    import shlex
+
+    from claudepeers.cli import service
+
+    unit = home / ".config" / "systemd" / "user" / service.SYSTEMD_TEMPLATE
+    agent = home / "Library" / "LaunchAgents" / service.LAUNCHD_TEMPLATE
+    try:
+        if unit.exists():
+            line = next(l for l in unit.read_text().splitlines() if l.startswith("ExecStart="))
+            path, command = unit, shlex.split(line[len("ExecStart="):])[0]
+        elif agent.exists():
+            path, command = agent, plistlib.loads(agent.read_bytes())["ProgramArguments"][0]
+        else:
+            return Finding("info", "service", "no systemd/launchd service installed",
+                           "optional: claude-peers install --service")
+    except (OSError, ValueError, StopIteration, KeyError, IndexError, plistlib.InvalidFileException) as exc:
+        return Finding("problem", "service", f"cannot read the service file: {exc}", "claude-peers install --service")
+    if not (os.path.isfile(command) and os.access(command, os.X_OK)):
+        return Finding("problem", "service", f"{path} runs {command}, which does not exist",
+                       "claude-peers install --service")
+    return Finding("ok", "service", f"{path} runs {command}")
 
 
 def check_broker(settings: Any) -> list[Finding]:
