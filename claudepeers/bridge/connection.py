@@ -187,31 +187,46 @@ class BrokerLink:
             self.current = None
             self._note("the connection to the broker was lost; reconnecting")
 
-    @inlineCallbacks
-    def call(self, command: type[amp.Command], **arguments: Any) -> Any:
+    def call(self, command: type[amp.Command], **arguments: Any) -> Deferred:
         """Call ``command`` once registered; BrokerUnreachable when that takes too long.
 
         A connection that dies under a call is detected only when the reactor reads its
         end; commands that are safe to repeat are then sent again on the next connection.
         """
-        for attempt in (1, 2):
-            protocol = yield self._registered_protocol()
-            try:
-                answer = yield protocol.callRemote(command, **arguments)
-            except (ConnectionClosed, ConnectionDone, ConnectionLost):
-                if protocol is self.current:
-                    self.current = None
-                if attempt == 1 and command in SAFE_TO_REPEAT:
-                    # Let the service see the loss first, or it hands us the dead one again.
-                    yield deferLater(self._reactor, 0, lambda: None)
-                    continue
-                if command is wire.Send:
-                    raise BrokerUnreachable(
-                        "the connection to the broker was lost while sending; the message may not "
-                        "have been stored, so send it again"
-                    ) from None
-                raise BrokerUnreachable("the connection to the broker was lost during the call") from None
-            return answer
+        protocol = self.current
+        if protocol is None:
+            return self._call_when_ready(command, arguments, first_attempt=True)
+        d = protocol.callRemote(command, **arguments)
+        d.addErrback(self._lost_during_call, protocol, command, arguments, True)
+        return d
+
+    @inlineCallbacks
+    def _call_when_ready(self, command: type[amp.Command], arguments: dict[str, Any], first_attempt: bool) -> Any:
+        protocol = yield self._registered_protocol()
+        try:
+            answer = yield protocol.callRemote(command, **arguments)
+        except (ConnectionClosed, ConnectionDone, ConnectionLost):
+            answer = yield self._lost_during_call(Failure(), protocol, command, arguments, first_attempt)
+        return answer
+
+    def _lost_during_call(
+        self, failure: Failure, protocol: BridgeAMP, command: type[amp.Command], arguments: dict[str, Any],
+        first_attempt: bool,
+    ) -> Any:
+        failure.trap(ConnectionClosed, ConnectionDone, ConnectionLost)
+        if protocol is self.current:
+            self.current = None
+        if first_attempt and command in SAFE_TO_REPEAT:
+            # Let the service see the loss first, or it hands us the dead one again.
+            d = deferLater(self._reactor, 0, lambda: None)
+            d.addCallback(lambda _: self._call_when_ready(command, arguments, first_attempt=False))
+            return d
+        if command is wire.Send:
+            raise BrokerUnreachable(
+                "the connection to the broker was lost while sending; the message may not "
+                "have been stored, so send it again"
+            )
+        raise BrokerUnreachable("the connection to the broker was lost during the call")
 
     @inlineCallbacks
     def _registered_protocol(self) -> Any:
