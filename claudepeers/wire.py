@@ -44,6 +44,8 @@ class BigText(amp.Argument):
         key = amp._wireNameToPythonIdentifier(name)
         first = strings.pop(name, None)
         if first is None:
+            if _chunk_keys(name, strings):
+                raise ValueError(f"{name.decode()} has continuation chunks but no first chunk")
             if self.optional:
                 objects[key] = None
                 return
@@ -60,7 +62,16 @@ class BigText(amp.Argument):
                 raise ValueError(f"{name.decode()} is longer than {MAX_BIG_TEXT_BYTES} bytes")
             parts.append(chunk)
             index += 1
+        if _chunk_keys(name, strings):
+            # A gap in the numbering: without this check the value would be silently cut short.
+            raise ValueError(f"{name.decode()} is missing chunk {index} of a chunked value")
         objects[key] = b"".join(parts).decode("utf-8")
+
+
+def _chunk_keys(name: bytes, strings: dict) -> list[bytes]:
+    """Keys of ``strings`` that look like continuation chunks of ``name`` (``name.N``)."""
+    prefix = name + b"."
+    return [k for k in strings if k.startswith(prefix) and k[len(prefix):].isdigit()]
 
 
 class JSONValue(BigText):
