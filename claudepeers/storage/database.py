@@ -106,8 +106,14 @@ def prepare(path: Path) -> int:
         raise DatabaseError(f"cannot open the database {path}: {exc}") from None
     try:
         try:
-            configure(connection)
+            # Read before configuring: switching to WAL writes to the file, and a file that
+            # is not ours (another application's, empty, too new) must be left untouched.
             version = read_version(connection)
+            if version > target:
+                raise DatabaseError(
+                    f"the database {path} has schema v{version}, newer than this claude-peers (v{target})"
+                )
+            configure(connection)
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise DatabaseError(f"the database {path} is locked by another process") from None
@@ -116,10 +122,6 @@ def prepare(path: Path) -> int:
             raise DatabaseError(f"the database {path} is not a claude-peers database: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"the database {path} is corrupt or not a database: {exc}") from None
-        if version > target:
-            raise DatabaseError(
-                f"the database {path} has schema v{version}, newer than this claude-peers (v{target})"
-            )
         try:
             return upgrade(path, connection, target)
         except sqlite3.Error as exc:
