@@ -105,3 +105,21 @@ def test_first_message_parsing() -> None:
     assert first.is_initialize and first.client_name == "codex-mcp-client"
     assert not handshake.parse_first(b"not json").is_initialize
     assert not handshake.parse_first(b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}').is_initialize
+
+
+@asyncio_test
+async def test_the_2026_era_discovers_the_channel_too() -> None:
+    """A client that opens with server/discover (no initialize) also learns of the channel."""
+    from mcp import Client
+
+    async def no_tool(name: str, arguments: object) -> ToolResult:
+        return ToolResult("ok")
+
+    instructions = handshake.instructions_for("push", "claude-peers")
+    server, _options = build_server(instructions, no_tool, lambda: None)
+    async with Client(server, mode="auto") as client:
+        assert client.protocol_version in sdk_version.MODERN_PROTOCOL_VERSIONS
+        assert client.server_capabilities.experimental == {"claude/channel": {}}
+        assert client.instructions == instructions
+        result = await client.call_tool("whoami", {})
+        assert result.content[0].text == "ok"

@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import anyio
 import mcp_types as types
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.shared.message import SessionMessage
@@ -28,6 +29,7 @@ from .stdio import LineWriter
 from .tools import TOOLS, ToolResult
 
 CHANNEL_METHOD = "notifications/claude/channel"
+CHANNEL_CAPABILITY: dict[str, dict[str, Any]] = {"claude/channel": {}}
 
 CallTool = Callable[[str, Mapping[str, Any] | None], Awaitable[ToolResult]]
 
@@ -66,8 +68,21 @@ def build_server(
     # Tracing middleware costs time on every message and exports nothing here.
     server.middleware = []
     server.add_notification_handler("notifications/initialized", types.NotificationParams, initialized)
+
+    async def discover(ctx: Any, params: Any) -> types.DiscoverResult:
+        # The SDK's own answer to the 2026 era's server/discover leaves experimental
+        # capabilities out, and with them the channel.
+        return types.DiscoverResult(
+            supported_versions=list(MODERN_PROTOCOL_VERSIONS),
+            capabilities=server.get_capabilities(
+                NotificationOptions(), CHANNEL_CAPABILITY, protocol_version=ctx.protocol_version
+            ),
+            instructions=instructions,
+        )
+
+    server.add_request_handler("server/discover", types.RequestParams, discover)
     options = server.create_initialization_options(
-        NotificationOptions(), experimental_capabilities={"claude/channel": {}}
+        NotificationOptions(), experimental_capabilities=CHANNEL_CAPABILITY
     )
     return server, options
 
