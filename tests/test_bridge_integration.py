@@ -409,3 +409,21 @@ async def test_kill_peer_refuses_a_reused_pid(make_agent: Callable, broker_proce
         result = await ca.call("kill_peer", {"peer_id": "beta"})
         assert result.is_error and "beta" in text_of(result), text_of(result)
     assert b.process.poll() is None
+
+
+@asyncio_test
+async def test_a_newer_bridge_of_the_same_agent_takes_over_for_good(make_agent: Callable) -> None:
+    """Two bridges of one agent at once: the older steps aside; the newer keeps the id and the mail."""
+    a = make_agent("alpha", "claude", channels=True)
+    b = make_agent("beta", "codex")
+    async with open_bridge(b, "codex-mcp-client") as cb, open_bridge(a) as old:
+        old_id = await my_id(old)
+        old_pid = await old.bridge_pid()
+        async with open_bridge(a) as new:
+            assert await my_id(new) == old_id
+            await wait_gone(old_pid)
+            for body in ("one", "two"):
+                await cb.text("send_message", {"to_id": "alpha", "message": body})
+            items = await new.channel.wait_for(2)
+            assert [body_of(n.content) for n in items] == ["one", "two"]
+            assert old.channel.items == []

@@ -72,6 +72,14 @@ class BridgeAMP(amp.AMP):
         """Liveness probe from the broker."""
         return {}
 
+    def become_current(self) -> None:
+        """Registered: the link uses this connection from now on.
+
+        Called through ClientService's protocol proxy, so that ``self`` here is this
+        protocol itself, the one ``connectionLost`` is later called on.
+        """
+        self._link.current = self
+
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
         super().connectionLost(reason)
         self._link.lost(self, reason)
@@ -122,6 +130,7 @@ class BrokerLink:
         on_deliver: Callable[[dict[str, Any]], Any],
         on_registered: Callable[[dict[str, Any]], None] = lambda answer: None,
         on_shown_elsewhere: Callable[[list[int]], None] = lambda ids: None,
+        on_lost: Callable[[], None] = lambda: None,
         call_wait: float = CALL_WAIT_SECONDS,
     ) -> None:
         self._reactor = reactor
@@ -130,6 +139,7 @@ class BrokerLink:
         self.on_deliver = on_deliver
         self._on_registered = on_registered
         self.on_shown_elsewhere = on_shown_elsewhere
+        self._on_lost = on_lost
         self._call_wait = call_wait
         self.identity: dict[str, Any] | None = None
         self.last_error = "still connecting"
@@ -171,7 +181,7 @@ class BrokerLink:
             self.log.warn("registration failed: {error}", error=error)
             raise
         self.identity = answer
-        self.current = protocol
+        protocol.become_current()
         self.last_error = ""
         self.log.info(
             "registered as {peer_id} ({name}), resumed={resumed}",
@@ -186,6 +196,7 @@ class BrokerLink:
         if protocol is self.current:
             self.current = None
             self._note("the connection to the broker was lost; reconnecting")
+            self._on_lost()
 
     def call(self, command: type[amp.Command], **arguments: Any) -> Deferred:
         """Call ``command`` once registered; BrokerUnreachable when that takes too long.

@@ -74,7 +74,8 @@ class Bridge:
         self.inbox = Inbox(mode=delivery, measure=lambda message: len(render_message(message)), ready=ready)
         self.writer = LineWriter(reactor, stdout_fd, on_broken=lambda: self.stop("stdout closed"))
         self.link = BrokerLink(
-            reactor, settings, self._registration, self._deliver, self._registered, self.inbox.mark_shown
+            reactor, settings, self._registration, self._deliver, self._registered, self.inbox.mark_shown,
+            self._connection_lost,
         )
         self.tools = PeerTools(AsyncBroker(self.link), self._check_messages)
         server, options = build_server(instructions, self._call_tool, self._initialized)
@@ -145,6 +146,17 @@ class Bridge:
             "name": self._settings.peer_name,
             "delivery": self.delivery,
         }
+
+    def _connection_lost(self) -> None:
+        """The broker dropped us. If a newer bridge of our agent took over, make way."""
+        newer = newer_sibling(self.agent)
+        if newer is not None:
+            self.log.warn(
+                "a newer claude-peers bridge of the same agent session (pid {pid}) took over; exiting",
+                pid=newer,
+            )
+            self.link.stop()
+            self.stop("replaced by a newer bridge of the same agent session")
 
     def _registered(self, answer: Mapping[str, Any]) -> None:
         self.log.info("peer {peer_id} ({name}) ready", peer_id=answer["peer_id"], name=answer["name"])
@@ -231,6 +243,31 @@ class Bridge:
             return
         self.inbox.mark_shown(ids)
         self.link.acknowledge(ids)
+
+
+def newer_sibling(agent: agents.AgentProcess | None) -> int | None:
+    """The pid of a bridge started after us, with our command line, under the same agent.
+
+    The broker keeps one connection per agent session and drops the older one when a
+    newer registers (Claude Code restarts its MCP server at compaction). Reconnecting
+    would take the session back and the two would take turns; the older one steps aside.
+    """
+    if agent is None:
+        return None
+    try:
+        me = psutil.Process()
+        mine, started = me.cmdline(), me.create_time()
+        for process in psutil.Process(agent.pid).children(recursive=True):
+            if process.pid == me.pid:
+                continue
+            try:
+                if process.cmdline() == mine and process.create_time() >= started:
+                    return process.pid
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    return None
 
 
 def _terminal(pid: int) -> str | None:
