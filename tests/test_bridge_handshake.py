@@ -123,3 +123,19 @@ async def test_the_2026_era_discovers_the_channel_too() -> None:
         assert client.instructions == instructions
         result = await client.call_tool("whoami", {})
         assert result.content[0].text == "ok"
+
+
+def test_malformed_initialize_is_left_to_the_sdk() -> None:
+    """No fast answer unless the request is one the SDK would accept; it then answers the error."""
+    good = initialize_request()
+    assert handshake.parse_first(json.dumps(good).encode()).is_initialize
+    bad = [
+        {**good, "params": {}},
+        {**good, "params": {**good["params"], "clientInfo": {"name": "x"}}},
+        {**good, "params": {**good["params"], "protocolVersion": 5}},
+        {**good, "id": None},
+        {**good, "id": True},
+        {key: value for key, value in good.items() if key != "jsonrpc"},
+    ]
+    for request in bad:
+        assert not handshake.parse_first(json.dumps(request).encode()).is_initialize, request

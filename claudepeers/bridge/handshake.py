@@ -105,13 +105,29 @@ class FirstMessage:
 
     @property
     def is_initialize(self) -> bool:
-        """True for a well-formed ``initialize`` request (the handshake era)."""
+        """True for a well-formed ``initialize`` request (the handshake era).
+
+        Anything less gets no fast answer: the SDK answers it, with its own error.
+        """
         request = self.request
-        return (
+        if not (
             isinstance(request, dict)
+            and request.get("jsonrpc") == "2.0"
             and request.get("method") == "initialize"
-            and "id" in request
-            and isinstance(request.get("params", {}), dict)
+            and isinstance(request.get("id"), (str, int))
+            and not isinstance(request.get("id"), bool)
+        ):
+            return False
+        params = request.get("params")
+        if not isinstance(params, dict):
+            return False
+        info = params.get("clientInfo")
+        return (
+            isinstance(params.get("protocolVersion"), str)
+            and isinstance(params.get("capabilities"), dict)
+            and isinstance(info, dict)
+            and isinstance(info.get("name"), str)
+            and isinstance(info.get("version"), str)
         )
 
     @property
@@ -119,9 +135,7 @@ class FirstMessage:
         """``params.clientInfo.name`` of an ``initialize`` request."""
         if not self.is_initialize:
             return None
-        info = (self.request or {}).get("params", {}).get("clientInfo")
-        name = info.get("name") if isinstance(info, dict) else None
-        return name if isinstance(name, str) else None
+        return (self.request or {})["params"]["clientInfo"]["name"]
 
 
 def read_first_line(fd: int) -> tuple[bytes | None, bytes]:
