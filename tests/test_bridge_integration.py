@@ -427,3 +427,44 @@ async def test_a_newer_bridge_of_the_same_agent_takes_over_for_good(make_agent: 
             items = await new.channel.wait_for(2)
             assert [body_of(n.content) for n in items] == ["one", "two"]
             assert old.channel.items == []
+
+
+def test_sigterm_is_prompt_even_while_git_hangs(broker_process: BrokerProcess) -> None:
+    """Registration's git runs in a thread that exit does not wait for."""
+    short_dir = broker_process.base
+    fake_bin = short_dir / "bin"
+    fake_bin.mkdir()
+    marker = short_dir / "git-started"
+    git_script = fake_bin / "git"
+    git_script.write_text(f"#!/bin/sh\necho $$ > {marker}.tmp\nmv {marker}.tmp {marker}\nexec sleep 30\n")
+    git_script.chmod(0o755)
+    env = {**broker_process.env, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "claudepeers.bridge.main"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=short_dir,
+    )
+    try:
+        assert bridge.stdin is not None and bridge.stdout is not None
+        request = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                   "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                              "clientInfo": {"name": "x", "version": "1"}}}
+        bridge.stdin.write(json.dumps(request).encode() + b"\n")
+        bridge.stdin.flush()
+        assert json.loads(bridge.stdout.readline())["id"] == 0
+        deadline = time.monotonic() + 10
+        while not marker.exists():  # the bridge has reached its git call
+            assert time.monotonic() < deadline, "the bridge never ran git"
+            time.sleep(0.01)  # noqa: polling another process's file; nothing to wait on
+        started = time.monotonic()
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(5)
+        assert time.monotonic() - started < 1.0
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+            bridge.wait()
+        if marker.exists():  # the fake git (now a sleep) we caused to start, by its pid
+            try:
+                os.kill(int(marker.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass

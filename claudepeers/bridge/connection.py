@@ -89,10 +89,17 @@ class BridgeAMP(amp.AMP):
 class AutostartEndpoint:
     """Connects to the broker; when nothing answers, starts one (unless told not to)."""
 
-    def __init__(self, reactor: Any, settings: Settings, note: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        settings: Settings,
+        note: Callable[[str], None],
+        in_thread: Callable[..., Deferred] = deferToThread,
+    ) -> None:
         self._reactor = reactor
         self._settings = settings
         self._note = note
+        self._in_thread = in_thread
 
     def connect(self, factory: Any) -> Deferred:
         """Connect; on failure start a broker in a thread (a lock makes it one) and retry."""
@@ -105,7 +112,7 @@ class AutostartEndpoint:
         self._note(f"no broker answers at {where}")
         if not self._settings.autostart or self._settings.url:
             return failure
-        d = deferToThread(client.ensure_broker, self._settings)
+        d = self._in_thread(client.ensure_broker, self._settings)
 
         def started(_: object) -> Deferred:
             return client.client_endpoint(self._reactor, self._settings).connect(factory)
@@ -132,6 +139,7 @@ class BrokerLink:
         on_shown_elsewhere: Callable[[list[int]], None] = lambda ids: None,
         on_lost: Callable[[], None] = lambda: None,
         call_wait: float = CALL_WAIT_SECONDS,
+        in_thread: Callable[..., Deferred] = deferToThread,
     ) -> None:
         self._reactor = reactor
         self._settings = settings
@@ -147,7 +155,7 @@ class BrokerLink:
         factory = Factory.forProtocol(lambda: BridgeAMP(self))  # type: ignore[arg-type]
         factory.noisy = False
         self._service = ClientService(
-            AutostartEndpoint(reactor, settings, self._note),
+            AutostartEndpoint(reactor, settings, self._note, in_thread),
             factory,
             retryPolicy=RETRY_POLICY,
             clock=reactor,

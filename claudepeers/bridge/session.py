@@ -13,7 +13,8 @@ import os
 from typing import Any, Mapping
 
 import psutil
-from twisted.internet.threads import deferToThread
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 from twisted.logger import Logger
 
 from claudepeers import agents, gitinfo, wire
@@ -73,9 +74,12 @@ class Bridge:
         ready = delivery != "push" or not answered_first
         self.inbox = Inbox(mode=delivery, measure=lambda message: len(render_message(message)), ready=ready)
         self.writer = LineWriter(reactor, stdout_fd, on_broken=lambda: self.stop("stdout closed"))
+        # Blocking work (git, starting a broker) runs in threads of our own: the
+        # reactor's pool is joined at shutdown, and a hanging git must not delay our exit.
+        self._threads = ThreadPool(0, 4, "claude-peers-bridge")
         self.link = BrokerLink(
             reactor, settings, self._registration, self._deliver, self._registered, self.inbox.mark_shown,
-            self._connection_lost,
+            self._connection_lost, in_thread=self._in_thread,
         )
         self.tools = PeerTools(AsyncBroker(self.link), self._check_messages)
         server, options = build_server(instructions, self._call_tool, self._initialized)
@@ -88,6 +92,7 @@ class Bridge:
 
     def start(self) -> None:
         """Serve the agent, connect to the broker, and watch the agent process."""
+        self._threads.start()
         self._task = asyncio.ensure_future(self.pipe.run())
         self._task.add_done_callback(self._served)
         if self._first is not None:
@@ -126,9 +131,13 @@ class Bridge:
 
     # --- registration ------------------------------------------------------------------
 
+    def _in_thread(self, function: Any, *args: Any) -> Any:
+        """Run blocking ``function`` in one of our threads (never joined: we leave by _exit)."""
+        return deferToThreadPool(self._reactor, self._threads, function, *args)
+
     def _registration(self) -> Any:
         """The Register arguments; git and the tty are looked up off the reactor thread."""
-        return deferToThread(self._describe)
+        return self._in_thread(self._describe)
 
     def _describe(self) -> dict[str, Any]:
         agent = self.agent or agents.describe(os.getpid())
