@@ -17,7 +17,7 @@ from dataclasses import astuple, fields
 from typing import Any, Callable, Iterable, Sequence
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -57,6 +57,9 @@ class Store:
         self._flushing = False
         self.batches = 0
         self.batched_writes = 0
+        # close(): callers waiting for it while queued writes drain, then "closed" for good.
+        self._closers: list[Deferred] | None = None
+        self._closed = False
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -67,10 +70,15 @@ class Store:
         return statement.replace("?", "%s")
 
     def _read(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        if self._closed:
+            return fail(StoreError("the store is closed"))
         return self._pool.runInteraction(fn, *args)
 
     def _write(self, fn: Callable[[Any], Any]) -> Deferred:
         """Queue ``fn(cursor)`` for the next group commit; fires with its result after COMMIT."""
+        if self._closed:
+            # A closed pool silently drops work: the Deferred would never fire.
+            return fail(StoreError("the store is closed"))
         done: Deferred = Deferred()
         self._pending.append((fn, done))
         if not self._flushing:
@@ -122,15 +130,28 @@ class Store:
             self._flush()
 
     def close(self) -> Deferred:
-        """Wait for queued writes to commit, then close the pool."""
+        """Wait for queued writes to commit, then close the pool; later reads and writes fail.
+
+        Calling it again (during or after the first call) is harmless.
+        """
         waiting: Deferred = Deferred()
+        if self._closed:
+            waiting.callback(None)
+            return waiting
+        if self._closers is not None:
+            self._closers.append(waiting)
+            return waiting
+        self._closers = [waiting]
 
         def check() -> None:
             if self._flushing or self._pending:
                 self._pool.runInteraction(lambda cursor: None).addBoth(lambda _: check())
             else:
+                self._closed = True
                 self._pool.close()
-                waiting.callback(None)
+                closers, self._closers = self._closers or [], None
+                for closer in closers:
+                    closer.callback(None)
 
         check()
         return waiting
