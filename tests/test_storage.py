@@ -390,3 +390,32 @@ def test_placeholders_are_translated_in_one_place() -> None:
     store = Store(pool=None, paramstyle="pyformat")  # type: ignore[arg-type]
     assert store._sql("SELECT 1 FROM t WHERE a = ? AND b = ?") == "SELECT 1 FROM t WHERE a = %s AND b = %s"
     assert Store(pool=None)._sql("a = ?") == "a = ?"  # type: ignore[arg-type]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_write_after_close_fails_at_once_instead_of_hanging(db_path: Path) -> Any:
+    """Once closed, the store refuses writes and reads with StoreError (the broker answers BrokerUnavailable)."""
+    from twisted.internet import reactor
+
+    prepare(db_path)
+    store = Store(open_pool(str(db_path)))
+    yield store.close()
+    write = store.add_message(new_message("alice001", "too late")).addTimeout(5, reactor)
+    read = store.unread("alice001").addTimeout(5, reactor)
+    outcome = yield DeferredList([write, read], consumeErrors=True)
+    assert [f.check(StoreError) for _, f in outcome] == [StoreError, StoreError], outcome
+    assert query(db_path, "SELECT COUNT(*) FROM messages") == [(0,)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_closing_twice_is_harmless(db_path: Path) -> Any:
+    """A second close(), during or after the first, fires once the store is closed and raises nothing."""
+    from twisted.internet import reactor
+
+    prepare(db_path)
+    store = Store(open_pool(str(db_path)))
+    store.add_message(new_message("alice001", "queued"))
+    first, second = store.close(), store.close()
+    yield DeferredList([first.addTimeout(5, reactor), second.addTimeout(5, reactor)], fireOnOneErrback=True)
+    yield store.close().addTimeout(5, reactor)
+    assert query(db_path, "SELECT body FROM messages") == [("queued",)]
