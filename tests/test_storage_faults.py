@@ -130,6 +130,22 @@ def test_too_new_database_is_refused_with_both_versions_named(db_path: Path) -> 
     assert not list(db_path.parent.glob("*.bak"))
 
 
+def test_failed_upgrade_rolls_back_completely_and_keeps_the_old_version(db_path: Path) -> None:
+    """An upgrade script failing half-way leaves the file at v1 with nothing of v2 in it, and a backup."""
+    database.create(db_path, 1)
+    connection = sqlite3.connect(db_path)
+    # Takes the name of the index the v2 script creates after its table: the script fails mid-way.
+    connection.execute("CREATE INDEX kills_target ON events (at)")
+    connection.commit()
+    connection.close()
+    with pytest.raises(DatabaseError, match="upgrading the database"):
+        prepare(db_path)
+    assert query(db_path, "SELECT version FROM versions") == [(1,)]
+    tables = {row[0] for row in query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "kills" not in tables
+    assert db_path.with_name(db_path.name + ".v1.bak").exists()
+
+
 # --- read-only files ---------------------------------------------------------------------------
 
 CHILD_PREPARE = textwrap.dedent(
@@ -211,6 +227,21 @@ def test_database_in_a_read_only_directory_is_refused_clearly(tmp_path: Path) ->
     assert str(path) in result["error"]
     assert "read-only" in result["error"] or "cannot open" in result["error"]
     assert fingerprint(path) == before
+
+
+def test_database_that_cannot_be_created_gives_a_clear_error(tmp_path: Path) -> None:
+    """A missing database in a directory the user cannot write gives DatabaseError naming the path."""
+    directory = tmp_path / "no-write"
+    directory.mkdir()
+    path = directory / "peers.db"
+    os.chmod(directory, 0o555)
+    try:
+        result = prepare_without_write_permission(path, guarded=directory)
+    finally:
+        os.chmod(directory, 0o755)
+    assert not result["writable"]
+    assert "cannot create the database" in result["error"] and str(path) in result["error"]
+    assert list(directory.iterdir()) == []
 
 
 # --- locked by another process ------------------------------------------------------------------
