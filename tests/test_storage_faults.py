@@ -422,3 +422,50 @@ def test_disk_full_during_a_batch_fails_every_write_of_it_without_hanging(store:
     assert [ok for ok, _ in outcome] == [False] * 5
     assert all(f.check(StoreError) for _, f in outcome)
     assert query(db_path, "SELECT id FROM messages") == [(earlier.id,)]
+
+
+# --- a crash (kill -9) of the process that owns the store ----------------------------------------
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from twisted.internet import reactor
+    from claudepeers.records import NewMessage
+    from claudepeers.storage import Store, open_pool, prepare
+
+    path = sys.argv[1]
+    prepare(path)
+    store = Store(open_pool(path))
+
+    def report(message):
+        sys.stdout.write(f"{message.id}\\n")
+        sys.stdout.flush()
+
+    def write_forever(_=None):
+        for n in range(50):
+            store.add_message(NewMessage("s", "s", "", "/", "codex", True, "alice001", f"b{n}", 1.0)).addCallback(report)
+        store.add_message(NewMessage("s", "s", "", "/", "codex", True, "alice001", "tail", 1.0)).addCallback(write_forever)
+
+    reactor.callWhenRunning(write_forever)
+    reactor.run()
+    """
+)
+
+
+def test_every_write_reported_committed_survives_kill_9_of_its_process(db_path: Path) -> None:
+    """A process writing in a loop is SIGKILLed; every message whose Deferred had fired is in the file."""
+    process = subprocess.Popen([sys.executable, "-c", WRITER, str(db_path)], stdout=subprocess.PIPE,
+                               text=True, cwd=ROOT)
+    assert process.stdout is not None
+    acknowledged: list[int] = []
+    try:
+        while len(acknowledged) < 2_000:
+            line = process.stdout.readline()
+            assert line, f"the writer exited early with status {process.poll()}"
+            acknowledged.append(int(line))
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+    stored = {row[0] for row in query(db_path, "SELECT id FROM messages")}
+    assert set(acknowledged) <= stored
+    assert prepare(db_path) == database.latest_version()
