@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from twisted.internet.defer import Deferred, inlineCallbacks, returnValue, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -237,7 +237,7 @@ class Broker:
             f"{actor.name} [{claim.client_type}] {'reconnected' if resumed else 'joined'} in {claim.cwd}",
             name=actor.name,
         )
-        returnValue((actor, resumed))
+        return (actor, resumed)
 
     def _check_claim(self, claim: Claim) -> None:
         if claim.client_type not in CLIENT_TYPES:
@@ -299,7 +299,7 @@ class Broker:
         yield self.store.save_peer(actor.record)
         if new != old:
             self.emit("rename", actor.id, f"{old} is now {new}", name=new)
-        returnValue(new)
+        return new
 
     def set_summary(self, actor: PeerActor, summary: str) -> Deferred:
         """Set what the peer works on (bounded by max_summary_bytes)."""
@@ -326,6 +326,11 @@ class Broker:
             raise AmbiguousPeer(f"{target!r} is both the id of {by_id.name} and the name of peer {by_name[0].id}; "
                                 f"candidates: {_describe([by_id, *by_name])}")
         actor = by_id or (by_name[0] if by_name else None)
+        if actor is None:
+            # A name no live peer holds may still name a peer that has ended.
+            ended = [a for a in self.actors.values() if a.state == GONE and a.name == target]
+            if ended:
+                actor = max(ended, key=lambda a: a.record.gone_at or 0)
         if actor is None:
             lowered = target.lower()
             close = [a for a in live if a.id.startswith(lowered) or a.name.lower().startswith(lowered)]
@@ -404,8 +409,8 @@ class Broker:
             self.counters["delivered"] += 1
         self.emit("message", sender_key, f"{origin['from_name']} -> {recipient.name}: {status}",
                   message_id=message.id, to_id=recipient.id)
-        returnValue({"message_id": message.id, "status": status, "detail": detail,
-                     "to_id": recipient.id, "to_name": recipient.name})
+        return {"message_id": message.id, "status": status, "detail": detail,
+                "to_id": recipient.id, "to_name": recipient.name}
 
     def fetch_unread(self, actor: PeerActor, limit: int | None) -> Deferred:
         """Unacknowledged messages of ``actor`` (oldest first) and how many more there are."""
@@ -431,7 +436,7 @@ class Broker:
         bridge = actor.connection
         if marked and bridge is not None and via is not bridge and hasattr(bridge, "shown_elsewhere"):
             bridge.shown_elsewhere(marked)
-        returnValue(len(marked))
+        return len(marked)
 
     @inlineCallbacks
     def message_states(self, sender: PeerActor | None, message_ids: Iterable[int]) -> Any:
@@ -451,7 +456,7 @@ class Broker:
             else:
                 where = recipient.state if recipient is not None else GONE
                 states[str(message_id)] = {"state": "queued", "recipient_state": where, "to_id": to_id}
-        returnValue(states)
+        return states
 
     def inbox(self, target: str, limit: int | None) -> Deferred:
         """The operator's read-only view of a peer's mail (gone peers too)."""
@@ -526,7 +531,7 @@ class Broker:
         if outcome != killing.SURVIVED and actor.state != GONE:
             self._gone(actor)
         self.emit("kill", actor.id, detail, outcome=outcome, by=caller_id)
-        returnValue((outcome, actor.id, detail))
+        return (outcome, actor.id, detail)
 
     # --- status -------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
@@ -53,7 +53,7 @@ def authenticate(protocol: amp.AMP, settings: Settings) -> Any:
     """Present the token when the connection is TCP (no-op on the UNIX socket)."""
     if settings.url:
         yield protocol.callRemote(wire.Authenticate, token=read_token(settings))
-    returnValue(protocol)
+    return protocol
 
 
 def broker_answers(settings: Settings, timeout: float = 0.5) -> bool:
@@ -150,7 +150,7 @@ def connect(
         protocol = amp.AMP(locator=locator) if locator is not None else amp.AMP()
         yield connectProtocol(client_endpoint(reactor, settings), protocol)
     yield authenticate(protocol, settings)
-    returnValue(protocol)
+    return protocol
 
 
 def _not_running_text(settings: Settings, error: BaseException) -> str:

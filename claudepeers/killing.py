@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import psutil
-from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 
 from .agents import agent_kind, same_start
@@ -54,22 +54,22 @@ def terminate(reactor: Any, proc: psutil.Process, grace: float, poll: float = 0.
     try:
         proc.terminate()
     except psutil.NoSuchProcess:
-        returnValue(ALREADY_GONE)
+        return ALREADY_GONE
     waited = 0.0
     while waited < grace:
         yield deferLater(reactor, poll, lambda: None)
         waited += poll
         if _ended(proc):
-            returnValue(TERMINATED)
+            return TERMINATED
     try:
         proc.kill()
     except psutil.NoSuchProcess:
-        returnValue(TERMINATED)
+        return TERMINATED
     for _ in range(int(2.0 / poll)):
         yield deferLater(reactor, poll, lambda: None)
         if _ended(proc):
-            returnValue(KILLED)
-    returnValue(SURVIVED)
+            return KILLED
+    return SURVIVED
 
 
 __all__ = ["Deferred", "NotTheAgent", "check_agent", "terminate"]
