@@ -1,0 +1,414 @@
+"""Model-based test of the broker through its real wire (hypothesis stateful testing).
+
+What runs for real: :class:`BrokerProtocol` (the AMP responders), :class:`Broker`, the peer
+actors, the :class:`Store` with its SQL and group commit, over a real SQLite file. Clients
+are real ``amp.AMP`` protocols joined to the broker by ``twisted.test.iosim`` (no sockets,
+no reactor): every call is answered by ``pump.flush()``.
+
+What is stood in for:
+- the kernel's credentials (SO_PEERCRED): an injected function returning the bridge's pid;
+- the process table: :class:`FakeProcesses` (agents start and die when the test says);
+- time: a ``Clock`` (reaping and delivery waits run when the test advances it);
+- adbapi's thread pool: :class:`SyncPool` runs each interaction at once on one sqlite3
+  connection, committing or rolling back as adbapi does. Hypothesis drives examples
+  synchronously and cannot wait on the (asyncio) reactor, so the Store's Deferreds must fire
+  at once; the SQL, the group commit and the database file are the real ones.
+
+A broker restart abandons the broker, its connections and its SQLite connection without any
+clean shutdown (as ``kill -9`` would) and starts a new Broker and Store over the same file.
+
+After every step the model is checked: every message whose Send was answered is either
+acknowledged or still unread in the store, in the order the broker accepted it; no push ever
+carries an id the broker had already been told was shown; pushes on one connection are in
+id order; ids and names never change; gone peers stay gone and are never listed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+import pytest
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule, run_state_machine_as_test
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from twisted.test import iosim
+
+from claudepeers import wire
+from claudepeers.broker import Broker, Credentials
+from claudepeers.protocol import BrokerProtocol
+from claudepeers.records import GONE, OFFLINE, ONLINE
+from claudepeers.settings import Limits
+from claudepeers.storage import Store, database, prepare
+
+from broker_fakes import FakeProcesses
+
+UID = 4242
+#: Examples and steps of the default run; the slow suite's soak of the model uses more.
+EXAMPLES = int(os.environ.get("CP_MODEL_EXAMPLES", "40"))
+STEPS = int(os.environ.get("CP_MODEL_STEPS", "40"))
+
+
+class SyncPool:
+    """An ``adbapi.ConnectionPool`` stand-in: each interaction runs at once on one connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.connection = sqlite3.connect(str(path))
+        database.configure(self.connection)
+        self.interactions = 0
+
+    def runInteraction(self, fn: Any, *args: Any, **kwargs: Any) -> Deferred:
+        """Run ``fn(cursor, ...)`` in a transaction: commit on success, roll back on error."""
+        self.interactions += 1
+        cursor = self.connection.cursor()
+        try:
+            result = fn(cursor, *args, **kwargs)
+        except Exception:
+            self.connection.rollback()
+            return fail(Failure())
+        self.connection.commit()
+        return succeed(result)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.connection.close()
+
+
+class ModelBridge(amp.AMP):
+    """A bridge as the broker sees it: answers pushes as shown (push) or held (inline)."""
+
+    def __init__(self, agent: "Agent", machine: "BrokerModel") -> None:
+        super().__init__()
+        self.agent = agent
+        self.machine = machine
+        self.pushed: list[int] = []
+
+    @wire.Deliver.responder
+    def deliver(self, message: dict[str, Any]) -> dict[str, bool]:
+        """Record the push, check it against the model, answer per the agent's delivery mode."""
+        message_id = message["id"]
+        self.machine.check_push(self.agent, self, message_id)
+        self.pushed.append(message_id)
+        if self.agent.delivery == "push":
+            self.machine.shown(self.agent, [message_id])
+            return {"shown": True}
+        return {"shown": False}
+
+    @wire.ShownElsewhere.responder
+    def shown_elsewhere(self, message_ids: list[int]) -> dict:
+        """Another client showed these (not used by the model's clients)."""
+        return {}
+
+    @wire.Event.responder
+    def event(self, event: dict) -> dict:
+        """Events are not watched here."""
+        return {}
+
+
+@dataclass
+class Agent:
+    """One agent session of the model."""
+
+    number: int
+    agent_pid: int
+    bridge_pid: int
+    start: float
+    cwd: str
+    delivery: str
+    alive: bool = True
+    peer_id: str | None = None
+    name: str | None = None
+    client: ModelBridge | None = None
+    pump: iosim.IOPump | None = None
+    shown_ids: set[int] = field(default_factory=set)
+
+
+class CallFailed(Exception):
+    """A remote call answered with an AMP error."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.getErrorMessage())
+        self.failure = failure
+
+
+class BrokerModel(RuleBasedStateMachine):
+    """The broker against a model of what it promised."""
+
+    agents = Bundle("agents")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base = Path(tempfile.mkdtemp(prefix="cp-model-", dir="/tmp"))
+        self.db_path = self.base / "peers.db"
+        prepare(self.db_path)
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.processes = FakeProcesses()
+        self.limits = Limits()
+        self.all_agents: list[Agent] = []
+        self.next_pid = 10_000
+        #: peer id -> ids of messages whose Send was answered, in the order accepted
+        self.sent: dict[str, list[int]] = {}
+        #: ids the broker was told are shown (a push answered shown, or an Acknowledge)
+        self.acked: set[int] = set()
+        self.gone_ids: set[str] = set()
+        self.violations: list[str] = []
+        self.restarts = 0
+        self.pool: SyncPool | None = None
+        self.joining: list[Agent] = []
+        self._start_broker()
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _start_broker(self) -> None:
+        self.pool = SyncPool(self.db_path)
+        self.store = Store(self.pool)
+        self.broker = Broker(self.store, self.clock, self.limits, host="modelhost", processes=self.processes)
+        started = self.broker.start()
+        assert started.called, "the broker must start at once over a synchronous pool"
+
+    def _connect(self, agent: Agent) -> None:
+        def server() -> BrokerProtocol:
+            return BrokerProtocol(self.broker, credentials=lambda _t: Credentials("unix", agent.bridge_pid, UID),
+                                  uid=UID)
+
+        client, _server, pump = iosim.connectedServerAndClient(server, lambda: ModelBridge(agent, self))
+        agent.client, agent.pump = client, pump
+
+    def call(self, agent: Agent, command: type[amp.Command], **arguments: Any) -> Any:
+        """Call a command on the broker over the agent's connection; raise CallFailed on error."""
+        assert agent.client is not None and agent.pump is not None
+        outcome: list[Any] = []
+        agent.client.callRemote(command, **arguments).addBoth(outcome.append)
+        self.flush()
+        assert outcome, f"{command.__name__} was not answered"
+        if isinstance(outcome[0], Failure):
+            raise CallFailed(outcome[0])
+        return outcome[0]
+
+    def flush(self) -> None:
+        """Move bytes on every connection until all are quiet (a push crosses another one)."""
+        while any([a.pump.pump() for a in self.all_agents + self.joining if a.pump is not None]):
+            pass
+
+    def _register(self, agent: Agent) -> dict[str, Any]:
+        self._connect(agent)
+        self.joining = [agent]
+        return self.call(agent, wire.Register, agent_pid=agent.agent_pid, agent_start=agent.start,
+                         client_type="claude-code", cwd=agent.cwd, delivery=agent.delivery)
+
+    def _drop(self, agent: Agent) -> None:
+        if agent.client is not None and agent.pump is not None:
+            agent.client.transport.loseConnection()
+            self.flush()
+        agent.client, agent.pump = None, None
+
+    def check_push(self, agent: Agent, client: ModelBridge, message_id: int) -> None:
+        """A push: never an id already shown, and in id order on one connection."""
+        if message_id in self.acked:
+            self.violations.append(f"message {message_id} pushed to {agent.peer_id} after it was shown")
+        if client.pushed and message_id <= client.pushed[-1]:
+            self.violations.append(f"push order broken for {agent.peer_id}: {message_id} after {client.pushed[-1]}")
+
+    def shown(self, agent: Agent, message_ids: list[int]) -> None:
+        """The agent has seen these messages (the client says so to the broker)."""
+        for message_id in message_ids:
+            if message_id in agent.shown_ids:
+                self.violations.append(f"message {message_id} shown twice to {agent.peer_id}")
+            agent.shown_ids.add(message_id)
+        self.acked.update(message_ids)
+
+    def live(self) -> list[Agent]:
+        """Agents whose process runs."""
+        return [a for a in self.all_agents if a.alive]
+
+    def connected(self) -> list[Agent]:
+        """Agents whose bridge is connected."""
+        return [a for a in self.all_agents if a.alive and a.client is not None]
+
+    # --- rules -------------------------------------------------------------------------------
+
+    @rule(target=agents, cwd=st.sampled_from(["/w/api", "/w/web"]), delivery=st.sampled_from(["push", "inline"]))
+    def new_agent(self, cwd: str, delivery: str) -> Agent:
+        """An agent session starts and its bridge registers: a new id, a name unique among live peers."""
+        agent = Agent(len(self.all_agents), self.next_pid, self.next_pid + 1, 100.0 + self.next_pid, cwd, delivery)
+        self.next_pid += 10
+        self.processes.spawn(agent.agent_pid, agent.start)
+        self.processes.spawn(agent.bridge_pid, agent.start + 1, parent=agent.agent_pid)
+        answer = self._register(agent)
+        assert not answer["resumed"]
+        assert answer["peer_id"] not in self.gone_ids
+        assert all(answer["peer_id"] != other.peer_id for other in self.all_agents)
+        agent.peer_id, agent.name = answer["peer_id"], answer["name"]
+        self.sent[agent.peer_id] = []
+        self.all_agents.append(agent)
+        return agent
+
+    @rule(agent=agents)
+    def disconnect(self, agent: Agent) -> None:
+        """The bridge's connection drops while the agent lives (MCP server restart)."""
+        self._drop(agent)
+
+    @rule(agent=agents)
+    def reconnect(self, agent: Agent) -> None:
+        """A new bridge of the same agent registers: same id, same name, backlog pushed again."""
+        if not agent.alive:
+            return
+        self._drop(agent)
+        answer = self._register(agent)
+        assert answer["resumed"]
+        assert (answer["peer_id"], answer["name"]) == (agent.peer_id, agent.name)
+
+    @rule(sender=agents, recipient=agents, by_name=st.booleans(), body=st.text(min_size=1, max_size=40))
+    def send(self, sender: Agent, recipient: Agent, by_name: bool, body: str) -> None:
+        """A connected peer sends; the answer is truthful and the message is committed."""
+        if sender.client is None or not body.strip():
+            return
+        live_names = {a.name for a in self.live() if a is not recipient}
+        target = recipient.name if by_name and recipient.alive and recipient.name else recipient.peer_id
+        if target in live_names and not recipient.alive:
+            target = recipient.peer_id
+        try:
+            answer = self.call(sender, wire.Send, to=target, body=body)
+        except CallFailed as error:
+            if sender is recipient:
+                assert error.failure.check(wire.InvalidArgument), error
+            else:
+                assert not recipient.alive, f"send to live {recipient.peer_id} failed: {error}"
+                assert error.failure.check(wire.PeerGone), error
+            return
+        assert sender is not recipient and recipient.alive
+        assert answer["to_id"] == recipient.peer_id
+        assert answer["to_name"] == recipient.name
+        expected = "delivered" if recipient.client is not None and recipient.delivery == "push" else "queued"
+        assert answer["status"] == expected, answer
+        ids = self.sent[recipient.peer_id]
+        assert not ids or answer["message_id"] > ids[-1], "ids grow in the order the broker accepts"
+        ids.append(answer["message_id"])
+
+    @rule(agent=agents)
+    def fetch_and_acknowledge(self, agent: Agent) -> None:
+        """The agent checks its messages: the unread ones, in order; acknowledging shows them."""
+        if agent.client is None:
+            return
+        answer = self.call(agent, wire.FetchUnread, limit=1000)
+        ids = [m["id"] for m in answer["messages"]]
+        assert ids == self.unacked(agent), (ids, self.unacked(agent))
+        if ids:
+            self.shown(agent, ids)
+            acked = self.call(agent, wire.Acknowledge, message_ids=ids)
+            assert acked["acknowledged"] == len(ids)
+
+    @rule(agent=consumes(agents))
+    def agent_dies(self, agent: Agent) -> None:
+        """The agent process ends: its bridge goes with it and the reaper marks the peer gone."""
+        if not agent.alive:
+            return
+        agent.alive = False
+        self.processes.end(agent.agent_pid)
+        self.processes.end(agent.bridge_pid)
+        self._drop(agent)
+        self.clock.advance(self.limits.reap_interval_seconds)
+        self.gone_ids.add(agent.peer_id or "")
+
+    @rule()
+    def restart_broker(self) -> None:
+        """The broker dies without cleanup (kill -9) and a new one opens the same database."""
+        self.broker.stop()  # its reaper shares our Clock; a dead process runs nothing
+        for agent in self.all_agents:
+            # Abandoned, not closed: the old broker never hears of it, as after kill -9.
+            agent.client, agent.pump = None, None
+        assert self.pool is not None
+        self.pool.close()
+        self.restarts += 1
+        self._start_broker()
+
+    @rule(agent=agents)
+    def list_peers(self, agent: Agent) -> None:
+        """list_peers never shows the caller nor a gone peer, and shows every other live one."""
+        if agent.client is None:
+            return
+        listed = {p["id"] for p in self.call(agent, wire.ListPeers, scope="machine")["peers"]}
+        assert agent.peer_id not in listed
+        assert not listed & self.gone_ids
+        assert listed == {a.peer_id for a in self.live() if a is not agent}
+
+    @rule(seconds=st.sampled_from([0.5, 2.0, 30.0]))
+    def time_passes(self, seconds: float) -> None:
+        """Time passes (delivery waits, reaping)."""
+        self.clock.advance(seconds)
+
+    # --- the model's view --------------------------------------------------------------------
+
+    def unacked(self, agent: Agent) -> list[int]:
+        """What the model says is still unread for ``agent``."""
+        return [i for i in self.sent.get(agent.peer_id or "", []) if i not in self.acked]
+
+    @invariant()
+    def no_violation_seen_by_clients(self) -> None:
+        """No push of a shown id, no push out of order, nothing shown twice."""
+        assert not self.violations, self.violations
+
+    @invariant()
+    def store_holds_exactly_the_unacknowledged_mail(self) -> None:
+        """Nothing acknowledged to a sender is lost: unread in the store == model, in order."""
+        for agent in self.all_agents:
+            stored = self.store.unread(agent.peer_id)
+            assert stored.called
+            assert [m.id for m in stored.result] == self.unacked(agent), agent.peer_id
+
+    @invariant()
+    def connected_bridges_were_pushed_all_their_mail(self) -> None:
+        """Online push bridges have nothing unread; inline ones hold exactly what is unread."""
+        for agent in self.connected():
+            if agent.delivery == "push":
+                assert self.unacked(agent) == []
+            else:
+                assert set(self.unacked(agent)) <= set(agent.client.pushed)  # type: ignore[union-attr]
+            # Sends are answered in the same flush as their push: every pushed id was sent to it.
+            assert set(agent.client.pushed) <= set(self.sent[agent.peer_id])  # type: ignore[union-attr,index]
+
+    @invariant()
+    def states_ids_and_names_hold(self) -> None:
+        """online/offline/gone as the model says; gone is final; live names are unique."""
+        actors = self.broker.actors
+        for agent in self.all_agents:
+            actor = actors[agent.peer_id]  # type: ignore[index]
+            expected = GONE if not agent.alive else ONLINE if agent.client is not None else OFFLINE
+            assert actor.state == expected, (agent.peer_id, actor.state, expected)
+            assert actor.name == agent.name
+        live_names = [a.name for a in actors.values() if a.state != GONE]
+        assert len(live_names) == len(set(live_names))
+
+    def teardown(self) -> None:
+        """Drop connections, close the database, remove the directory."""
+        self.broker.stop()
+        if self.pool is not None:
+            self.pool.close()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+BrokerModel.TestCase.settings = settings(
+    max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+#: Collected by pytest: the model-based test of the broker's wire.
+TestBrokerModel = BrokerModel.TestCase
+
+
+@pytest.mark.slow
+def test_broker_model_long_run() -> None:
+    """The same model, 500 sequences of up to 80 steps (slow suite)."""
+    run_state_machine_as_test(BrokerModel, settings=settings(
+        max_examples=500, stateful_step_count=80, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    ))
