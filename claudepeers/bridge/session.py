@@ -32,9 +32,10 @@ from .tools import BrokerUnreachable, PeerTools, ToolResult
 #: Messages appended to a tool result: few and short, so the agent's work goes on.
 FOOTER_MESSAGES = 5
 FOOTER_CHARS = 8_000
-#: check_messages shows mail "in full", within what an agent's context can take at once.
-CHECK_MESSAGES = 100
-CHECK_CHARS = 200_000
+#: check_messages shows mail "in full", within what an agent takes in one tool result
+#: (Claude Code cuts MCP results of about 25,000 tokens); a 32 KiB body always fits.
+CHECK_MESSAGES = 50
+CHECK_CHARS = 60_000
 #: After stdin ends, answers to requests already read may still go out for this long.
 EOF_GRACE_SECONDS = 0.3
 
