@@ -134,3 +134,13 @@ async def test_check_messages_without_a_broker_shows_what_the_bridge_holds(stdou
     checked = await bridge._call_tool("check_messages", {})
     assert "\u2502 held" in checked.text
     assert "not reachable" in checked.text
+
+
+@asyncio_test
+async def test_check_messages_shows_even_a_message_larger_than_its_bound(stdout_pipe: Any) -> None:
+    """With a raised body limit, one huge message still comes out whole, never stuck."""
+    _read_fd, write_fd = stdout_pipe
+    bridge = make_bridge(write_fd, "inline", FakeLink({wire.FetchUnread: {"messages": [], "more": 0}}))
+    bridge._deliver(message(1, "x" * 100_000))
+    footer = await bridge._call_tool("check_messages", {})
+    assert footer.text.startswith("1 new message:") and "x" * 100_000 in footer.text
