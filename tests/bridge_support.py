@@ -15,6 +15,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,11 +172,25 @@ class BridgeClient:
         return int(self.pidfile.read_text())
 
 
-async def ready(*bridges: BridgeClient) -> None:
-    """Wait until all these bridges are registered (they start up in parallel)."""
+async def ready(*bridges: BridgeClient, patience: float = 0.0) -> None:
+    """Wait until all these bridges are registered (they start up in parallel).
+
+    A bridge answers "not reachable" after waiting 5 s for the broker; with ``patience``
+    such answers are retried until that many seconds have passed (for an autostarted
+    broker on a busy machine).
+    """
+
+    async def registered(bridge: BridgeClient) -> None:
+        deadline = time.monotonic() + patience
+        while True:
+            result = await bridge.call("whoami")
+            if not result.is_error:
+                return
+            assert "not reachable" in text_of(result) and time.monotonic() < deadline, text_of(result)
+
     async with anyio.create_task_group() as group:
         for bridge in bridges:
-            group.start_soon(bridge.text, "whoami")
+            group.start_soon(registered, bridge)
 
 
 def text_of(result: types.CallToolResult) -> str:

@@ -364,7 +364,7 @@ async def test_ten_bridges_starting_at_once_start_one_broker(short_dir: Path) ->
         async with AsyncExitStack() as stack:
             opened = [await stack.enter_async_context(open_bridge(agent, "codex-mcp-client", registered=False))
                       for agent in agents]
-            await ready(*opened)
+            await ready(*opened, patience=30)
             ids = {await my_id(bridge) for bridge in opened}
             assert len(ids) == 10
             listing = await opened[0].text("list_peers", {"scope": "machine"})
