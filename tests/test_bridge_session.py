@@ -7,8 +7,10 @@ import os
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.task import deferLater
 
 from claudepeers import wire
 from claudepeers.bridge.connection import AsyncBroker
@@ -144,3 +146,24 @@ async def test_check_messages_shows_even_a_message_larger_than_its_bound(stdout_
     bridge._deliver(message(1, "x" * 100_000))
     footer = await bridge._call_tool("check_messages", {})
     assert footer.text.startswith("1 new message:") and "x" * 100_000 in footer.text
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_push_counts_as_shown_only_once_it_is_in_the_pipe(stdout_pipe: Any) -> Any:
+    """With the agent's pipe full, the Deliver answer waits until the notification is in it."""
+    read_fd, write_fd = stdout_pipe
+    os.set_blocking(read_fd, False)
+    bridge = make_bridge(write_fd, "push", FakeLink(), answered_first=False)
+    answers = [bridge._deliver(message(index, "y" * 20_000)) for index in range(1, 8)]
+    waiting = [answer for answer in answers if isinstance(answer, Deferred)]
+    assert waiting, "the pipe should have filled up"
+    assert not any(d.called for d in waiting)
+    received = b""
+    while len(received.splitlines()) < 7:
+        yield deferLater(reactor, 0.01, lambda: None)  # let the writer drain as we read
+        try:
+            received += os.read(read_fd, 1 << 20)
+        except BlockingIOError:
+            pass
+    results = yield gatherResults(waiting)
+    assert results == [True] * len(waiting)

@@ -174,13 +174,17 @@ class Bridge:
 
     # --- showing messages ----------------------------------------------------------------
 
-    def _deliver(self, message: dict[str, Any]) -> bool:
-        """The broker pushed a message: True when the agent has seen it (now or before)."""
+    def _deliver(self, message: dict[str, Any]) -> Any:
+        """The broker pushed a message: True when the agent has seen it (now or before).
+
+        "Seen" means in the agent's stdin pipe: when the pipe is full, the answer waits
+        until our buffer has drained into it.
+        """
         offer = self.inbox.offer(message)
         if offer is Offer.ALREADY_SHOWN:
             return True
         if offer is Offer.SHOW:
-            return self._notify(message)
+            return self._in_pipe(self._notify(message))
         if self.inbox.mode == "push" and self.inbox.ready:
             # Older mail waits (fetched by check_messages, or held before "initialized"):
             # push it all now, in order, rather than leave it for the next tool result.
@@ -189,8 +193,14 @@ class Bridge:
             others = [held_id for held_id in shown if held_id != message_id]
             if others:
                 self.link.acknowledge(others)
-            return message_id in shown
+            return self._in_pipe(message_id in shown)
         return False
+
+    def _in_pipe(self, shown: bool) -> Any:
+        """``shown`` now if the pipe took everything, else once it has."""
+        if not shown or not self.writer.pending:
+            return shown
+        return self.writer.drained()
 
     def _notify(self, message: Mapping[str, Any]) -> bool:
         """Show one message as a channel notification; False when stdout is gone."""

@@ -19,6 +19,7 @@ import os
 from typing import Any, Callable
 
 from twisted.internet import fdesc
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -124,6 +125,7 @@ class LineWriter:
         self._on_broken = on_broken
         self._pending = bytearray()
         self._watching = False
+        self._drain_waiters: list[Deferred] = []
         self.broken = False
         fdesc.setNonBlocking(fd)
 
@@ -137,6 +139,19 @@ class LineWriter:
     def pending(self) -> int:
         """Bytes accepted but not yet in the pipe."""
         return len(self._pending)
+
+    def drained(self) -> Deferred:
+        """Fires with True once everything accepted is in the pipe (False if it broke)."""
+        if not self._pending or self.broken:
+            return succeed(not self.broken)
+        waiter: Deferred = Deferred()
+        self._drain_waiters.append(waiter)
+        return waiter
+
+    def _fire_drained(self, result: bool) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            waiter.callback(result)
 
     def write(self, data: bytes) -> bool:
         """Queue ``data``; True when all of it is in the pipe already."""
@@ -172,6 +187,7 @@ class LineWriter:
         if not self._pending and self._watching:
             self._watching = False
             self._reactor.removeWriter(self)
+            self._fire_drained(True)
 
     def flush_blocking(self, timeout: float = 0.5) -> None:
         """At exit: push out what is left, waiting at most ``timeout`` for the reader."""
@@ -193,6 +209,7 @@ class LineWriter:
         if self._watching:
             self._watching = False
             self._reactor.removeWriter(self)
+        self._fire_drained(False)
         self._on_broken()
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
