@@ -1,0 +1,152 @@
+"""A blocking AMP client on a plain socket, for fault, fuzz and soak tests of a real broker.
+
+It speaks AMP's framing by hand (2-byte key length, key, 2-byte value length, value; an
+empty key ends a box), so it can send well-formed commands (:meth:`RawAMP.call`) and
+anything else (:meth:`RawAMP.send_bytes`). Pushes from the broker (``Deliver``) that
+arrive while waiting for an answer are answered ``shown`` (or held) and recorded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import struct
+import time
+from typing import Any
+
+from twisted.protocols import amp
+
+from claudepeers import wire
+
+
+class RemoteError(Exception):
+    """The broker answered a command with an AMP error box."""
+
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+
+
+class Closed(Exception):
+    """The broker closed the connection."""
+
+
+def frame(box: dict[bytes, bytes]) -> bytes:
+    """One AMP box on the wire (no length checks: fuzzers want to break them)."""
+    out = bytearray()
+    for key, value in box.items():
+        out += struct.pack("!H", len(key) & 0xFFFF) + key
+        out += struct.pack("!H", len(value) & 0xFFFF) + value
+    return bytes(out + b"\x00\x00")
+
+
+class RawAMP:
+    """One connection to the broker."""
+
+    def __init__(self, sock: socket.socket, timeout: float = 10.0) -> None:
+        self.sock = sock
+        self.sock.settimeout(timeout)
+        self._buffer = b""
+        self._tags = itertools.count(1)
+        self.pushed: list[dict[str, Any]] = []
+        self.show = True  # answer Deliver shown=True (else held)
+
+    @classmethod
+    def unix(cls, path: str, timeout: float = 10.0) -> "RawAMP":
+        """Connect to a UNIX socket."""
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(timeout)
+        sock.connect(path)
+        return cls(sock, timeout)
+
+    @classmethod
+    def tcp(cls, port: int, token: str | None = None, timeout: float = 10.0) -> "RawAMP":
+        """Connect to 127.0.0.1:port and present ``token`` when given."""
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        client = cls(sock, timeout)
+        if token is not None:
+            client.call(wire.Authenticate, token=token)
+        return client
+
+    def close(self) -> None:
+        """Close the socket."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # --- bytes ---------------------------------------------------------------------------
+
+    def send_bytes(self, data: bytes) -> None:
+        """Write raw bytes."""
+        self.sock.sendall(data)
+
+    def read_box(self, timeout: float | None = None) -> dict[bytes, bytes]:
+        """The next box from the broker; Closed when the connection ends."""
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        box: dict[bytes, bytes] = {}
+        while True:
+            key = self._read(struct.unpack("!H", self._read(2))[0])
+            if not key:
+                return box
+            box[key] = self._read(struct.unpack("!H", self._read(2))[0])
+
+    def _read(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise Closed("the broker closed the connection")
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    # --- commands ------------------------------------------------------------------------
+
+    def call(self, command: type[amp.Command], **arguments: Any) -> dict[str, Any]:
+        """Call ``command`` and wait for its answer; RemoteError for an error box."""
+        tag = str(next(self._tags)).encode()
+        box = dict(command.makeArguments(arguments, None))
+        box[b"_command"] = command.commandName
+        box[b"_ask"] = tag
+        self.send_bytes(frame(box))
+        return self.answer(tag, command)
+
+    def answer(self, tag: bytes, command: type[amp.Command] | None = None) -> dict[str, Any]:
+        """Read boxes (answering pushes) until the answer or error for ``tag`` arrives."""
+        while True:
+            box = self.read_box()
+            if b"_command" in box:
+                self._pushed(box)
+                continue
+            if box.get(b"_answer") == tag:
+                if command is None:
+                    return {k.decode(): v for k, v in box.items()}
+                return command.parseResponse(amp.AmpBox(box), None)
+            if box.get(b"_error") == tag:
+                raise RemoteError(box.get(b"_error_code", b"?").decode(),
+                                  box.get(b"_error_description", b"").decode(errors="replace"))
+
+    def _pushed(self, box: dict[bytes, bytes]) -> None:
+        name = box[b"_command"]
+        if name == wire.Deliver.commandName:
+            message = wire.Deliver.parseArguments(amp.AmpBox(box), None)["message"]
+            message["received_at"] = time.time()
+            self.pushed.append(message)
+            answer = {b"_answer": box[b"_ask"], b"shown": b"True" if self.show else b"False"}
+            self.send_bytes(frame(answer))
+        elif b"_ask" in box:
+            self.send_bytes(frame({b"_answer": box[b"_ask"]}))
+
+    def drain(self, timeout: float) -> None:
+        """Answer pushes until nothing arrives for ``timeout`` seconds."""
+        try:
+            while True:
+                box = self.read_box(timeout)
+                if b"_command" in box:
+                    self._pushed(box)
+        except socket.timeout:
+            return
+        finally:
+            self.sock.settimeout(10.0)
