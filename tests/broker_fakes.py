@@ -84,7 +84,7 @@ class FakeBridge:
 class World:
     """A broker over a real SQLite store, with a Clock and a fake process table."""
 
-    def __init__(self, base: Path, limits: Limits | None = None) -> None:
+    def __init__(self, base: Path, limits: Limits | None = None, reactor: Any = None) -> None:
         self.db_path = base / "peers.db"
         prepare(self.db_path)
         self.store = Store(open_pool(str(self.db_path)))
@@ -92,7 +92,8 @@ class World:
         self.clock.advance(1_800_000_000)
         self.processes = FakeProcesses()
         self.limits = limits or Limits()
-        self.broker = Broker(self.store, self.clock, self.limits, host="testhost", processes=self.processes)
+        self.broker = Broker(self.store, self.clock, self.limits, host="testhost", processes=self.processes,
+                             reactor=reactor)
         self._next_pid = 1000
 
     def agent(self, start: float = 100.0) -> tuple[int, int]:
