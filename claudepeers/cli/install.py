@@ -232,6 +232,12 @@ class Installer:
         self.manifest["skill"] = {"path": str(path), "sha256": _sha(text)}
         self.say(f"Skill: {short_path(self.paths, path)}")
 
+    def hooks(self, stop_guard: bool) -> None:
+        """Add the prompt hooks to Claude Code's settings and Codex's hooks.json."""
+        from claudepeers.cli.install_hooks import add_hooks
+
+        add_hooks(self, stop_guard)
+
     def service(self, kind: str, settings: Any) -> None:
         """Write the broker's service file with real paths and say how to load it."""
         rendered = service.render(kind, self.paths.home, self.command, settings.socket_path, settings.db_path)
@@ -251,13 +257,13 @@ def default_service_kind() -> str:
     return "launchd" if sys.platform == "darwin" else "systemd"
 
 
-_TARGET_FLAGS = ["claude", "codex", "service", "allow-tools", "skill"]
+_TARGET_FLAGS = ["claude", "codex", "service", "allow-tools", "skill", "hooks"]
 
 
 class InstallOptions(usage.Options):
     """``claude-peers install [--claude] [--codex] [--service] [--allow-tools] [--skill]``."""
 
-    synopsis = "Usage: claude-peers install [--claude] [--codex] [--service] [--allow-tools] [--skill]"
+    synopsis = "Usage: claude-peers install [--claude] [--codex] [--service] [--allow-tools] [--skill] [--hooks [--stop-guard]]"
     longdesc = "With no target flag: --claude --codex. Idempotent: running it again changes nothing."
     optFlags = [
         ("claude", None, "Register the bridge with Claude Code (user scope)"),
@@ -265,6 +271,8 @@ class InstallOptions(usage.Options):
         ("service", None, "Write the broker's systemd user unit or launchd agent"),
         ("allow-tools", None, "Allow the peer tools in ~/.claude/settings.json (not kill_peer)"),
         ("skill", None, "Install the claude-peers skill into ~/.claude/skills/"),
+        ("hooks", None, "Add prompt hooks that show peer mail (Claude Code settings, Codex hooks.json)"),
+        ("stop-guard", None, "With --hooks: unread peer mail holds the end of a turn (Stop hook)"),
         ("config-file", None, "Edit ~/.claude.json directly even when `claude` is on PATH"),
     ]
     optParameters = [
@@ -274,6 +282,8 @@ class InstallOptions(usage.Options):
 
     def postOptions(self) -> None:
         """No target flag means Claude Code and Codex; check the service kind."""
+        if self["stop-guard"]:
+            self["hooks"] = True
         if not any(self[flag] for flag in _TARGET_FLAGS):
             self["claude"] = self["codex"] = True
         if self["service-kind"] not in (None, "systemd", "launchd"):
@@ -300,6 +310,8 @@ class InstallOptions(usage.Options):
                 installer.allow_tools()
             if self["skill"]:
                 installer.skill()
+            if self["hooks"]:
+                installer.hooks(self["stop-guard"])
             if self["service"]:
                 installer.service(self["service-kind"] or default_service_kind(), settings)
         finally:
@@ -312,7 +324,7 @@ class InstallOptions(usage.Options):
 class UninstallOptions(usage.Options):
     """``claude-peers uninstall [--claude] [--codex] [--service] [--allow-tools] [--skill]``."""
 
-    synopsis = "Usage: claude-peers uninstall [--claude] [--codex] [--service] [--allow-tools] [--skill]"
+    synopsis = "Usage: claude-peers uninstall [--claude] [--codex] [--service] [--allow-tools] [--skill] [--hooks]"
     longdesc = "With no target flag: everything install added."
     optFlags = [(flag, None, f"Remove what install --{flag} added") for flag in _TARGET_FLAGS]
     optFlags += [("config-file", None, "Edit ~/.claude.json directly even when `claude` is on PATH")]

@@ -34,12 +34,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "doctor": ("doctor", "DoctorOptions", "Read-only diagnosis with a verdict"),
     "broker": ("", "", "Run the broker in the foreground (options: broker --help)"),
     "mcp": ("", "", "Run the MCP stdio bridge (what agents start; options: mcp --help)"),
+    "hook": ("", "", "Show unread peer mail through an agent's prompt hook (what agents run)"),
 }
 
 #: Commands handed over whole to another program's main(argv).
 PASSTHROUGH = {
     "broker": ("claudepeers.broker_main", "main"),
     "mcp": ("claudepeers.bridge.main", "main"),
+    "hook": ("claudepeers.hooks.run", "main"),
 }
 
 EXIT_OK = 0

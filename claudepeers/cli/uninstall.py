@@ -104,6 +104,12 @@ class Uninstaller:
                 pass
         self.manifest.pop(key, None)
 
+    def hooks(self) -> None:
+        """Remove the prompt hooks from Claude Code's settings and Codex's hooks.json."""
+        from claudepeers.cli.install_hooks import remove_hooks
+
+        remove_hooks(self)
+
     def skill(self) -> None:
         """Remove the installed skill file (unless it was edited since)."""
         self._remove_file("skill", "Skill")

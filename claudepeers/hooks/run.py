@@ -1,0 +1,227 @@
+"""``claude-peers hook <event>``: show this agent session's unread peer mail through the agent's hook.
+
+Claude Code and Codex run the command at fixed moments (``SessionStart``,
+``UserPromptSubmit``, and ``Stop`` when the stop guard is installed), with the event's
+JSON on stdin, as a descendant of the agent process. One run:
+
+1. finds the agent session above this process (:func:`claudepeers.agents.session_of`);
+2. connects to the broker, never starting one, and pipelines ``Attach`` (the broker checks
+   from the kernel that the agent is our ancestor), ``Whoami`` and ``FetchUnread``: one
+   round trip;
+3. prints nothing when the peer's bridge is online in push mode (the channel shows each
+   message at once) or when there is no mail;
+4. otherwise prints the framed messages in the agent's hook output, flushes, and only then
+   acknowledges exactly the messages it printed. The broker tells the peer's bridge
+   (``ShownElsewhere``), which drops its held copies, so no message is shown twice.
+
+It never fails the agent's turn: any error is one line in ``hooks.log`` next to the
+broker's socket (``~/.claude/run/hooks.log``), nothing on stdout, and exit status 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, TextIO
+
+from claudepeers import agents
+from claudepeers.hooks import output
+from claudepeers.hooks.amp_socket import (
+    AmpError,
+    AmpSocket,
+    BrokerUnreachable,
+    boolean,
+    floating,
+    integer,
+    integer_list,
+    json_value,
+    text,
+)
+from claudepeers.settings import Settings, parse_url
+
+#: Seconds the hook waits for the broker at each step; a hung broker costs the turn this much.
+CALL_TIMEOUT = 3.0
+#: Messages fetched per run; more than ever fit into one output.
+PAGE = 50
+#: The log is renamed to ``hooks.log.1`` beyond this size.
+MAX_LOG_BYTES = 1_000_000
+
+USAGE = "usage: claude-peers hook <SessionStart|UserPromptSubmit|Stop>  (the hook's JSON on stdin)"
+
+
+def log_path(settings: Settings | None) -> Path:
+    """Where hook errors are logged: ``hooks.log`` next to the broker's socket."""
+    if settings is not None:
+        return settings.run_dir / "hooks.log"
+    home = Path(os.environ.get("HOME") or os.path.expanduser("~"))
+    return home / ".claude" / "run" / "hooks.log"
+
+
+def write_log(path: Path, event: str, line: str) -> None:
+    """Append one timestamped line; never raises (a hook must not fail over its log)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            if path.stat().st_size > MAX_LOG_BYTES:
+                os.replace(path, path.with_name(path.name + ".1"))
+        except FileNotFoundError:
+            pass
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        flat = " ".join(line.split())
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{stamp} hook {event or '?'} pid {os.getpid()}: {flat}\n")
+    except Exception:
+        pass
+
+
+def read_payload(stdin: TextIO) -> dict[str, Any]:
+    """The hook's JSON input (an empty dict when there is none or it is not an object)."""
+    try:
+        if stdin.isatty():
+            return {}
+        data = json.loads(stdin.read() or "{}")
+    except (ValueError, OSError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def connect(settings: Settings) -> tuple[AmpSocket, list[tuple[str, list]]]:
+    """Connect without autostart; returns the socket and the calls to send first (TCP token)."""
+    if settings.url:
+        host, port = parse_url(settings.url)
+        sock = AmpSocket.connect_tcp(host, port, CALL_TIMEOUT)
+        try:
+            token = settings.token_path.read_text().strip()
+        except OSError as exc:
+            sock.close()
+            raise BrokerUnreachable(f"cannot read the TCP token file {settings.token_path}: {exc.strerror}") from None
+        return sock, [("Authenticate", [(b"token", text(token))])]
+    return AmpSocket.connect_unix(str(settings.socket_path), CALL_TIMEOUT), []
+
+
+class StopCounter:
+    """How often the stop guard blocked in the current turn of one agent session (a tiny file)."""
+
+    def __init__(self, settings: Settings, payload: Mapping[str, Any], agent_pid: int) -> None:
+        """The counter of the session named in ``payload`` (else of the agent process)."""
+        session = str(payload.get("session_id") or f"pid-{agent_pid}")
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", session)[:120]
+        self.path = settings.run_dir / "hook-state" / f"stop-{safe}.json"
+        self.turn = str(payload.get("turn_id") or "")
+
+    def blocks(self) -> int:
+        """Blocks so far in this turn (a new Codex turn id starts again from 0)."""
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return 0
+        if not isinstance(state, dict) or state.get("turn", "") != self.turn:
+            return 0
+        return int(state.get("blocks", 0))
+
+    def record_block(self) -> None:
+        """One more block in this turn."""
+        count = self.blocks() + 1
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path.write_text(json.dumps({"turn": self.turn, "blocks": count}))
+
+    def reset(self) -> None:
+        """A new turn (the user's prompt) or a turn that ended: start counting again."""
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+
+def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: TextIO, note: Callable[[str], None]) -> None:
+    """One hook run; raises on failure (the caller logs it and exits 0)."""
+    agent = agents.session_of(os.getpid())
+    if agent is None:
+        note("no agent session above this process")
+        return
+    counter = StopCounter(settings, payload, agent.pid)
+    if event == "UserPromptSubmit":
+        counter.reset()
+    if event == output.STOP_EVENT and not output.stop_may_block(payload, counter.blocks()):
+        counter.reset()
+        return
+    sock, first_calls = connect(settings)
+    try:
+        attach_args = [(b"agent_pid", integer(agent.pid)), (b"agent_start", floating(agent.start))]
+        tags = sock.send([*first_calls, ("Attach", attach_args), ("Whoami", []),
+                          ("FetchUnread", [(b"limit", integer(PAGE))])])
+        for tag in tags[: len(first_calls)]:
+            sock.answer(tag)
+        try:
+            attached = sock.answer(tags[-3])
+        except AmpError as error:
+            if error.code == "UNKNOWN_PEER":
+                return  # no bridge ever registered this session: nothing to show
+            raise
+        peer = json_value(sock.answer(tags[-2]), b"peer")
+        fetched = sock.answer(tags[-1])
+        if boolean(attached, b"online") and peer.get("delivery") == "push":
+            return  # the bridge pushes every message to the agent at once
+        selection = output.select(json_value(fetched, b"messages"), int(fetched[b"more"]))
+        if not selection.text:
+            if event == output.STOP_EVENT:
+                counter.reset()
+            return
+        if event == output.STOP_EVENT:
+            result = output.stop_output(selection.text)
+        else:
+            result = output.context_output(event, selection.text)
+        stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        stdout.flush()
+        if event == output.STOP_EVENT:
+            counter.record_block()
+        if selection.ids:
+            try:
+                sock.call("Acknowledge", [(b"message_ids", integer_list(selection.ids))])
+            except (AmpError, BrokerUnreachable) as error:
+                note(f"printed messages {selection.ids} but could not acknowledge them "
+                     f"(they may be shown once more): {error}")
+                return
+            note(f"showed messages {selection.ids} to peer {peer.get('id', '?')}")
+    finally:
+        sock.close()
+
+
+def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    """The ``claude-peers hook`` command: always exits 0 (errors go to the hook log)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    stdin = sys.stdin if stdin is None else stdin
+    stdout = sys.stdout if stdout is None else stdout
+    if args[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    started = time.monotonic()
+    settings: Settings | None = None
+    event = args[0] if args else ""
+    try:
+        settings = Settings.from_env()
+        payload = read_payload(stdin)
+        event = event or str(payload.get("hook_event_name") or "")
+        if event not in output.EVENTS:
+            write_log(log_path(settings), event, f"unsupported event {event!r}; {USAGE}")
+            return 0
+        path = log_path(settings)
+        run(event, payload, settings, stdout, lambda line: write_log(path, event, line))
+    except BrokerUnreachable as error:
+        write_log(log_path(settings), event, f"{error} (mail waits for the next hook or tool call)")
+    except AmpError as error:
+        write_log(log_path(settings), event, f"the broker refused: {error}")
+    except Exception as error:  # the agent's turn must go on whatever happened
+        write_log(log_path(settings), event, f"internal error: {type(error).__name__}: {error}")
+    finally:
+        if os.environ.get("CLAUDE_PEERS_HOOK_TIMING"):
+            sys.stderr.write(f"claude-peers hook: {1000 * (time.monotonic() - started):.1f} ms\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

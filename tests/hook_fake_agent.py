@@ -1,0 +1,89 @@
+"""A stand-in agent session that starts MCP bridges and runs hook commands as its children.
+
+Copied by the tests to an executable named ``claude`` or ``codex`` (so that the process
+tree looks as under the real CLI). It listens on ``CP_AGENT_SOCKET`` for two requests:
+
+- a bridge start, exactly as ``bridge_fake_agent.py`` (stdin and stdout passed by
+  SCM_RIGHTS from ``bridge_relay.py``; the bridge's pid, then its exit status, go back);
+- ``{"run": "<shell command>", "stdin": "...", "env": {...}}``: runs the command through
+  ``/bin/sh -c`` as Claude Code runs a hook (Codex runs it directly, one level less), with
+  the text on its stdin, and answers ``{"status", "stdout", "stderr", "seconds"}`` as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+
+def start_bridge(connection: socket.socket, request: dict, fds: list[int]) -> None:
+    """Start one bridge on the passed descriptors and report its pid and exit status."""
+    stdin_fd, stdout_fd = fds
+    child = subprocess.Popen(
+        [sys.executable, "-m", "claudepeers.bridge.main", *request.get("args", [])],
+        stdin=stdin_fd,
+        stdout=stdout_fd,
+        env={**os.environ, **request.get("env", {})},
+    )
+    os.close(stdin_fd)
+    os.close(stdout_fd)
+    connection.sendall(f"{child.pid}\n".encode())
+    status = child.wait()
+    connection.sendall(f"{status}\n".encode())
+
+
+def run_hook(connection: socket.socket, request: dict) -> None:
+    """Run one hook command under this agent and send back what it did."""
+    started = time.monotonic()
+    done = subprocess.run(
+        ["/bin/sh", "-c", request["run"]],
+        input=request.get("stdin", "").encode(),
+        capture_output=True,
+        env={**os.environ, **request.get("env", {})},
+        timeout=request.get("timeout", 30),
+    )
+    answer = {
+        "status": done.returncode,
+        "stdout": done.stdout.decode(errors="replace"),
+        "stderr": done.stderr.decode(errors="replace"),
+        "seconds": time.monotonic() - started,
+    }
+    connection.sendall(json.dumps(answer).encode())
+
+
+def serve_one(connection: socket.socket) -> None:
+    """Read one request (with or without descriptors) and serve it."""
+    try:
+        message, fds, _flags, _address = socket.recv_fds(connection, 1 << 20, 2)
+        request = json.loads(message.decode() or "{}")
+        if "run" in request:
+            run_hook(connection, request)
+        else:
+            start_bridge(connection, request, fds)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    finally:
+        connection.close()
+
+
+def main() -> None:
+    """Listen until SIGTERM (the default action: die at once, like an agent)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(os.environ["CP_AGENT_SOCKET"])
+    server.listen(16)
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    while True:
+        connection, _ = server.accept()
+        threading.Thread(target=serve_one, args=(connection,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
