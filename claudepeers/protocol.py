@@ -117,7 +117,7 @@ class BrokerProtocol(amp.AMP):
                 return fail(refusal)
             try:
                 d = responder(box)
-            except (KeyError, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
+            except (KeyError, ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError) as exc:
                 return fail(_remote(wire.InvalidArgument, f"malformed arguments for {name.decode(errors='replace')}: {_explain(exc)}"))
             return d.addErrback(self._unexpected, name)
 
