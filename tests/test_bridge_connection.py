@@ -105,13 +105,14 @@ def listening(short_dir: Path) -> Any:
 
 
 def make_link(settings: Settings, registered: Registered, delivered: list | None = None,
-              call_wait: float = 5.0) -> BrokerLink:
+              call_wait: float = 5.0, shown_elsewhere: list | None = None) -> BrokerLink:
     def on_deliver(message: dict) -> bool:
         if delivered is not None:
             delivered.append(message)
         return message["id"] % 2 == 0
 
     return BrokerLink(reactor, settings, lambda: succeed(dict(REGISTRATION)), on_deliver, registered,
+                      on_shown_elsewhere=(shown_elsewhere if shown_elsewhere is not None else []).extend,
                       call_wait=call_wait)
 
 
@@ -149,6 +150,23 @@ def test_pushes_are_answered_by_the_inbox(listening: Any) -> Any:
         second = yield record.connections[0].callRemote(wire.Deliver, message={"id": 3, "body": "y"})
         assert (first, second) == ({"shown": True}, {"shown": False})
         assert [m["id"] for m in delivered] == [2, 3]
+    finally:
+        yield link.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_messages_shown_by_a_hook_are_reported_to_the_inbox(listening: Any) -> Any:
+    """ShownElsewhere from the broker reaches the inbox (so those messages are never shown here)."""
+    settings, record, start = listening
+    yield start()
+    registered, elsewhere = Registered(), []
+    link = make_link(settings, registered, shown_elsewhere=elsewhere)
+    link.start()
+    try:
+        yield registered.wait(1)
+        record.connections[0].callRemote(wire.ShownElsewhere, message_ids=[4, 5])
+        yield link.call(wire.Whoami)  # answered after the notice, on the same connection
+        assert elsewhere == [4, 5]
     finally:
         yield link.stop()
 
