@@ -41,6 +41,8 @@ def make_agent(broker_process: BrokerProcess) -> Any:
     yield make
     for agent in started:
         agent.cleanup()
+        # Shown by pytest only when the test failed: what the agent's bridges logged.
+        print(f"--- stderr of agent {agent.name} and its bridges ---\n{agent.log_text()[-6000:]}")
 
 
 def body_of(content: str) -> str:
