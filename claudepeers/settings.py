@@ -42,6 +42,8 @@ class Limits:
         "CLAUDE_PEERS_RETENTION_SECONDS": ("retention_seconds", float),
         "CLAUDE_PEERS_KILL_GRACE_SECONDS": ("kill_grace_seconds", float),
         "CLAUDE_PEERS_DELIVERY_WAIT_SECONDS": ("delivery_wait_seconds", float),
+        "CLAUDE_PEERS_TCP_PING_SECONDS": ("tcp_ping_interval_seconds", float),
+        "CLAUDE_PEERS_REAP_SECONDS": ("reap_interval_seconds", float),
     }
 
     @classmethod

@@ -271,3 +271,28 @@ async def _tick() -> None:
     d: Deferred = Deferred()
     reactor.callLater(0.01, d.callback, None)
     await d
+
+
+def test_silent_tcp_client_is_dropped_after_a_missed_ping(short_dir: Path) -> None:
+    """TCP has no kernel liveness signal: a client that stops answering pings is dropped."""
+    port = free_port()
+    env = broker_env(short_dir, CLAUDE_PEERS_TCP_PING_SECONDS="0.2")
+    broker = BrokerProcess(short_dir, env, args=["--tcp", str(port)]).start()
+    try:
+        token = (broker.socket_path.parent / "claude-peers.token").read_text().strip()
+        raw = socket.create_connection(("127.0.0.1", port))
+        raw.sendall(amp.AmpBox({b"_command": b"Authenticate", b"_ask": b"1", b"token": token.encode()}).serialize())
+        raw.settimeout(10)
+        received = b""
+        while True:  # read the answer and the pings, answer none of them
+            try:
+                chunk = raw.recv(4096)
+            except ConnectionResetError:  # the broker aborted the connection
+                break
+            if not chunk:
+                break
+            received += chunk
+        raw.close()
+        assert b"_answer" in received and b"Ping" in received
+    finally:
+        broker.stop()
