@@ -1,0 +1,60 @@
+"""Where a directory sits in git: top level, common git dir (for scope repo), branch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from claudepeers.gitinfo import RepoInfo, repo_info
+
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, env=GIT_ENV)
+
+
+def make_repo(base: Path) -> Path:
+    repo = base / "repo"
+    (repo / "sub").mkdir(parents=True)
+    git("init", "-q", "-b", "main", cwd=repo)
+    git("commit", "-q", "--allow-empty", "-m", "start", cwd=repo)
+    return repo
+
+
+def test_subdirectories_and_worktrees_share_the_common_dir(short_dir: Path) -> None:
+    """A subdirectory and a worktree of one repository give the same absolute common dir."""
+    repo = make_repo(short_dir)
+    git("worktree", "add", "-q", "-b", "feature", str(short_dir / "wt"), cwd=repo)
+    top = repo_info(str(repo))
+    sub = repo_info(str(repo / "sub"))
+    tree = repo_info(str(short_dir / "wt"))
+    common = str((repo / ".git").resolve())
+    assert top == RepoInfo(root=str(repo), common_dir=common, branch="main")
+    assert sub == top
+    assert tree == RepoInfo(root=str(short_dir / "wt"), common_dir=common, branch="feature")
+
+
+def test_detached_head_has_no_branch(short_dir: Path) -> None:
+    """A detached HEAD is in the repo but on no branch."""
+    repo = make_repo(short_dir)
+    git("checkout", "-q", "--detach", cwd=repo)
+    info = repo_info(str(repo))
+    assert info.root == str(repo) and info.branch is None
+
+
+def test_a_repository_without_commits_still_counts(short_dir: Path) -> None:
+    """A fresh `git init` has a root and a common dir, even though HEAD names no commit."""
+    repo = short_dir / "fresh"
+    repo.mkdir()
+    git("init", "-q", cwd=repo)
+    info = repo_info(str(repo))
+    assert info.root == str(repo) and info.common_dir == str((repo / ".git").resolve())
+
+
+def test_outside_a_repository_or_without_git_everything_is_none(short_dir: Path) -> None:
+    """No repository, or no git at all: all fields None, no exception."""
+    assert repo_info(str(short_dir)) == RepoInfo()
+    assert repo_info(str(short_dir), git=str(short_dir / "no-such-git")) == RepoInfo()
