@@ -54,6 +54,13 @@ class BridgeOptions(usage.Options):
         ],
     ]
 
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        from claudepeers import __version__
+
+        print(f"claude-peers {__version__}")
+        sys.exit(0)
+
     def postOptions(self) -> None:  # noqa: N802 - Twisted's name
         """Fill from the environment, then check the values."""
         env = os.environ
