@@ -228,3 +228,17 @@ def test_doctor_checks_what_install_wrote(short_dir: Path) -> None:
     done = cli(env, "doctor")
     assert done.returncode == 1
     assert "[FAIL] claude config:" in done.stdout and "which does not exist" in done.stdout
+
+
+def test_a_file_two_steps_created_goes_when_both_are_uninstalled(short_dir: Path) -> None:
+    """settings.json created by --allow-tools and also edited by --hooks is deleted once both go."""
+    env = home_env(short_dir)
+    assert cli(env, "install", "--allow-tools", "--hooks").returncode == 0
+    settings = short_dir / ".claude" / "settings.json"
+    assert settings.exists()
+    assert cli(env, "uninstall", "--allow-tools").returncode == 0
+    assert settings.exists()  # the hooks are still in it
+    assert cli(env, "uninstall").returncode == 0
+    assert not settings.exists()
+    assert not (short_dir / ".codex" / "hooks.json").exists()
+    assert not (short_dir / ".config" / "claude-peers" / "install.json").exists()

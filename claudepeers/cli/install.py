@@ -46,6 +46,10 @@ class Paths:
         self.codex_config = Path(os.environ.get("CODEX_HOME") or home / ".codex") / "config.toml"
         self.manifest = home / ".config" / "claude-peers" / "install.json"
 
+    def shared_configs(self) -> list[Path]:
+        """Config files several install steps may edit: created by one, emptied by several."""
+        return [self.claude_json, self.claude_settings, self.codex_config, self.codex_config.parent / "hooks.json"]
+
 
 def installed_command(explicit: str | None = None) -> list[str]:
     """The absolute command that runs ``claude-peers`` (to write into agent configs)."""
@@ -301,6 +305,7 @@ class InstallOptions(usage.Options):
             return error("--command must be an absolute path", EXIT_USAGE)
         paths = Paths(home_dir())
         installer = Installer(paths, installed_command(self["command"]), not self["config-file"])
+        absent = [path for path in paths.shared_configs() if not path.exists()]
         try:
             if self["claude"]:
                 installer.claude()
@@ -315,6 +320,12 @@ class InstallOptions(usage.Options):
             if self["service"]:
                 installer.service(self["service-kind"] or default_service_kind(), settings)
         finally:
+            # Which files install created, whichever step did it: uninstall deletes them
+            # once every step that edited them has left them empty.
+            created = set(installer.manifest.get("created_files", []))
+            created |= {str(path) for path in absent if path.exists()}
+            if created:
+                installer.manifest["created_files"] = sorted(created)
             save_manifest(paths, installer.manifest)
         if self["claude"] and not installer.failed:
             print(f"Start Claude Code with channel push:  {CHANNELS_LAUNCH_LINE}")
@@ -344,6 +355,7 @@ class UninstallOptions(usage.Options):
         for flag in _TARGET_FLAGS:
             if self[flag]:
                 getattr(remover, flag.replace("-", "_"))()
+        remover.delete_emptied_files()
         save_manifest(paths, remover.manifest)
         if not remover.changed and not remover.failed:
             print("Nothing to uninstall.")

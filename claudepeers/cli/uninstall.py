@@ -30,6 +30,23 @@ class Uninstaller:
         if text is not None and text.strip() == empty:
             path.unlink()
 
+    def delete_emptied_files(self) -> None:
+        """Delete the config files install created that no entry of ours is left in."""
+        remaining = []
+        for name in self.manifest.get("created_files", []):
+            path = Path(name)
+            text = read_text(path)
+            if text is None:
+                continue
+            if text.strip() in ("", "{}"):
+                path.unlink()
+                continue
+            remaining.append(name)
+        if remaining:
+            self.manifest["created_files"] = remaining
+        else:
+            self.manifest.pop("created_files", None)
+
     def _done(self, text: str) -> None:
         self.changed = True
         print(text)
