@@ -13,11 +13,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Callable, Sequence
-
-from twisted.python import usage
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import claudepeers
+
+if TYPE_CHECKING:
+    from twisted.python import usage
 
 #: command -> (module, options class, one-line help). Modules are under claudepeers.cli.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -58,25 +59,32 @@ def _lazy_options(module: str, name: str) -> Callable[[], usage.Options]:
     return make
 
 
-class Options(usage.Options):
-    """Top-level options: only the subcommand, plus --version."""
+def top_level_options() -> usage.Options:
+    """The top-level options. Twisted's ``usage`` is imported only here, so that the
+    passthrough commands (``hook`` above all, run on every prompt) start without it."""
+    from twisted.python import usage
 
-    synopsis = "Usage: claude-peers <command> [options]"
-    longdesc = "Peer discovery and messaging for AI coding agents on one machine."
-    subCommands = [
-        (name, None, _lazy_options(module, cls) if module else usage.Options, text)
-        for name, (module, cls, text) in COMMANDS.items()
-    ]
+    class Options(usage.Options):
+        """Top-level options: only the subcommand, plus --version."""
 
-    def opt_version(self) -> None:
-        """Print the version and exit."""
-        print(f"claude-peers {claudepeers.__version__}")
-        sys.exit(0)
+        synopsis = "Usage: claude-peers <command> [options]"
+        longdesc = "Peer discovery and messaging for AI coding agents on one machine."
+        subCommands = [
+            (name, None, _lazy_options(module, cls) if module else usage.Options, text)
+            for name, (module, cls, text) in COMMANDS.items()
+        ]
 
-    def postOptions(self) -> None:
-        """A command is required."""
-        if self.subCommand is None:
-            raise usage.UsageError("a command is required")
+        def opt_version(self) -> None:
+            """Print the version and exit."""
+            print(f"claude-peers {claudepeers.__version__}")
+            sys.exit(0)
+
+        def postOptions(self) -> None:
+            """A command is required."""
+            if self.subCommand is None:
+                raise usage.UsageError("a command is required")
+
+    return Options()
 
 
 def error(message: str, status: int = EXIT_FAILED) -> int:
@@ -94,7 +102,9 @@ def dispatch(argv: Sequence[str]) -> int:
         module, function = PASSTHROUGH[argv[0]]
         result = getattr(importlib.import_module(module), function)(argv[1:])
         return int(result or 0)
-    options = Options()
+    from twisted.python import usage
+
+    options = top_level_options()
     try:
         options.parseOptions(argv)
     except usage.UsageError as exc:
