@@ -399,6 +399,16 @@ class ShownElsewhere(amp.Command):
     requiresAnswer = False
 
 
+class Superseded(amp.Command):
+    """A newer bridge of the same agent session registered; this connection is closed next.
+
+    The older bridge should exit rather than reconnect (they would take turns otherwise).
+    """
+
+    arguments = [(b"reason", amp.Unicode())]
+    requiresAnswer = False
+
+
 class Event(amp.Command):
     """One event for a watching connection (``log -f``)."""
 

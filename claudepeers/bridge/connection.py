@@ -67,6 +67,12 @@ class BridgeAMP(amp.AMP):
         self._link.on_shown_elsewhere(message_ids)
         return {}
 
+    @wire.Superseded.responder
+    def superseded(self, reason: str) -> dict[str, Any]:
+        """A newer bridge of our agent session took over: make way instead of reconnecting."""
+        self._link.on_superseded(reason)
+        return {}
+
     @wire.Ping.responder
     def ping(self) -> dict[str, Any]:
         """Liveness probe from the broker."""
@@ -139,6 +145,7 @@ class BrokerLink:
         on_shown_elsewhere: Callable[[list[int]], None] = lambda ids: None,
         on_lost: Callable[[], None] = lambda: None,
         call_wait: float = CALL_WAIT_SECONDS,
+        on_superseded: Callable[[str], None] = lambda reason: None,
         in_thread: Callable[..., Deferred] = deferToThread,
     ) -> None:
         self._reactor = reactor
@@ -148,6 +155,7 @@ class BrokerLink:
         self._on_registered = on_registered
         self.on_shown_elsewhere = on_shown_elsewhere
         self._on_lost = on_lost
+        self.on_superseded = on_superseded
         self._call_wait = call_wait
         self.identity: dict[str, Any] | None = None
         self.last_error = "still connecting"

@@ -81,7 +81,7 @@ class Bridge:
         self._threads = ThreadPool(0, 4, "claude-peers-bridge")
         self.link = BrokerLink(
             reactor, settings, self._registration, self._deliver, self._registered, self.inbox.mark_shown,
-            self._connection_lost, in_thread=self._in_thread,
+            self._connection_lost, in_thread=self._in_thread, on_superseded=self._superseded,
         )
         self.tools = PeerTools(AsyncBroker(self.link), self._check_messages)
         server, options = build_server(instructions, self._call_tool, self._initialized)
@@ -157,6 +157,12 @@ class Bridge:
             "name": self._settings.peer_name,
             "delivery": self.delivery,
         }
+
+    def _superseded(self, reason: str) -> None:
+        """The broker says a newer bridge of our agent session took over: exit."""
+        self.log.warn("the broker handed our session to a newer bridge ({reason}); exiting", reason=reason)
+        self.link.stop()
+        self.stop("replaced by a newer bridge of the same agent session")
 
     def _connection_lost(self) -> None:
         """The broker dropped us. If a newer bridge of our agent took over, make way."""
