@@ -107,7 +107,12 @@ class BrokerProtocol(amp.AMP):
 
     def locateResponder(self, name: bytes) -> Any:
         """Wrap each responder: gatekeeping first, then clear errors for bad input."""
-        responder = super().locateResponder(name)
+        try:
+            responder = super().locateResponder(name)
+        except UnicodeDecodeError:
+            # AMP decodes the name as ASCII; a non-ASCII name names no command (UNHANDLED
+            # answer) instead of an exception that drops the connection.
+            return None
         if responder is None:
             return None
 

@@ -1,0 +1,410 @@
+"""Fuzzing every input surface of real processes (issue 6).
+
+- AMP boxes, random and malformed, with oversized values, on the broker's UNIX socket and
+  TCP listener (with and without the token), against a real broker subprocess;
+- MCP tool calls with arguments generated from the tool schemas (and deliberately off
+  them), against a real bridge under a stand-in agent;
+- malformed JSON-RPC lines on a real bridge's stdin.
+
+After each batch a healthy peer must still be served (list and send work), the broker
+process must still run and nothing stored may be lost. ``StopBroker`` and ``KillPeer`` are
+left out of the AMP fuzz: they are meant to stop the broker or end processes.
+
+Case counts: ``CP_FUZZ_EXAMPLES`` (default 120 per surface; the slow suite uses 10x).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import psutil
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.protocols import amp
+
+from claudepeers import wire
+from claudepeers.bridge.tools import TOOLS
+
+from bridge_support import FakeAgent
+from conftest import BrokerProcess, broker_env
+from raw_amp import Closed, RawAMP, RemoteError, frame
+from raw_mcp import StdioBridge
+
+EXAMPLES = int(os.environ.get("CP_FUZZ_EXAMPLES", "120"))
+FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                                HealthCheck.data_too_large])
+COMMANDS = [c for c in vars(wire).values()
+            if isinstance(c, type) and issubclass(c, amp.Command) and c is not amp.Command
+            and c not in (wire.StopBroker, wire.KillPeer)]
+ARGUMENT_NAMES = sorted({name for c in COMMANDS for name, _ in c.arguments} | {b"body.1", b"body.2", b"message.1"})
+COUNTS: dict[str, int] = {}
+
+
+def counted(surface: str) -> None:
+    """Count one fuzz case (reported by the slow run and in docs/reliability.md)."""
+    COUNTS[surface] = COUNTS.get(surface, 0) + 1
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Target:
+    """A real broker with two healthy TCP peers registered for stand-in agents."""
+
+    broker: BrokerProcess
+    port: int
+    token: str
+    sleepers: list[subprocess.Popen] = field(default_factory=list)
+    alice: RawAMP | None = None
+    bob: RawAMP | None = None
+    sent: list[int] = field(default_factory=list)
+
+    def check_healthy(self) -> None:
+        """The broker runs; alice lists bob and sends to him; bob reads it; nothing was lost."""
+        assert self.broker.process is not None and self.broker.process.poll() is None, self.broker.log_text()[-2000:]
+        assert self.alice is not None and self.bob is not None
+        listed = {p["name"] for p in self.alice.call(wire.ListPeers, scope="machine")["peers"]}
+        assert "bob" in listed
+        answer = self.alice.call(wire.Send, to="bob", body=f"still here {len(self.sent)}")
+        self.sent.append(answer["message_id"])
+        inbox = [m["id"] for m in self.bob.call(wire.FetchUnread, limit=1000)["messages"]]
+        assert inbox == self.sent, "every message sent during the fuzzing is still there, in order"
+        assert RawAMP.unix(str(self.broker.socket_path)).call(wire.Hello)["pid"] == self.broker.process.pid
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[Target]:
+    """A broker subprocess with TCP and two healthy peers, shared by the AMP fuzz tests."""
+    base = Path(tempfile.mkdtemp(prefix="cp-fz-", dir="/tmp"))
+    port = free_port()
+    broker = BrokerProcess(base, broker_env(base), args=["--tcp", str(port)]).start()
+    result = Target(broker, port, broker.settings.token_path.read_text().strip())
+    try:
+        for name in ("alice", "bob"):
+            sleeper = subprocess.Popen(["sleep", "3600"])
+            result.sleepers.append(sleeper)
+            client = RawAMP.tcp(port, result.token)
+            client.call(wire.Register, agent_pid=sleeper.pid, agent_start=psutil.Process(sleeper.pid).create_time(),
+                        client_type="codex", cwd=f"/fuzz/{name}", name=name, delivery="none")
+            setattr(result, name, client)
+        result.check_healthy()
+        yield result
+        result.check_healthy()
+        if os.environ.get("CP_FUZZ_KEEP_LOG"):
+            Path(os.environ["CP_FUZZ_KEEP_LOG"]).write_text(broker.log_text())
+    finally:
+        broker.stop(signal.SIGKILL)
+        for sleeper in result.sleepers:
+            sleeper.kill()
+            sleeper.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def connect(target: Target, how: str) -> RawAMP:
+    """A fresh connection: unix, tcp (no token) or tcp+token."""
+    if how == "unix":
+        return RawAMP.unix(str(target.broker.socket_path), timeout=10)
+    return RawAMP.tcp(target.port, target.token if how == "tcp+token" else None, timeout=10)
+
+
+# --- AMP ----------------------------------------------------------------------------------------
+
+ODD_VALUES = [b"", b"True", b"False", b"-1", b"0", b"99999999999999999999999999", b"nan", b"inf", b"1e309",
+              b"\xff\xfe\xfd", b"\x00", b'{"a":', b"[]", b"null", b"machine", b"none", b"push", b"/",
+              b"\x00\x01\x00", b"x" * 65_535]
+values = st.one_of(st.binary(max_size=200), st.sampled_from(ODD_VALUES),
+                   st.integers(-2**70, 2**70).map(lambda i: str(i).encode()),
+                   st.text(max_size=100).map(lambda t: t.encode("utf-8", "surrogatepass")))
+keys = st.one_of(st.sampled_from(ARGUMENT_NAMES), st.binary(min_size=1, max_size=30).filter(lambda k: not k.startswith(b"_")))
+command_names = st.one_of(st.sampled_from([c.commandName for c in COMMANDS]), st.binary(max_size=30))
+
+
+@st.composite
+def well_framed_boxes(draw: Any) -> tuple[str, dict[bytes, bytes]]:
+    """A box that is valid AMP framing, for a real or invented command, with random arguments."""
+    how = draw(st.sampled_from(["unix", "tcp", "tcp+token"]))
+    box = draw(st.dictionaries(keys, values, max_size=10))
+    name = draw(command_names)
+    if draw(st.booleans()):
+        # Start from the command's real arguments, then spoil some.
+        command = draw(st.sampled_from(COMMANDS))
+        name = command.commandName
+        for argument, _kind in command.arguments:
+            if draw(st.integers(0, 4)):
+                box.setdefault(argument, draw(values))
+    box[b"_command"] = name
+    return how, box
+
+
+@FUZZ_SETTINGS
+@given(case=well_framed_boxes())
+def test_random_amp_boxes_get_an_answer_or_a_clear_error(target: Target, case: tuple[str, dict[bytes, bytes]]) -> None:
+    """Any well-framed box with a tag is answered (an answer or a typed error) and the connection stays usable."""
+    how, box = case
+    counted(f"amp-{how}")
+    client = connect(target, how)
+    try:
+        box[b"_ask"] = b"fz1"
+        client.send_bytes(frame(box))
+        try:
+            answer = client.answer(b"fz1")
+            assert "_answer" in answer
+        except RemoteError as error:
+            known = {code.decode() for code in {**wire.COMMON_ERRORS, **wire.PEER_ERRORS}.values()}
+            known |= {"UNHANDLED", "UNKNOWN", "ALREADY_REGISTERED", "IDENTITY_REJECTED", "NAME_TAKEN",
+                      "LIMIT_EXCEEDED", "KILL_REFUSED"}
+            assert error.code in known, error
+            assert error.description, "every error says what went wrong"
+        assert client.call(wire.Ping) == {}, "the connection stays usable after a bad box"
+    finally:
+        client.close()
+
+
+def test_non_ascii_command_name_is_answered_unhandled_not_dropped(target: Target) -> None:
+    """Regression: a command name with non-ASCII bytes made AMP raise UnicodeDecodeError and drop
+    the connection; now it is an unknown command like any other (UNHANDLED) and the connection stays."""
+    client = connect(target, "unix")
+    try:
+        client.send_bytes(frame({b"_command": b"\xffSend", b"_ask": b"1"}))
+        with pytest.raises(RemoteError) as raised:
+            client.answer(b"1")
+        assert raised.value.code == "UNHANDLED"
+        assert client.call(wire.Ping) == {}
+    finally:
+        client.close()
+
+
+@st.composite
+def malformed_streams(draw: Any) -> tuple[str, bytes]:
+    """Bytes that break AMP's framing: noise, truncated boxes, over-long keys, stray answers."""
+    how = draw(st.sampled_from(["unix", "tcp", "tcp+token"]))
+    kind = draw(st.sampled_from(["noise", "truncated", "long-key", "stray-answer", "no-end"]))
+    if kind == "noise":
+        data = draw(st.binary(min_size=1, max_size=3000))
+    elif kind == "truncated":
+        whole = frame({b"_command": b"Send", b"_ask": b"1", b"to": b"bob", b"body": draw(st.binary(max_size=500))})
+        data = whole[: draw(st.integers(1, len(whole) - 1))]
+    elif kind == "long-key":
+        data = frame({b"k" * draw(st.integers(256, 2000)): b"v", b"_command": b"Ping", b"_ask": b"1"})
+    elif kind == "stray-answer":
+        data = frame({draw(st.sampled_from([b"_answer", b"_error"])): draw(st.binary(min_size=1, max_size=5)),
+                      b"_error_code": b"X", b"_error_description": b"y"})
+    else:
+        data = frame({b"_command": b"Ping", b"_ask": b"1"})[:-2] + draw(st.binary(max_size=200).filter(lambda b: b"\x00\x00" not in b))
+    return how, data
+
+
+@FUZZ_SETTINGS
+@given(case=malformed_streams())
+def test_malformed_amp_streams_cost_only_their_own_connection(target: Target, case: tuple[str, bytes]) -> None:
+    """Broken framing may close that one connection; the broker and other peers carry on."""
+    how, data = case
+    counted(f"amp-malformed-{how}")
+    client = connect(target, how)
+    try:
+        try:
+            client.send_bytes(data)
+            client.sock.shutdown(socket.SHUT_WR)
+            client.drain(0.05)
+        except (OSError, Closed, Exception):  # whatever the broker does to this connection is allowed
+            pass
+    finally:
+        client.close()
+    assert target.broker.process is not None and target.broker.process.poll() is None
+
+
+def test_oversized_values_get_clear_errors_and_the_broker_carries_on(target: Target) -> None:
+    """A 9 MB chunked body, a 64 KiB name, a 10,000-key box and a 60 KB id list: each gets a clear
+    error (or a bounded answer) on its own connection; the healthy peers are still served."""
+    client = connect(target, "tcp+token")
+    try:
+        chunks = {b"body" if i == 0 else b"body.%d" % i: b"x" * 60_000 for i in range(150)}
+        client.send_bytes(frame({b"_command": b"Send", b"_ask": b"big", b"to": b"bob", **chunks}))
+        with pytest.raises(RemoteError) as raised:
+            client.answer(b"big")
+        assert raised.value.code == "INVALID_ARGUMENT" and "longer than" in raised.value.description
+        with pytest.raises(RemoteError) as raised:
+            client.call(wire.Send, to="bob", body="y" * 40_000)
+        assert raised.value.code == "LIMIT_EXCEEDED" and "max_body_bytes" in raised.value.description
+        with pytest.raises(RemoteError) as raised:
+            client.call(wire.SetName, name="n" * 65_000)
+        assert raised.value.code in {"NOT_REGISTERED", "LIMIT_EXCEEDED"}
+        many = {b"k%d" % i: b"v" for i in range(10_000)}
+        client.send_bytes(frame({b"_command": b"Ping", b"_ask": b"many", **many}))
+        assert "_answer" in client.answer(b"many")
+        ids = b"\x00\x0512345" * 9_285  # ListOf(Integer): 9,285 ids in one 64,995-byte value
+        client.send_bytes(frame({b"_command": b"MessageState", b"_ask": b"ids", b"message_ids": ids}))
+        try:
+            client.answer(b"ids")
+        except RemoteError as error:
+            assert error.code in {"INVALID_ARGUMENT", "NOT_REGISTERED", "LIMIT_EXCEEDED"}
+        assert client.call(wire.Ping) == {}
+    finally:
+        client.close()
+    counted("amp-oversized")
+    target.check_healthy()
+
+
+def test_amp_batches_leave_the_healthy_peers_served(target: Target) -> None:
+    """After the random and malformed batches above, list/send still work and nothing was lost;
+    the only exceptions the broker logged are AMP's own for answers to questions it never asked
+    (that connection is dropped, which is all a stray answer deserves)."""
+    target.check_healthy()
+    unexpected = [chunk for chunk in target.broker.log_text().split("Unhandled Error")[1:]
+                  if "_answerReceived" not in chunk and "_errorReceived" not in chunk]
+    assert not unexpected, unexpected[0][:3000]
+    print("FUZZ-COUNTS " + json.dumps(COUNTS, sort_keys=True))
+
+
+# --- MCP: tool calls and JSON-RPC lines on a real bridge ---------------------------------------
+
+
+@dataclass
+class BridgePair:
+    """Two real bridges under stand-in agents: ``fuzzed`` takes the fuzz, ``healthy`` checks on it."""
+
+    broker: BrokerProcess
+    agents: list[FakeAgent]
+    fuzzed: StdioBridge
+    healthy: StdioBridge
+    base: Path
+
+    def check_healthy(self) -> None:
+        """Both bridges and the broker answer; a message from the fuzzed one reaches the healthy one."""
+        assert self.broker.process is not None and self.broker.process.poll() is None
+        assert not self.fuzzed.closed.is_set(), "the fuzzed bridge exited"
+        assert "healthy" in self.fuzzed.text("list_peers", {"scope": "machine"})
+        self.fuzzed.text("send_message", {"to_id": "healthy", "message": "ping from the fuzzed bridge"})
+        notification = self.healthy.channel.get(timeout=10)
+        assert "ping from the fuzzed bridge" in notification["params"]["content"]
+
+
+def start_bridge(agent: FakeAgent, base: Path, name: str) -> StdioBridge:
+    """A bridge under ``agent`` with its handshake done and registered."""
+    bridge = StdioBridge(agent.socket_path, base / f"{name}.pid", {**agent.env}, agent.cwd)
+    bridge.initialize()
+    bridge.text("whoami")
+    agent.bridge_pids.append(bridge.bridge_pid())
+    return bridge
+
+
+@pytest.fixture(scope="module")
+def bridges() -> Iterator[BridgePair]:
+    """A broker and two real bridges, shared by the MCP fuzz tests."""
+    base = Path(tempfile.mkdtemp(prefix="cp-fm-", dir="/tmp"))
+    broker = BrokerProcess(base, broker_env(base)).start()
+    agents: list[FakeAgent] = []
+    started: list[StdioBridge] = []
+    try:
+        for name in ("fuzzed", "healthy"):
+            agents.append(FakeAgent(base, name, "claude", base, dict(broker.env), channels=True).start())
+            started.append(start_bridge(agents[-1], base, name))
+        pair = BridgePair(broker, agents, started[0], started[1], base)
+        pair.check_healthy()
+        yield pair
+        pair.check_healthy()
+    finally:
+        for bridge in started:
+            bridge.close()
+        for agent in agents:
+            agent.cleanup()
+        broker.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**64, 2**64) | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=8,
+)
+
+
+def from_schema(schema: dict[str, Any]) -> st.SearchStrategy:
+    """Arguments for a tool: valid by its schema, or off it in one way or another."""
+    properties = schema.get("properties", {})
+    required = set(schema.get("required", ()))
+
+    def value_for(spec: dict[str, Any]) -> st.SearchStrategy:
+        if "enum" in spec:
+            return st.sampled_from(spec["enum"])
+        return st.text(min_size=spec.get("minLength", 0), max_size=300)
+
+    valid = st.fixed_dictionaries({k: value_for(v) for k, v in properties.items() if k in required},
+                                  optional={k: value_for(v) for k, v in properties.items() if k not in required})
+    wrong_types = st.dictionaries(st.sampled_from(sorted(properties) or ["x"]), json_values, max_size=3)
+    extra = st.dictionaries(st.text(max_size=10), json_values, max_size=3)
+    return st.one_of(valid, wrong_types, extra, json_values)
+
+
+# kill_peer is fuzzed with targets that can only name no one: stand-in agents are real processes.
+tool_calls = st.one_of(
+    *[st.tuples(st.just(name), from_schema(tool["inputSchema"])) for name, tool in TOOLS.items() if name != "kill_peer"],
+    st.tuples(st.just("kill_peer"), st.fixed_dictionaries({"peer_id": st.text(alphabet="!@#$%^&*()", max_size=20)})),
+    st.tuples(st.text(max_size=20), json_values),
+)
+
+
+@FUZZ_SETTINGS
+@given(call=tool_calls)
+def test_mcp_tool_calls_with_random_arguments_get_results_not_crashes(bridges: BridgePair, call: tuple[str, Any]) -> None:
+    """Every tools/call, valid or not, gets a JSON-RPC answer: a result (an isError one for bad input)
+    or a JSON-RPC error; the bridge keeps running."""
+    counted("mcp-tool-calls")
+    name, arguments = call
+    answer = bridges.fuzzed.call(name, arguments)
+    assert ("result" in answer) != ("error" in answer), answer
+    if "result" in answer:
+        result = answer["result"]
+        assert isinstance(result.get("content"), list)
+        if name in TOOLS and arguments is not None and not isinstance(arguments, dict):
+            assert result.get("isError") or answer.get("error"), answer
+
+
+def test_mcp_tool_call_batch_leaves_both_bridges_served(bridges: BridgePair) -> None:
+    """After the tool-call batch, list and send still work between the two bridges."""
+    bridges.check_healthy()
+
+
+lines = st.one_of(
+    st.binary(max_size=500).map(lambda b: b.replace(b"\n", b" ")),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"jsonrpc": st.sampled_from(["2.0", "1.0", None, 2]),
+                           "id": st.one_of(st.none(), st.integers(-5, 10**20), st.text(max_size=5), st.lists(st.integers(), max_size=2)),
+                           "method": st.one_of(st.sampled_from(["tools/call", "tools/list", "initialize", "ping",
+                                                                 "notifications/cancelled", "resources/list", "x"]),
+                                               st.text(max_size=20), st.integers()),
+                           "params": json_values}).map(lambda m: json.dumps(m).encode()),
+    st.just(b"{" * 5000),
+    st.just(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami"}'),
+)
+
+
+@FUZZ_SETTINGS
+@given(line=lines)
+def test_malformed_json_rpc_lines_do_not_stop_the_bridge(bridges: BridgePair, line: bytes) -> None:
+    """Any line on stdin (noise, wrong JSON-RPC, deep nesting) leaves the bridge answering requests."""
+    counted("mcp-stdin-lines")
+    bridges.fuzzed.send_line(line + b"\n")
+    assert "ID: " in bridges.fuzzed.text("whoami")
+
+
+def test_stdin_batch_leaves_both_bridges_served(bridges: BridgePair) -> None:
+    """After the stdin batch, list and send still work between the two bridges."""
+    bridges.check_healthy()
+    print("FUZZ-COUNTS " + json.dumps(COUNTS, sort_keys=True))
