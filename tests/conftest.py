@@ -134,3 +134,17 @@ def broker_process(short_dir: Path) -> Iterator[BrokerProcess]:
         yield broker
     finally:
         broker.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave ``@pytest.mark.slow`` tests out of a run that names no marker expression.
+
+    ``pytest`` (and ``.ci/run``) run the quick suite; ``pytest -m slow`` runs the long fault,
+    fuzz and model runs; ``pytest -m "slow or not slow"`` runs everything.
+    """
+    if config.option.markexpr:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
