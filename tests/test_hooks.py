@@ -158,3 +158,22 @@ async def test_stop_guard_blocks_the_turn_end_once_while_mail_waits(make_agent: 
         after = await run_hook(a, "Stop", payload("Stop", stop_hook_active=True))
         assert after.stdout == ""
         assert await ca.text("check_messages") == "No new messages."
+
+
+@asyncio_test
+async def test_stop_guard_blocks_at_most_three_times_a_turn(make_agent: Callable) -> None:
+    """Mail too long to show keeps waiting: Stop blocks 3 times, then lets the turn end; a new prompt resets."""
+    a = make_agent("alpha", "codex")
+    b = make_agent("beta", "codex")
+    async with open_bridge(a, "codex-mcp-client", registered=False) as ca, \
+            open_bridge(b, "codex-mcp-client", registered=False) as cb:
+        await ready(ca, cb)
+        await cb.text("send_message", {"to_id": "alpha", "message": "long " * 3000})
+        stop = payload("Stop", stop_hook_active=False)
+        decisions = [(await run_hook(a, "Stop", stop)).output() for _ in range(4)]
+        assert [d and d["decision"] for d in decisions] == ["block", "block", "block", None]
+        assert "check_messages" in decisions[0]["reason"]
+        prompt = context_of(await run_hook(a, "UserPromptSubmit"), "UserPromptSubmit")
+        assert "[1 claude-peers message waiting, too long to show here" in prompt
+        assert (await run_hook(a, "Stop", stop)).output()["decision"] == "block"
+        assert "long long" in await ca.text("check_messages")

@@ -72,7 +72,8 @@ def select(messages: Sequence[Mapping[str, Any]], more: int, max_chars: int = MA
         lines.extend(parts)
     if waiting:
         noun = "message" if waiting == 1 else "messages"
-        lines.append(f"[{waiting} more claude-peers {noun} waiting, too long to show here: {WHERE_ELSE}]")
+        more = "more " if ids else ""
+        lines.append(f"[{waiting} {more}claude-peers {noun} waiting, too long to show here: {WHERE_ELSE}]")
     return Selection("\n\n".join(lines), ids, waiting)
 
 

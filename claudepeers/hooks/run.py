@@ -147,8 +147,7 @@ def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: Text
     if event == "UserPromptSubmit":
         counter.reset()
     if event == output.STOP_EVENT and not output.stop_may_block(payload, counter.blocks()):
-        counter.reset()
-        return
+        return  # the loop guard: the count starts again with the next turn
     sock, first_calls = connect(settings)
     try:
         attach_args = [(b"agent_pid", integer(agent.pid)), (b"agent_start", floating(agent.start))]
