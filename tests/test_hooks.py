@@ -6,13 +6,14 @@ process whose peer a real bridge registered, with the hook's JSON on stdin.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from bridge_support import asyncio_test, open_bridge, ready
-from conftest import BrokerProcess
+from conftest import BrokerProcess, broker_env
 from hook_support import HookAgent, hook_log, payload, run_hook
 
 
@@ -177,3 +178,27 @@ async def test_stop_guard_blocks_at_most_three_times_a_turn(make_agent: Callable
         assert "[1 claude-peers message waiting, too long to show here" in prompt
         assert (await run_hook(a, "Stop", stop)).output()["decision"] == "block"
         assert "long long" in await ca.text("check_messages")
+
+
+@asyncio_test
+async def test_the_hook_speaks_tcp_with_the_token_when_told_to(short_dir: Path) -> None:
+    """With CLAUDE_PEERS_URL the hook presents the token over TCP, then shows and acknowledges as on the socket."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    broker = BrokerProcess(short_dir, broker_env(short_dir, CLAUDE_PEERS_TCP="1", CLAUDE_PEERS_PORT=str(port))).start()
+    agents = [HookAgent(short_dir, name, "codex", short_dir, dict(broker.env)).start() for name in ("alpha", "beta")]
+    try:
+        async with open_bridge(agents[0], "codex-mcp-client", registered=False) as ca, \
+                open_bridge(agents[1], "codex-mcp-client", registered=False) as cb:
+            await ready(ca, cb)
+            await cb.text("send_message", {"to_id": "alpha", "message": "over tcp"})
+            tcp = {"CLAUDE_PEERS_URL": f"tcp://127.0.0.1:{port}"}
+            run = await run_hook(agents[0], "UserPromptSubmit", env=tcp)
+            assert "\u2502 over tcp" in context_of(run, "UserPromptSubmit")
+            assert (await run_hook(agents[0], "UserPromptSubmit", env=tcp)).stdout == ""
+    finally:
+        for agent in agents:
+            agent.cleanup()
+        broker.stop()
