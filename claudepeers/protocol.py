@@ -169,6 +169,8 @@ class BrokerProtocol(amp.AMP):
         self.log.info("closing connection of {peer}: {reason}", peer=self.actor.id if self.actor else None, reason=reason)
         self.bridge = False
         if self.transport is not None:
+            # Say why first: the old bridge exits instead of reconnecting and taking turns.
+            self.callRemote(wire.Superseded, reason=reason)
             self.transport.loseConnection()
 
     # --- responders ---------------------------------------------------------------------------
