@@ -1,8 +1,11 @@
-"""End to end with the real Claude Code CLI (slow; skipped unless a ``claude`` binary is found).
+"""End to end with the real agent CLIs (slow; each skipped unless its binary is found).
 
-``CLAUDE_PEERS_TEST_CLAUDE`` names the binary (e.g. ``node_modules/.bin/claude`` from
-``npm install @anthropic-ai/claude-code``), else ``claude`` on PATH is used. Claude Code talks
-to a stand-in Anthropic API server on localhost, so no account or network is needed.
+``CLAUDE_PEERS_TEST_CLAUDE`` and ``CLAUDE_PEERS_TEST_CODEX`` name the binaries (e.g.
+``node_modules/.bin/claude`` and ``node_modules/.bin/codex`` from ``npm install
+@anthropic-ai/claude-code @openai/codex``), else ``claude``/``codex`` on PATH are used. Each
+agent talks to a stand-in model API on localhost, so no account or network is needed. On
+the first model request the stand-in sends the agent's peer a message; the stop guard must
+then show it, and the agent's next model request must carry it.
 """
 
 from __future__ import annotations
@@ -22,11 +25,23 @@ from cli_support import cli
 from conftest import BrokerProcess, broker_env
 
 CLAUDE = os.environ.get("CLAUDE_PEERS_TEST_CLAUDE") or shutil.which("claude")
+CODEX = os.environ.get("CLAUDE_PEERS_TEST_CODEX") or shutil.which("codex")
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CLAUDE, reason="no claude binary (set CLAUDE_PEERS_TEST_CLAUDE)"),
-]
+pytestmark = pytest.mark.slow
+
+
+def streamed_response(number: int) -> bytes:
+    """An OpenAI Responses API streaming answer: one assistant message saying "done"."""
+    item = {"type": "message", "role": "assistant", "id": f"msg_{number}", "status": "completed",
+            "content": [{"type": "output_text", "text": "done", "annotations": []}]}
+    usage = {"input_tokens": 1, "input_tokens_details": None, "output_tokens": 1,
+             "output_tokens_details": None, "total_tokens": 2}
+    events = [
+        ("response.created", {"type": "response.created", "response": {"id": f"resp_{number}"}}),
+        ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": item}),
+        ("response.completed", {"type": "response.completed", "response": {"id": f"resp_{number}", "usage": usage}}),
+    ]
+    return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
 
 
 def streamed_text(text: str) -> bytes:
@@ -63,11 +78,14 @@ class StandInApi:
                     request = json.loads(body)
                 except ValueError:
                     request = {}
-                if "/v1/messages" in self.path and "count_tokens" not in self.path:
+                if self.path.startswith(("/v1/messages", "/v1/responses")) and "count_tokens" not in self.path:
                     if not api.requests:
                         api._on_first()
                     api.requests.append(request)
-                data = streamed_text("done")
+                if self.path.startswith("/v1/responses"):
+                    data = streamed_response(len(api.requests))
+                else:
+                    data = streamed_text("done")
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("content-length", str(len(data)))
@@ -90,14 +108,22 @@ class StandInApi:
 
 @pytest.fixture
 def broker(short_dir: Path) -> Iterator[BrokerProcess]:
-    """A broker whose HOME is the test's directory (so install writes there too)."""
-    process = BrokerProcess(short_dir, broker_env(short_dir, PATH="/usr/bin:/bin")).start()
+    """A broker at the default paths under a HOME that is the test's directory.
+
+    Default paths, because Codex passes only a few environment variables (HOME, PATH...) to
+    its MCP servers and hooks: a bridge it starts finds the broker through HOME alone.
+    """
+    env = broker_env(short_dir, PATH="/usr/bin:/bin",
+                     CLAUDE_PEERS_SOCKET=str(short_dir / ".claude" / "run" / "claude-peers.sock"),
+                     CLAUDE_PEERS_DB=str(short_dir / ".claude-peers.db"))
+    process = BrokerProcess(short_dir, env).start()
     try:
         yield process
     finally:
         process.stop()
 
 
+@pytest.mark.skipif(not CLAUDE, reason="no claude binary (set CLAUDE_PEERS_TEST_CLAUDE)")
 def test_claude_code_stop_guard_shows_mail_that_arrived_during_the_turn(broker: BrokerProcess) -> None:
     """Real Claude Code: its bridge registers; mail sent during the turn comes back as Stop hook feedback."""
     env = broker.env
@@ -123,5 +149,39 @@ def test_claude_code_stop_guard_shows_mail_that_arrived_during_the_turn(broker: 
     # Every later request repeats the conversation; the message is in it as one Stop hook feedback.
     assert feedback and all(text.startswith("Stop hook feedback:") for text in feedback), api.requests[-1:]
     assert "\u2502 E2E-PEER-MAIL, please look" in feedback[0]
-    shown = [line for line in (broker.base / "run" / "hooks.log").read_text().splitlines() if "showed messages" in line]
+    shown = [line for line in (broker.socket_path.parent / "hooks.log").read_text().splitlines() if "showed messages" in line]
+    assert len(shown) == 1 and "hook Stop" in shown[0]
+
+
+@pytest.mark.skipif(not CODEX, reason="no codex binary (set CLAUDE_PEERS_TEST_CODEX)")
+def test_codex_stop_guard_shows_mail_that_arrived_during_the_turn(broker: BrokerProcess) -> None:
+    """Real Codex: its bridge registers; mail sent during the turn is the continuation prompt of the Stop hook.
+
+    Codex runs untrusted hooks only with ``--dangerously-bypass-hook-trust`` (a user trusts
+    them once in ``/hooks``). It does not pass CLAUDE_PEER_NAME to MCP servers, so the peer
+    is named after the directory.
+    """
+    env = {**broker.env, "CODEX_HOME": str(broker.base / ".codex")}
+    installed = cli(env, "install", "--codex", "--hooks", "--stop-guard")
+    assert installed.returncode == 0, installed.stderr
+    sent: list[subprocess.CompletedProcess] = []
+    api = StandInApi(lambda: sent.append(cli(env, "send", broker.base.name, "E2E-CODEX-MAIL, please look")))
+    config = broker.base / ".codex" / "config.toml"
+    provider = (f'model_provider = "standin"\nmodel = "standin-model"\n\n{config.read_text()}\n'
+                f'[model_providers.standin]\nname = "standin"\nbase_url = "{api.url}/v1"\nwire_api = "responses"\n')
+    config.write_text(provider)
+    try:
+        done = subprocess.run(
+            [str(CODEX), "exec", "--dangerously-bypass-hook-trust", "--skip-git-repo-check", "hello"],
+            env=env, cwd=broker.base, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )
+    finally:
+        api.close()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sent and sent[0].returncode == 0, sent and sent[0].stderr
+    assert "Stop Blocked" in done.stdout + done.stderr
+    carried = [json.dumps(item) for request in api.requests[1:] for item in request.get("input", [])
+               if "E2E-CODEX-MAIL" in json.dumps(item)]
+    assert carried and "\\u2502 E2E-CODEX-MAIL, please look" in carried[0]
+    shown = [line for line in (broker.socket_path.parent / "hooks.log").read_text().splitlines() if "showed messages" in line]
     assert len(shown) == 1 and "hook Stop" in shown[0]
