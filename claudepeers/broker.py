@@ -320,8 +320,9 @@ class Broker:
         if not target:
             raise InvalidArgument("no peer given: pass a peer id or name (see list_peers)")
         by_id = self.actors.get(target)
-        live = [a for a in self.actors.values() if a.state != GONE]
-        by_name = [a for a in live if a.name == target]
+        # Runs for every Send: one pass over the records, no property calls; the list of
+        # live peers is only built for the error messages below.
+        by_name = [a for a in self.actors.values() if a.record.name == target and a.record.state != GONE]
         if by_id is not None and by_name and by_name[0] is not by_id:
             raise AmbiguousPeer(f"{target!r} is both the id of {by_id.name} and the name of peer {by_name[0].id}; "
                                 f"candidates: {_describe([by_id, *by_name])}")
@@ -332,6 +333,7 @@ class Broker:
             if ended:
                 actor = max(ended, key=lambda a: a.record.gone_at or 0)
         if actor is None:
+            live = [a for a in self.actors.values() if a.state != GONE]
             lowered = target.lower()
             close = [a for a in live if a.id.startswith(lowered) or a.name.lower().startswith(lowered)]
             if len(close) > 1:
