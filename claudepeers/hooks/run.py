@@ -174,7 +174,8 @@ def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: Text
             result = output.stop_output(selection.text)
         else:
             result = output.context_output(event, selection.text)
-        stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        # ASCII JSON: whatever the locale, the agent reads the text back exactly.
+        stdout.write(json.dumps(result) + "\n")
         stdout.flush()
         if event == output.STOP_EVENT:
             counter.record_block()
