@@ -15,13 +15,14 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from cli_support import cli
+from cli_support import cli, cli_json
 from conftest import BrokerProcess, broker_env
 
 CLAUDE = os.environ.get("CLAUDE_PEERS_TEST_CLAUDE") or shutil.which("claude")
@@ -106,6 +107,18 @@ class StandInApi:
         self.server.server_close()
 
 
+def send_when_registered(env: dict[str, str], body: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """Send ``body`` to the agent's peer once its bridge has registered (the agent starts it
+    alongside its first model request); polls the broker with a bounded deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        peers = cli_json(env, "peers", "--json", "--online")
+        if peers:
+            return cli(env, "send", peers[0]["id"], body)
+        time.sleep(0.1)  # another process's start; nothing to wait on but its registration
+    raise TimeoutError(f"no peer registered within {timeout} s")
+
+
 @pytest.fixture
 def broker(short_dir: Path) -> Iterator[BrokerProcess]:
     """A broker at the default paths under a HOME that is the test's directory.
@@ -130,7 +143,7 @@ def test_claude_code_stop_guard_shows_mail_that_arrived_during_the_turn(broker: 
     installed = cli(env, "install", "--claude", "--config-file", "--hooks", "--stop-guard")
     assert installed.returncode == 0, installed.stderr
     sent: list[subprocess.CompletedProcess] = []
-    api = StandInApi(lambda: sent.append(cli(env, "send", "e2e", "E2E-PEER-MAIL, please look")))
+    api = StandInApi(lambda: sent.append(send_when_registered(env, "E2E-PEER-MAIL, please look")))
     try:
         done = subprocess.run(
             [str(CLAUDE), "-p", "hello"],
@@ -158,14 +171,13 @@ def test_codex_stop_guard_shows_mail_that_arrived_during_the_turn(broker: Broker
     """Real Codex: its bridge registers; mail sent during the turn is the continuation prompt of the Stop hook.
 
     Codex runs untrusted hooks only with ``--dangerously-bypass-hook-trust`` (a user trusts
-    them once in ``/hooks``). It does not pass CLAUDE_PEER_NAME to MCP servers, so the peer
-    is named after the directory.
+    them once in ``/hooks``).
     """
     env = {**broker.env, "CODEX_HOME": str(broker.base / ".codex")}
     installed = cli(env, "install", "--codex", "--hooks", "--stop-guard")
     assert installed.returncode == 0, installed.stderr
     sent: list[subprocess.CompletedProcess] = []
-    api = StandInApi(lambda: sent.append(cli(env, "send", broker.base.name, "E2E-CODEX-MAIL, please look")))
+    api = StandInApi(lambda: sent.append(send_when_registered(env, "E2E-CODEX-MAIL, please look")))
     config = broker.base / ".codex" / "config.toml"
     provider = (f'model_provider = "standin"\nmodel = "standin-model"\n\n{config.read_text()}\n'
                 f'[model_providers.standin]\nname = "standin"\nbase_url = "{api.url}/v1"\nwire_api = "responses"\n')
