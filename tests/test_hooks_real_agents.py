@@ -109,13 +109,13 @@ class StandInApi:
 
 def send_when_registered(env: dict[str, str], body: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
     """Send ``body`` to the agent's peer once its bridge has registered (the agent starts it
-    alongside its first model request); polls the broker with a bounded deadline."""
+    alongside its first model request). Asks the broker again and again until a deadline;
+    each question is a CLI run of a few hundred milliseconds, which paces the loop."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         peers = cli_json(env, "peers", "--json", "--online")
         if peers:
             return cli(env, "send", peers[0]["id"], body)
-        time.sleep(0.1)  # another process's start; nothing to wait on but its registration
     raise TimeoutError(f"no peer registered within {timeout} s")
 
 
