@@ -1,0 +1,593 @@
+"""Broker benchmark: many simulated peers on the real UNIX socket, through the real wire.
+
+    .venv/bin/python bench/broker_bench.py [--quick] [--workers N] [--peers N] ...
+
+It starts a real broker subprocess (``python -m claudepeers.broker_main``) in a short
+temporary directory and measures, through AMP on the broker's UNIX socket:
+
+1. durable messages per second: simulated peers in several load-generator processes send
+   to each other (each keeping a few sends in flight); a message counts when its sender's
+   ``Send`` answer arrives with status ``delivered``, which the broker gives only after the
+   message is committed to SQLite and the recipient's ``Deliver`` responder answered
+   ``shown=True``. Afterwards every recipient must have seen every delivered id exactly once;
+2. p50/p99 latency from calling ``Send`` to its ``delivered`` answer at a steady, paced load;
+3. CPU% and RSS of the broker process with 1,000 connected idle peers (a fresh broker),
+   sampled over a period that includes its 10-second reaping (psutil checks of every agent).
+
+How a simulated peer passes the broker's identity check honestly: the broker requires the
+claimed agent process (pid + start time) to be alive and to be an ancestor of the process
+that connected (SO_PEERCRED). Each simulated peer therefore has its own dummy agent
+process: a load generator creates a UNIX socket, forks a child, the child ``connect()``s
+that socket to the broker (so the kernel records the child as the peer of the
+connection), then ``exec``s ``sleep`` (same pid, same start time). The load generator
+keeps its copy of the connected socket and speaks AMP over it; Register claims the child
+as agent, so the broker's liveness and ancestry checks run for real and pass
+(``is_ancestor`` counts the connecting process itself). Every process started here is
+ended by its pid (the dummies also carry PR_SET_PDEATHSIG so they die with their parent).
+
+The machine has 2 cores: the load generators compete with the broker for CPU, so the
+report shows the CPU each side used during the measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+
+BODY = "benchmark message: " + "x" * 80  # about 100 bytes, a short agent-to-agent note
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+
+
+# =========================================================================================
+# Load generator (a subprocess: `broker_bench.py --worker ...`); JSON lines on stdin/stdout
+# =========================================================================================
+
+
+def _say(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _fork_agents(socket_path: str, count: int) -> list[tuple[socket.socket, int]]:
+    """``count`` sockets connected to the broker, each by its own dummy agent process."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    read_end, write_end = os.pipe()
+    made: list[tuple[socket.socket, int]] = []
+    for index in range(count):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # the dummy agent: connect, report, become `sleep`
+            try:
+                libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the load generator
+                sock.connect(socket_path)
+                os.write(write_end, index.to_bytes(4, "little"))
+                os.execv(SLEEP, [SLEEP, "3600"])
+            finally:
+                os._exit(1)
+        made.append((sock, pid))
+    os.close(write_end)
+    received = 0
+    while received < 4 * count:
+        chunk = os.read(read_end, 4 * count - received)
+        if not chunk:
+            raise RuntimeError("a dummy agent failed to connect to the broker")
+        received += len(chunk)
+    os.close(read_end)
+    return made
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    """One load-generator process holding ``args.peers`` simulated peers."""
+    agents = _fork_agents(args.socket, args.peers)
+    # Import the reactor only after forking (the children exec at once anyway).
+    from twisted.internet import reactor, task, threads
+    from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+    from twisted.internet.protocol import Factory
+    from twisted.protocols import amp
+
+    from claudepeers import wire
+
+    class SimulatedBridge(amp.AMP):
+        """A bridge that shows every pushed message at once (shown=True)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: dict[int, int] = {}
+
+        @wire.Deliver.responder
+        def deliver(self, message: dict) -> dict:
+            message_id = message["id"]
+            self.seen[message_id] = self.seen.get(message_id, 0) + 1
+            return {"shown": True}
+
+        @wire.ShownElsewhere.responder
+        def shown_elsewhere(self, message_ids: list) -> dict:
+            return {}
+
+        @wire.Ping.responder
+        def ping(self) -> dict:
+            return {}
+
+    class Adopt(Factory):
+        def __init__(self, protocol: amp.AMP) -> None:
+            self.protocol = protocol
+
+        def buildProtocol(self, addr: Any) -> amp.AMP:
+            return self.protocol
+
+    bridges: list[SimulatedBridge] = []
+    agent_pids: list[int] = []
+    for sock, pid in agents:
+        bridge = SimulatedBridge()
+        reactor.adoptStreamConnection(sock.fileno(), socket.AF_UNIX, Adopt(bridge))
+        sock.close()  # the reactor holds its own duplicate of the descriptor
+        bridges.append(bridge)
+        agent_pids.append(pid)
+    ids: list[str] = [""] * len(bridges)
+
+    @inlineCallbacks
+    def register_all() -> Any:
+        batch = 50
+        for start in range(0, len(bridges), batch):
+            calls = []
+            for index in range(start, min(start + batch, len(bridges))):
+                pid = agent_pids[index]
+                calls.append(bridges[index].callRemote(
+                    wire.Register, agent_pid=pid, agent_start=psutil.Process(pid).create_time(),
+                    client_type="claude-code", cwd="/tmp/cp-bench", name=f"w{args.index}-p{index}",
+                    delivery="push",
+                ).addCallback(lambda answer, index=index: ids.__setitem__(index, answer["peer_id"])))
+            results = yield DeferredList(calls, consumeErrors=True)
+            for ok, value in results:
+                if not ok:
+                    raise RuntimeError(f"Register failed: {value.getErrorMessage()}")
+
+    state: dict[str, Any] = {"delivered": [], "statuses": {}, "errors": {}}
+
+    def run_load(cmd: dict) -> Any:
+        """Closed loop (``window`` sends in flight per peer) or paced (``rate`` msg/s)."""
+        targets = [t for t in cmd["targets"]]
+        start, warmup, duration = cmd["start"], cmd["warmup"], cmd["duration"]
+        t0, t1 = start + warmup, start + warmup + duration
+        latencies: list[float] = []
+        counted = {"n": 0}
+        outstanding = {"n": 0}
+        done = {"stopping": False}
+        finished = Deferred()
+        rng = random.Random(args.index * 7919 + int(start))
+
+        def one(index: int) -> None:
+            me = ids[index]
+            to = rng.choice(targets)
+            while to == me:
+                to = rng.choice(targets)
+            outstanding["n"] += 1
+            began = time.perf_counter()
+            d = bridges[index].callRemote(wire.Send, to=to, body=BODY)
+
+            def answered(answer: dict) -> None:
+                ended = time.perf_counter()
+                status = answer["status"]
+                state["statuses"][status] = state["statuses"].get(status, 0) + 1
+                if status == "delivered":
+                    state["delivered"].append((answer["message_id"], answer["to_id"]))
+                    now = time.time()
+                    if t0 <= now < t1:
+                        counted["n"] += 1
+                        latencies.append(ended - began)
+
+            def failed(failure: Any) -> None:
+                key = failure.getErrorMessage()[:120]
+                state["errors"][key] = state["errors"].get(key, 0) + 1
+
+            def after(_: Any) -> None:
+                outstanding["n"] -= 1
+                if cmd["mode"] == "closed" and time.time() < t1:
+                    one(index)
+                elif outstanding["n"] == 0 and done["stopping"]:
+                    if not finished.called:
+                        finished.callback(None)
+
+            d.addCallbacks(answered, failed).addBoth(after)
+
+        def begin() -> None:
+            if cmd["mode"] == "closed":
+                for index in range(len(bridges)):
+                    for _ in range(cmd["window"]):
+                        one(index)
+                reactor.callLater(max(0.0, t1 - time.time()), stop)
+            else:
+                rate = cmd["rate"]  # this worker's share, msg/s
+                issued = {"n": 0, "next": 0}
+
+                def tick() -> None:
+                    now = time.time()
+                    if now >= t1:
+                        pacer.stop()
+                        stop()
+                        return
+                    due = int((now - start) * rate) - issued["n"]
+                    for _ in range(max(0, due)):
+                        one(issued["next"] % len(bridges))
+                        issued["next"] += 1
+                        issued["n"] += 1
+
+                pacer = task.LoopingCall(tick)
+                pacer.start(0.002)
+
+        def stop() -> None:
+            done["stopping"] = True
+            if outstanding["n"] == 0 and not finished.called:
+                finished.callback(None)
+
+        reactor.callLater(max(0.0, start - time.time()), begin)
+        return finished.addCallback(lambda _: {"counted": counted["n"], "latencies": latencies})
+
+    def report() -> dict:
+        seen = {ids[i]: list(b.seen.items()) for i, b in enumerate(bridges)}
+        return {"delivered": state["delivered"], "seen": seen, "statuses": state["statuses"],
+                "errors": state["errors"]}
+
+    @inlineCallbacks
+    def serve() -> Any:
+        try:
+            yield register_all()
+            _say({"ready": {"peers": ids, "agents": agent_pids, "pid": os.getpid()}})
+            while True:
+                line = yield threads.deferToThread(sys.stdin.readline)
+                if not line:
+                    break
+                cmd = json.loads(line)
+                if cmd["cmd"] == "load":
+                    result = yield run_load(cmd)
+                    _say({"drained": result})
+                elif cmd["cmd"] == "report":
+                    _say({"report": report()})
+                    state.update(delivered=[], statuses={}, errors={})
+                elif cmd["cmd"] == "quit":
+                    break
+        except Exception as exc:  # report, then end: the main process cleans up
+            _say({"error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            for pid in agent_pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except OSError:
+                    pass
+            reactor.stop()
+
+    reactor.callWhenRunning(serve)
+    reactor.run()
+
+
+# =========================================================================================
+# The orchestrating process
+# =========================================================================================
+
+
+class Bench:
+    """Owns the temporary directory and every process it starts (ended by pid)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.base = Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))
+        self.broker: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+        self.agent_pids: list[int] = []
+        self.runs = 0
+
+    # --- processes -----------------------------------------------------------------------
+
+    def start_broker(self) -> psutil.Process:
+        self.runs += 1
+        run = self.base / f"r{self.runs}"
+        run.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_PEER")}
+        env.update(
+            HOME=str(run),
+            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+            CLAUDE_PEERS_NO_AUTOSTART="1",
+            # Raised so that the limits do not throttle the benchmark:
+            CLAUDE_PEERS_MESSAGES_PER_MINUTE="100000000",
+            CLAUDE_PEERS_MAX_UNREAD="100000000",
+        )
+        socket_path = run / "run" / "cp.sock"
+        log = open(run / "broker.log", "ab")
+        self.broker = subprocess.Popen(
+            [sys.executable, "-m", "claudepeers.broker_main", "--socket", str(socket_path),
+             "--db", str(run / "peers.db")],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(run),
+        )
+        log.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.broker.poll() is not None:
+                raise RuntimeError(f"broker exited ({self.broker.returncode}); see {run / 'broker.log'}")
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(socket_path))
+                break
+            except OSError:
+                time.sleep(0.02)  # waiting for another process to listen
+            finally:
+                probe.close()
+        else:
+            raise RuntimeError("the broker did not start listening")
+        self.socket_path = socket_path
+        return psutil.Process(self.broker.pid)
+
+    def stop_broker(self) -> None:
+        if self.broker is None:
+            return
+        if self.broker.poll() is None:
+            self.broker.send_signal(signal.SIGTERM)
+            try:
+                self.broker.wait(20)
+            except subprocess.TimeoutExpired:
+                self.broker.kill()
+                self.broker.wait()
+        self.broker = None
+
+    def start_workers(self, count: int, peers_each: list[int]) -> list[dict]:
+        self.workers = []
+        for index in range(count):
+            self.workers.append(subprocess.Popen(
+                [sys.executable, __file__, "--worker", "--socket", str(self.socket_path),
+                 "--peers", str(peers_each[index]), "--index", str(index)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT),
+            ))
+        ready = [self.read(w, "ready") for w in self.workers]
+        for info in ready:
+            self.agent_pids += info["agents"]
+        return ready
+
+    def read(self, worker: subprocess.Popen, key: str) -> Any:
+        line = worker.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError(f"load generator {worker.pid} exited ({worker.poll()})")
+        message = json.loads(line)
+        if key not in message:
+            raise RuntimeError(f"load generator {worker.pid}: {message}")
+        return message[key]
+
+    def tell(self, worker: subprocess.Popen, cmd: dict) -> None:
+        worker.stdin.write(json.dumps(cmd) + "\n")  # type: ignore[union-attr]
+        worker.stdin.flush()  # type: ignore[union-attr]
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                try:
+                    self.tell(worker, {"cmd": "quit"})
+                except OSError:
+                    pass
+        for worker in self.workers:
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        # Dummy agents die with their generator (PDEATHSIG); make sure, by pid.
+        for pid in self.agent_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self.workers = []
+        self.agent_pids = []
+
+    def cleanup(self) -> None:
+        try:
+            self.stop_workers()
+        finally:
+            self.stop_broker()
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    # --- phases --------------------------------------------------------------------------
+
+    def load(self, targets: list[str], mode: str, duration: float, warmup: float,
+             window: int = 0, rate: float = 0.0) -> dict:
+        """Run one load phase on every worker; CPU of broker and workers over the window."""
+        start = time.time() + 0.5
+        share = rate / len(self.workers) if rate else 0.0
+        for worker in self.workers:
+            self.tell(worker, {"cmd": "load", "mode": mode, "targets": targets, "start": start,
+                               "warmup": warmup, "duration": duration, "window": window, "rate": share})
+        broker = psutil.Process(self.broker.pid)  # type: ignore[union-attr]
+        procs = [psutil.Process(w.pid) for w in self.workers]
+        time.sleep(max(0.0, start + warmup - time.time()))
+        c0 = [_cpu(p) for p in [broker, *procs]]
+        s0 = broker.cpu_times().system
+        time.sleep(max(0.0, start + warmup + duration - time.time()))
+        c1 = [_cpu(p) for p in [broker, *procs]]
+        s1 = broker.cpu_times().system
+        drained = [self.read(w, "drained") for w in self.workers]
+        for worker in self.workers:
+            self.tell(worker, {"cmd": "report"})
+        reports = [self.read(w, "report") for w in self.workers]
+        latencies = sorted(x for d in drained for x in d["latencies"])
+        counted = sum(d["counted"] for d in drained)
+        return {
+            "counted": counted,
+            "rate": counted / duration,
+            "latencies": latencies,
+            "broker_cpu": 100 * (c1[0] - c0[0]) / duration,
+            "broker_sys": 100 * (s1 - s0) / duration,
+            "workers_cpu": 100 * sum(b - a for a, b in zip(c0[1:], c1[1:])) / duration,
+            "integrity": _integrity(reports),
+        }
+
+
+def _cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def _integrity(reports: list[dict]) -> dict:
+    """Every delivered id seen exactly once by its recipient; nothing seen twice anywhere."""
+    seen: dict[str, dict[int, int]] = {}
+    for report in reports:
+        for peer_id, pairs in report["seen"].items():
+            seen[peer_id] = {int(k): v for k, v in pairs}
+    delivered = [tuple(pair) for report in reports for pair in report["delivered"]]
+    lost = sum(1 for message_id, to_id in delivered if seen.get(to_id, {}).get(message_id, 0) == 0)
+    duplicated = sum(1 for counts in seen.values() for n in counts.values() if n > 1)
+    statuses: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for report in reports:
+        for key, n in report["statuses"].items():
+            statuses[key] = statuses.get(key, 0) + n
+        for key, n in report["errors"].items():
+            errors[key] = errors.get(key, 0) + n
+    ids = [message_id for message_id, _ in delivered]
+    return {"delivered": len(delivered), "distinct": len(set(ids)), "lost": lost,
+            "duplicated": duplicated, "statuses": statuses, "errors": errors}
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    index = min(len(values) - 1, max(0, int(round(q * (len(values) - 1)))))
+    return values[index]
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def main_bench(args: argparse.Namespace) -> int:
+    bench = Bench(args)
+    ok = True
+    try:
+        print(f"claude-peers broker benchmark  ({time.strftime('%Y-%m-%d %H:%M:%S %Z')}, "
+              f"{os.cpu_count()} cores, Python {sys.version.split()[0]})")
+        print(f"load average before the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+              "(other work on the machine competes for the same 2 cores)")
+        print(f"temp dir {bench.base}; {args.workers} load-generator processes, {args.peers} peers, "
+              f"window {args.window} sends in flight per peer, body {len(BODY)} bytes")
+
+        # --- 1 and 2: throughput, then latency at a steady load (same broker and peers) ---
+        bench.start_broker()
+        ready = bench.start_workers(args.workers, _split(args.peers, args.workers))
+        targets = [peer for info in ready for peer in info["peers"]]
+        tput = bench.load(targets, "closed", args.duration, args.warmup, window=args.window)
+        integ = tput["integrity"]
+        print()
+        print("1. durable messages per second (Send -> committed -> Deliver shown=True -> Send answered 'delivered')")
+        print(f"   {tput['rate']:,.0f} msg/s   ({tput['counted']:,} delivered in {args.duration:g} s after "
+              f"{args.warmup:g} s warm-up; target >= 10,000)")
+        per_message = 1e4 * tput["broker_cpu"] / max(tput["rate"], 1)  # microseconds
+        print(f"   CPU during the window: broker {tput['broker_cpu']:.0f}% of a core "
+              f"({tput['broker_sys']:.0f}% in the kernel), "
+              f"load generators {tput['workers_cpu']:.0f}% (2 cores = 200%)")
+        print(f"   broker CPU per delivered message {per_message:.0f} us "
+              f"(a broker with a whole core to itself: at most ~{1e6 / per_message:,.0f} msg/s)")
+        print(f"   latency under this saturating load: p50 {1000 * _pct(tput['latencies'], 0.5):.1f} ms, "
+              f"p99 {1000 * _pct(tput['latencies'], 0.99):.1f} ms")
+        print(f"   integrity: {integ['delivered']:,} delivered answers, {integ['distinct']:,} distinct ids, "
+              f"lost {integ['lost']}, duplicated {integ['duplicated']}, statuses {integ['statuses']}, "
+              f"errors {integ['errors'] or 'none'}")
+        ok &= integ["lost"] == 0 and integ["duplicated"] == 0 and integ["distinct"] == integ["delivered"]
+
+        lat = bench.load(targets, "paced", args.lat_duration, 1.0, rate=args.rate)
+        integ2 = lat["integrity"]
+        print()
+        print(f"2. latency Send -> 'delivered' at a steady {args.rate:,.0f} msg/s (paced, {args.peers} peers)")
+        print(f"   p50 {1000 * _pct(lat['latencies'], 0.5):.2f} ms   p99 {1000 * _pct(lat['latencies'], 0.99):.2f} ms   "
+              f"(n={len(lat['latencies']):,}, achieved {lat['rate']:,.0f} msg/s, "
+              f"mean {1000 * statistics.fmean(lat['latencies']) if lat['latencies'] else float('nan'):.2f} ms, "
+              f"max {1000 * (lat['latencies'][-1] if lat['latencies'] else float('nan')):.1f} ms)")
+        print(f"   CPU: broker {lat['broker_cpu']:.0f}% of a core "
+              f"({1e4 * lat['broker_cpu'] / max(lat['rate'], 1):.0f} us per message), "
+              f"load generators {lat['workers_cpu']:.0f}%")
+        print(f"   integrity: lost {integ2['lost']}, duplicated {integ2['duplicated']}, "
+              f"statuses {integ2['statuses']}, errors {integ2['errors'] or 'none'}")
+        ok &= integ2["lost"] == 0 and integ2["duplicated"] == 0
+        bench.stop_workers()
+        bench.stop_broker()
+
+        # --- 3: a fresh broker with 1,000 connected idle peers ---
+        proc = bench.start_broker()
+        rss_empty = proc.memory_info().rss
+        began = time.monotonic()
+        bench.start_workers(args.idle_workers, _split(args.idle_peers, args.idle_workers))
+        connect_time = time.monotonic() - began
+        rss_connected = proc.memory_info().rss
+        time.sleep(args.settle)
+        samples = []
+        c0, w0 = _cpu(proc), time.monotonic()
+        end = w0 + args.idle_duration
+        while time.monotonic() < end:
+            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+            samples.append(proc.memory_info().rss)
+        c1, w1 = _cpu(proc), time.monotonic()
+        cpu = 100 * (c1 - c0) / (w1 - w0)
+        rss_max = max(samples)
+        print()
+        print(f"3. {args.idle_peers:,} connected idle peers (fresh broker; {args.idle_workers} holder processes)")
+        print(f"   CPU {cpu:.2f}% of a core over {w1 - w0:.0f} s (includes the 10 s reaping; target < 1%)")
+        print(f"   RSS {rss_max / 2**20:.1f} MB max over the window (empty broker {rss_empty / 2**20:.1f} MB, "
+              f"just after connecting {rss_connected / 2**20:.1f} MB; target <= 150 MB)")
+        print(f"   connecting and registering them took {connect_time:.1f} s")
+        print()
+        print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print("integrity:", "OK" if ok else "FAILED")
+        return 0 if ok else 1
+    finally:
+        bench.cleanup()
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter phases (a smoke run)")
+    parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--peers", type=int, default=64, help="simulated peers sending to each other")
+    parser.add_argument("--window", type=int, default=8, help="sends in flight per peer (throughput)")
+    parser.add_argument("--duration", type=float, default=None, help="throughput window, seconds")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rate", type=float, default=500.0, help="paced load for the latency phase, msg/s")
+    parser.add_argument("--lat-duration", type=float, default=None)
+    parser.add_argument("--idle-peers", type=int, default=1000)
+    parser.add_argument("--idle-workers", type=int, default=4)
+    parser.add_argument("--idle-duration", type=float, default=None)
+    parser.add_argument("--settle", type=float, default=3.0)
+    # internal: run as a load generator
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--socket", help=argparse.SUPPRESS)
+    parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = 4.0 if args.quick else 10.0
+    if args.lat_duration is None:
+        args.lat_duration = 4.0 if args.quick else 10.0
+    if args.idle_duration is None:
+        args.idle_duration = 12.0 if args.quick else 30.0
+    return args
+
+
+if __name__ == "__main__":
+    options = parse(sys.argv[1:])
+    if options.worker:
+        worker_main(options)
+    else:
+        sys.exit(main_bench(options))
