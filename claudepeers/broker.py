@@ -369,8 +369,14 @@ class Broker:
     # --- messages -----------------------------------------------------------------------------
 
     @inlineCallbacks
-    def send(self, sender: PeerActor | None, target: str, body: str) -> Any:
-        """Commit a message and report what happened: a dict for the Send answer."""
+    def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None) -> Any:
+        """Commit a message and report what happened: a dict for the Send answer.
+
+        With ``client_key`` a repeat of the same send (after a lost connection) is answered
+        with the first message and stores and pushes nothing.
+        """
+        if client_key is not None and not (0 < len(client_key) <= 64 and client_key.isprintable()):
+            raise InvalidArgument("client_key must be 1 to 64 printable characters")
         if not isinstance(body, str) or not body.strip():
             raise InvalidArgument("the message is empty")
         size = len(body.encode("utf-8"))
@@ -404,7 +410,13 @@ class Broker:
             record = sender.record
             origin = dict(from_id=record.id, from_name=record.name, from_summary=record.summary,
                           from_cwd=record.cwd, from_client=record.client_type, verified=True)
-        message = yield self.store.add_message(NewMessage(**origin, to_id=recipient.id, body=body, sent_at=now))
+        new = NewMessage(**origin, to_id=recipient.id, body=body, sent_at=now)
+        if client_key is None:
+            message = yield self.store.add_message(new)
+        else:
+            message, stored_now = yield self.store.add_message_once(new, client_key)
+            if not stored_now:
+                return self._repeated(message)
         self.counters["sent"] += 1
         status, detail = yield recipient.accept(message)
         if status == "delivered":
@@ -413,6 +425,16 @@ class Broker:
                   message_id=message.id, to_id=recipient.id)
         return {"message_id": message.id, "status": status, "detail": detail,
                 "to_id": recipient.id, "to_name": recipient.name}
+
+    def _repeated(self, message: Any) -> dict[str, Any]:
+        """The answer to a repeated send: what became of the first one."""
+        recipient = self.actors.get(message.to_id)
+        name = recipient.name if recipient is not None else message.to_id
+        if message.acked_at is not None:
+            status, detail = "delivered", f"already sent as message {message.id} and shown to {name}"
+        else:
+            status, detail = "queued", f"already sent as message {message.id}; it waits for {name}"
+        return {"message_id": message.id, "status": status, "detail": detail, "to_id": message.to_id, "to_name": name}
 
     def fetch_unread(self, actor: PeerActor, limit: int | None) -> Deferred:
         """Unacknowledged messages of ``actor`` (oldest first) and how many more there are."""

@@ -245,9 +245,9 @@ class BrokerProtocol(amp.AMP):
         return self.broker.set_name(self._peer(), name).addCallback(lambda new: {"name": new})
 
     @wire.Send.responder
-    def send(self, to: str, body: str) -> Deferred:
+    def send(self, to: str, body: str, client_key: str | None = None) -> Deferred:
         """Send as this connection's peer (or as the unverified CLI when unbound)."""
-        return self.broker.send(self.actor, to, body)
+        return self.broker.send(self.actor, to, body, client_key)
 
     @wire.FetchUnread.responder
     def fetch_unread(self, limit: int | None = None) -> Deferred:

@@ -284,9 +284,11 @@ class Send(amp.Command):
 
     ``status`` is ``delivered`` (the recipient's bridge showed it), ``queued`` (held for a
     polling peer or one that is reconnecting) with ``detail`` saying which.
+    ``client_key`` (optional, at most 64 characters, unique per sender) makes the send
+    safe to repeat after a lost connection: a repeat answers with the first message.
     """
 
-    arguments = [(b"to", amp.Unicode()), (b"body", BigText())]
+    arguments = [(b"to", amp.Unicode()), (b"body", BigText()), (b"client_key", amp.Unicode(optional=True))]
     response = [
         (b"message_id", amp.Integer()),
         (b"status", amp.Unicode()),

@@ -54,11 +54,21 @@ class FakeBroker(amp.AMP):
     def whoami(self) -> dict:
         return {"peer": {"id": "ab12cd34", "name": "api"}}
 
+    @wire.Send.responder
+    def send(self, to: str, body: str, client_key: str | None = None) -> Any:
+        """The first send dies with the connection (unanswered); later ones are answered."""
+        self.record.sends.append(client_key)
+        if len(self.record.sends) == 1:
+            self.transport.loseConnection()
+            return Deferred()
+        return {"message_id": 9, "status": "delivered", "detail": "", "to_id": "x", "to_name": to}
+
 
 class Recorder:
     def __init__(self) -> None:
         self.connections: list[FakeBroker] = []
         self.registrations: list[dict] = []
+        self.sends: list[str | None] = []
 
 
 def settings_for(base: Path) -> Settings:
@@ -196,5 +206,57 @@ def test_calls_fail_clearly_without_a_broker(short_dir: Path) -> Any:
     try:
         with pytest.raises(BrokerUnreachable, match="no broker answers at .*b.sock"):
             yield link.call(wire.Whoami)
+    finally:
+        yield link.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_keyed_send_is_repeated_after_the_connection_dies_under_it(listening: Any) -> Any:
+    """A Send with a client_key lost with its connection is sent again, with the same key."""
+    settings, record, start = listening
+    yield start()
+    registered = Registered()
+    link = make_link(settings, registered)
+    link.start()
+    try:
+        yield registered.wait(1)
+        answer = yield link.call(wire.Send, to="bob", body="hi", client_key="key-1")
+        assert answer["message_id"] == 9
+        assert record.sends == ["key-1", "key-1"]
+    finally:
+        yield link.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_unkeyed_send_is_not_repeated(listening: Any) -> Any:
+    """Without a client_key a lost Send is reported, never silently repeated."""
+    settings, record, start = listening
+    yield start()
+    registered = Registered()
+    link = make_link(settings, registered)
+    link.start()
+    try:
+        yield registered.wait(1)
+        with pytest.raises(BrokerUnreachable, match="send it again"):
+            yield link.call(wire.Send, to="bob", body="hi")
+        assert record.sends == [None]
+    finally:
+        yield link.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_superseded_notice_reaches_the_session(listening: Any) -> Any:
+    """The broker's Superseded notice is handed to the session (which then exits)."""
+    settings, record, start = listening
+    yield start()
+    registered, reasons = Registered(), []
+    link = make_link(settings, registered)
+    link.on_superseded = reasons.append
+    link.start()
+    try:
+        yield registered.wait(1)
+        record.connections[0].callRemote(wire.Superseded, reason="a newer bridge")
+        yield link.call(wire.Whoami)
+        assert reasons == ["a newer bridge"]
     finally:
         yield link.stop()

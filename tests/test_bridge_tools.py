@@ -117,7 +117,10 @@ async def test_send_message_reports_delivered_or_queued() -> None:
               "to_id": "ab12cd34", "to_name": "api"}
     tools, broker = tools_with({wire.Send: answer})
     result = await tools.call("send_message", {"to_id": "api", "message": "hello"})
-    assert broker.calls == [(wire.Send, {"to": "api", "body": "hello"})]
+    (command, arguments), = broker.calls
+    key = arguments.pop("client_key")
+    assert command is wire.Send and arguments == {"to": "api", "body": "hello"}
+    assert len(key) == 32  # a fresh key per call makes a repeat after a lost connection safe
     assert result.text == "Message #7 delivered to api (ab12cd34): api has been shown the message."
     tools, _ = tools_with({wire.Send: {**answer, "status": "queued", "detail": "api sees it with its next tool call"}})
     result = await tools.call("send_message", {"to_id": "api", "message": "hello"})

@@ -465,3 +465,21 @@ def test_message_state_tells_sender_what_happened(world: World) -> None:
     assert states[str(shown["message_id"])]["state"] == "shown"
     assert states[str(waiting["message_id"])] == {"state": "queued", "recipient_state": OFFLINE, "to_id": recipient.id}
     assert states["999999"]["state"] == "unknown"
+
+
+@pytest_twisted.inlineCallbacks
+def test_repeated_send_with_the_same_client_key_is_stored_and_pushed_once(world: World) -> None:
+    """A send repeated after a lost connection (same client_key) returns the first message."""
+    a1, b1 = world.agent()
+    a2, b2 = world.agent()
+    sender, _ = yield world.register(a1, b1, FakeBridge())
+    inbox = FakeBridge()
+    yield world.register(a2, b2, inbox, name="bob")
+    first = yield world.broker.send(sender, "bob", "only once", client_key="k-1")
+    again = yield world.broker.send(sender, "bob", "only once", client_key="k-1")
+    other = yield world.broker.send(sender, "bob", "a new one", client_key="k-2")
+    assert again["message_id"] == first["message_id"] and again["status"] == "delivered"
+    assert "already sent" in again["detail"]
+    assert inbox.ids() == [first["message_id"], other["message_id"]]
+    bad = yield failure_of(world.broker.send(sender, "bob", "x", client_key="k" * 65))
+    assert isinstance(bad, wire.InvalidArgument)

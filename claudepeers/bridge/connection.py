@@ -243,7 +243,8 @@ class BrokerLink:
         failure.trap(ConnectionClosed, ConnectionDone, ConnectionLost)
         if protocol is self.current:
             self.current = None
-        if first_attempt and command in SAFE_TO_REPEAT:
+        repeatable = command in SAFE_TO_REPEAT or (command is wire.Send and arguments.get("client_key"))
+        if first_attempt and repeatable:
             # Let the service see the loss first, or it hands us the dead one again.
             d = deferLater(self._reactor, 0, lambda: None)
             d.addCallback(lambda _: self._call_when_ready(command, arguments, first_attempt=False))

@@ -11,6 +11,8 @@ they can be tested with a fake that records the calls.
 
 from __future__ import annotations
 
+import uuid
+
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
@@ -215,7 +217,9 @@ class PeerTools:
         return ToolResult("\n\n".join(blocks))
 
     async def _tool_send_message(self, to_id: str, message: str) -> ToolResult:
-        answer = await self._broker.call(wire.Send, to=to_id, body=message)
+        # A fresh key per call: if the connection dies mid-send the link repeats the call,
+        # and the broker stores and pushes the message only once.
+        answer = await self._broker.call(wire.Send, to=to_id, body=message, client_key=uuid.uuid4().hex)
         target = f"{clean_line(answer['to_name'])} ({answer['to_id']})"
         detail = clean_line(answer.get("detail"), 400)
         if answer["status"] == "delivered":

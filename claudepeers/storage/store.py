@@ -206,6 +206,26 @@ class Store:
         cursor.execute(self._insert_message, values)
         return Message(int(cursor.lastrowid), *values)
 
+    def add_message_once(self, message: NewMessage, client_key: str) -> Deferred:
+        """Store a message unless its sender already stored one under ``client_key``.
+
+        Fires with (Message, stored_now): a repeated send (the same key after a lost
+        connection) gets the first message back and stores nothing.
+        """
+        return self._write(lambda cursor: self._txn_add_message_once(cursor, message, client_key))
+
+    def _txn_add_message_once(self, cursor: Any, message: NewMessage, client_key: str) -> tuple[Message, bool]:
+        cursor.execute(
+            self._sql(f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE from_id = ? AND client_key = ?"),
+            (message.from_id, client_key),
+        )
+        row = cursor.fetchone()
+        if row is not None:
+            return _message(row), False
+        stored = self._txn_add_message(cursor, message)
+        cursor.execute(self._sql("UPDATE messages SET client_key = ? WHERE id = ?"), (client_key, stored.id))
+        return stored, True
+
     def acknowledge(self, peer_id: str, message_ids: Sequence[int], when: float) -> Deferred:
         """Mark messages of ``peer_id`` shown; fires with the ids that were newly marked."""
         ids = sorted(set(int(i) for i in message_ids))
