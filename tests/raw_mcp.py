@@ -87,7 +87,8 @@ class StdioBridge:
 
     def request(self, method: str, params: dict[str, Any] | None = None, timeout: float = 20.0) -> dict[str, Any]:
         """Send a request and wait for its response (the whole JSON-RPC object)."""
-        request_id = next(self._ids)
+        # String ids no fuzzed line uses, so a fuzzer's answer is never taken for ours.
+        request_id = f"raw-mcp-{next(self._ids)}"
         box: "queue.Queue[dict[str, Any]]" = queue.Queue()
         with self._lock:
             self._answers[request_id] = box

@@ -34,6 +34,7 @@ from twisted.protocols import amp
 
 from claudepeers import wire
 from claudepeers.bridge.tools import TOOLS
+from claudepeers.protocol import OPEN_COMMANDS, BrokerProtocol
 
 from bridge_support import FakeAgent
 from conftest import BrokerProcess, broker_env
@@ -47,6 +48,9 @@ FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
 COMMANDS = [c for c in vars(wire).values()
             if isinstance(c, type) and issubclass(c, amp.Command) and c is not amp.Command
             and c not in (wire.StopBroker, wire.KillPeer)]
+#: Commands the broker serves (the others are remote callbacks it calls on bridges).
+BROKER_COMMANDS = {c.commandName for c in COMMANDS
+                   if amp.AMP.locateResponder(BrokerProtocol(broker=None, uid=0), c.commandName) is not None}  # type: ignore[arg-type]
 ARGUMENT_NAMES = sorted({name for c in COMMANDS for name, _ in c.arguments} | {b"body.1", b"body.2", b"message.1"})
 COUNTS: dict[str, int] = {}
 
@@ -155,17 +159,22 @@ def well_framed_boxes(draw: Any) -> tuple[str, dict[bytes, bytes]]:
 @FUZZ_SETTINGS
 @given(case=well_framed_boxes())
 def test_random_amp_boxes_get_an_answer_or_a_clear_error(target: Target, case: tuple[str, dict[bytes, bytes]]) -> None:
-    """Any well-framed box with a tag is answered (an answer or a typed error) and the connection stays usable."""
+    """Any well-framed box with a tag is answered (an answer or a typed error) and the connection stays
+    usable; on TCP without the token every command but Authenticate, Hello and Ping is refused."""
     how, box = case
     counted(f"amp-{how}")
     client = connect(target, how)
     try:
         box[b"_ask"] = b"fz1"
         client.send_bytes(frame(box))
+        gated = how == "tcp" and box[b"_command"] in BROKER_COMMANDS - OPEN_COMMANDS
         try:
             answer = client.answer(b"fz1")
             assert "_answer" in answer
+            assert not gated, "TCP without the token is served nothing but Authenticate, Hello and Ping"
         except RemoteError as error:
+            if gated:
+                assert error.code == "AUTHENTICATION_REQUIRED", error
             known = {code.decode() for code in {**wire.COMMON_ERRORS, **wire.PEER_ERRORS}.values()}
             known |= {"UNHANDLED", "UNKNOWN", "ALREADY_REGISTERED", "IDENTITY_REJECTED", "NAME_TAKEN",
                       "LIMIT_EXCEEDED", "KILL_REFUSED"}
@@ -406,5 +415,55 @@ def test_malformed_json_rpc_lines_do_not_stop_the_bridge(bridges: BridgePair, li
 
 def test_stdin_batch_leaves_both_bridges_served(bridges: BridgePair) -> None:
     """After the stdin batch, list and send still work between the two bridges."""
+    bridges.check_healthy()
+    print("FUZZ-COUNTS " + json.dumps(COUNTS, sort_keys=True))
+
+
+# --- the long passes (slow suite): ten times the cases on every surface ---------------------------
+
+LONG_SETTINGS = settings(FUZZ_SETTINGS, max_examples=EXAMPLES * 10)
+
+
+@pytest.mark.slow
+@LONG_SETTINGS
+@given(case=well_framed_boxes())
+def test_long_random_amp_boxes(target: Target, case: tuple[str, dict[bytes, bytes]]) -> None:
+    """Ten times the random well-framed boxes (slow suite)."""
+    test_random_amp_boxes_get_an_answer_or_a_clear_error.hypothesis.inner_test(target, case)  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+@LONG_SETTINGS
+@given(case=malformed_streams())
+def test_long_malformed_amp_streams(target: Target, case: tuple[str, bytes]) -> None:
+    """Ten times the malformed streams (slow suite)."""
+    test_malformed_amp_streams_cost_only_their_own_connection.hypothesis.inner_test(target, case)  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_long_amp_batches_leave_the_healthy_peers_served(target: Target) -> None:
+    """After the long AMP batches, the healthy peers are still served (slow suite)."""
+    test_amp_batches_leave_the_healthy_peers_served(target)
+
+
+@pytest.mark.slow
+@LONG_SETTINGS
+@given(call=tool_calls)
+def test_long_mcp_tool_calls(bridges: BridgePair, call: tuple[str, Any]) -> None:
+    """Ten times the random tool calls (slow suite)."""
+    test_mcp_tool_calls_with_random_arguments_get_results_not_crashes.hypothesis.inner_test(bridges, call)  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+@LONG_SETTINGS
+@given(line=lines)
+def test_long_json_rpc_lines(bridges: BridgePair, line: bytes) -> None:
+    """Ten times the malformed stdin lines (slow suite)."""
+    test_malformed_json_rpc_lines_do_not_stop_the_bridge.hypothesis.inner_test(bridges, line)  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_long_mcp_batches_leave_both_bridges_served(bridges: BridgePair) -> None:
+    """After the long MCP batches, both bridges are still served (slow suite)."""
     bridges.check_healthy()
     print("FUZZ-COUNTS " + json.dumps(COUNTS, sort_keys=True))
