@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 import psutil
 import pytest
+import pytest_twisted
 from twisted.internet.task import Clock
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -38,7 +39,7 @@ from claudepeers.storage import Store, prepare
 
 from broker_fakes import FakeProcesses
 from conftest import ROOT, BrokerProcess, broker_env
-from raw_amp import Closed, RawAMP, RemoteError
+from raw_amp import Closed, RawAMP
 from test_model import SyncPool
 from test_storage_faults import CHILD_PREPARE, LockHolder, fingerprint
 
@@ -565,3 +566,69 @@ def test_real_bridges_survive_twenty_kills(short_dir: Path) -> None:
     figures = check_chaos(bridge_chaos(short_dir, rounds=20, seed=int(os.environ.get("CP_FAULT_SEED", "20"))))
     assert figures["broker_kills"] == 10 and figures["bridge_kills"] == 10
     print("BRIDGE-CHAOS " + json.dumps(figures))
+
+
+# --- a shown message is not pushed again to the agent's next bridge --------------------------------
+
+
+class HeldBridge:
+    """A bridge connection whose push answers the test gives by hand; ``pushed`` fires at the first push."""
+
+    delivery = "push"
+
+    def __init__(self) -> None:
+        self.pushes: list[tuple[dict[str, Any], Any]] = []
+        from twisted.internet.defer import Deferred
+
+        self.pushed: Deferred = Deferred()
+
+    def deliver(self, message: dict[str, Any]) -> Any:
+        """Hold the answer; tell the test."""
+        from twisted.internet.defer import Deferred
+
+        answer: Deferred = Deferred()
+        self.pushes.append((message, answer))
+        if len(self.pushes) == 1:
+            # Tell the test on the next turn: the actor must first hook its callbacks to ``answer``.
+            from twisted.internet import reactor
+
+            reactor.callLater(0, self.pushed.callback, message)
+        return answer
+
+    def close(self, reason: str) -> None:
+        """Dropped by the broker."""
+
+    def shown_elsewhere(self, message_ids: list[int]) -> None:
+        """Not used here."""
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_message_shown_just_before_a_reconnect_is_not_pushed_to_the_next_bridge(short_dir: Path) -> Any:
+    """Regression: the bridge answers a push ``shown`` while a group commit is running, then its
+    agent's next bridge registers. The acknowledgement waited for the next commit, the new
+    bridge's backlog read overtook it, and the message was pushed (and shown) a second time.
+    Reads now see every write queued before them (real adbapi Store, real SQLite)."""
+    from broker_fakes import FakeBridge, World
+
+    world = World(short_dir)
+    yield world.broker.start()
+    try:
+        alice_agent, alice_bridge = world.agent()
+        bob_agent, bob_bridge = world.agent()
+        alice, _ = yield world.register(alice_agent, alice_bridge, FakeBridge(), cwd="/w/alice")
+        first = HeldBridge()
+        bob, _ = yield world.register(bob_agent, bob_bridge, first, cwd="/w/bob")
+        sending = world.broker.send(alice, bob.id, "shown once")
+        message = yield first.pushed
+        busy = world.store.save_peer(bob.record)  # a group commit in flight
+        first.pushes[0][1].callback(True)  # shown: its acknowledgement queues behind that commit
+        world.broker.disconnected(bob, first)
+        second = FakeBridge()
+        yield world.register(bob_agent, bob_bridge, second, cwd="/w/bob")
+        yield busy
+        answer = yield sending
+        assert answer["status"] == "delivered"
+        assert second.ids() == [], f"message {message['id']} was pushed again after it was shown"
+        assert (yield world.store.unread(bob.id)) == []
+    finally:
+        yield world.close()

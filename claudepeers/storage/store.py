@@ -82,6 +82,12 @@ class Store:
     def _read(self, fn: Callable[..., Any], *args: Any) -> Deferred:
         if self._closed:
             return fail(StoreError("the store is closed"))
+        if self._flushing or self._pending:
+            # Read your writes: a read must see every write queued before it. Run directly,
+            # it would overtake writes still waiting for the next group commit (a reconnecting
+            # bridge's backlog read would miss the acknowledgement of a message just shown,
+            # and the message would be pushed again).
+            return self._write(lambda cursor: fn(cursor, *args))
         return self._pool.runInteraction(fn, *args)
 
     def _write(self, fn: Callable[[Any], Any]) -> Deferred:
