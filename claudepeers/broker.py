@@ -1,4 +1,4 @@
-"""The broker's logic: the registry of peer actors, names, scopes, routing, kills, events.
+"""The broker's logic: the registry of peer actors, scopes, routing, kills (names: naming.py, events: events.py).
 
 No AMP and no SQL here (STYLE habit 1): the protocol layer calls these methods with
 plain values and the kernel's credentials of the connection; the store does the SQL;
@@ -9,22 +9,18 @@ so that tests can stand in for the process table.
 from __future__ import annotations
 
 import os
-import re
-import secrets
 import socket
-import string
-from collections import deque
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from . import __version__, agents, killing
+from . import __version__, agents, killing, naming
+from .events import EventLog
 from .peers import PeerActor
 from .ratelimit import RateLimiter
-from .records import CLI_ID, GONE, OFFLINE, ONLINE, NewMessage, PeerRecord, iso
+from .records import CLI_ID, GONE, OFFLINE, ONLINE, Claim, Credentials, NewMessage, PeerRecord, iso
 from .settings import Limits
 from .wire import (
     AmbiguousPeer,
@@ -32,7 +28,6 @@ from .wire import (
     InvalidArgument,
     KillRefused,
     LimitExceeded,
-    NameTaken,
     NotRegistered,
     PeerGone,
     UnknownPeer,
@@ -41,36 +36,6 @@ from .wire import (
 SCOPES = ("machine", "directory", "repo")
 CLIENT_TYPES = ("claude-code", "codex", "unknown")
 DELIVERY_MODES = ("push", "inline", "none")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-ID_ALPHABET = string.ascii_lowercase + string.digits
-EVENT_HISTORY = 1000
-#: Event kinds kept in the database (messages are only in the in-memory history).
-PERSISTENT_EVENTS = {"register", "leave", "gone", "kill", "rename", "broker"}
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """What the kernel says about a connection: SO_PEERCRED on UNIX, nothing on TCP."""
-
-    transport: str  # "unix" or "tcp"
-    pid: int | None = None
-    uid: int | None = None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a registering bridge says about its agent session."""
-
-    agent_pid: int
-    agent_start: float
-    client_type: str
-    cwd: str
-    git_root: str | None = None
-    git_common_dir: str | None = None
-    branch: str | None = None
-    tty: str | None = None
-    name: str | None = None
-    delivery: str = "push"
 
 
 class Broker:
@@ -98,8 +63,7 @@ class Broker:
         self._reactor = reactor if reactor is not None else clock
         self._processes = processes
         self._rate = RateLimiter(self.limits.messages_per_minute)
-        self._events: deque[dict[str, Any]] = deque(maxlen=EVENT_HISTORY)
-        self._watchers: set[Any] = set()
+        self.events = EventLog(store, clock)
         self._reaper: LoopingCall | None = None
         self._stop = stop
         self.started_at = clock.seconds()
@@ -112,8 +76,7 @@ class Broker:
         """Load stored peers (all offline until their bridges reconnect) and start reaping."""
         records = yield self.store.load_peers()
         counts = yield self.store.unread_counts()
-        for event in (yield self.store.recent_events(200)):
-            self._events.append({**event, "at": iso(event["at"])})
+        self.events.load((yield self.store.recent_events(200)))
         for record in records:
             if record.state == ONLINE:
                 record = PeerRecord(**{**record.__dict__, "state": OFFLINE})
@@ -142,36 +105,11 @@ class Broker:
         """The broker's clock."""
         return self._clock.seconds()
 
-    # --- events -------------------------------------------------------------------------
+    # --- events (see events.py) ---------------------------------------------------------
 
     def emit(self, kind: str, peer_id: str | None, detail: str, **extra: Any) -> None:
-        """Record an event, keep it in history, persist the important ones, tell watchers."""
-        at = self.now()
-        event = {"at": iso(at), "kind": kind, "peer_id": peer_id, "detail": detail, **extra}
-        self._events.append(event)
-        if kind in PERSISTENT_EVENTS:
-            self.store.add_event(at, kind, peer_id, detail).addErrback(
-                lambda f: self.log.failure("could not store event", f)
-            )
-        for watcher in list(self._watchers):
-            try:
-                watcher.event(event)
-            except Exception:  # a broken watcher must not stop the others
-                self.log.failure("watcher failed; dropping it")
-                self._watchers.discard(watcher)
-
-    def recent_events(self, limit: int) -> list[dict[str, Any]]:
-        """The latest events, oldest first."""
-        limit = max(1, min(limit, EVENT_HISTORY))
-        return list(self._events)[-limit:]
-
-    def watch(self, watcher: Any) -> None:
-        """Send future events to ``watcher.event(dict)``."""
-        self._watchers.add(watcher)
-
-    def unwatch(self, watcher: Any) -> None:
-        """Stop sending events to ``watcher``."""
-        self._watchers.discard(watcher)
+        """Record an event (history, store, live watchers)."""
+        self.events.emit(kind, peer_id, detail, **extra)
 
     # --- identity -----------------------------------------------------------------------
 
@@ -217,9 +155,9 @@ class Broker:
             git_common_dir=claim.git_common_dir, branch=claim.branch, tty=claim.tty,
         )
         if actor is None:
-            name = self._unique_name(claim.name or _default_name(claim), exclude=None, strict=bool(claim.name))
+            name = self._unique_name(claim.name or naming.default_name(claim.git_root, claim.cwd), exclude=None, strict=bool(claim.name))
             record = PeerRecord(
-                id=self._new_id(), host=self.host, agent_pid=claim.agent_pid, agent_start=claim.agent_start,
+                id=naming.new_id(self.actors), host=self.host, agent_pid=claim.agent_pid, agent_start=claim.agent_start,
                 name=name, summary="", state=OFFLINE, registered_at=now, last_seen=now, **fields,
             )
             actor = self._actor(record)
@@ -251,44 +189,12 @@ class Broker:
             if value is not None and len(value) > 4096:
                 raise LimitExceeded(f"{label} is longer than 4096 characters")
 
-    def _new_id(self) -> str:
-        while True:
-            candidate = "".join(secrets.choice(ID_ALPHABET) for _ in range(8))
-            if candidate not in self.actors and candidate != CLI_ID:
-                return candidate
-
     def check_name(self, name: str) -> str:
         """A valid name or InvalidArgument / LimitExceeded naming the rule."""
-        limit = self.limits.max_name_chars
-        if len(name) > limit:
-            raise LimitExceeded(
-                f"name is {len(name)} characters; the limit is {limit} (max_name_chars, CLAUDE_PEERS_MAX_NAME_CHARS)"
-            )
-        if not NAME_PATTERN.match(name):
-            raise InvalidArgument(
-                f"name {name!r} must start with a letter or digit and contain only letters, digits, '.', '_' and '-'"
-            )
-        if name == CLI_ID:
-            raise InvalidArgument("the name 'cli' is reserved for messages from the command line")
-        return name
+        return naming.check_name(name, self.limits.max_name_chars)
 
     def _unique_name(self, wanted: str, exclude: str | None, strict: bool) -> str:
-        """``wanted`` if free among live peers; else (unless strict) ``wanted-2``, ``-3``..."""
-        if strict:
-            self.check_name(wanted)
-        taken = {
-            a.name for a in self.actors.values() if a.state != GONE and a.id != exclude
-        } | {a.id for a in self.actors.values() if a.id != exclude}
-        if wanted not in taken:
-            return wanted
-        if strict:
-            holder = next((a for a in self.actors.values() if a.id != exclude and wanted in (a.name, a.id)), None)
-            raise NameTaken(f"the name {wanted!r} is taken by peer {holder.id if holder else '?'}")
-        base = wanted[: self.limits.max_name_chars - 4]
-        index = 2
-        while f"{base}-{index}" in taken:
-            index += 1
-        return f"{base}-{index}"
+        return naming.unique_name(self.actors.values(), wanted, exclude, strict, self.limits.max_name_chars)
 
     @inlineCallbacks
     def set_name(self, actor: PeerActor, name: str) -> Any:
@@ -579,12 +485,6 @@ class Broker:
         }
 
 
-def _default_name(claim: Claim) -> str:
-    base = os.path.basename((claim.git_root or claim.cwd).rstrip("/")) or "peer"
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-._") or "peer"
-    return cleaned[:40]
-
-
 def _repo_key(record: PeerRecord) -> str:
     return record.git_common_dir or record.cwd
 
@@ -593,4 +493,4 @@ def _describe(actors: Iterable[PeerActor]) -> str:
     return ", ".join(f"{a.name} ({a.id}, {a.state})" for a in actors)
 
 
-__all__ = ["Broker", "Claim", "Credentials", "succeed"]
+__all__ = ["Broker", "Claim", "Credentials"]

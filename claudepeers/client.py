@@ -12,13 +12,12 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
-from twisted.internet.error import ConnectError, ConnectionRefusedError
-from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.protocols import amp
 from twisted.internet.threads import deferToThread
 

@@ -99,7 +99,7 @@ class BrokerProtocol(amp.AMP):
         factory = getattr(self, "factory", None)
         if factory is not None:
             factory.connections.discard(self)
-        self.broker.unwatch(self)
+        self.broker.events.unwatch(self)
         if self.actor is not None and self.bridge:
             self.broker.disconnected(self.actor, self)
 
@@ -288,12 +288,12 @@ class BrokerProtocol(amp.AMP):
     @wire.RecentEvents.responder
     def recent_events(self, limit: int | None = None) -> dict:
         """Recent events, oldest first."""
-        return {"events": self.broker.recent_events(limit or 100)}
+        return {"events": self.broker.events.recent(limit or 100)}
 
     @wire.Watch.responder
     def watch(self) -> dict:
         """Stream future events to this connection."""
-        self.broker.watch(self)
+        self.broker.events.watch(self)
         return {}
 
     @wire.StopBroker.responder

@@ -97,3 +97,28 @@ class NewMessage:
     def stored(self, message_id: int) -> Message:
         """The Message this becomes once committed under ``message_id``."""
         return Message(id=message_id, **asdict(self))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the kernel says about a connection: SO_PEERCRED on UNIX, nothing on TCP."""
+
+    transport: str  # "unix" or "tcp"
+    pid: int | None = None
+    uid: int | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a registering bridge says about its agent session."""
+
+    agent_pid: int
+    agent_start: float
+    client_type: str
+    cwd: str
+    git_root: str | None = None
+    git_common_dir: str | None = None
+    branch: str | None = None
+    tty: str | None = None
+    name: str | None = None
+    delivery: str = "push"

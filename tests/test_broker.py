@@ -441,13 +441,13 @@ def test_events_are_kept_and_streamed_to_watchers(world: World) -> None:
         def event(self, event):
             seen.append(event)
 
-    world.broker.watch(Watcher())
+    world.broker.events.watch(Watcher())
     agent, bridge = world.agent()
     yield world.register(agent, bridge, FakeBridge(), name="bob")
     yield world.broker.send(None, "bob", "hello")
     kinds = [e["kind"] for e in seen]
     assert "register" in kinds and "message" in kinds
-    assert [e["kind"] for e in world.broker.recent_events(10)][-2:] == ["register", "message"]
+    assert [e["kind"] for e in world.broker.events.recent(10)][-2:] == ["register", "message"]
 
 
 @pytest_twisted.inlineCallbacks

@@ -21,7 +21,6 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, c
 from twisted.protocols import amp
 
 from claudepeers import agents, wire
-from claudepeers.client import connect
 
 from conftest import ROOT, BrokerProcess, broker_env, wait_for_socket
 

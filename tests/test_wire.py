@@ -69,7 +69,7 @@ class EchoServer(amp.AMP):
         return {"value": value}
 
     @wire.Send.responder
-    def send(self, to: str, body: str) -> dict[str, Any]:
+    def send(self, to: str, body: str, client_key: str | None = None) -> dict[str, Any]:
         self.received.append(("Send", {"to": to, "body": body}))
         if to == "nobody":
             raise wire.UnknownPeer("no peer is called 'nobody'; candidates: api, web")

@@ -1,0 +1,73 @@
+"""The event log: what happened in the broker, for `claude-peers log [-f]`.
+
+Recent events live in memory (every message is one); the ones worth keeping across
+restarts (registrations, departures, kills, renames, broker start/stop) also go to the
+store. Watchers (``log -f`` connections) get each event as it happens.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from twisted.logger import Logger
+
+from .records import iso
+
+#: Events kept in memory.
+EVENT_HISTORY = 1000
+#: Event kinds kept in the database (messages are only in the in-memory history).
+PERSISTENT_EVENTS = {"register", "leave", "gone", "kill", "rename", "broker"}
+
+
+class EventLog:
+    """History, persistence and live streaming of broker events."""
+
+    log = Logger()
+
+    def __init__(self, store: Any, clock: Any) -> None:
+        self._store = store
+        self._clock = clock
+        self._events: deque[dict[str, Any]] = deque(maxlen=EVENT_HISTORY)
+        self._watchers: set[Any] = set()
+        self._sequence = 0
+
+    def load(self, stored: list[dict[str, Any]]) -> None:
+        """Start the history with events stored before a restart (oldest first)."""
+        for event in stored:
+            self._append({**event, "at": iso(event["at"])})
+
+    def _append(self, event: dict[str, Any]) -> dict[str, Any]:
+        # A sequence number lets a follower tell a new event from one it has seen.
+        self._sequence += 1
+        event["seq"] = self._sequence
+        self._events.append(event)
+        return event
+
+    def emit(self, kind: str, peer_id: str | None, detail: str, **extra: Any) -> None:
+        """Record an event, keep it in history, persist the important ones, tell watchers."""
+        at = self._clock.seconds()
+        event = self._append({"at": iso(at), "kind": kind, "peer_id": peer_id, "detail": detail, **extra})
+        if kind in PERSISTENT_EVENTS:
+            self._store.add_event(at, kind, peer_id, detail).addErrback(
+                lambda f: self.log.failure("could not store event", f)
+            )
+        for watcher in list(self._watchers):
+            try:
+                watcher.event(event)
+            except Exception:  # a broken watcher must not stop the others
+                self.log.failure("watcher failed; dropping it")
+                self._watchers.discard(watcher)
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The latest events, oldest first."""
+        limit = max(1, min(limit, EVENT_HISTORY))
+        return list(self._events)[-limit:]
+
+    def watch(self, watcher: Any) -> None:
+        """Send future events to ``watcher.event(dict)``."""
+        self._watchers.add(watcher)
+
+    def unwatch(self, watcher: Any) -> None:
+        """Stop sending events to ``watcher``."""
+        self._watchers.discard(watcher)
