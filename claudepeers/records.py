@@ -74,10 +74,13 @@ class Message:
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON form pushed to bridges and returned by FetchUnread."""
-        data = asdict(self)
-        data["sent_at"] = iso(self.sent_at)
-        data["acked_at"] = iso(self.acked_at)
-        return data
+        # Built by hand: this runs for every push, and asdict deep-copies every field.
+        return {
+            "id": self.id, "from_id": self.from_id, "from_name": self.from_name,
+            "from_summary": self.from_summary, "from_cwd": self.from_cwd, "from_client": self.from_client,
+            "verified": self.verified, "to_id": self.to_id, "body": self.body,
+            "sent_at": iso(self.sent_at), "acked_at": iso(self.acked_at),
+        }
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,10 @@ def _chunk_keys(name: bytes, strings: dict) -> list[bytes]:
     return [k for k in strings if k.startswith(prefix) and k[len(prefix):].isdigit()]
 
 
+#: One encoder for every value: json.dumps with options builds a new encoder per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 class JSONValue(BigText):
     """Any JSON-serialisable value, carried as BigText."""
 
@@ -81,7 +85,7 @@ class JSONValue(BigText):
         """Serialise the value to compact JSON before chunking."""
         key = amp._wireNameToPythonIdentifier(name)
         if key in objects and not (self.optional and objects[key] is None):
-            objects[key] = json.dumps(objects[key], separators=(",", ":"), ensure_ascii=False)
+            objects[key] = _ENCODE(objects[key])
         super().toBox(name, strings, objects, proto)
 
     def fromBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
