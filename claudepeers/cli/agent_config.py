@@ -35,7 +35,8 @@ class ConfigError(Exception):
 # --- Claude Code: ~/.claude.json ------------------------------------------------------
 
 
-def _load_json_object(text: str | None, where: str) -> dict:
+def load_json_object(text: str | None, where: str) -> dict:
+    """Parse a JSON config file's text as an object; ConfigError (file untouched) if it is not one."""
     if text is None or not text.strip():
         return {}
     try:
@@ -58,7 +59,7 @@ def claude_server_entry(command: list[str]) -> dict:
 
 def claude_json_add(text: str | None, command: list[str], where: str = "~/.claude.json") -> str:
     """``text`` with ``mcpServers.claude-peers`` set to start ``command``."""
-    data = _load_json_object(text, where)
+    data = load_json_object(text, where)
     servers = data.setdefault("mcpServers", {})
     if not isinstance(servers, dict):
         raise ConfigError(f"{where}: mcpServers is not an object; left untouched")
@@ -68,7 +69,7 @@ def claude_json_add(text: str | None, command: list[str], where: str = "~/.claud
 
 def claude_json_remove(text: str | None, where: str = "~/.claude.json") -> str | None:
     """``text`` without ``mcpServers.claude-peers`` (None when there was nothing to remove)."""
-    data = _load_json_object(text, where)
+    data = load_json_object(text, where)
     servers = data.get("mcpServers")
     if not isinstance(servers, dict) or SERVER_NAME not in servers:
         return None
@@ -80,7 +81,7 @@ def claude_json_remove(text: str | None, where: str = "~/.claude.json") -> str |
 
 def claude_json_entry(text: str | None, where: str = "~/.claude.json") -> dict | None:
     """Our ``mcpServers`` entry in a Claude Code user config, if any."""
-    servers = _load_json_object(text, where).get("mcpServers")
+    servers = load_json_object(text, where).get("mcpServers")
     entry = servers.get(SERVER_NAME) if isinstance(servers, dict) else None
     return entry if isinstance(entry, dict) else None
 
@@ -95,7 +96,7 @@ def allow_rules(tools: Iterable[str] = ALLOWED_TOOLS) -> list[str]:
 
 def settings_allow_add(text: str | None, rules: list[str], where: str = "~/.claude/settings.json") -> tuple[str, list[str]]:
     """``text`` with ``rules`` in ``permissions.allow``; also returns the rules newly added."""
-    data = _load_json_object(text, where)
+    data = load_json_object(text, where)
     permissions = data.setdefault("permissions", {})
     if not isinstance(permissions, dict):
         raise ConfigError(f"{where}: permissions is not an object; left untouched")
@@ -109,7 +110,7 @@ def settings_allow_add(text: str | None, rules: list[str], where: str = "~/.clau
 
 def settings_allow_remove(text: str | None, rules: list[str], where: str = "~/.claude/settings.json") -> str | None:
     """``text`` without ``rules`` in ``permissions.allow`` (None when none was there)."""
-    data = _load_json_object(text, where)
+    data = load_json_object(text, where)
     permissions = data.get("permissions")
     allow = permissions.get("allow") if isinstance(permissions, dict) else None
     if not isinstance(allow, list) or not any(rule in allow for rule in rules):

@@ -19,7 +19,7 @@ import os
 import shlex
 from typing import Any, Iterable
 
-from claudepeers.cli.agent_config import ConfigError
+from claudepeers.cli.agent_config import ConfigError, load_json_object
 from claudepeers.hooks.output import CONTEXT_EVENTS, EVENTS, STOP_EVENT
 
 #: Seconds an agent gives the hook before killing it (the hook itself gives up after ~3 s).
@@ -54,14 +54,7 @@ def is_ours(handler: Any) -> bool:
 
 
 def _load(text: str | None, where: str) -> dict:
-    if text is None or not text.strip():
-        return {}
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}); left untouched") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} does not hold a JSON object; left untouched")
+    data = load_json_object(text, where)
     hooks = data.get("hooks")
     if hooks is not None and not isinstance(hooks, dict):
         raise ConfigError(f"{where}: hooks is not an object; left untouched")
