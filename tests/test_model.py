@@ -9,10 +9,16 @@ What is stood in for:
 - the kernel's credentials (SO_PEERCRED): an injected function returning the bridge's pid;
 - the process table: :class:`FakeProcesses` (agents start and die when the test says);
 - time: a ``Clock`` (reaping and delivery waits run when the test advances it);
-- adbapi's thread pool: :class:`SyncPool` runs each interaction at once on one sqlite3
-  connection, committing or rolling back as adbapi does. Hypothesis drives examples
-  synchronously and cannot wait on the (asyncio) reactor, so the Store's Deferreds must fire
-  at once; the SQL, the group commit and the database file are the real ones.
+- adbapi's thread pool: :class:`QueuedPool` holds each interaction in FIFO order, as adbapi's
+  one thread does, and runs it (on one real sqlite3 connection, commit or rollback) when the
+  model says. Moving bytes on the connections and running database work are interleaved at
+  random (seeded by hypothesis), so reads are issued while writes are still queued or
+  committing. Hypothesis drives examples synchronously and cannot wait on the (asyncio)
+  reactor, hence no real thread; the SQL, the group commit and the database file are real.
+
+Some bridges are "slow": they answer pushes only when the model says, possibly just as their
+agent's next bridge registers (as at compaction). This is what finds the read-overtakes-the-
+acknowledgement race fixed in ``Store._read`` (the long run finds it when the fix is undone).
 
 A broker restart abandons the broker, its connections and its SQLite connection without any
 clean shutdown (as ``kill -9`` would) and starts a new Broker and Store over the same file.
@@ -26,6 +32,7 @@ id order; ids and names never change; gone peers stay gone and are never listed.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import sqlite3
 import tempfile
@@ -36,7 +43,8 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 import pytest
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule,
+                                 run_state_machine_as_test)
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.protocols import amp
@@ -83,6 +91,32 @@ class SyncPool:
         self.connection.close()
 
 
+class QueuedPool(SyncPool):
+    """Like adbapi's one-thread pool: interactions wait in FIFO order until the model runs them.
+
+    The model interleaves running them with moving bytes on the connections (seeded by
+    hypothesis), so a read can be issued while writes are still queued or committing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.queue: list[tuple[Any, tuple, dict, Deferred]] = []
+
+    def runInteraction(self, fn: Any, *args: Any, **kwargs: Any) -> Deferred:
+        """Queue the interaction; it runs (and its Deferred fires) in :meth:`run_one`."""
+        done: Deferred = Deferred()
+        self.queue.append((fn, args, kwargs, done))
+        return done
+
+    def run_one(self) -> bool:
+        """Run the oldest queued interaction; False when none is queued."""
+        if not self.queue:
+            return False
+        fn, args, kwargs, done = self.queue.pop(0)
+        SyncPool.runInteraction(self, fn, *args, **kwargs).chainDeferred(done)
+        return True
+
+
 class ModelBridge(amp.AMP):
     """A bridge as the broker sees it: answers pushes as shown (push) or held (inline)."""
 
@@ -91,13 +125,18 @@ class ModelBridge(amp.AMP):
         self.agent = agent
         self.machine = machine
         self.pushed: list[int] = []
+        self.held: list[tuple[int, Deferred]] = []  # slow bridges: answers not given yet
 
     @wire.Deliver.responder
-    def deliver(self, message: dict[str, Any]) -> dict[str, bool]:
+    def deliver(self, message: dict[str, Any]) -> Any:
         """Record the push, check it against the model, answer per the agent's delivery mode."""
         message_id = message["id"]
         self.machine.check_push(self.agent, self, message_id)
         self.pushed.append(message_id)
+        if self.agent.slow:
+            answer: Deferred = Deferred()
+            self.held.append((message_id, answer))
+            return answer
         if self.agent.delivery == "push":
             self.machine.shown(self.agent, [message_id])
             return {"shown": True}
@@ -113,6 +152,13 @@ class ModelBridge(amp.AMP):
         """Events are not watched here."""
         return {}
 
+    if hasattr(wire, "Superseded"):
+
+        @wire.Superseded.responder
+        def superseded(self, reason: str) -> dict:
+            """A newer bridge of the same agent took over (the broker closes this connection next)."""
+            return {}
+
 
 @dataclass
 class Agent:
@@ -124,6 +170,7 @@ class Agent:
     start: float
     cwd: str
     delivery: str
+    slow: bool = False  # a push bridge that answers pushes only when the model says so
     alive: bool = True
     peer_id: str | None = None
     name: str | None = None
@@ -165,16 +212,19 @@ class BrokerModel(RuleBasedStateMachine):
         self.restarts = 0
         self.pool: SyncPool | None = None
         self.joining: list[Agent] = []
+        self.retired: list[iosim.IOPump] = []  # replaced connections, still flushed
+        self.rng = random.Random(0)
         self._start_broker()
 
     # --- plumbing ----------------------------------------------------------------------------
 
     def _start_broker(self) -> None:
-        self.pool = SyncPool(self.db_path)
+        self.pool = QueuedPool(self.db_path)
         self.store = Store(self.pool)
         self.broker = Broker(self.store, self.clock, self.limits, host="modelhost", processes=self.processes)
         started = self.broker.start()
-        assert started.called, "the broker must start at once over a synchronous pool"
+        self.flush()
+        assert started.called, "the broker starts once its reads have run"
 
     def _connect(self, agent: Agent) -> None:
         def server() -> BrokerProtocol:
@@ -190,15 +240,29 @@ class BrokerModel(RuleBasedStateMachine):
         outcome: list[Any] = []
         agent.client.callRemote(command, **arguments).addBoth(outcome.append)
         self.flush()
+        if not outcome:
+            # A Send to a slow bridge waits for its answer up to the delivery wait.
+            self.clock.advance(self.limits.delivery_wait_seconds)
+            self.flush()
         assert outcome, f"{command.__name__} was not answered"
         if isinstance(outcome[0], Failure):
             raise CallFailed(outcome[0])
         return outcome[0]
 
-    def flush(self) -> None:
-        """Move bytes on every connection until all are quiet (a push crosses another one)."""
-        while any([a.pump.pump() for a in self.all_agents + self.joining if a.pump is not None]):
-            pass
+    def pumps(self) -> list[iosim.IOPump]:
+        """Every connection that may still carry bytes."""
+        return [a.pump for a in self.all_agents + self.joining if a.pump is not None] + self.retired
+
+    def flush(self, database: bool = True) -> None:
+        """Move bytes and run queued database work, interleaved at random, until all is quiet."""
+        while True:
+            if database and self.pool is not None and self.pool.queue and self.rng.random() < 0.3:
+                self.pool.run_one()
+                continue
+            if any([pump.pump() for pump in self.pumps()]):
+                continue
+            if not (database and self.pool is not None and self.pool.run_one()):
+                return
 
     def _register(self, agent: Agent) -> dict[str, Any]:
         self._connect(agent)
@@ -237,10 +301,17 @@ class BrokerModel(RuleBasedStateMachine):
 
     # --- rules -------------------------------------------------------------------------------
 
-    @rule(target=agents, cwd=st.sampled_from(["/w/api", "/w/web"]), delivery=st.sampled_from(["push", "inline"]))
-    def new_agent(self, cwd: str, delivery: str) -> Agent:
+    @initialize(seed=st.integers(0, 2**32 - 1))
+    def interleaving(self, seed: int) -> None:
+        """Choose how network bytes and database work interleave in this example."""
+        self.rng = random.Random(seed)
+
+    @rule(target=agents, cwd=st.sampled_from(["/w/api", "/w/web"]), delivery=st.sampled_from(["push", "inline"]),
+          slow=st.booleans())
+    def new_agent(self, cwd: str, delivery: str, slow: bool) -> Agent:
         """An agent session starts and its bridge registers: a new id, a name unique among live peers."""
-        agent = Agent(len(self.all_agents), self.next_pid, self.next_pid + 1, 100.0 + self.next_pid, cwd, delivery)
+        agent = Agent(len(self.all_agents), self.next_pid, self.next_pid + 1, 100.0 + self.next_pid, cwd, delivery,
+                      slow=slow and delivery == "push")
         self.next_pid += 10
         self.processes.spawn(agent.agent_pid, agent.start)
         self.processes.spawn(agent.bridge_pid, agent.start + 1, parent=agent.agent_pid)
@@ -268,9 +339,17 @@ class BrokerModel(RuleBasedStateMachine):
         assert answer["resumed"]
         assert (answer["peer_id"], answer["name"]) == (agent.peer_id, agent.name)
 
-    @rule(sender=agents, recipient=agents, by_name=st.booleans(), body=st.text(min_size=1, max_size=40))
-    def send(self, sender: Agent, recipient: Agent, by_name: bool, body: str) -> None:
-        """A connected peer sends; the answer is truthful and the message is committed."""
+    @rule(sender=agents, recipient=agents, by_name=st.booleans(), body=st.text(min_size=1, max_size=40),
+          times=st.integers(1, 3), then=st.sampled_from(["wait", "answer", "answer-and-replace"]))
+    def send(self, sender: Agent, recipient: Agent, by_name: bool, body: str, times: int, then: str) -> None:
+        """A connected peer sends (``times`` times); each answer is truthful, each message committed.
+        A slow recipient then answers its pushes, or answers them as its next bridge registers."""
+        for _ in range(times):
+            self._send_one(sender, recipient, by_name, body)
+        if then != "wait":
+            self.answer_held_pushes(recipient, replace=then == "answer-and-replace")
+
+    def _send_one(self, sender: Agent, recipient: Agent, by_name: bool, body: str) -> None:
         if sender.client is None or not body.strip():
             return
         live_names = {a.name for a in self.live() if a is not recipient}
@@ -289,7 +368,8 @@ class BrokerModel(RuleBasedStateMachine):
         assert sender is not recipient and recipient.alive
         assert answer["to_id"] == recipient.peer_id
         assert answer["to_name"] == recipient.name
-        expected = "delivered" if recipient.client is not None and recipient.delivery == "push" else "queued"
+        expected = ("delivered" if recipient.client is not None and recipient.delivery == "push"
+                    and not recipient.slow else "queued")
         assert answer["status"] == expected, answer
         ids = self.sent[recipient.peer_id]
         assert not ids or answer["message_id"] > ids[-1], "ids grow in the order the broker accepts"
@@ -308,6 +388,26 @@ class BrokerModel(RuleBasedStateMachine):
             acked = self.call(agent, wire.Acknowledge, message_ids=ids)
             assert acked["acknowledged"] == len(ids)
 
+    @rule(agent=agents, replace=st.booleans())
+    def answer_held_pushes(self, agent: Agent, replace: bool) -> None:
+        """A slow bridge answers its held pushes ``shown``; with ``replace``, the agent's next
+        bridge registers at once (as at compaction), while those acknowledgements are still
+        waiting for their commit."""
+        if agent.client is None or not agent.client.held:
+            return
+        held, agent.client.held = agent.client.held, []
+        self.shown(agent, [i for i, _ in held if i not in agent.shown_ids])  # the bridge dedups
+        for _, answer in held:
+            answer.callback({"shown": True})
+        if not (replace and agent.alive):
+            self.flush()
+            return
+        self.flush(database=False)  # the answers reach the broker first
+        assert agent.pump is not None
+        self.retired.append(agent.pump)
+        answer = self._register(agent)
+        assert answer["resumed"] and (answer["peer_id"], answer["name"]) == (agent.peer_id, agent.name)
+
     @rule(agent=consumes(agents))
     def agent_dies(self, agent: Agent) -> None:
         """The agent process ends: its bridge goes with it and the reaper marks the peer gone."""
@@ -318,6 +418,7 @@ class BrokerModel(RuleBasedStateMachine):
         self.processes.end(agent.bridge_pid)
         self._drop(agent)
         self.clock.advance(self.limits.reap_interval_seconds)
+        self.flush()
         self.gone_ids.add(agent.peer_id or "")
 
     @rule()
@@ -327,6 +428,7 @@ class BrokerModel(RuleBasedStateMachine):
         for agent in self.all_agents:
             # Abandoned, not closed: the old broker never hears of it, as after kill -9.
             agent.client, agent.pump = None, None
+        self.retired = []
         assert self.pool is not None
         self.pool.close()
         self.restarts += 1
@@ -346,6 +448,7 @@ class BrokerModel(RuleBasedStateMachine):
     def time_passes(self, seconds: float) -> None:
         """Time passes (delivery waits, reaping)."""
         self.clock.advance(seconds)
+        self.flush()
 
     # --- the model's view --------------------------------------------------------------------
 
@@ -363,6 +466,7 @@ class BrokerModel(RuleBasedStateMachine):
         """Nothing acknowledged to a sender is lost: unread in the store == model, in order."""
         for agent in self.all_agents:
             stored = self.store.unread(agent.peer_id)
+            self.flush()
             assert stored.called
             assert [m.id for m in stored.result] == self.unacked(agent), agent.peer_id
 
@@ -370,7 +474,7 @@ class BrokerModel(RuleBasedStateMachine):
     def connected_bridges_were_pushed_all_their_mail(self) -> None:
         """Online push bridges have nothing unread; inline ones hold exactly what is unread."""
         for agent in self.connected():
-            if agent.delivery == "push":
+            if agent.delivery == "push" and not agent.slow:
                 assert self.unacked(agent) == []
             else:
                 assert set(self.unacked(agent)) <= set(agent.client.pushed)  # type: ignore[union-attr]
