@@ -115,6 +115,9 @@ class Broker:
 
     def verify_session(self, creds: Credentials, agent_pid: int, agent_start: float) -> None:
         """Check a claimed agent session against the kernel's view; IdentityRejected if not."""
+        if agent_pid <= 0:
+            # psutil raises ValueError for these: it would reach the caller as an internal error.
+            raise InvalidArgument(f"agent_pid must be a positive process id, not {agent_pid}")
         if not self._processes.is_alive(agent_pid, agent_start):
             raise IdentityRejected(
                 f"agent pid {agent_pid} with start time {agent_start} is not a running process"

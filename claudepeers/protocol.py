@@ -25,6 +25,9 @@ from .broker import Broker, Claim, Credentials
 from .peers import PeerActor
 from .storage.store import StoreError
 
+#: Error descriptions are cut to this many bytes (AMP's limit per value is 65,535).
+MAX_ERROR_DESCRIPTION = 2000
+
 #: Commands a connection may call before it is authenticated (TCP) or registered.
 OPEN_COMMANDS = {b"Authenticate", b"Hello", b"Ping"}
 
@@ -87,6 +90,15 @@ class BrokerProtocol(amp.AMP):
                 self.broker._clock.callLater(2.0, self._close_refused)
         elif self._token is None:
             self.refusal = "TCP is not enabled on this broker"
+
+    def sendBox(self, box: amp.AmpBox) -> None:
+        """Send a box; an error description too long for AMP (it may quote the offending
+        argument) is cut short instead of making AMP drop the connection with TooLong."""
+        description = box.get(b"_error_description")
+        if description is not None and len(description) > MAX_ERROR_DESCRIPTION:
+            cut = description[:MAX_ERROR_DESCRIPTION].decode("utf-8", "ignore")
+            box[b"_error_description"] = f"{cut}... ({len(description)} bytes in all)".encode()
+        super().sendBox(box)
 
     def _close_refused(self) -> None:
         if self.transport is not None and not self.closed:

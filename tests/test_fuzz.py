@@ -179,6 +179,7 @@ def test_random_amp_boxes_get_an_answer_or_a_clear_error(target: Target, case: t
             known |= {"UNHANDLED", "UNKNOWN", "ALREADY_REGISTERED", "IDENTITY_REJECTED", "NAME_TAKEN",
                       "LIMIT_EXCEEDED", "KILL_REFUSED"}
             assert error.code in known, error
+            assert error.code != "INTERNAL_ERROR", f"{box[b'_command']!r}: {error}"
             assert error.description, "every error says what went wrong"
         assert client.call(wire.Ping) == {}, "the connection stays usable after a bad box"
     finally:
@@ -195,6 +196,41 @@ def test_non_ascii_command_name_is_answered_unhandled_not_dropped(target: Target
             client.answer(b"1")
         assert raised.value.code == "UNHANDLED"
         assert client.call(wire.Ping) == {}
+    finally:
+        client.close()
+
+
+def test_an_error_quoting_a_huge_value_is_cut_not_a_dropped_connection(target: Target) -> None:
+    """Regression: an error whose description quotes a 65,000-byte argument (an unknown target,
+    an unknown command name of escaped bytes) was longer than AMP allows; AMP raised TooLong
+    and dropped the connection. The description is now cut and the connection lives."""
+    client = connect(target, "tcp+token")
+    try:
+        with pytest.raises(RemoteError) as raised:
+            client.call(wire.Send, to="x" * 65_000, body="hello")
+        assert raised.value.code == "UNKNOWN_PEER" and "bytes in all" in raised.value.description
+        client.send_bytes(frame({b"_command": b"\xff" * 30_000, b"_ask": b"long"}))
+        with pytest.raises(RemoteError) as raised:
+            client.answer(b"long")
+        assert raised.value.code == "UNHANDLED"
+        assert client.call(wire.Ping) == {}
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("how", ["unix", "tcp+token"])
+@pytest.mark.parametrize("command", [wire.Register, wire.Attach])
+def test_a_negative_agent_pid_is_an_invalid_argument(target: Target, how: str, command: type[amp.Command]) -> None:
+    """Regression: a negative agent_pid reached psutil, whose ValueError came back as an
+    INTERNAL_ERROR ("see the broker log"); it is now a clear INVALID_ARGUMENT naming it."""
+    client = connect(target, how)
+    try:
+        arguments: dict[str, Any] = {"agent_pid": -6310, "agent_start": 1.0}
+        if command is wire.Register:
+            arguments.update(client_type="codex", cwd="/fuzz", delivery="none")
+        with pytest.raises(RemoteError) as raised:
+            client.call(command, **arguments)
+        assert raised.value.code == "INVALID_ARGUMENT" and "agent_pid" in raised.value.description
     finally:
         client.close()
 
