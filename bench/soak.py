@@ -1,7 +1,7 @@
 """Soak: real bridges and simulated peers exchanging traffic through one real broker for a while.
 
     .venv/bin/python bench/soak.py [--bridges 50] [--sims 1000] [--seconds 600]
-                                   [--bridge-rate 1] [--sim-rate 200] [--window 30]
+                                   [--bridge-rate 1] [--sim-rate 200] [--window SECONDS] [--replot JSON]
 
 What runs:
 - one broker (``python -m claudepeers.broker_main``) with its UNIX socket and TCP (token);
