@@ -88,6 +88,9 @@ class ChannelWatch(ClientExtension):
 class FakeAgent:
     """One stand-in agent session (a process named claude or codex)."""
 
+    #: the stand-in agent program, copied to an executable named ``claude``/``codex``
+    SCRIPT = "bridge_fake_agent.py"
+
     base: Path
     name: str
     kind: str
@@ -111,7 +114,7 @@ class FakeAgent:
         bin_dir = self.base / f"bin-{self.name}"
         bin_dir.mkdir(parents=True, exist_ok=True)
         script = bin_dir / self.kind
-        script.write_text(f"#!{sys.executable}\n" + (HERE / "bridge_fake_agent.py").read_text())
+        script.write_text(f"#!{sys.executable}\n" + (HERE / self.SCRIPT).read_text())
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
         self.env = {**self.env, "CP_AGENT_SOCKET": str(self.socket_path), "CLAUDE_PEER_NAME": self.name}
         log = open(self.base / f"agent-{self.name}.log", "ab")

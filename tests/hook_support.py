@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import shlex
 import socket
-import stat
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from bridge_support import CHANNELS_FLAG, HERE, FakeAgent
+from bridge_support import FakeAgent
 from claudepeers.cli.install import installed_command
 
 
@@ -41,24 +38,7 @@ class HookRun:
 class HookAgent(FakeAgent):
     """A fake ``claude``/``codex`` session that can also run hook commands."""
 
-    def start(self) -> "HookAgent":
-        """Write the executable and start it; wait until it listens."""
-        bin_dir = self.base / f"bin-{self.name}"
-        bin_dir.mkdir(parents=True, exist_ok=True)
-        script = bin_dir / self.kind
-        script.write_text(f"#!{sys.executable}\n" + (HERE / "hook_fake_agent.py").read_text())
-        script.chmod(script.stat().st_mode | stat.S_IXUSR)
-        self.env = {**self.env, "CP_AGENT_SOCKET": str(self.socket_path), "CLAUDE_PEER_NAME": self.name}
-        log = open(self.base / f"agent-{self.name}.log", "ab")
-        self.process = subprocess.Popen(
-            [str(script), *(CHANNELS_FLAG if self.channels else [])],
-            cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-        )
-        log.close()
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line.strip() == b"READY", f"fake agent {self.name} did not start: {self.log_text()}"
-        return self
+    SCRIPT = "hook_fake_agent.py"
 
 
 def hook_command(event: str) -> str:
