@@ -6,7 +6,7 @@
 What runs:
 - one broker (``python -m claudepeers.broker_main``) with its UNIX socket and TCP (token);
 - ``--bridges`` real bridges (``python -m claudepeers.bridge.main``), each the child of its own
-  stand-in ``claude`` agent started with the channels flag (tests/bridge_fake_agent.py), driven
+  stand-in ``claude`` agent started with the channels flag (tests/fake_agent.py), driven
   over their stdin/stdout by this process (tests/raw_mcp.py): they send with the
   ``send_message`` tool and receive ``notifications/claude/channel``;
 - ``--sims`` simulated peers: AMP clients on the broker's TCP listener, run by child processes

@@ -1,7 +1,7 @@
 """What the MCP client starts: hands its stdin/stdout to a fake agent, which runs the bridge.
 
 ``python bridge_relay.py AGENT_SOCKET PIDFILE [bridge args...]``: sends our stdin and
-stdout to the fake agent (``bridge_fake_agent.py``) by SCM_RIGHTS, closes our copies (so
+stdout to the fake agent (``fake_agent.py``) by SCM_RIGHTS, closes our copies (so
 the bridge alone holds the pipes and sees their end), writes the bridge's pid to PIDFILE,
 and exits with the bridge's status when it ends.
 """

@@ -1,7 +1,7 @@
 """Helpers for the bridge's integration tests: fake agents, MCP clients, waiting without sleeps.
 
 A :class:`FakeAgent` is a long-lived process named ``claude`` or ``codex`` (see
-``bridge_fake_agent.py``); :func:`open_bridge` starts a real ``claudepeers.bridge.main``
+``fake_agent.py``); :func:`open_bridge` starts a real ``claudepeers.bridge.main``
 as its child, connected to an mcp SDK stdio client (``mode="legacy"``) that collects
 ``notifications/claude/channel`` through a ``NotificationBinding``.
 """
@@ -89,7 +89,7 @@ class FakeAgent:
     """One stand-in agent session (a process named claude or codex)."""
 
     #: the stand-in agent program, copied to an executable named ``claude``/``codex``
-    SCRIPT = "bridge_fake_agent.py"
+    SCRIPT = "fake_agent.py"
 
     base: Path
     name: str

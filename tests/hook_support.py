@@ -1,7 +1,7 @@
 """Helpers for the hook tests: a stand-in agent that runs hook commands, and running them.
 
 :class:`HookAgent` is a :class:`bridge_support.FakeAgent` whose executable is
-``hook_fake_agent.py``: it starts real bridges (``open_bridge`` works with it unchanged)
+``fake_agent.py``: it starts real bridges (``open_bridge`` works with it unchanged)
 and runs ``claude-peers hook <event>`` as its child through ``/bin/sh -c``, with the
 hook's JSON on stdin, as Claude Code does.
 """
@@ -36,9 +36,7 @@ class HookRun:
 
 
 class HookAgent(FakeAgent):
-    """A fake ``claude``/``codex`` session that can also run hook commands."""
-
-    SCRIPT = "hook_fake_agent.py"
+    """A fake ``claude``/``codex`` session used to run hook commands."""
 
 
 def hook_command(event: str) -> str:

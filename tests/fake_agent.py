@@ -3,8 +3,11 @@
 Copied by the tests to an executable named ``claude`` or ``codex`` (so that the process
 tree looks as under the real CLI). It listens on ``CP_AGENT_SOCKET`` for two requests:
 
-- a bridge start, exactly as ``bridge_fake_agent.py`` (stdin and stdout passed by
-  SCM_RIGHTS from ``bridge_relay.py``; the bridge's pid, then its exit status, go back);
+- a bridge start: the relay (``bridge_relay.py``) started by the MCP client passes its stdin
+  and stdout by SCM_RIGHTS, and ``python -m claudepeers.bridge.main`` runs on exactly those
+  descriptors, so the bridge talks straight to the test's MCP client while its parent is
+  the agent (a second bridge can start under the same agent, as at compaction); the
+  bridge's pid, then its exit status, go back;
 - ``{"run": "<shell command>", "stdin": "...", "env": {...}}``: runs the command through
   ``/bin/sh -c`` as Claude Code runs a hook (Codex runs it directly, one level less), with
   the text on its stdin, and answers ``{"status", "stdout", "stderr", "seconds"}`` as JSON.
