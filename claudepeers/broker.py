@@ -256,15 +256,15 @@ class Broker:
             )
         return actor
 
-    def list_peers(self, caller: PeerActor | None, scope: str, include_gone: bool = False) -> list[dict[str, Any]]:
-        """Peers in ``scope`` as wire dicts, never the caller, online ones first."""
+    def list_peers(self, caller: PeerActor | None, scope: str, include_offline: bool = True) -> list[dict[str, Any]]:
+        """Live peers in ``scope`` as wire dicts (offline ones unless told not), never the caller."""
         if scope not in SCOPES:
             raise InvalidArgument(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
         if scope != "machine" and caller is None:
             raise NotRegistered(f"scope {scope!r} needs a registered peer; use scope 'machine'")
         chosen = []
         for actor in self.actors.values():
-            if actor is caller or (actor.state == GONE and not include_gone):
+            if actor is caller or actor.state == GONE or (actor.state == OFFLINE and not include_offline):
                 continue
             if scope == "directory" and actor.record.cwd != caller.record.cwd:  # type: ignore[union-attr]
                 continue

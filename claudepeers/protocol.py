@@ -244,7 +244,7 @@ class BrokerProtocol(amp.AMP):
     @wire.ListPeers.responder
     def list_peers(self, scope: str, include_offline: bool | None = None) -> dict:
         """Peers in a scope, never the caller."""
-        return {"peers": self.broker.list_peers(self.actor, scope)}
+        return {"peers": self.broker.list_peers(self.actor, scope, include_offline is not False)}
 
     @wire.SetSummary.responder
     def set_summary(self, summary: str) -> Deferred:

@@ -483,3 +483,18 @@ def test_repeated_send_with_the_same_client_key_is_stored_and_pushed_once(world:
     assert inbox.ids() == [first["message_id"], other["message_id"]]
     bad = yield failure_of(world.broker.send(sender, "bob", "x", client_key="k" * 65))
     assert isinstance(bad, wire.InvalidArgument)
+
+
+@pytest_twisted.inlineCallbacks
+def test_list_peers_can_leave_offline_peers_out(world: World) -> None:
+    """include_offline=False lists only peers whose bridge is connected."""
+    a1, b1 = world.agent()
+    a2, b2 = world.agent()
+    a3, b3 = world.agent()
+    me, _ = yield world.register(a1, b1, FakeBridge(), name="me")
+    yield world.register(a2, b2, FakeBridge(), name="up")
+    conn = FakeBridge()
+    away, _ = yield world.register(a3, b3, conn, name="away")
+    world.broker.disconnected(away, conn)
+    assert [p["name"] for p in world.broker.list_peers(me, "machine")] == ["up", "away"]
+    assert [p["name"] for p in world.broker.list_peers(me, "machine", include_offline=False)] == ["up"]

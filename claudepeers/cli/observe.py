@@ -57,8 +57,6 @@ class PeersOptions(usage.Options):
                 wire.ListPeers, scope="machine", include_offline=not self["online"]
             )
             peers = answer["peers"]
-            if self["online"]:
-                peers = [p for p in peers if render.peer_state(p) == "online"]
             if self["json"]:
                 print_json(peers)
             else:
