@@ -101,6 +101,11 @@ class Broker:
     def _actor(self, record: PeerRecord, unread: int = 0) -> PeerActor:
         return PeerActor(record, self.store, self._clock, self.limits.delivery_wait_seconds, unread)
 
+    @property
+    def clock(self) -> Any:
+        """The broker's clock (IReactorTime): for timers of the layers above."""
+        return self._clock
+
     def now(self) -> float:
         """The broker's clock."""
         return self._clock.seconds()
@@ -128,7 +133,8 @@ class Broker:
                     f"pid {agent_pid} is not an ancestor of the connecting process (pid {creds.pid})"
                 )
 
-    def _session(self, agent_pid: int, agent_start: float) -> PeerActor | None:
+    def session(self, agent_pid: int, agent_start: float) -> PeerActor | None:
+        """The live peer of the agent session (pid + start time) on this host, if any."""
         for actor in self.actors.values():
             record = actor.record
             if (
@@ -151,7 +157,7 @@ class Broker:
         self._check_claim(claim)
         self.verify_session(creds, claim.agent_pid, claim.agent_start)
         now = self.now()
-        actor = self._session(claim.agent_pid, claim.agent_start)
+        actor = self.session(claim.agent_pid, claim.agent_start)
         resumed = actor is not None
         fields = dict(
             client_type=claim.client_type, cwd=claim.cwd, git_root=claim.git_root,
@@ -405,14 +411,20 @@ class Broker:
         if actor.detach(connection, self.now()):
             if self._processes.is_alive(actor.record.agent_pid, actor.record.agent_start):
                 self.emit("leave", actor.id, f"{actor.name} disconnected (offline; mail is queued)")
-                self.store.save_peer(actor.record)
+                self._save(actor)
             else:
                 self._gone(actor)
+
+    def _save(self, actor: PeerActor) -> None:
+        """Save a state change nobody waits for; a failure is logged, not lost in a Deferred."""
+        self.store.save_peer(actor.record).addErrback(
+            lambda failure: self.log.failure("saving peer {peer} failed", failure, peer=actor.id)
+        )
 
     def _gone(self, actor: PeerActor) -> None:
         actor.mark_gone(self.now())
         self._rate.forget(actor.id)
-        self.store.save_peer(actor.record)
+        self._save(actor)
         self.emit("gone", actor.id, f"{actor.name} ended ({actor.unread} unread messages kept)")
 
     def reap(self) -> None:

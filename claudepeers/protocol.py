@@ -87,7 +87,7 @@ class BrokerProtocol(amp.AMP):
                 )
                 self.log.warn("refused connection from pid {pid}: {why}", pid=self.creds.pid, why=self.refusal)
                 # Give the client time to read why before the connection closes.
-                self.broker._clock.callLater(2.0, self._close_refused)
+                self.broker.clock.callLater(2.0, self._close_refused)
         elif self._token is None:
             self.refusal = "TCP is not enabled on this broker"
 
@@ -228,7 +228,7 @@ class BrokerProtocol(amp.AMP):
     def attach(self, agent_pid: int, agent_start: float) -> dict:
         """Bind to an existing peer of the caller's agent session, without taking pushes (hooks)."""
         self.broker.verify_session(self.creds, agent_pid, agent_start)
-        actor = self.broker._session(agent_pid, agent_start)
+        actor = self.broker.session(agent_pid, agent_start)
         if actor is None:
             raise wire.UnknownPeer(f"no peer is registered for agent pid {agent_pid}")
         self.actor = actor
