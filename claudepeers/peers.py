@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionClosed, ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -217,7 +218,8 @@ class PeerActor:
         self._pump()
 
     def _push_failed(self, failure: Failure, message: Message, generation: int) -> None:
-        if generation != self._generation:
+        if generation != self._generation or failure.check(ConnectionClosed, ConnectionLost, ConnectionDone):
+            # A lost connection fails every push in flight; detach handles it (no log line each).
             return None
         self._in_flight -= 1
         # The bridge refused the push (it stays unacknowledged and is pushed again on the
