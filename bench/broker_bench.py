@@ -114,10 +114,12 @@ def worker_main(args: argparse.Namespace) -> None:
             self.seen: dict[int, int] = {}
 
         @wire.Deliver.responder
-        def deliver(self, message: dict) -> dict:
-            message_id = message["id"]
-            self.seen[message_id] = self.seen.get(message_id, 0) + 1
-            return {"shown": True}
+        def deliver(self, messages: list) -> dict:
+            seen = self.seen
+            for message in messages:
+                message_id = message["id"]
+                seen[message_id] = seen.get(message_id, 0) + 1
+            return {"shown": [True] * len(messages)}
 
         @wire.ShownElsewhere.responder
         def shown_elsewhere(self, message_ids: list) -> dict:

@@ -76,11 +76,12 @@ def run_sims(options: argparse.Namespace) -> int:
         name = ""
 
         @wire.Deliver.responder
-        def deliver(self, message: dict[str, Any]) -> dict[str, bool]:
-            match = KEY.search(message.get("body", ""))
-            if match:
-                received.append((self.name, match.group(1), time.time()))
-            return {"shown": True}
+        def deliver(self, messages: list[dict[str, Any]]) -> dict[str, list[bool]]:
+            for message in messages:
+                match = KEY.search(message.get("body", ""))
+                if match:
+                    received.append((self.name, match.group(1), time.time()))
+            return {"shown": [True] * len(messages)}
 
     peers: list[SimPeer] = []
     token = Path(options.token_file).read_text().strip()

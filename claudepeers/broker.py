@@ -12,7 +12,7 @@ import os
 import socket
 from typing import Any, Callable, Iterable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -20,7 +20,7 @@ from . import __version__, agents, killing, naming
 from .events import EventLog
 from .peers import PeerActor
 from .ratelimit import RateLimiter
-from .records import CLI_ID, GONE, OFFLINE, ONLINE, Claim, Credentials, NewMessage, PeerRecord, iso
+from .records import CLI_ID, GONE, OFFLINE, ONLINE, Claim, Credentials, Message, NewMessage, PeerRecord, iso
 from .settings import Limits
 from .wire import (
     AmbiguousPeer,
@@ -283,13 +283,25 @@ class Broker:
 
     # --- messages -----------------------------------------------------------------------------
 
-    @inlineCallbacks
-    def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None) -> Any:
-        """Commit a message and report what happened: a dict for the Send answer.
+    def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None) -> Deferred:
+        """Commit a message and report what happened: fires with a dict for the Send answer.
 
         With ``client_key`` a repeat of the same send (after a lost connection) is answered
-        with the first message and stores and pushes nothing.
+        with the first message and stores and pushes nothing. (Plain callbacks rather than
+        inlineCallbacks: this runs for every message.)
         """
+        try:
+            new, recipient = self._new_message(sender, target, body, client_key)
+        except Exception:
+            return fail()
+        if client_key is None:
+            return self.store.add_message(new).addCallback(self._stored, recipient)
+        return self.store.add_message_once(new, client_key).addCallback(self._stored_once, recipient)
+
+    def _new_message(
+        self, sender: PeerActor | None, target: str, body: str, client_key: str | None,
+    ) -> tuple[NewMessage, PeerActor]:
+        """Check a send against the rules and limits; the message to store and its recipient."""
         if client_key is not None and not (0 < len(client_key) <= 64 and client_key.isprintable()):
             raise InvalidArgument("client_key must be 1 to 64 printable characters")
         if not isinstance(body, str) or not body.strip():
@@ -319,24 +331,29 @@ class Broker:
                 "(messages_per_minute, CLAUDE_PEERS_MESSAGES_PER_MINUTE); wait and retry"
             )
         if sender is None:
-            origin = dict(from_id=CLI_ID, from_name="cli", from_summary="", from_cwd="",
-                          from_client="cli", verified=False)
+            new = NewMessage(CLI_ID, "cli", "", "", "cli", False, recipient.id, body, now)
         else:
             record = sender.record
-            origin = dict(from_id=record.id, from_name=record.name, from_summary=record.summary,
-                          from_cwd=record.cwd, from_client=record.client_type, verified=True)
-        new = NewMessage(**origin, to_id=recipient.id, body=body, sent_at=now)
-        if client_key is None:
-            message = yield self.store.add_message(new)
-        else:
-            message, stored_now = yield self.store.add_message_once(new, client_key)
-            if not stored_now:
-                return self._repeated(message)
+            new = NewMessage(record.id, record.name, record.summary, record.cwd, record.client_type, True,
+                             recipient.id, body, now)
+        return new, recipient
+
+    def _stored_once(self, result: tuple[Message, bool], recipient: PeerActor) -> Any:
+        message, stored_now = result
+        if not stored_now:
+            return self._repeated(message)
+        return self._stored(message, recipient)
+
+    def _stored(self, message: Message, recipient: PeerActor) -> Deferred:
+        """The message is committed: hand it to its recipient, answer once that says how it went."""
         self.counters["sent"] += 1
-        status, detail = yield recipient.accept(message)
+        return recipient.accept(message).addCallback(self._sent, message, recipient)
+
+    def _sent(self, outcome: tuple[str, str], message: Message, recipient: PeerActor) -> dict[str, Any]:
+        status, detail = outcome
         if status == "delivered":
             self.counters["delivered"] += 1
-        self.emit("message", sender_key, f"{origin['from_name']} -> {recipient.name}: {status}",
+        self.emit("message", message.from_id, f"{message.from_name} -> {recipient.name}: {status}",
                   message_id=message.id, to_id=recipient.id)
         return {"message_id": message.id, "status": status, "detail": detail,
                 "to_id": recipient.id, "to_name": recipient.name}

@@ -3,6 +3,9 @@
 Recent events live in memory (every message is one); the ones worth keeping across
 restarts (registrations, departures, kills, renames, broker start/stop) also go to the
 store. Watchers (``log -f`` connections) get each event as it happens.
+
+The history keeps each event's time as a number and formats it only when the event is
+read or streamed: most message events are never read.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class EventLog:
     def load(self, stored: list[dict[str, Any]]) -> None:
         """Start the history with events stored before a restart (oldest first)."""
         for event in stored:
-            self._append({**event, "at": iso(event["at"])})
+            self._append(dict(event))
 
     def _append(self, event: dict[str, Any]) -> dict[str, Any]:
         # A sequence number lets a follower tell a new event from one it has seen.
@@ -47,22 +50,25 @@ class EventLog:
     def emit(self, kind: str, peer_id: str | None, detail: str, **extra: Any) -> None:
         """Record an event, keep it in history, persist the important ones, tell watchers."""
         at = self._clock.seconds()
-        event = self._append({"at": iso(at), "kind": kind, "peer_id": peer_id, "detail": detail, **extra})
+        event = self._append({"at": at, "kind": kind, "peer_id": peer_id, "detail": detail, **extra})
         if kind in PERSISTENT_EVENTS:
             self._store.add_event(at, kind, peer_id, detail).addErrback(
                 lambda f: self.log.failure("could not store event", f)
             )
+        if not self._watchers:
+            return
+        shown = _shown(event)
         for watcher in list(self._watchers):
             try:
-                watcher.event(event)
+                watcher.event(shown)
             except Exception:  # a broken watcher must not stop the others
                 self.log.failure("watcher failed; dropping it")
                 self._watchers.discard(watcher)
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The latest events, oldest first."""
+        """The latest events, oldest first (times as ISO strings)."""
         limit = max(1, min(limit, EVENT_HISTORY))
-        return list(self._events)[-limit:]
+        return [_shown(event) for event in list(self._events)[-limit:]]
 
     def watch(self, watcher: Any) -> None:
         """Send future events to ``watcher.event(dict)``."""
@@ -71,3 +77,8 @@ class EventLog:
     def unwatch(self, watcher: Any) -> None:
         """Stop sending events to ``watcher``."""
         self._watchers.discard(watcher)
+
+
+def _shown(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as clients see it: a copy with its time as an ISO string."""
+    return {**event, "at": iso(event["at"])}

@@ -9,12 +9,18 @@ Lifecycle (one small state machine; see docs/architecture.md):
 While online, the actor pushes its inbox to the bridge in the order the broker
 committed it: first every unacknowledged message from the store (again after every
 reconnect, so nothing pushed to a lost connection is lost), then new ones as they are
-accepted. Pushes are pipelined over the one connection (AMP keeps their order) with a
-bounded window. A push answered ``shown`` is acknowledged in the store; one answered
-``held`` waits for the bridge's own Acknowledge.
+accepted. One push is in flight at a time and carries everything queued so far (up to
+``MAX_DELIVER_BATCH`` messages): an idle peer gets each message at once, a busy one gets
+its backlog in a few pushes instead of one box and one answer per message. Each message
+of a push answered ``shown`` is acknowledged in the store (one write per push); one
+answered ``held`` waits for the bridge's own Acknowledge.
+
+A sender waits for its message to be shown for at most ``delivery_wait`` seconds. Every
+wait has the same length, so the deadlines come in the order they were set: one queue
+and one timer per actor instead of a timer per message.
 
 The actor knows neither AMP nor SQL: it is handed a store and a connection object with
-``deliver(message: dict) -> Deferred[bool]`` and ``close(reason)``.
+``deliver(messages: list[dict]) -> Deferred[list[bool]]`` and ``close(reason)``.
 """
 
 from __future__ import annotations
@@ -30,8 +36,13 @@ from twisted.python.failure import Failure
 
 from .records import GONE, OFFLINE, ONLINE, Message, PeerRecord
 
-#: Pushes in flight on one connection before the actor waits for answers.
-PUSH_WINDOW = 512
+#: Pushes in flight on one connection; what arrives meanwhile goes into the next push.
+PUSHES_IN_FLIGHT = 1
+#: The most messages in one push (wire.MAX_DELIVER_BATCH; the actor does not import the wire).
+MAX_PUSH_MESSAGES = 256
+#: Body characters in one push beyond which the rest waits for the next (JSON may grow a
+#: character to six bytes; BigText takes 8 MiB, so a push stays well inside it).
+MAX_PUSH_CHARS = 512 * 1024
 
 DELIVERED = "delivered"
 QUEUED = "queued"
@@ -42,8 +53,8 @@ class PeerConnection(Protocol):
 
     delivery: str  # "push" or "inline"
 
-    def deliver(self, message: dict[str, Any]) -> Deferred:
-        """Push one message; fires with True when shown, False when held for later."""
+    def deliver(self, messages: list[dict[str, Any]]) -> Deferred:
+        """Push messages; fires with one flag each: True when shown, False when held for later."""
 
     def close(self, reason: str) -> None:
         """Drop the connection (another one of the same agent session replaced it)."""
@@ -73,7 +84,9 @@ class PeerActor:
         self._arrived_while_loading: list[Message] = []
         self._queue: deque[Message] = deque()
         self._in_flight = 0
-        self._waiters: dict[int, tuple[Deferred, Any]] = {}
+        self._waiters: dict[int, Deferred] = {}
+        self._deadlines: deque[tuple[float, int]] = deque()
+        self._timer: Any = None
         self.delivery = "push"
 
     # --- facts --------------------------------------------------------------------------
@@ -171,61 +184,79 @@ class PeerActor:
         else:
             self._queue.append(message)
         waiter: Deferred = Deferred()
-        timer = self._clock.callLater(self._delivery_wait, self._timed_out, message.id)
-        self._waiters[message.id] = (waiter, timer)
+        self._waiters[message.id] = waiter
+        self._deadlines.append((self._clock.seconds() + self._delivery_wait, message.id))
+        if self._timer is None:
+            self._timer = self._clock.callLater(self._delivery_wait, self._expire)
         if not self._loading:
             self._pump()
         return waiter
 
-    def _timed_out(self, message_id: int) -> None:
-        entry = self._waiters.pop(message_id, None)
-        if entry is not None:
-            entry[0].callback((QUEUED, f"pushed to {self.name}; not shown yet"))
+    def _expire(self) -> None:
+        """Answer the senders whose wait is over; sleep until the next deadline."""
+        self._timer = None
+        now = self._clock.seconds()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, message_id = deadlines.popleft()
+            self._resolve(message_id, QUEUED, f"pushed to {self.name}; not shown yet")
+        if deadlines:
+            self._timer = self._clock.callLater(deadlines[0][0] - now, self._expire)
 
     def _resolve(self, message_id: int, status: str, detail: str) -> None:
-        entry = self._waiters.pop(message_id, None)
-        if entry is None:
-            return
-        waiter, timer = entry
-        if timer.active():
-            timer.cancel()
-        waiter.callback((status, detail))
+        waiter = self._waiters.pop(message_id, None)
+        if waiter is not None:
+            waiter.callback((status, detail))
 
     def _pump(self) -> None:
         connection = self._connection
         if connection is None:
             return
         generation = self._generation
-        while self._queue and self._in_flight < PUSH_WINDOW:
-            message = self._queue.popleft()
+        queue = self._queue
+        while queue and self._in_flight < PUSHES_IN_FLIGHT:
+            batch = [queue.popleft()]
+            chars = len(batch[0].body)
+            while queue and len(batch) < MAX_PUSH_MESSAGES and chars + len(queue[0].body) <= MAX_PUSH_CHARS:
+                message = queue.popleft()
+                chars += len(message.body)
+                batch.append(message)
             self._in_flight += 1
-            d = connection.deliver(message.to_wire())
+            d = connection.deliver([message.to_wire() for message in batch])
             d.addCallbacks(
                 self._pushed, self._push_failed,
-                callbackArgs=(message, generation), errbackArgs=(message, generation),
+                callbackArgs=(batch, generation), errbackArgs=(batch, generation),
             )
 
-    def _pushed(self, shown: bool, message: Message, generation: int) -> None:
+    def _pushed(self, shown: list[bool], batch: list[Message], generation: int) -> None:
         if generation != self._generation:
             return
         self._in_flight -= 1
-        if shown:
-            self._resolve(message.id, DELIVERED, f"{self.name} has been shown the message")
-            d = self._store.acknowledge(self.id, [message.id], self._clock.seconds())
+        if len(shown) != len(batch):
+            # Unanswered messages stay unacknowledged: pushed again after a reconnect.
+            self.log.warn("bridge of {peer} answered {n} flags for a push of {m} messages",
+                          peer=self.id, n=len(shown), m=len(batch))
+        acknowledged = []
+        for message, flag in zip(batch, shown):
+            if flag:
+                self._resolve(message.id, DELIVERED, f"{self.name} has been shown the message")
+                acknowledged.append(message.id)
+            else:
+                self._resolve(message.id, QUEUED, f"{self.name} sees it with its next tool call")
+        if acknowledged:
+            d = self._store.acknowledge(self.id, acknowledged, self._clock.seconds())
             d.addCallbacks(self.acknowledged, self._ack_failed)
-        else:
-            self._resolve(message.id, QUEUED, f"{self.name} sees it with its next tool call")
         self._pump()
 
-    def _push_failed(self, failure: Failure, message: Message, generation: int) -> None:
+    def _push_failed(self, failure: Failure, batch: list[Message], generation: int) -> None:
         if generation != self._generation or failure.check(ConnectionClosed, ConnectionLost, ConnectionDone):
             # A lost connection fails every push in flight; detach handles it (no log line each).
             return None
         self._in_flight -= 1
         # The bridge refused the push (it stays unacknowledged and is pushed again on the
         # next connection); a lost connection is handled by detach.
-        self.log.warn("push of message {id} to {peer} failed: {err}", id=message.id, peer=self.id,
-                      err=failure.getErrorMessage())
+        self.log.warn("push of messages {first}..{last} to {peer} failed: {err}", first=batch[0].id,
+                      last=batch[-1].id, peer=self.id, err=failure.getErrorMessage())
         self._pump()
         return None
 

@@ -163,9 +163,9 @@ class BrokerProtocol(amp.AMP):
 
     # --- remote callbacks to the bridge ---------------------------------------------------------
 
-    def deliver(self, message: dict[str, Any]) -> Deferred:
-        """Push one message to this bridge; fires with ``shown``."""
-        return self.callRemote(wire.Deliver, message=message).addCallback(lambda answer: answer["shown"])
+    def deliver(self, messages: list[dict[str, Any]]) -> Deferred:
+        """Push messages to this bridge; fires with their ``shown`` flags."""
+        return self.callRemote(wire.Deliver, messages=messages).addCallback(_shown_flags)
 
     def shown_elsewhere(self, message_ids: list[int]) -> None:
         """Tell the bridge another client (a hook) showed these; it drops its copies."""
@@ -329,6 +329,10 @@ class BrokerFactory(Factory):
         protocol = BrokerProtocol(self.broker, self.token, self.credentials)
         protocol.factory = self
         return protocol
+
+
+def _shown_flags(answer: dict[str, Any]) -> list[bool]:
+    return answer["shown"]
 
 
 def _remote(error: type[Exception], text: str) -> amp.RemoteAmpError:

@@ -6,6 +6,7 @@ mutating it, so a record handed to the store can never change under it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -18,10 +19,24 @@ CLI_ID = "cli"
 
 
 def iso(when: float | None) -> str | None:
-    """Seconds since the epoch as an ISO 8601 UTC string (None stays None)."""
+    """Seconds since the epoch as an ISO 8601 UTC string with milliseconds (None stays None)."""
     if when is None:
         return None
-    return datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # Every pushed message carries one; the date and time of day are formatted once per
+    # second and reused (datetime's own formatting costs several microseconds).
+    global _last_second
+    fraction, whole = math.modf(when)  # as datetime does, so that both round alike
+    second, micro = int(whole), round(fraction * 1_000_000)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    elif micro < 0:
+        second, micro = second - 1, micro + 1_000_000
+    if _last_second[0] != second:
+        _last_second = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_last_second[1]}.{micro // 1000:03d}Z"
+
+
+_last_second: tuple[int, str] = (-1, "")
 
 
 @dataclass(frozen=True)

@@ -387,15 +387,22 @@ class Ping(amp.Command):
 
 
 class Deliver(amp.Command):
-    """Push one message to the bridge; ``shown`` says whether the agent has seen it yet.
+    """Push messages to the bridge, oldest first; ``shown`` has one flag per message.
 
-    A bridge that holds the message for the agent's next tool call answers
-    ``shown=False`` and acknowledges it later with :class:`Acknowledge`.
+    A recipient whose inbox fills faster than its bridge answers gets several messages in
+    one push (at most ``MAX_DELIVER_BATCH``): one box and one answer instead of one each.
+    A flag is True when the agent has seen that message; a bridge that holds a message
+    for the agent's next tool call answers False and acknowledges it later with
+    :class:`Acknowledge`.
     """
 
-    arguments = [(b"message", JSONValue())]
-    response = [(b"shown", amp.Boolean())]
+    arguments = [(b"messages", JSONValue())]
+    response = [(b"shown", amp.ListOf(amp.Boolean()))]
     errors = _errors()
+
+
+#: The most messages one Deliver carries (its answer, one flag each, stays far below 64 KiB).
+MAX_DELIVER_BATCH = 256
 
 
 class ShownElsewhere(amp.Command):
@@ -423,4 +430,4 @@ class Event(amp.Command):
 
 
 #: Bumped when a command changes incompatibly; clients compare it in Hello.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2

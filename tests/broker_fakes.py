@@ -54,19 +54,28 @@ class FakeBridge:
     def __init__(self, delivery: str = "push", auto: bool | None = True) -> None:
         self.delivery = delivery
         self.auto = auto  # True: shown at once; False: held; None: answer by hand
-        self.pushed: list[dict[str, Any]] = []
-        self.pending: list[tuple[dict[str, Any], Deferred]] = []
+        self.pushed: list[dict[str, Any]] = []  # every message pushed, in order
+        self.pushes: list[list[int]] = []  # the ids of each push (one Deliver each)
+        self.pending: list[tuple[list[dict[str, Any]], Deferred]] = []
         self.closed_because: str | None = None
         self.elsewhere: list[int] = []
 
-    def deliver(self, message: dict[str, Any]) -> Deferred:
-        """Record the push and answer per ``auto``."""
-        self.pushed.append(message)
+    def deliver(self, messages: list[dict[str, Any]]) -> Deferred:
+        """Record the push and answer per ``auto`` (one flag per message)."""
+        self.pushed += messages
+        self.pushes.append([message["id"] for message in messages])
         if self.auto is None:
             d: Deferred = Deferred()
-            self.pending.append((message, d))
+            self.pending.append((messages, d))
             return d
-        return succeed(self.auto)
+        return succeed([self.auto] * len(messages))
+
+    def answer_pending(self, shown: bool = True) -> int:
+        """Answer every push waiting for an answer; returns how many there were."""
+        pending, self.pending = self.pending, []
+        for messages, d in pending:
+            d.callback([shown] * len(messages))
+        return len(pending)
 
     def close(self, reason: str) -> None:
         """Record that the broker dropped us."""

@@ -30,10 +30,11 @@ def make_locator(shown: bool) -> amp.CommandLocator:
 
     class Locator(amp.CommandLocator):
         @wire.Deliver.responder
-        def deliver(self, message: dict) -> dict:
-            sys.stdout.write("MESSAGE " + json.dumps(message) + "\n")
+        def deliver(self, messages: list) -> dict:
+            for message in messages:
+                sys.stdout.write("MESSAGE " + json.dumps(message) + "\n")
             sys.stdout.flush()
-            return {"shown": shown}
+            return {"shown": [shown] * len(messages)}
 
     return Locator()
 

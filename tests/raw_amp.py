@@ -131,11 +131,12 @@ class RawAMP:
     def _pushed(self, box: dict[bytes, bytes]) -> None:
         name = box[b"_command"]
         if name == wire.Deliver.commandName:
-            message = wire.Deliver.parseArguments(amp.AmpBox(box), None)["message"]
-            message["received_at"] = time.time()
-            self.pushed.append(message)
-            answer = {b"_answer": box[b"_ask"], b"shown": b"True" if self.show else b"False"}
-            self.send_bytes(frame(answer))
+            messages = wire.Deliver.parseArguments(amp.AmpBox(box), None)["messages"]
+            for message in messages:
+                message["received_at"] = time.time()
+            self.pushed += messages
+            flags = amp.ListOf(amp.Boolean()).toString([self.show] * len(messages))
+            self.send_bytes(frame({b"_answer": box[b"_ask"], b"shown": flags}))
         elif b"_ask" in box:
             self.send_bytes(frame({b"_answer": box[b"_ask"]}))
 

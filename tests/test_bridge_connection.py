@@ -156,9 +156,9 @@ def test_pushes_are_answered_by_the_inbox(listening: Any) -> Any:
     link.start()
     try:
         yield registered.wait(1)
-        first = yield record.connections[0].callRemote(wire.Deliver, message={"id": 2, "body": "x"})
-        second = yield record.connections[0].callRemote(wire.Deliver, message={"id": 3, "body": "y"})
-        assert (first, second) == ({"shown": True}, {"shown": False})
+        first = yield record.connections[0].callRemote(wire.Deliver, messages=[{"id": 2, "body": "x"}])
+        second = yield record.connections[0].callRemote(wire.Deliver, messages=[{"id": 3, "body": "y"}])
+        assert (first, second) == ({"shown": [True]}, {"shown": [False]})
         assert [m["id"] for m in delivered] == [2, 3]
     finally:
         yield link.stop()

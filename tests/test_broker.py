@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 
-from claudepeers import wire
+from claudepeers import peers, wire
 from claudepeers.broker import Claim, Credentials
 from claudepeers.records import GONE, OFFLINE, ONLINE
 from claudepeers.settings import Limits
@@ -268,22 +269,63 @@ def test_unanswered_pushes_are_pushed_again_after_reconnect(world: World) -> Non
 
 
 @pytest_twisted.inlineCallbacks
-def test_per_recipient_order_holds_under_pipelined_pushes(world: World) -> None:
-    """Many messages pushed while earlier answers are outstanding still arrive in order."""
+def test_messages_arriving_during_a_push_go_out_together_in_order(world: World) -> None:
+    """One push is in flight per peer; what arrives meanwhile goes out in the next push, in
+    acceptance order, and every sender hears "delivered" once its message is shown."""
     a1, b1 = world.agent()
     a2, b2 = world.agent()
     sender, _ = yield world.register(a1, b1, FakeBridge())
     slow = FakeBridge(auto=None)
     yield world.register(a2, b2, slow, name="bob")
     sends = [world.broker.send(sender, "bob", f"{n}") for n in range(50)]
-    # let the store commit them all (real threads), answering pushes as they come
-    while len(slow.pushed) < 50:
+    while len(slow.pushed) < 50:  # the store commits in its thread; answer pushes as they come
         yield world.store.unread_counts()
-    for _, d in slow.pending:
-        d.callback(True)
+        slow.answer_pending()
+    slow.answer_pending()
     results = yield gatherResults(sends)
     assert [m["body"] for m in slow.pushed] == [str(n) for n in range(50)]
     assert [r["message_id"] for r in results] == sorted(r["message_id"] for r in results)
+    assert {r["status"] for r in results} == {"delivered"}
+    assert len(slow.pushes) < 50 and max(len(push) for push in slow.pushes) > 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_push_carries_at_most_the_batch_limit(world: World, monkeypatch: Any) -> None:
+    """A backlog larger than one push allows goes out in several pushes, none over the limit."""
+    monkeypatch.setattr(peers, "MAX_PUSH_MESSAGES", 4)
+    a1, b1 = world.agent()
+    a2, b2 = world.agent()
+    sender, _ = yield world.register(a1, b1, FakeBridge())
+    offline = FakeBridge(auto=None)
+    recipient, _ = yield world.register(a2, b2, offline, name="bob")
+    world.broker.disconnected(recipient, offline)
+    for n in range(10):
+        yield world.broker.send(sender, "bob", f"{n}")
+    back = FakeBridge()
+    yield world.register(a2, b2, back)
+    assert [len(push) for push in back.pushes] == [4, 4, 2]
+    assert [m["body"] for m in back.pushed] == [str(n) for n in range(10)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_short_answer_leaves_the_unanswered_messages_unread(world: World) -> None:
+    """A bridge answering fewer flags than messages: the unanswered ones stay unacknowledged
+    (pushed again after a reconnect), the answered ones are acknowledged."""
+    a1, b1 = world.agent()
+    a2, b2 = world.agent()
+    sender, _ = yield world.register(a1, b1, FakeBridge())
+    offline = FakeBridge(auto=None)
+    recipient, _ = yield world.register(a2, b2, offline, name="bob")
+    world.broker.disconnected(recipient, offline)
+    first = yield world.broker.send(sender, "bob", "one")
+    second = yield world.broker.send(sender, "bob", "two")
+    short = FakeBridge(auto=None)
+    yield world.register(a2, b2, short)
+    (messages, answer), = short.pending
+    assert [m["id"] for m in messages] == [first["message_id"], second["message_id"]]
+    answer.callback([True])
+    unread = yield world.store.unread(recipient.id)
+    assert [m.id for m in unread] == [second["message_id"]]
 
 
 @pytest_twisted.inlineCallbacks

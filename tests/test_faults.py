@@ -374,10 +374,10 @@ class Peer(amp.AMP):
         self.pushed: list[int] = []
 
     @wire.Deliver.responder
-    def deliver(self, message: dict[str, Any]) -> dict[str, bool]:
+    def deliver(self, messages: list[dict[str, Any]]) -> dict[str, list[bool]]:
         """Record and show."""
-        self.pushed.append(message["id"])
-        return {"shown": True}
+        self.pushed += [message["id"] for message in messages]
+        return {"shown": [True] * len(messages)}
 
 
 def test_disk_full_fails_the_send_with_broker_unavailable_and_others_carry_on(short_dir: Path) -> None:
@@ -577,22 +577,22 @@ class HeldBridge:
     delivery = "push"
 
     def __init__(self) -> None:
-        self.pushes: list[tuple[dict[str, Any], Any]] = []
+        self.pushes: list[tuple[list[dict[str, Any]], Any]] = []
         from twisted.internet.defer import Deferred
 
         self.pushed: Deferred = Deferred()
 
-    def deliver(self, message: dict[str, Any]) -> Any:
+    def deliver(self, messages: list[dict[str, Any]]) -> Any:
         """Hold the answer; tell the test."""
         from twisted.internet.defer import Deferred
 
         answer: Deferred = Deferred()
-        self.pushes.append((message, answer))
+        self.pushes.append((messages, answer))
         if len(self.pushes) == 1:
             # Tell the test on the next turn: the actor must first hook its callbacks to ``answer``.
             from twisted.internet import reactor
 
-            reactor.callLater(0, self.pushed.callback, message)
+            reactor.callLater(0, self.pushed.callback, messages[0])
         return answer
 
     def close(self, reason: str) -> None:
@@ -621,7 +621,7 @@ def test_a_message_shown_just_before_a_reconnect_is_not_pushed_to_the_next_bridg
         sending = world.broker.send(alice, bob.id, "shown once")
         message = yield first.pushed
         busy = world.store.save_peer(bob.record)  # a group commit in flight
-        first.pushes[0][1].callback(True)  # shown: its acknowledgement queues behind that commit
+        first.pushes[0][1].callback([True])  # shown: its acknowledgement queues behind that commit
         world.broker.disconnected(bob, first)
         second = FakeBridge()
         yield world.register(bob_agent, bob_bridge, second, cwd="/w/bob")

@@ -125,22 +125,23 @@ class ModelBridge(amp.AMP):
         self.agent = agent
         self.machine = machine
         self.pushed: list[int] = []
-        self.held: list[tuple[int, Deferred]] = []  # slow bridges: answers not given yet
+        self.held: list[tuple[list[int], Deferred]] = []  # slow bridges: pushes not answered yet
 
     @wire.Deliver.responder
-    def deliver(self, message: dict[str, Any]) -> Any:
+    def deliver(self, messages: list[dict[str, Any]]) -> Any:
         """Record the push, check it against the model, answer per the agent's delivery mode."""
-        message_id = message["id"]
-        self.machine.check_push(self.agent, self, message_id)
-        self.pushed.append(message_id)
+        ids = [message["id"] for message in messages]
+        for message_id in ids:
+            self.machine.check_push(self.agent, self, message_id)
+        self.pushed += ids
         if self.agent.slow:
             answer: Deferred = Deferred()
-            self.held.append((message_id, answer))
+            self.held.append((ids, answer))
             return answer
         if self.agent.delivery == "push":
-            self.machine.shown(self.agent, [message_id])
-            return {"shown": True}
-        return {"shown": False}
+            self.machine.shown(self.agent, ids)
+            return {"shown": [True] * len(ids)}
+        return {"shown": [False] * len(ids)}
 
     @wire.ShownElsewhere.responder
     def shown_elsewhere(self, message_ids: list[int]) -> dict:
@@ -396,9 +397,10 @@ class BrokerModel(RuleBasedStateMachine):
         if agent.client is None or not agent.client.held:
             return
         held, agent.client.held = agent.client.held, []
-        self.shown(agent, [i for i, _ in held if i not in agent.shown_ids])  # the bridge dedups
-        for _, answer in held:
-            answer.callback({"shown": True})
+        ids = [i for push, _ in held for i in push]
+        self.shown(agent, [i for i in ids if i not in agent.shown_ids])  # the bridge dedups
+        for push, answer in held:
+            answer.callback({"shown": [True] * len(push)})
         if not (replace and agent.alive):
             self.flush()
             return

@@ -145,7 +145,7 @@ def test_bad_json_in_a_json_argument_is_invalid_not_fatal(world: World) -> None:
     """Garbage where JSON belongs is InvalidArgument, not a dropped connection."""
     _, bridge = world.agent()
     pair = Pair(world, Credentials("unix", pid=bridge, uid=0))
-    error = yield pair.error(pair.client.callRemoteString(b"Deliver", message=b"{not json"))
+    error = yield pair.error(pair.client.callRemoteString(b"Deliver", messages=b"{not json"))
     # Deliver is a broker->bridge command: the broker does not answer it at all.
     assert isinstance(error, amp.UnhandledCommand)
     assert (yield pair.call(wire.Hello))["pid"]
@@ -190,9 +190,9 @@ def test_register_over_the_wire_then_push_and_acknowledge(world: World) -> None:
 
     class Bridge(amp.CommandLocator):
         @wire.Deliver.responder
-        def deliver(self, message: dict) -> dict:
-            seen.append(message)
-            return {"shown": False}
+        def deliver(self, messages: list) -> dict:
+            seen.extend(messages)
+            return {"shown": [False] * len(messages)}
 
     agent, bridge = world.agent()
     pair = Pair(world, Credentials("unix", pid=bridge, uid=0), locator=Bridge())

@@ -186,10 +186,10 @@ class Recorder(amp.CommandLocator):
         self.ids: list[int] = []
 
     @wire.Deliver.responder
-    def deliver(self, message: dict) -> dict:
+    def deliver(self, messages: list) -> dict:
         """Record the push."""
-        self.ids.append(message["id"])
-        return {"shown": self.shown}
+        self.ids += [message["id"] for message in messages]
+        return {"shown": [self.shown] * len(messages)}
 
 
 async def register_here(path: Path, locator: Any, delivery: str) -> amp.AMP:

@@ -22,7 +22,9 @@ import random
 from typing import Any, Callable
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import (
+    CancelledError, Deferred, TimeoutError, gatherResults, inlineCallbacks, succeed,
+)
 from twisted.internet.error import ConnectionClosed, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -57,9 +59,16 @@ class BridgeAMP(amp.AMP):
         self._link = link
 
     @wire.Deliver.responder
-    def deliver(self, message: dict[str, Any]) -> Any:
-        """The broker pushes one message; answer whether the agent has seen it now."""
-        return maybeDeferred(self._link.on_deliver, message).addCallback(lambda shown: {"shown": bool(shown)})
+    def deliver(self, messages: list[dict[str, Any]]) -> Any:
+        """The broker pushes messages, oldest first; answer, for each, whether the agent has seen it.
+
+        A flag is a Deferred while the agent's pipe is full; the answer then waits for all.
+        """
+        flags = [self._link.on_deliver(message) for message in messages]
+        if any(isinstance(flag, Deferred) for flag in flags):
+            waits = [flag if isinstance(flag, Deferred) else succeed(flag) for flag in flags]
+            return gatherResults(waits, consumeErrors=True).addCallback(_shown_answer)
+        return _shown_answer(flags)
 
     @wire.ShownElsewhere.responder
     def shown_elsewhere(self, message_ids: list[int]) -> dict[str, Any]:
@@ -89,6 +98,10 @@ class BridgeAMP(amp.AMP):
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
         super().connectionLost(reason)
         self._link.lost(self, reason)
+
+
+def _shown_answer(flags: list[Any]) -> dict[str, list[bool]]:
+    return {"shown": [bool(flag) for flag in flags]}
 
 
 @implementer(IStreamClientEndpoint)
@@ -140,7 +153,7 @@ class BrokerLink:
         reactor: Any,
         settings: Settings,
         registration: Callable[[], Deferred],
-        on_deliver: Callable[[dict[str, Any]], Any],
+        on_deliver: Callable[[dict[str, Any]], Any],  # one message: a flag or a Deferred of one
         on_registered: Callable[[dict[str, Any]], None] = lambda answer: None,
         on_shown_elsewhere: Callable[[list[int]], None] = lambda ids: None,
         on_lost: Callable[[], None] = lambda: None,

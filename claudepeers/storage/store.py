@@ -238,23 +238,13 @@ class Store:
         return self._write(lambda cursor: self._txn_acknowledge(cursor, peer_id, ids, when))
 
     def _txn_acknowledge(self, cursor: Any, peer_id: str, ids: list[int], when: float) -> list[int]:
-        if len(ids) == 1:
-            # A push answered shown acknowledges one message: one UPDATE instead of SELECT + UPDATE.
-            cursor.execute(self._ack_one, (when, ids[0], peer_id))
-            return [ids[0]] if cursor.rowcount == 1 else []
+        # One indexed UPDATE per id: a push answered shown acknowledges a batch of new ids,
+        # and the row count says which were not marked before (no SELECT needed).
         marked: list[int] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            cursor.execute(
-                self._sql(f"SELECT id FROM messages WHERE to_id = ? AND acked_at IS NULL AND id IN ({marks})"),
-                (peer_id, *chunk),
-            )
-            found = [row[0] for row in cursor.fetchall()]
-            if found:
-                marks = ", ".join("?" for _ in found)
-                cursor.execute(self._sql(f"UPDATE messages SET acked_at = ? WHERE id IN ({marks})"), (when, *found))
-                marked += found
+        for message_id in ids:
+            cursor.execute(self._ack_one, (when, message_id, peer_id))
+            if cursor.rowcount == 1:
+                marked.append(message_id)
         return marked
 
     def unread(self, peer_id: str, limit: int | None = None, after_id: int = 0) -> Deferred:
