@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 
 from . import __version__, wire
 from .broker import Broker, Claim, Credentials
+from .lean_amp import LeanAMP
 from .peers import PeerActor
 from .storage.store import StoreError
 
@@ -45,7 +46,7 @@ def peer_credentials(transport: Any) -> Credentials:
     return Credentials("unix", pid=pid, uid=uid)
 
 
-class BrokerProtocol(amp.AMP):
+class BrokerProtocol(LeanAMP):
     """One client connection: a bridge, a hook, a watcher or the CLI."""
 
     log = Logger()
@@ -69,6 +70,7 @@ class BrokerProtocol(amp.AMP):
         self.authenticated = False
         self.refusal: str | None = None
         self.closed = False
+        self._guarded: dict[bytes, Any] = {}
 
     # --- connection ----------------------------------------------------------------------
 
@@ -118,7 +120,13 @@ class BrokerProtocol(amp.AMP):
     # --- dispatch: every command passes the gate, every failure becomes an AMP error ----------------
 
     def locateResponder(self, name: bytes) -> Any:
-        """Wrap each responder: gatekeeping first, then clear errors for bad input."""
+        """Wrap each responder: gatekeeping first, then clear errors for bad input.
+
+        Built once per command and connection (LeanAMP caches the inner responder too).
+        """
+        guarded = self._guarded.get(name)
+        if guarded is not None:
+            return guarded
         try:
             responder = super().locateResponder(name)
         except UnicodeDecodeError:
@@ -128,16 +136,19 @@ class BrokerProtocol(amp.AMP):
         if responder is None:
             return None
 
-        def guarded(box: amp.AmpBox) -> Deferred:
+        def guarded(box: amp.AmpBox) -> Any:
             refusal = self._gate(name)
             if refusal is not None:
                 return fail(refusal)
             try:
-                d = responder(box)
+                answer = responder(box)
             except (KeyError, ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError) as exc:
                 return fail(_remote(wire.InvalidArgument, f"malformed arguments for {name.decode(errors='replace')}: {_explain(exc)}"))
-            return d.addErrback(self._unexpected, name)
+            if isinstance(answer, Deferred):
+                return answer.addErrback(self._unexpected, name)
+            return answer  # a plain answer box: nothing can fail any more
 
+        self._guarded[name] = guarded
         return guarded
 
     def _gate(self, name: bytes) -> amp.RemoteAmpError | None:

@@ -1,0 +1,195 @@
+"""LeanAMP speaks the same AMP as Twisted's amp.AMP: boxes, answers, errors, limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.testing import StringTransport
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from twisted.test import iosim
+
+from claudepeers import wire
+from claudepeers.lean_amp import LeanAMP, serialize
+
+
+class Boom(Exception):
+    """A declared error."""
+
+
+class Crash(Exception):
+    """An undeclared error."""
+
+
+class Echo(amp.Command):
+    """Every kind of argument the wire uses."""
+
+    arguments = [
+        (b"text", amp.Unicode()),
+        (b"number", amp.Integer(optional=True)),
+        (b"flags", amp.ListOf(amp.Boolean())),
+        (b"big", wire.BigText()),
+        (b"data", wire.JSONValue(optional=True)),
+    ]
+    response = [
+        (b"text", amp.Unicode()),
+        (b"number", amp.Integer(optional=True)),
+        (b"flags", amp.ListOf(amp.Boolean())),
+        (b"big", wire.BigText()),
+        (b"data", wire.JSONValue(optional=True)),
+    ]
+    errors = {Boom: b"BOOM"}
+
+
+class Fail(amp.Command):
+    """Raises what it is told to."""
+
+    arguments = [(b"kind", amp.Unicode())]
+    response = [(b"count", amp.Integer())]
+    errors = {Boom: b"BOOM"}
+
+
+def responders(base: type) -> type:
+    """The same responders on ``base`` (LeanAMP or amp.AMP)."""
+
+    class Responders(base):  # type: ignore[misc, valid-type]
+        later: list[Deferred] = []
+
+        @Echo.responder
+        def echo(self, text: str, number: int | None, flags: list, big: str, data: Any) -> Any:
+            answer = {"text": text, "number": number, "flags": flags, "big": big, "data": data}
+            return answer if number != 7 else succeed(answer)  # a plain value and a Deferred
+
+        @Fail.responder
+        def fail_(self, kind: str) -> Any:
+            if kind == "boom":
+                raise Boom("declared")
+            if kind == "crash":
+                raise Crash("undeclared")
+            if kind == "late-boom":
+                d: Deferred = Deferred()
+                self.later.append(d)
+                return d
+            return {}  # "count" is missing: the answer cannot be serialised
+
+    return Responders
+
+
+LeanSide = responders(LeanAMP)
+TwistedSide = responders(amp.AMP)
+
+
+def connected(server: type, client: type) -> tuple[Any, Any, iosim.IOPump]:
+    """A server and a client over iosim."""
+    return iosim.connectedServerAndClient(ServerClass=server, ClientClass=client)
+
+
+def outcome(d: Deferred, pump: iosim.IOPump) -> Any:
+    """Pump until ``d`` fires; its result or Failure."""
+    results: list[Any] = []
+    d.addBoth(results.append)
+    pump.flush()
+    assert results, "no answer"
+    return results[0]
+
+
+ECHO = dict(text="héllo", flags=[True, False], big="x" * 150_000, data={"a": [1, 2]})
+
+
+@pytest.mark.parametrize("server, client", [(LeanSide, TwistedSide), (TwistedSide, LeanSide), (LeanSide, LeanSide)])
+def test_calls_and_answers_match_twisted_both_ways(server: type, client: type) -> None:
+    """Every argument kind (chunked BigText included) round-trips in each pairing, sync or not."""
+    for number in (None, 3, 7):
+        _, caller, pump = connected(server, client)
+        answer = outcome(caller.callRemote(Echo, number=number, **ECHO), pump)
+        assert answer == {**ECHO, "number": number}
+
+
+@pytest.mark.parametrize("server", [LeanSide, TwistedSide])
+def test_errors_travel_as_twisted_sends_them(server: type) -> None:
+    """Declared errors keep the connection; undeclared ones and bad answers end it; unknown
+    commands and missing arguments are answered as Twisted answers them."""
+    _, caller, pump = connected(server, LeanSide)
+    assert outcome(caller.callRemote(Fail, kind="boom"), pump).check(Boom)
+    unhandled = outcome(caller.callRemoteString(b"Nope"), pump)
+    assert unhandled.check(amp.UnhandledCommand)
+    assert outcome(caller.callRemote(Echo, **ECHO), pump)["text"] == "héllo"
+    assert outcome(caller.callRemote(Fail, kind="crash"), pump).check(amp.UnknownRemoteError)
+    assert caller.transport is None  # the connection was dropped (AMP forgets its transport)
+
+    _, caller, pump = connected(server, LeanSide)
+    assert outcome(caller.callRemote(Fail, kind="answer-with-junk"), pump).check(amp.UnknownRemoteError)
+
+    _, caller, pump = connected(server, LeanSide)
+    missing = outcome(caller.callRemoteString(b"Fail"), pump)
+    assert isinstance(missing, Failure)
+
+    server_side, caller, pump = connected(server, LeanSide)
+    late = caller.callRemote(Fail, kind="late-boom")
+    pump.flush()
+    server_side.later.pop().errback(Boom("later"))
+    assert outcome(late, pump).check(Boom)
+
+
+def test_caller_errors_fail_the_call_without_sending() -> None:
+    """An unknown argument or a missing one fails the call locally, as in Twisted."""
+    _, caller, pump = connected(LeanSide, LeanSide)
+    assert outcome(caller.callRemote(Echo, nonsense=1, **ECHO), pump).check(amp.InvalidSignature)
+    assert outcome(caller.callRemote(Echo, text="only"), pump).check(KeyError)
+    assert outcome(caller.callRemote(Echo, **ECHO), pump)["text"] == "héllo"
+
+
+class Recorder(LeanAMP):
+    """Records the boxes the parser produces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.boxes: list[dict[bytes, bytes]] = []
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:  # noqa: N802 - Twisted's name
+        self.boxes.append(dict(box))
+
+
+boxes = st.lists(
+    st.dictionaries(st.binary(min_size=1, max_size=8), st.binary(max_size=300), min_size=1, max_size=5),
+    min_size=1, max_size=6,
+)
+
+
+@given(boxes=boxes, cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12))
+def test_parser_splits_a_stream_cut_anywhere_like_twisted(boxes: list[dict[bytes, bytes]], cuts: list[int]) -> None:
+    """Boxes arrive whole and in order however the stream is cut into reads."""
+    stream = b"".join(amp.AmpBox(box).serialize() for box in boxes)
+    assert b"".join(serialize(box) for box in boxes) == stream
+    recorder = Recorder()
+    recorder.makeConnection(StringTransport())
+    at = 0
+    for cut in sorted(set(c for c in cuts if c < len(stream))):
+        recorder.dataReceived(stream[at:cut])
+        at = cut
+    recorder.dataReceived(stream[at:])
+    assert recorder.boxes == boxes
+
+
+def test_a_key_longer_than_255_bytes_drops_the_connection_with_too_long() -> None:
+    """As in Twisted: a key length above 255 closes the connection, reported as TooLong."""
+    recorder = Recorder()
+    transport = StringTransport()
+    recorder.makeConnection(transport)
+    recorder.dataReceived(b"\x01\x00" + b"k" * 256 + b"\x00\x01v\x00\x00")
+    assert transport.disconnecting and recorder.boxes == []
+    assert recorder._keyLengthLimitExceeded
+
+
+def test_serialize_refuses_what_twisted_refuses() -> None:
+    """Text keys or values and values over 65,535 bytes are refused before anything is sent."""
+    with pytest.raises(TypeError):
+        serialize({"text": b"x"})  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        serialize({b"key": "text"})  # type: ignore[dict-item]
+    with pytest.raises(amp.TooLong):
+        serialize({b"key": b"x" * 65_536})
