@@ -62,7 +62,15 @@ class Store:
             f"INSERT INTO messages ({', '.join(NEW_MESSAGE_COLUMNS)}) "
             f"VALUES ({', '.join('?' for _ in NEW_MESSAGE_COLUMNS)})"
         )
-        self._ack_one = self._sql("UPDATE messages SET acked_at = ? WHERE id = ? AND to_id = ? AND acked_at IS NULL")
+        # Multi-row INSERT ... RETURNING id, one statement per power-of-two run of rows:
+        # few distinct statements, so they all stay in sqlite3's statement cache.
+        row = f"({', '.join('?' for _ in NEW_MESSAGE_COLUMNS)})"
+        self._insert_messages = {
+            size: self._sql(
+                f"INSERT INTO messages ({', '.join(NEW_MESSAGE_COLUMNS)}) VALUES {', '.join([row] * size)} RETURNING id"
+            )
+            for size in _RUN_SIZES
+        }
         self._pending: list[tuple[Callable[[Any], Any], Deferred]] = []
         self._flushing = False
         self.batches = 0
@@ -109,9 +117,23 @@ class Store:
         d = self._pool.runInteraction(self._txn_batch, [fn for fn, _ in batch])
         d.addCallbacks(self._batch_done, self._batch_failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
-    @staticmethod
-    def _txn_batch(cursor: Any, operations: list[Callable[[Any], Any]]) -> list[Any]:
-        return [operation(cursor) for operation in operations]
+    def _txn_batch(self, cursor: Any, operations: list[Callable[[Any], Any]]) -> list[Any]:
+        # Consecutive new messages (most of a busy batch) go in as one multi-row INSERT:
+        # one statement instead of one each, and the thread gives up the GIL once, not per row.
+        results: list[Any] = []
+        index, count = 0, len(operations)
+        while index < count:
+            operation = operations[index]
+            if type(operation) is not _NewMessageWrite:
+                results.append(operation(cursor))
+                index += 1
+                continue
+            end = index + 1
+            while end < count and type(operations[end]) is _NewMessageWrite:
+                end += 1
+            results += self._txn_add_messages(cursor, [op.message for op in operations[index:end]])  # type: ignore[attr-defined]
+            index = end
+        return results
 
     def _batch_done(self, results: list[Any], batch: list[tuple[Any, Deferred]]) -> None:
         self._next()
@@ -203,14 +225,31 @@ class Store:
 
     def add_message(self, message: NewMessage) -> Deferred:
         """Store a message; fires with the committed Message (with its id)."""
-        return self._write(lambda cursor: self._txn_add_message(cursor, message))
+        return self._write(_NewMessageWrite(self, message))
 
     def _txn_add_message(self, cursor: Any, message: NewMessage) -> Message:
-        # The hottest statement: SQL built once, fields read without dataclasses.astuple
-        # (which deep-copies every value) and the Message built directly (stored() uses asdict).
+        # Fields read without dataclasses.astuple (which deep-copies every value) and the
+        # Message built directly (stored() uses asdict): this runs for every message.
         values = _new_message_values(message)
         cursor.execute(self._insert_message, values)
         return Message(int(cursor.lastrowid), *values)
+
+    def _txn_add_messages(self, cursor: Any, messages: list[NewMessage]) -> list[Message]:
+        """Insert messages in order with as few statements as possible; the committed Messages."""
+        stored: list[Message] = []
+        start = 0
+        while start < len(messages):
+            size = next(size for size in _RUN_SIZES if size <= len(messages) - start)
+            rows = [_new_message_values(message) for message in messages[start : start + size]]
+            cursor.execute(self._insert_messages[size], [value for values in rows for value in values])
+            # Rows are inserted, and their ids given, in VALUES order; RETURNING lists them
+            # in no promised order, so sort.
+            ids = sorted(row[0] for row in cursor.fetchall())
+            if len(ids) != size:
+                raise StoreError(f"inserting {size} messages returned {len(ids)} ids")
+            stored += [Message(int(message_id), *values) for message_id, values in zip(ids, rows)]
+            start += size
+        return stored
 
     def add_message_once(self, message: NewMessage, client_key: str) -> Deferred:
         """Store a message unless its sender already stored one under ``client_key``.
@@ -238,13 +277,20 @@ class Store:
         return self._write(lambda cursor: self._txn_acknowledge(cursor, peer_id, ids, when))
 
     def _txn_acknowledge(self, cursor: Any, peer_id: str, ids: list[int], when: float) -> list[int]:
-        # One indexed UPDATE per id: a push answered shown acknowledges a batch of new ids,
-        # and the row count says which were not marked before (no SELECT needed).
+        # One UPDATE per chunk; RETURNING says which were not marked before (no SELECT).
         marked: list[int] = []
-        for message_id in ids:
-            cursor.execute(self._ack_one, (when, message_id, peer_id))
-            if cursor.rowcount == 1:
-                marked.append(message_id)
+        for start in range(0, len(ids), 512):
+            chunk = ids[start : start + 512]
+            # Padded to a power of two with its last id (harmless in IN): few distinct
+            # statements, so they stay in sqlite3's statement cache.
+            chunk += chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
+            marks = ", ".join("?" for _ in chunk)
+            cursor.execute(
+                self._sql(f"UPDATE messages SET acked_at = ? WHERE to_id = ? AND acked_at IS NULL "
+                          f"AND id IN ({marks}) RETURNING id"),
+                (when, peer_id, *chunk),
+            )
+            marked += sorted(row[0] for row in cursor.fetchall())
         return marked
 
     def unread(self, peer_id: str, limit: int | None = None, after_id: int = 0) -> Deferred:
@@ -365,6 +411,24 @@ class Store:
         deleted += max(cursor.rowcount, 0)
         cursor.execute(self._sql("DELETE FROM events WHERE at < ?"), (before,))
         return deleted, len(expired)
+
+
+#: Row counts of the multi-row INSERT statements (a batch is split into runs of these).
+_RUN_SIZES = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+
+
+class _NewMessageWrite:
+    """A queued ``add_message``: callable alone like any write, and recognised by
+    :meth:`Store._txn_batch` so that consecutive ones share one INSERT."""
+
+    __slots__ = ("message", "_store")
+
+    def __init__(self, store: Store, message: NewMessage) -> None:
+        self._store = store
+        self.message = message
+
+    def __call__(self, cursor: Any) -> Message:
+        return self._store._txn_add_message(cursor, self.message)
 
 
 def _message(row: Sequence[Any]) -> Message:
