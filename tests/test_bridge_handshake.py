@@ -34,7 +34,7 @@ async def sdk_answer(request: dict, instructions: str) -> dict:
     async def no_tool(name: str, arguments: object) -> ToolResult:
         return ToolResult("")
 
-    server, options = build_server(instructions, no_tool, lambda: None)
+    server, options = build_server(instructions, no_tool, lambda version: None)
     read_send, read_receive = anyio.create_memory_object_stream(math.inf)
     write_send, write_receive = anyio.create_memory_object_stream(math.inf)
     message = types.jsonrpc_message_adapter.validate_json(json.dumps(request), by_name=False)
@@ -116,7 +116,7 @@ async def test_the_2026_era_discovers_the_channel_too() -> None:
         return ToolResult("ok")
 
     instructions = handshake.instructions_for("push", "claude-peers")
-    server, _options = build_server(instructions, no_tool, lambda: None)
+    server, _options = build_server(instructions, no_tool, lambda version: None)
     async with Client(server, mode="auto") as client:
         assert client.protocol_version in sdk_version.MODERN_PROTOCOL_VERSIONS
         assert client.server_capabilities.experimental == {"claude/channel": {}}

@@ -5,6 +5,11 @@ call into an ``isError`` or normal text result. :class:`McpPipe` connects that s
 the agent: lines read from stdin go into the SDK's read stream, the SDK's answers come
 out of its write stream onto stdout, and channel notifications are written to stdout
 directly, as whole lines, between them.
+
+Once the agent has finished the handshake, :class:`McpPipe` answers well-formed
+``tools/call`` requests itself (:mod:`.direct`), without the SDK's per-request
+machinery, which costs as much as the rest of a ``send_message``; everything else, and
+every request the SDK would answer differently, still goes to the SDK.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from twisted.logger import Logger
 from claudepeers import __version__
 from claudepeers.render import channel_meta, render_message
 
+from .direct import DirectToolCalls
 from .handshake import IMPLEMENTATION_NAME
 from .stdio import LineWriter
 from .tools import TOOLS, ToolResult
@@ -37,9 +43,13 @@ CallTool = Callable[[str, Mapping[str, Any] | None], Awaitable[ToolResult]]
 def build_server(
     instructions: str,
     call_tool: CallTool,
-    on_initialized: Callable[[], None],
+    on_initialized: Callable[[str], None],
 ) -> tuple[Server, InitializationOptions]:
-    """The SDK server with our tools, and the options its ``initialize`` answer uses."""
+    """The SDK server with our tools, and the options its ``initialize`` answer uses.
+
+    ``on_initialized`` gets the session's protocol version when the agent has sent
+    ``notifications/initialized``.
+    """
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(
@@ -56,7 +66,7 @@ def build_server(
         )
 
     async def initialized(ctx: Any, params: Any) -> None:
-        on_initialized()
+        on_initialized(ctx.protocol_version)
 
     server: Server = Server(
         IMPLEMENTATION_NAME,
@@ -107,10 +117,12 @@ class McpPipe:
         server: Server,
         options: InitializationOptions,
         writer: LineWriter,
+        call_tool: CallTool,
     ) -> None:
         self._server = server
         self._options = options
         self._writer = writer
+        self.direct = DirectToolCalls(call_tool, writer.write)
         self._read_send, self._read_receive = anyio.create_memory_object_stream[Any](math.inf)
         self._write_send, self._write_receive = anyio.create_memory_object_stream[Any](math.inf)
         self._answered: set[Any] = set()
@@ -126,10 +138,17 @@ class McpPipe:
         except Exception as error:  # the SDK answers malformed input itself
             self._read_send.send_nowait(error)
             return
+        if self.direct.offer(message):
+            return
         self._read_send.send_nowait(SessionMessage(message))
 
+    def session_initialized(self, protocol_version: str) -> None:
+        """The handshake is complete: plain tool calls may be answered directly from now on."""
+        self.direct.session_initialized(protocol_version)
+
     def feed_eof(self) -> None:
-        """The agent closed stdin: the SDK server finishes."""
+        """The agent closed stdin: the SDK server finishes, and so do direct calls."""
+        self.direct.close()
         self._read_send.close()
 
     def write_line(self, data: bytes) -> bool:

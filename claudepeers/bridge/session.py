@@ -85,7 +85,7 @@ class Bridge:
         )
         self.tools = PeerTools(AsyncBroker(self.link), self._check_messages)
         server, options = build_server(instructions, self._call_tool, self._initialized)
-        self.pipe = McpPipe(server, options, self.writer)
+        self.pipe = McpPipe(server, options, self.writer, self._call_tool)
         self._stopping = False
         self._watch: Any = None
         self._task: asyncio.Future | None = None
@@ -216,8 +216,10 @@ class Bridge:
         self.inbox.mark_shown([int(message["id"])])
         return True
 
-    def _initialized(self) -> None:
+    def _initialized(self, protocol_version: str | None = None) -> None:
         """The agent finished the handshake: push mode may show what it held."""
+        if protocol_version is not None:
+            self.pipe.session_initialized(protocol_version)
         if self.inbox.ready:
             return
         self.inbox.ready = True
