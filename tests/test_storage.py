@@ -174,6 +174,32 @@ def test_writes_issued_together_share_few_transactions(store: Store, db_path: Pa
 
 
 @pytest_twisted.inlineCallbacks
+def test_keyed_and_plain_messages_in_one_commit_keep_their_order_and_keys(store: Store, db_path: Path) -> Any:
+    """Mixed in one group commit: new messages get increasing ids in call order; a key
+    already stored (in an earlier commit, or earlier in the same one) returns the first
+    message and stores nothing."""
+    earlier, fresh = yield store.add_message_once(new_message("bob00001", "earlier"), "k-old")
+    assert fresh
+    calls = [
+        store.add_message(new_message("bob00001", "plain 1")),
+        store.add_message_once(new_message("bob00001", "keyed"), "k-new"),
+        store.add_message_once(new_message("bob00001", "repeat of earlier"), "k-old"),
+        store.add_message_once(new_message("bob00001", "repeat in this commit"), "k-new"),
+        store.add_message_once(new_message("bob00001", "same key, other sender", from_id="other001"), "k-new"),
+        store.add_message(new_message("bob00001", "plain 2")),
+    ]
+    plain1, (keyed, keyed_new), (old, old_new), (again, again_new), (other, other_new), plain2 = (
+        yield gatherResults(calls)
+    )
+    assert (keyed_new, old_new, again_new, other_new) == (True, False, False, True)
+    assert old == earlier and again == keyed
+    assert plain1.id < keyed.id < other.id < plain2.id
+    rows = query(db_path, "SELECT body, client_key FROM messages ORDER BY id")
+    assert rows == [("earlier", "k-old"), ("plain 1", None), ("keyed", "k-new"),
+                    ("same key, other sender", "k-new"), ("plain 2", None)]
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(store: Store, db_path: Path) -> Any:
     """One write raising IntegrityError inside a batch fails with StoreError; its batch-mates commit."""
     first = store.add_message(new_message("bob00001", "starts a batch"))  # flushes at once, alone

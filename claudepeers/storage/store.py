@@ -31,6 +31,8 @@ MESSAGE_COLUMNS = [f.name for f in fields(Message)]
 NEW_MESSAGE_COLUMNS = [f.name for f in fields(NewMessage)]
 assert NEW_MESSAGE_COLUMNS == MESSAGE_COLUMNS[1:-1], "NewMessage must be Message without id and acked_at"
 _new_message_values = attrgetter(*NEW_MESSAGE_COLUMNS)
+#: The columns of a multi-row INSERT: a new message's and its client_key (None for a plain send).
+KEYED_MESSAGE_COLUMNS = [*NEW_MESSAGE_COLUMNS, "client_key"]
 
 
 class StoreError(Exception):
@@ -58,19 +60,20 @@ class Store:
     def __init__(self, pool: adbapi.ConnectionPool, paramstyle: str = "qmark") -> None:
         self._pool = pool
         self._paramstyle = paramstyle
-        self._insert_message = self._sql(
-            f"INSERT INTO messages ({', '.join(NEW_MESSAGE_COLUMNS)}) "
-            f"VALUES ({', '.join('?' for _ in NEW_MESSAGE_COLUMNS)})"
-        )
-        # Multi-row INSERT ... RETURNING id, one statement per power-of-two run of rows:
-        # few distinct statements, so they all stay in sqlite3's statement cache.
-        row = f"({', '.join('?' for _ in NEW_MESSAGE_COLUMNS)})"
+        # Multi-row INSERT ... RETURNING, one statement per power-of-two run of rows: few
+        # distinct statements, so they all stay in sqlite3's statement cache. A row whose
+        # (from_id, client_key) exists is skipped (ON CONFLICT DO NOTHING) and looked up.
+        row = f"({', '.join('?' for _ in KEYED_MESSAGE_COLUMNS)})"
         self._insert_messages = {
             size: self._sql(
-                f"INSERT INTO messages ({', '.join(NEW_MESSAGE_COLUMNS)}) VALUES {', '.join([row] * size)} RETURNING id"
+                f"INSERT INTO messages ({', '.join(KEYED_MESSAGE_COLUMNS)}) VALUES {', '.join([row] * size)} "
+                "ON CONFLICT DO NOTHING RETURNING id, from_id, client_key"
             )
             for size in _RUN_SIZES
         }
+        self._find_keyed = self._sql(
+            f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE from_id = ? AND client_key = ?"
+        )
         self._pending: list[tuple[Callable[[Any], Any], Deferred]] = []
         self._flushing = False
         self.batches = 0
@@ -118,20 +121,20 @@ class Store:
         d.addCallbacks(self._batch_done, self._batch_failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
     def _txn_batch(self, cursor: Any, operations: list[Callable[[Any], Any]]) -> list[Any]:
-        # Consecutive new messages (most of a busy batch) go in as one multi-row INSERT:
-        # one statement instead of one each, and the thread gives up the GIL once, not per row.
+        # Consecutive new messages (most of a busy batch) go in as multi-row INSERTs: one
+        # statement per run instead of one or three each, and the thread gives up the GIL
+        # once per statement, not per row.
         results: list[Any] = []
         index, count = 0, len(operations)
         while index < count:
-            operation = operations[index]
-            if type(operation) is not _NewMessageWrite:
-                results.append(operation(cursor))
+            if type(operations[index]) is not _NewMessageWrite:
+                results.append(operations[index](cursor))
                 index += 1
                 continue
             end = index + 1
             while end < count and type(operations[end]) is _NewMessageWrite:
                 end += 1
-            results += self._txn_add_messages(cursor, [op.message for op in operations[index:end]])  # type: ignore[attr-defined]
+            results += self._txn_add_messages(cursor, operations[index:end])  # type: ignore[arg-type]
             index = end
         return results
 
@@ -225,31 +228,7 @@ class Store:
 
     def add_message(self, message: NewMessage) -> Deferred:
         """Store a message; fires with the committed Message (with its id)."""
-        return self._write(_NewMessageWrite(self, message))
-
-    def _txn_add_message(self, cursor: Any, message: NewMessage) -> Message:
-        # Fields read without dataclasses.astuple (which deep-copies every value) and the
-        # Message built directly (stored() uses asdict): this runs for every message.
-        values = _new_message_values(message)
-        cursor.execute(self._insert_message, values)
-        return Message(int(cursor.lastrowid), *values)
-
-    def _txn_add_messages(self, cursor: Any, messages: list[NewMessage]) -> list[Message]:
-        """Insert messages in order with as few statements as possible; the committed Messages."""
-        stored: list[Message] = []
-        start = 0
-        while start < len(messages):
-            size = next(size for size in _RUN_SIZES if size <= len(messages) - start)
-            rows = [_new_message_values(message) for message in messages[start : start + size]]
-            cursor.execute(self._insert_messages[size], [value for values in rows for value in values])
-            # Rows are inserted, and their ids given, in VALUES order; RETURNING lists them
-            # in no promised order, so sort.
-            ids = sorted(row[0] for row in cursor.fetchall())
-            if len(ids) != size:
-                raise StoreError(f"inserting {size} messages returned {len(ids)} ids")
-            stored += [Message(int(message_id), *values) for message_id, values in zip(ids, rows)]
-            start += size
-        return stored
+        return self._write(_NewMessageWrite(self, message, None))
 
     def add_message_once(self, message: NewMessage, client_key: str) -> Deferred:
         """Store a message unless its sender already stored one under ``client_key``.
@@ -257,19 +236,42 @@ class Store:
         Fires with (Message, stored_now): a repeated send (the same key after a lost
         connection) gets the first message back and stores nothing.
         """
-        return self._write(lambda cursor: self._txn_add_message_once(cursor, message, client_key))
+        return self._write(_NewMessageWrite(self, message, client_key))
 
-    def _txn_add_message_once(self, cursor: Any, message: NewMessage, client_key: str) -> tuple[Message, bool]:
+    def _txn_add_messages(self, cursor: Any, writes: list[_NewMessageWrite]) -> list[Any]:
+        """Insert messages in order with as few statements as possible; each write's result."""
+        results: list[Any] = []
+        start = 0
+        while start < len(writes):
+            size = next(size for size in _RUN_SIZES if size <= len(writes) - start)
+            results += self._txn_insert_run(cursor, writes[start : start + size])
+            start += size
+        return results
+
+    def _txn_insert_run(self, cursor: Any, writes: list[_NewMessageWrite]) -> list[Any]:
+        rows = [_new_message_values(write.message) for write in writes]
         cursor.execute(
-            self._sql(f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE from_id = ? AND client_key = ?"),
-            (message.from_id, client_key),
+            self._insert_messages[len(writes)],
+            [value for write, values in zip(writes, rows) for value in (*values, write.client_key)],
         )
-        row = cursor.fetchone()
-        if row is not None:
-            return _message(row), False
-        stored = self._txn_add_message(cursor, message)
-        cursor.execute(self._sql("UPDATE messages SET client_key = ? WHERE id = ?"), (client_key, stored.id))
-        return stored, True
+        returned = cursor.fetchall()
+        # Rows are inserted, and their ids given, in VALUES order; RETURNING lists them in no
+        # promised order, so sort. A keyed row that is not among them already existed (or
+        # repeats one earlier in this run): it is looked up instead.
+        ids = iter(sorted(row[0] for row in returned))
+        inserted = {(row[1], row[2]) for row in returned if row[2] is not None}
+        results: list[Any] = []
+        for write, values in zip(writes, rows):
+            key = write.client_key
+            if key is None:
+                results.append(Message(int(next(ids)), *values))
+            elif (write.message.from_id, key) in inserted:
+                inserted.discard((write.message.from_id, key))  # a repeat later in the run is not new
+                results.append((Message(int(next(ids)), *values), True))
+            else:
+                cursor.execute(self._find_keyed, (write.message.from_id, key))
+                results.append((_message(cursor.fetchone()), False))
+        return results
 
     def acknowledge(self, peer_id: str, message_ids: Sequence[int], when: float) -> Deferred:
         """Mark messages of ``peer_id`` shown; fires with the ids that were newly marked."""
@@ -418,17 +420,19 @@ _RUN_SIZES = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 
 
 class _NewMessageWrite:
-    """A queued ``add_message``: callable alone like any write, and recognised by
-    :meth:`Store._txn_batch` so that consecutive ones share one INSERT."""
+    """A queued ``add_message`` or ``add_message_once``: recognised by
+    :meth:`Store._txn_batch` so that consecutive ones share INSERT statements, and
+    callable alone (a failed batch retries its writes one by one)."""
 
-    __slots__ = ("message", "_store")
+    __slots__ = ("client_key", "message", "_store")
 
-    def __init__(self, store: Store, message: NewMessage) -> None:
+    def __init__(self, store: Store, message: NewMessage, client_key: str | None) -> None:
         self._store = store
         self.message = message
+        self.client_key = client_key
 
-    def __call__(self, cursor: Any) -> Message:
-        return self._store._txn_add_message(cursor, self.message)
+    def __call__(self, cursor: Any) -> Any:
+        return self._store._txn_add_messages(cursor, [self])[0]
 
 
 def _message(row: Sequence[Any]) -> Message:
