@@ -123,16 +123,21 @@ class DirectToolCalls:
         meta = params.get("_meta")
         if isinstance(meta, Mapping) and PROTOCOL_VERSION_META_KEY in meta:
             return False  # the SDK refuses the 2026 envelope on this session
-        try:
-            # The SDK's two checks, in its order: the version's schema, then the handler's model.
-            sdk_methods.validate_client_request("tools/call", version, params)
-            typed = types.CallToolRequestParams.model_validate(params, by_name=False)
-        except Exception:
-            return False  # the SDK answers with its own error
+        name = params.get("name")
+        arguments = params.get("arguments")
+        if not (len(params) == 2 and type(name) is str and type(arguments) is dict):
+            # Anything but the plain {name, arguments} (which both checks pass as it is):
+            # the SDK's two checks, in its order: the version's schema, the handler's model.
+            try:
+                sdk_methods.validate_client_request("tools/call", version, params)
+                typed = types.CallToolRequestParams.model_validate(params, by_name=False)
+            except Exception:
+                return False  # the SDK answers with its own error
+            name, arguments = typed.name, typed.arguments
         call = _Call(request.id)
         self._by_id[coerce_request_id(request.id)] = call
         self._running.add(call)
-        call.task = asyncio.ensure_future(self._run_tool(typed.name, typed.arguments))
+        call.task = asyncio.ensure_future(self._run_tool(name, arguments))
         call.task.add_done_callback(partial(self._done, call))
         return True
 

@@ -52,13 +52,15 @@ class LineReader:
         self._fd = fd
         self._on_line = on_line
         self._on_eof = on_eof
-        self._buffer = pending
+        self._pending = pending
+        self._buffer = b""  # an incomplete line (never a newline in it)
         self._ended = False
         fdesc.setNonBlocking(fd)
 
     def start(self) -> None:
         """Deliver lines already buffered, then watch the descriptor."""
-        self._data(b"")
+        pending, self._pending = self._pending, b""
+        self._data(pending)
         try:
             self._reactor.addReader(self)
         except OSError:
@@ -88,14 +90,16 @@ class LineReader:
         return fdesc.readFromFD(self._fd, self._data)
 
     def _data(self, data: bytes) -> None:
-        self._buffer += data
-        while True:
-            line, found, rest = self._buffer.partition(b"\n")
-            if not found:
-                break
-            self._buffer = rest
-            if line.strip():
-                self._on_line(line)
+        if b"\n" not in data:
+            self._buffer += data
+        else:
+            # One split per read: a read holds hundreds of lines in a burst, and taking
+            # them off the front one at a time copied the rest of the buffer each time.
+            lines = (self._buffer + data).split(b"\n") if self._buffer else data.split(b"\n")
+            self._buffer = lines.pop()
+            for line in lines:
+                if line.strip():
+                    self._on_line(line)
         if len(self._buffer) > MAX_LINE_BYTES:
             self._buffer = b""
             self._on_line(b"{")  # an unparseable line: the SDK answers a parse error
