@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
+from functools import partial
 from typing import Any, Callable, Iterable
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from . import __version__, agents, killing, naming
 from .events import EventLog
@@ -294,9 +296,15 @@ class Broker:
             new, recipient = self._new_message(sender, target, body, client_key)
         except Exception:
             return fail()
+        answered: Deferred = Deferred()
         if client_key is None:
-            return self.store.add_message(new).addCallback(self._stored, recipient)
-        return self.store.add_message_once(new, client_key).addCallback(self._stored_once, recipient)
+            stored = self.store.add_message(new)
+            stored.addCallback(self._stored, recipient, answered)
+        else:
+            stored = self.store.add_message_once(new, client_key)
+            stored.addCallback(self._stored_once, recipient, answered)
+        stored.addErrback(self._not_stored, answered)
+        return answered
 
     def _new_message(
         self, sender: PeerActor | None, target: str, body: str, client_key: str | None,
@@ -338,25 +346,31 @@ class Broker:
                              recipient.id, body, now)
         return new, recipient
 
-    def _stored_once(self, result: tuple[Message, bool], recipient: PeerActor) -> Any:
+    def _stored_once(self, result: tuple[Message, bool], recipient: PeerActor, answered: Deferred) -> None:
         message, stored_now = result
         if not stored_now:
-            return self._repeated(message)
-        return self._stored(message, recipient)
+            answered.callback(self._repeated(message))
+        else:
+            self._stored(message, recipient, answered)
 
-    def _stored(self, message: Message, recipient: PeerActor) -> Deferred:
-        """The message is committed: hand it to its recipient, answer once that says how it went."""
+    def _stored(self, message: Message, recipient: PeerActor, answered: Deferred) -> None:
+        """The message is committed: hand it to its recipient; answer once that says how it went."""
         self.counters["sent"] += 1
-        return recipient.accept(message).addCallback(self._sent, message, recipient)
+        recipient.accept(message, partial(self._sent, answered, message, recipient))
 
-    def _sent(self, outcome: tuple[str, str], message: Message, recipient: PeerActor) -> dict[str, Any]:
-        status, detail = outcome
+    def _not_stored(self, failure: Failure, answered: Deferred) -> None:
+        if not answered.called:
+            answered.errback(failure)
+        else:  # the answer is out; what failed after it can only be logged
+            self.log.failure("after answering a send", failure)
+
+    def _sent(self, answered: Deferred, message: Message, recipient: PeerActor, status: str, detail: str) -> None:
         if status == "delivered":
             self.counters["delivered"] += 1
         self.emit("message", message.from_id, f"{message.from_name} -> {recipient.name}: {status}",
                   message_id=message.id, to_id=recipient.id)
-        return {"message_id": message.id, "status": status, "detail": detail,
-                "to_id": recipient.id, "to_name": recipient.name}
+        answered.callback({"message_id": message.id, "status": status, "detail": detail,
+                           "to_id": recipient.id, "to_name": recipient.name})
 
     def _repeated(self, message: Any) -> dict[str, Any]:
         """The answer to a repeated send: what became of the first one."""
@@ -513,6 +527,8 @@ class Broker:
             "gone": sum(1 for a in peers if a.state == GONE),
             "unread": sum(a.unread for a in peers),
             "counters": dict(self.counters),
+            # Group commits so far and the writes they carried (writes per commit shows the batching).
+            "store": {"commits": getattr(self.store, "batches", 0), "writes": getattr(self.store, "batched_writes", 0)},
             "limits": {k: getattr(self.limits, k) for k in self.limits.__dataclass_fields__},
         }
 

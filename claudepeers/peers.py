@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionClosed, ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -84,7 +84,7 @@ class PeerActor:
         self._arrived_while_loading: list[Message] = []
         self._queue: deque[Message] = deque()
         self._in_flight = 0
-        self._waiters: dict[int, Deferred] = {}
+        self._waiters: dict[int, Callable[[str, str], Any]] = {}
         self._deadlines: deque[tuple[float, int]] = deque()
         self._timer: Any = None
         self.delivery = "push"
@@ -174,23 +174,26 @@ class PeerActor:
 
     # --- messages -------------------------------------------------------------------------------
 
-    def accept(self, message: Message) -> Deferred:
-        """Take a committed message; fires with (status, detail) for the sender."""
+    def accept(self, message: Message, outcome: Callable[[str, str], Any]) -> None:
+        """Take a committed message; ``outcome(status, detail)`` is called once, for the sender.
+
+        (A callable rather than a Deferred: this runs for every message, and the sender's
+        answer is one Deferred already.)
+        """
         self.unread += 1
         if self._connection is None:
-            return succeed((QUEUED, f"{self.name} is offline (reconnecting); it gets the message when it is back"))
+            outcome(QUEUED, f"{self.name} is offline (reconnecting); it gets the message when it is back")
+            return
         if self._loading:
             self._arrived_while_loading.append(message)
         else:
             self._queue.append(message)
-        waiter: Deferred = Deferred()
-        self._waiters[message.id] = waiter
+        self._waiters[message.id] = outcome
         self._deadlines.append((self._clock.seconds() + self._delivery_wait, message.id))
         if self._timer is None:
             self._timer = self._clock.callLater(self._delivery_wait, self._expire)
         if not self._loading:
             self._pump()
-        return waiter
 
     def _expire(self) -> None:
         """Answer the senders whose wait is over; sleep until the next deadline."""
@@ -204,9 +207,9 @@ class PeerActor:
             self._timer = self._clock.callLater(deadlines[0][0] - now, self._expire)
 
     def _resolve(self, message_id: int, status: str, detail: str) -> None:
-        waiter = self._waiters.pop(message_id, None)
-        if waiter is not None:
-            waiter.callback((status, detail))
+        outcome = self._waiters.pop(message_id, None)
+        if outcome is not None:
+            outcome(status, detail)
 
     def _pump(self) -> None:
         connection = self._connection
@@ -236,16 +239,17 @@ class PeerActor:
             # Unanswered messages stay unacknowledged: pushed again after a reconnect.
             self.log.warn("bridge of {peer} answered {n} flags for a push of {m} messages",
                           peer=self.id, n=len(shown), m=len(batch))
-        acknowledged = []
+        acknowledged = [message.id for message, flag in zip(batch, shown) if flag]
+        if acknowledged:
+            # Queued before any sender hears "delivered": a read the sender makes next
+            # (reads see every write queued before them) finds the message shown.
+            d = self._store.acknowledge(self.id, acknowledged, self._clock.seconds())
+            d.addCallbacks(self.acknowledged, self._ack_failed)
         for message, flag in zip(batch, shown):
             if flag:
                 self._resolve(message.id, DELIVERED, f"{self.name} has been shown the message")
-                acknowledged.append(message.id)
             else:
                 self._resolve(message.id, QUEUED, f"{self.name} sees it with its next tool call")
-        if acknowledged:
-            d = self._store.acknowledge(self.id, acknowledged, self._clock.seconds())
-            d.addCallbacks(self.acknowledged, self._ack_failed)
         self._pump()
 
     def _push_failed(self, failure: Failure, batch: list[Message], generation: int) -> None:
