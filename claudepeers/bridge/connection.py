@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from claudepeers import client, wire
+from claudepeers.lean_amp import LeanAMP
 from claudepeers.settings import Settings
 
 from .tools import BrokerUnreachable
@@ -51,8 +52,12 @@ SAFE_TO_REPEAT = frozenset(
 RETRY_POLICY = backoffPolicy(initialDelay=0.05, maxDelay=2.0, factor=1.6, jitter=lambda: random.random() * 0.05)
 
 
-class BridgeAMP(amp.AMP):
-    """The bridge's end of the AMP connection: it answers the broker's remote callbacks."""
+class BridgeAMP(LeanAMP):
+    """The bridge's end of the AMP connection: it answers the broker's remote callbacks.
+
+    LeanAMP speaks Twisted's AMP wire with less work per box; in a burst of sends the
+    bridge's AMP work (a box out and an answer in per message) was a third of its time.
+    """
 
     def __init__(self, link: "BrokerLink") -> None:
         super().__init__()
