@@ -47,6 +47,26 @@ class _Box(amp.AmpBox):
         pass
 
 
+def _error_box(failure: Failure, ask: bytes) -> amp.AmpBox:
+    """The answer to a failed command, as BoxDispatcher._commandReceived makes it: declared
+    errors travel and keep the connection; anything else ends it (QuitBox) and is logged."""
+    if failure.check(amp.RemoteAmpError):
+        error = failure.value
+        description = error.description
+        if isinstance(description, str):
+            description = description.encode("utf-8", "replace")
+        box = amp.QuitBox() if error.fatal else amp.AmpBox()
+        code = error.errorCode
+    else:
+        box = amp.QuitBox()
+        amp._log.failure("while receiving response to command", failure)
+        code, description = amp.UNKNOWN_ERROR_CODE, b"Unknown Error"
+    box[_ERROR] = ask
+    box[amp.ERROR_DESCRIPTION] = description
+    box[amp.ERROR_CODE] = code
+    return box
+
+
 def _plain(argument: amp.Argument) -> bool:
     """Whether ``argument`` converts one value with the base class's box handling."""
     kind = type(argument)
@@ -252,31 +272,32 @@ class LeanAMP(amp.AMP):
             if ask is not None:
                 self._answer(result, ask)
             return
-        if ask is not None:
+        if ask is None:
+            result.addErrback(self.unhandledError)
+        else:
+            # One pair of callbacks; each hands its own failures to unhandledError.
             result.addCallbacks(self._answer, self._answer_error, callbackArgs=(ask,), errbackArgs=(ask,))
-        result.addErrback(self.unhandledError)
+
+    def responderFailed(self, failure: Failure, command: bytes) -> Failure:  # noqa: N802 - AMP's style
+        """A responder failed with an error its command does not declare: what to answer.
+
+        Twisted's answer (kept here) is an unknown error that ends the connection; a
+        subclass may turn the failure into a declared error instead.
+        """
+        return failure
 
     def _answer(self, answer: amp.AmpBox, ask: bytes) -> None:
-        answer[_ANSWER] = ask
-        self._emit(answer)
+        try:
+            answer[_ANSWER] = ask
+            self._emit(answer)
+        except BaseException:
+            self.unhandledError(Failure())
 
     def _answer_error(self, failure: Failure, ask: bytes) -> None:
-        # As BoxDispatcher._commandReceived: declared errors travel; others end the connection.
-        if failure.check(amp.RemoteAmpError):
-            error = failure.value
-            description = error.description
-            if isinstance(description, str):
-                description = description.encode("utf-8", "replace")
-            box = amp.QuitBox() if error.fatal else amp.AmpBox()
-            code = error.errorCode
-        else:
-            box = amp.QuitBox()
-            amp._log.failure("while receiving response to command", failure)
-            code, description = amp.UNKNOWN_ERROR_CODE, b"Unknown Error"
-        box[_ERROR] = ask
-        box[amp.ERROR_DESCRIPTION] = description
-        box[amp.ERROR_CODE] = code
-        self._emit(box)
+        try:
+            self._emit(_error_box(failure, ask))
+        except BaseException:
+            self.unhandledError(Failure())
 
     def _emit(self, box: amp.AmpBox) -> None:
         try:
@@ -316,32 +337,38 @@ def _responder(proto: Any, compiled: CommandSchemas, method: Callable[..., Any])
     """Parse, call, answer: an AmpBox at once for a plain result, else a Deferred of one.
 
     Argument errors raise (as Twisted's responders do); the responder's own errors
-    become the command's declared errors, or stay as they are for the caller to handle.
+    become the command's declared errors, or what ``proto.responderFailed`` makes of them.
     """
     response = compiled.response
     response_type = compiled.command.responseType
     if response_type is amp.AmpBox:
         response_type = _Box
 
-    def answer(result: dict[str, Any]) -> amp.AmpBox:
+    declared = tuple(compiled.command.allErrors)
+    name = compiled.command.commandName
+
+    def failed(failure: Failure) -> Failure:
+        if failure.check(*declared):
+            return compiled.known_error(failure)
+        return proto.responderFailed(failure, name)
+
+    def answer(result: dict[str, Any]) -> Any:
         try:
             return response.build(result, proto, response_type())
         except BaseException:
-            raise amp.BadLocalReturn(
+            return failed(Failure(amp.BadLocalReturn(
                 f"{method!r} returned {result!r} and {compiled.command!r} could not serialize it", Failure(),
-            ) from None
+            )))
 
     def respond(box: amp.AmpBox) -> Any:
         arguments = compiled.arguments.parse(box, proto)
         try:
             result = method(**arguments)
         except BaseException:
-            return fail().addErrback(compiled.known_error)
+            return fail(failed(Failure()))
         if isinstance(result, Deferred):
-            return result.addCallbacks(answer, compiled.known_error)
-        try:
-            return answer(result)
-        except BaseException:
-            return fail()
+            return result.addCallbacks(answer, failed)
+        built = answer(result)
+        return fail(built) if isinstance(built, Failure) else built
 
     return respond

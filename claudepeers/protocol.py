@@ -144,9 +144,7 @@ class BrokerProtocol(LeanAMP):
                 answer = responder(box)
             except (KeyError, ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError) as exc:
                 return fail(_remote(wire.InvalidArgument, f"malformed arguments for {name.decode(errors='replace')}: {_explain(exc)}"))
-            if isinstance(answer, Deferred):
-                return answer.addErrback(self._unexpected, name)
-            return answer  # a plain answer box: nothing can fail any more
+            return answer  # an answer box, or a Deferred (failures pass responderFailed)
 
         self._guarded[name] = guarded
         return guarded
@@ -158,7 +156,9 @@ class BrokerProtocol(LeanAMP):
             return _remote(wire.AuthenticationRequired, "send Authenticate with the token from the token file first")
         return None
 
-    def _unexpected(self, failure: Failure, name: bytes) -> Failure:
+    def responderFailed(self, failure: Failure, name: bytes) -> Failure:  # noqa: N802 - AMP's style
+        """An undeclared failure becomes BrokerUnavailable (the store) or InternalError,
+        never an unknown error that would drop the connection."""
         if failure.check(amp.RemoteAmpError):
             return failure
         if failure.check(StoreError):
