@@ -70,6 +70,7 @@ class Broker:
         self._stop = stop
         self.started_at = clock.seconds()
         self.counters = {"sent": 0, "delivered": 0, "refused": 0}
+        self._names: dict[str, list[PeerActor]] | None = None
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -83,6 +84,7 @@ class Broker:
             if record.state == ONLINE:
                 record = PeerRecord(**{**record.__dict__, "state": OFFLINE})
             self.actors[record.id] = self._actor(record, counts.get(record.id, 0))
+        self._names = None
         self.emit("broker", None, f"broker {__version__} started (pid {os.getpid()})")
         self.reap()
         self._reaper = LoopingCall(self.reap)
@@ -101,7 +103,23 @@ class Broker:
             self._clock.callLater(0, self._stop)
 
     def _actor(self, record: PeerRecord, unread: int = 0) -> PeerActor:
-        return PeerActor(record, self.store, self._clock, self.limits.delivery_wait_seconds, unread)
+        self._names = None
+        return PeerActor(record, self.store, self._clock, self.limits.delivery_wait_seconds, unread,
+                         on_change=self._records_changed)
+
+    def _records_changed(self) -> None:
+        self._names = None
+
+    def _live_by_name(self) -> dict[str, list[PeerActor]]:
+        """Live peers by name, rebuilt after any record changes (resolve() runs for every send)."""
+        names = self._names
+        if names is None:
+            names = {}
+            for actor in self.actors.values():
+                if actor.record.state != GONE:
+                    names.setdefault(actor.record.name, []).append(actor)
+            self._names = names
+        return names
 
     @property
     def clock(self) -> Any:
@@ -173,6 +191,7 @@ class Broker:
             )
             actor = self._actor(record)
             self.actors[record.id] = actor
+            self._names = None
         else:
             if claim.name and claim.name != actor.name:
                 fields["name"] = self._unique_name(claim.name, exclude=actor.id, strict=True)
@@ -237,9 +256,7 @@ class Broker:
         if not target:
             raise InvalidArgument("no peer given: pass a peer id or name (see list_peers)")
         by_id = self.actors.get(target)
-        # Runs for every Send: one pass over the records, no property calls; the list of
-        # live peers is only built for the error messages below.
-        by_name = [a for a in self.actors.values() if a.record.name == target and a.record.state != GONE]
+        by_name = self._live_by_name().get(target, ())
         if by_id is not None and by_name and by_name[0] is not by_id:
             raise AmbiguousPeer(f"{target!r} is both the id of {by_id.name} and the name of peer {by_name[0].id}; "
                                 f"candidates: {_describe([by_id, *by_name])}")
@@ -470,6 +487,7 @@ class Broker:
             expired = [a.id for a in self.actors.values() if a.state == GONE and (a.record.gone_at or 0) < cutoff]
             for peer_id in expired:
                 del self.actors[peer_id]
+                self._names = None
             self.store.purge(cutoff).addErrback(lambda f: self.log.failure("purge failed", f))
         except Exception:  # periodic jobs log and carry on (STYLE habit 6)
             self.log.failure("reaping failed")

@@ -72,8 +72,10 @@ class PeerActor:
         clock: Any,
         delivery_wait: float,
         unread: int = 0,
+        on_change: Callable[[], Any] | None = None,
     ) -> None:
         self.record = record
+        self._on_change = on_change
         self.unread = unread
         self._store = store
         self._clock = clock
@@ -114,6 +116,8 @@ class PeerActor:
     def update(self, **changes: Any) -> PeerRecord:
         """Replace fields of the record; returns the new record (to be saved by the caller)."""
         self.record = replace(self.record, **changes)
+        if self._on_change is not None:
+            self._on_change()  # the broker's index of names goes stale
         return self.record
 
     # --- connection lifecycle --------------------------------------------------------------

@@ -147,6 +147,26 @@ def test_target_by_id_or_unique_name(world: World) -> None:
 
 
 @pytest_twisted.inlineCallbacks
+def test_names_resolve_after_renames_and_departures(world: World) -> None:
+    """Resolution follows every change of names and states: a rename moves the name, and
+    a peer that ended frees its name for a live one."""
+    a1, b1 = world.agent()
+    a2, b2 = world.agent()
+    first, _ = yield world.register(a1, b1, FakeBridge(), name="worker")
+    assert world.broker.resolve("worker") is first
+    yield world.broker.set_name(first, "builder")
+    assert world.broker.resolve("builder") is first
+    with pytest.raises(wire.UnknownPeer):
+        world.broker.resolve("worker")
+    world.processes.end(a1)
+    world.broker.reap()
+    with pytest.raises(wire.PeerGone):
+        world.broker.resolve("builder")
+    second, _ = yield world.register(a2, b2, FakeBridge(), name="builder")
+    assert world.broker.resolve("builder") is second
+
+
+@pytest_twisted.inlineCallbacks
 def test_unknown_target_lists_candidates(world: World) -> None:
     """An unknown target is an error listing the live peers."""
     agent, bridge = world.agent()
