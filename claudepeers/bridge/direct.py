@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 from functools import partial
-from typing import Any, Awaitable, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Awaitable, Callable
 
 import mcp_types as types
 from mcp_types import CONNECTION_CLOSED, PROTOCOL_VERSION_META_KEY, ErrorData

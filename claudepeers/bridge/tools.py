@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Awaitable, Callable, Protocol
 
 import jsonschema
 
