@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from claudepeers.bridge import stdio
-from claudepeers.bridge.stdio import LineReader
+from claudepeers.bridge.stdio import LineReader, LineWriter
 
 
 class RecordingReactor:
@@ -57,6 +57,54 @@ def test_an_endless_line_is_dropped_as_one_unparseable_line(monkeypatch: Any) ->
         os.write(write_fd, b"tail\nok\n")
         reader.doRead()
         assert lines == [b"{", b"tail", b"ok"]
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+class TurnReactor(RecordingReactor):
+    """Records callLater(0) calls so that a test can end the "reactor turn" itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.later: list[Any] = []
+        self.writers: list[Any] = []
+
+    def callLater(self, delay: float, function: Any, *args: Any) -> None:  # noqa: N802
+        self.later.append((function, args))
+
+    def end_turn(self) -> None:
+        calls, self.later = self.later, []
+        for function, args in calls:
+            function(*args)
+
+    def addWriter(self, writer: Any) -> None:  # noqa: N802
+        self.writers.append(writer)
+
+    def removeWriter(self, writer: Any) -> None:  # noqa: N802
+        self.writers.remove(writer)
+
+
+def test_lines_written_soon_go_out_together_at_the_end_of_the_turn_in_order() -> None:
+    """write_soon holds lines until the turn ends (one write), and a plain write keeps the order."""
+    read_fd, write_fd = os.pipe()
+    reactor = TurnReactor()
+    writer = LineWriter(reactor, write_fd)
+    os.set_blocking(read_fd, False)
+    try:
+        writer.write_soon(b"1\n")
+        writer.write_soon(b"2\n")
+        assert writer.pending == 4 and len(reactor.later) == 1
+        try:
+            assert os.read(read_fd, 100) == b""
+        except BlockingIOError:
+            pass
+        reactor.end_turn()
+        assert os.read(read_fd, 100) == b"1\n2\n" and writer.pending == 0
+        writer.write_soon(b"3\n")
+        assert writer.write(b"4\n") is True  # the held line goes first
+        reactor.end_turn()
+        assert os.read(read_fd, 100) == b"3\n4\n"
     finally:
         os.close(read_fd)
         os.close(write_fd)

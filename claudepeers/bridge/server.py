@@ -122,7 +122,9 @@ class McpPipe:
         self._server = server
         self._options = options
         self._writer = writer
-        self.direct = DirectToolCalls(call_tool, writer.write)
+        # Tool answers go out together at the end of a reactor turn: in a burst, one
+        # write for many answers (the SDK's answers below are joined likewise).
+        self.direct = DirectToolCalls(call_tool, writer.write_soon)
         self._read_send, self._read_receive = anyio.create_memory_object_stream[Any](math.inf)
         self._write_send, self._write_receive = anyio.create_memory_object_stream[Any](math.inf)
         self._answered: set[Any] = set()

@@ -6,7 +6,9 @@ ends are non-blocking descriptors watched by the reactor:
 
 - :class:`LineReader` calls back once per line and once at end of file;
 - :class:`LineWriter` writes a line straight into the pipe when it can (so a line counts as
-  delivered to the agent as soon as ``write`` returns True) and buffers the rest.
+  delivered to the agent as soon as ``write`` returns True) and buffers the rest; lines
+  that need no such promise (tool answers) may wait for the end of the reactor turn and
+  go out together (``write_soon``): one system call for a burst's worth of answers.
 
 Before either is created, :func:`claim_stdout` moves the real stdout to a private
 descriptor and points fd 1 at stderr, so a stray ``print`` can never corrupt the protocol.
@@ -128,6 +130,7 @@ class LineWriter:
         self._fd = fd
         self._on_broken = on_broken
         self._pending = bytearray()
+        self._soon: list[bytes] = []  # write_soon's lines, written at the end of this turn
         self._watching = False
         self._drain_waiters: list[Deferred] = []
         self.broken = False
@@ -142,10 +145,12 @@ class LineWriter:
     @property
     def pending(self) -> int:
         """Bytes accepted but not yet in the pipe."""
-        return len(self._pending)
+        return len(self._pending) + sum(len(line) for line in self._soon)
 
     def drained(self) -> Deferred:
         """Fires with True once everything accepted is in the pipe (False if it broke)."""
+        if self._soon:
+            self.write(b"")
         if not self._pending or self.broken:
             return succeed(not self.broken)
         waiter: Deferred = Deferred()
@@ -157,10 +162,27 @@ class LineWriter:
         for waiter in waiters:
             waiter.callback(result)
 
+    def write_soon(self, data: bytes) -> None:
+        """Write ``data`` at the end of this reactor turn, with the others written so."""
+        if self.broken:
+            return
+        if not self._soon:
+            self._reactor.callLater(0, self._write_soon_lines)
+        self._soon.append(data)
+
+    def _write_soon_lines(self) -> None:
+        if self._soon:
+            self.write(b"")
+
     def write(self, data: bytes) -> bool:
         """Queue ``data``; True when all of it is in the pipe already."""
         if self.broken:
             return False
+        if self._soon:
+            # Lines waiting for the end of the turn go first: the order stays as written.
+            self._soon.append(data)
+            data = b"".join(self._soon)
+            self._soon.clear()
         if not self._pending:
             written = self._write_some(data)
             if written == len(data):
@@ -198,6 +220,8 @@ class LineWriter:
         import select
         import time
 
+        if self._soon:
+            self.write(b"")
         deadline = time.monotonic() + timeout
         while self._pending and not self.broken:
             left = deadline - time.monotonic()
@@ -210,6 +234,7 @@ class LineWriter:
     def _break(self) -> None:
         self.broken = True
         self._pending.clear()
+        self._soon.clear()
         if self._watching:
             self._watching = False
             self._reactor.removeWriter(self)
