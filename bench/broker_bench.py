@@ -6,10 +6,12 @@ It starts a real broker subprocess (``python -m claudepeers.broker_main``) in a 
 temporary directory and measures, through AMP on the broker's UNIX socket:
 
 1. durable messages per second: simulated peers in several load-generator processes send
-   to each other (each keeping a few sends in flight); a message counts when its sender's
-   ``Send`` answer arrives with status ``delivered``, which the broker gives only after the
-   message is committed to SQLite and the recipient's ``Deliver`` responder answered
-   ``shown=True``. Afterwards every recipient must have seen every delivered id exactly once;
+   to each other, each keeping a fixed number of sends in flight (8, then 32: two offered
+   loads, ``--windows``); a message counts when its sender's ``Send`` answer arrives with
+   status ``delivered``, which the broker gives only after the message is committed to
+   SQLite and the recipient's ``Deliver`` responder answered ``shown=True``. Afterwards
+   every recipient must have seen every delivered id exactly once. The broker's capacity
+   is the highest rate of the runs (at more load it batches more: commits and pushes);
 2. p50/p99 latency from calling ``Send`` to its ``delivered`` answer at a steady, paced load;
 3. CPU% and RSS of the broker process with 1,000 connected idle peers (a fresh broker),
    sampled over a period that includes its 10-second reaping (psutil checks of every agent).
@@ -579,6 +581,29 @@ def _integrity(reports: list[dict]) -> dict:
             "pushes": sum(report["pushes"] for report in reports)}
 
 
+def _report_throughput(tput: dict, window: int, args: argparse.Namespace) -> bool:
+    """Print one throughput run; True when nothing was lost or duplicated."""
+    integ = tput["integrity"]
+    print(f"   {window} in flight per peer ({window * args.peers:,} in all): {tput['rate']:,.0f} msg/s   "
+          f"({tput['counted']:,} delivered in {args.duration:g} s after {args.warmup:g} s warm-up)")
+    per_message = 1e4 * tput["broker_cpu"] / max(tput["rate"], 1)  # microseconds
+    print(f"      CPU during the window: broker {tput['broker_cpu']:.0f}% of a core "
+          f"({tput['broker_sys']:.0f}% in the kernel), "
+          f"load generators {tput['workers_cpu']:.0f}% ({tput['workers_sys']:.0f}% in the kernel; 2 cores = 200%)")
+    print(f"      broker CPU per delivered message {per_message:.0f} us "
+          f"(a broker with a whole core to itself: at most ~{1e6 / per_message:,.0f} msg/s)")
+    print(f"      load-generator CPU per delivered message {1e4 * tput['workers_cpu'] / max(tput['rate'], 1):.0f} us "
+          "(all simulated peers' side: hand-written AMP on epoll, no Twisted)")
+    print(f"      Deliver pushes: {integ['pushes']:,} ({integ['delivered'] / max(integ['pushes'], 1):.1f} messages "
+          "per push; the broker batches what arrives while a push is in flight)")
+    print(f"      latency under this saturating load: p50 {1000 * _pct(tput['latencies'], 0.5):.1f} ms, "
+          f"p99 {1000 * _pct(tput['latencies'], 0.99):.1f} ms")
+    print(f"      integrity: {integ['delivered']:,} delivered answers, {integ['distinct']:,} distinct ids, "
+          f"lost {integ['lost']}, duplicated {integ['duplicated']}, statuses {integ['statuses']}, "
+          f"errors {integ['errors'] or 'none'}")
+    return integ["lost"] == 0 and integ["duplicated"] == 0 and integ["distinct"] == integ["delivered"]
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -599,34 +624,23 @@ def main_bench(args: argparse.Namespace) -> int:
         print(f"load average before the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
               "(other work on the machine competes for the same 2 cores)")
         print(f"temp dir {bench.base}; {args.workers} load-generator processes, {args.peers} peers, "
-              f"window {args.window} sends in flight per peer, body {len(BODY)} bytes")
+              f"windows {', '.join(map(str, args.windows))} sends in flight per peer, body {len(BODY)} bytes")
 
         # --- 1 and 2: throughput, then latency at a steady load (same broker and peers) ---
         bench.start_broker()
         ready = bench.start_workers(args.workers, _split(args.peers, args.workers))
         targets = [peer for info in ready for peer in info["peers"]]
-        tput = bench.load(targets, "closed", args.duration, args.warmup, window=args.window)
-        integ = tput["integrity"]
         print()
         print("1. durable messages per second (Send -> committed -> Deliver shown=True -> Send answered 'delivered')")
-        print(f"   {tput['rate']:,.0f} msg/s   ({tput['counted']:,} delivered in {args.duration:g} s after "
-              f"{args.warmup:g} s warm-up; target >= 10,000)")
-        per_message = 1e4 * tput["broker_cpu"] / max(tput["rate"], 1)  # microseconds
-        print(f"   CPU during the window: broker {tput['broker_cpu']:.0f}% of a core "
-              f"({tput['broker_sys']:.0f}% in the kernel), "
-              f"load generators {tput['workers_cpu']:.0f}% ({tput['workers_sys']:.0f}% in the kernel; 2 cores = 200%)")
-        print(f"   broker CPU per delivered message {per_message:.0f} us "
-              f"(a broker with a whole core to itself: at most ~{1e6 / per_message:,.0f} msg/s)")
-        print(f"   load-generator CPU per delivered message {1e4 * tput['workers_cpu'] / max(tput['rate'], 1):.0f} us "
-              "(all simulated peers' side: hand-written AMP on epoll, no Twisted)")
-        print(f"   Deliver pushes: {integ['pushes']:,} ({integ['delivered'] / max(integ['pushes'], 1):.1f} messages "
-              "per push; the broker batches what arrives while a push is in flight)")
-        print(f"   latency under this saturating load: p50 {1000 * _pct(tput['latencies'], 0.5):.1f} ms, "
-              f"p99 {1000 * _pct(tput['latencies'], 0.99):.1f} ms")
-        print(f"   integrity: {integ['delivered']:,} delivered answers, {integ['distinct']:,} distinct ids, "
-              f"lost {integ['lost']}, duplicated {integ['duplicated']}, statuses {integ['statuses']}, "
-              f"errors {integ['errors'] or 'none'}")
-        ok &= integ["lost"] == 0 and integ["duplicated"] == 0 and integ["distinct"] == integ["delivered"]
+        print("   at each offered load in turn (sends in flight per peer x peers); the broker's capacity is")
+        print("   the highest rate it sustains")
+        rates = []
+        for window in args.windows:
+            tput = bench.load(targets, "closed", args.duration, args.warmup, window=window)
+            ok &= _report_throughput(tput, window, args)
+            rates.append(tput["rate"])
+        best = max(rates)
+        print(f"   capacity: {best:,.0f} msg/s (target >= 10,000: {'met' if best >= 10_000 else 'missed'})")
 
         lat = bench.load(targets, "paced", args.lat_duration, 1.0, rate=args.rate)
         integ2 = lat["integrity"]
@@ -682,7 +696,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="shorter phases (a smoke run)")
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument("--peers", type=int, default=64, help="simulated peers sending to each other")
-    parser.add_argument("--window", type=int, default=8, help="sends in flight per peer (throughput)")
+    parser.add_argument("--windows", default="8,32",
+                        help="sends in flight per peer for the throughput runs, comma-separated (one run each)")
     parser.add_argument("--duration", type=float, default=None, help="throughput window, seconds")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rate", type=float, default=500.0, help="paced load for the latency phase, msg/s")
@@ -696,6 +711,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--socket", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.windows = [int(part) for part in str(args.windows).split(",") if part.strip()]
     if args.duration is None:
         args.duration = 4.0 if args.quick else 10.0
     if args.lat_duration is None:
