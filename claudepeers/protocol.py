@@ -93,6 +93,17 @@ class BrokerProtocol(LeanAMP):
         elif self._token is None:
             self.refusal = "TCP is not enabled on this broker"
 
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:  # noqa: N802 - AMP's name
+        """A box that is neither a command nor an answer (an empty one, say) cannot be
+        answered: drop the connection with a log line rather than AMP's traceback."""
+        if amp.COMMAND not in box and amp.ANSWER not in box and amp.ERROR not in box:
+            self.log.warn("dropping a connection that sent a box with no command or answer (pid {pid})",
+                          pid=self.creds.pid)
+            if self.transport is not None:
+                self.transport.loseConnection()
+            return
+        super().ampBoxReceived(box)
+
     def sendBox(self, box: amp.AmpBox) -> None:
         """Send a box; an error description too long for AMP (it may quote the offending
         argument) is cut short instead of making AMP drop the connection with TooLong."""

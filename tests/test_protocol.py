@@ -10,6 +10,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -149,6 +150,18 @@ def test_bad_json_in_a_json_argument_is_invalid_not_fatal(world: World) -> None:
     # Deliver is a broker->bridge command: the broker does not answer it at all.
     assert isinstance(error, amp.UnhandledCommand)
     assert (yield pair.call(wire.Hello))["pid"]
+
+
+def test_a_box_with_no_command_or_answer_drops_only_its_connection(world: World) -> None:
+    """An empty box, or one with neither a command nor an answer, cannot be answered: that
+    connection is dropped with a log line (no traceback), and nothing is raised."""
+    creds = unix(world)
+    for stream in (b"\x00\x00", amp.AmpBox({b"key": b"value"}).serialize()):
+        server = BrokerProtocol(world.broker, credentials=lambda transport: creds, uid=0)
+        transport = StringTransport()
+        server.makeConnection(transport)
+        server.dataReceived(stream)
+        assert transport.disconnecting
 
 
 @pytest_twisted.inlineCallbacks
