@@ -44,6 +44,10 @@ class FakeBroker(amp.AMP):
         super().connectionMade()
         self.record.connections.append(self)
 
+    @wire.Hello.responder
+    def hello(self) -> dict:
+        return {"version": "test", "pid": 4242, "protocol": self.record.protocol}
+
     @wire.Register.responder
     def register(self, **arguments: Any) -> dict:
         self.record.registrations.append(arguments)
@@ -69,6 +73,7 @@ class Recorder:
         self.connections: list[FakeBroker] = []
         self.registrations: list[dict] = []
         self.sends: list[str | None] = []
+        self.protocol = wire.PROTOCOL_VERSION
 
 
 def settings_for(base: Path) -> Settings:
@@ -206,6 +211,23 @@ def test_calls_fail_clearly_without_a_broker(short_dir: Path) -> Any:
     try:
         with pytest.raises(BrokerUnreachable, match="no broker answers at .*b.sock"):
             yield link.call(wire.Whoami)
+    finally:
+        yield link.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_broker_speaking_another_protocol_is_named_and_not_registered_with(listening: Any) -> Any:
+    """An older broker left running after an upgrade: no Register, and calls fail with a text
+    that names the broker and says how to restart it."""
+    settings, record, start = listening
+    record.protocol = wire.PROTOCOL_VERSION - 1
+    yield start()
+    link = make_link(settings, Registered(), call_wait=0.5)
+    link.start()
+    try:
+        with pytest.raises(BrokerUnreachable, match=r"pid 4242.*protocol 1.*kill-broker"):
+            yield link.call(wire.Whoami)
+        assert record.registrations == []
     finally:
         yield link.stop()
 

@@ -105,6 +105,10 @@ class BridgeAMP(LeanAMP):
         self._link.lost(self, reason)
 
 
+class VersionSkew(Exception):
+    """The broker speaks another version of the wire than this bridge."""
+
+
 def _shown_answer(flags: list[Any]) -> dict[str, list[bool]]:
     return {"shown": [bool(flag) for flag in flags]}
 
@@ -208,6 +212,15 @@ class BrokerLink:
         """Authenticate and register on every new connection, before anyone may use it."""
         try:
             yield client.authenticate(protocol, self._settings)
+            hello = yield protocol.callRemote(wire.Hello)
+            if hello["protocol"] != wire.PROTOCOL_VERSION:
+                # An older broker still running after an upgrade pushes in a form this bridge
+                # cannot read: say so instead of failing every push.
+                raise VersionSkew(
+                    f"the running broker (pid {hello['pid']}, claude-peers {hello['version']}) speaks "
+                    f"protocol {hello['protocol']} and this bridge {wire.PROTOCOL_VERSION}; restart the "
+                    "broker with `claude-peers kill-broker` (the next tool call starts a new one)"
+                )
             arguments = yield self._registration()
             answer = yield protocol.callRemote(wire.Register, **arguments)
         except Exception as error:
