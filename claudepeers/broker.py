@@ -1,4 +1,5 @@
-"""The broker's logic: the registry of peer actors, scopes, routing, kills (names: naming.py, events: events.py).
+"""The broker's logic: the registry of peer actors, scopes, routing, kills (names: naming.py,
+events: events.py, the message path: mail.py).
 
 No AMP and no SQL here (STYLE habit 1): the protocol layer calls these methods with
 plain values and the kernel's credentials of the connection; the store does the SQL;
@@ -10,19 +11,18 @@ from __future__ import annotations
 
 import os
 import socket
-from functools import partial
 from typing import Any, Callable, Iterable
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from . import __version__, agents, killing, naming
 from .events import EventLog
+from .mail import Mail
 from .peers import PeerActor
 from .ratelimit import RateLimiter
-from .records import CLI_ID, GONE, OFFLINE, ONLINE, Claim, Credentials, Message, NewMessage, PeerRecord, iso
+from .records import CLI_ID, GONE, OFFLINE, ONLINE, Claim, Credentials, PeerRecord, iso
 from .settings import Limits
 from .wire import (
     AmbiguousPeer,
@@ -64,13 +64,14 @@ class Broker:
         self._clock = clock
         self._reactor = reactor if reactor is not None else clock
         self._processes = processes
-        self._rate = RateLimiter(self.limits.messages_per_minute)
+        self.rate = RateLimiter(self.limits.messages_per_minute)
         self.events = EventLog(store, clock)
         self._reaper: LoopingCall | None = None
         self._stop = stop
         self.started_at = clock.seconds()
         self.counters = {"sent": 0, "delivered": 0, "refused": 0}
         self._names: dict[str, list[PeerActor]] | None = None
+        self.mail = Mail(self)
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -300,157 +301,27 @@ class Broker:
         chosen.sort(key=lambda a: (order[a.state], a.name))
         return [a.record.to_wire(a.unread) for a in chosen]
 
-    # --- messages -----------------------------------------------------------------------------
+    # --- messages (mail.py) --------------------------------------------------------------------
 
     def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None) -> Deferred:
-        """Commit a message and report what happened: fires with a dict for the Send answer.
-
-        With ``client_key`` a repeat of the same send (after a lost connection) is answered
-        with the first message and stores and pushes nothing. (Plain callbacks rather than
-        inlineCallbacks: this runs for every message.)
-        """
-        try:
-            new, recipient = self._new_message(sender, target, body, client_key)
-        except Exception:
-            return fail()
-        answered: Deferred = Deferred()
-        if client_key is None:
-            stored = self.store.add_message(new)
-            stored.addCallback(self._stored, recipient, answered)
-        else:
-            stored = self.store.add_message_once(new, client_key)
-            stored.addCallback(self._stored_once, recipient, answered)
-        stored.addErrback(self._not_stored, answered)
-        return answered
-
-    def _new_message(
-        self, sender: PeerActor | None, target: str, body: str, client_key: str | None,
-    ) -> tuple[NewMessage, PeerActor]:
-        """Check a send against the rules and limits; the message to store and its recipient."""
-        if client_key is not None and not (0 < len(client_key) <= 64 and client_key.isprintable()):
-            raise InvalidArgument("client_key must be 1 to 64 printable characters")
-        if not isinstance(body, str) or not body.strip():
-            raise InvalidArgument("the message is empty")
-        size = len(body.encode("utf-8"))
-        limit = self.limits.max_body_bytes
-        if size > limit:
-            self.counters["refused"] += 1
-            raise LimitExceeded(
-                f"message is {size} bytes; the limit is {limit} (max_body_bytes, CLAUDE_PEERS_MAX_BODY_BYTES)"
-            )
-        recipient = self.resolve(target)
-        if sender is not None and recipient is sender:
-            raise InvalidArgument("you cannot send a message to yourself")
-        if recipient.unread >= self.limits.max_unread:
-            self.counters["refused"] += 1
-            raise LimitExceeded(
-                f"{recipient.name} already has {recipient.unread} unread messages; the limit is "
-                f"{self.limits.max_unread} (max_unread, CLAUDE_PEERS_MAX_UNREAD)"
-            )
-        now = self.now()
-        sender_key = sender.id if sender is not None else CLI_ID
-        if not self._rate.allow(sender_key, now):
-            self.counters["refused"] += 1
-            raise LimitExceeded(
-                f"more than {self.limits.messages_per_minute} messages in a minute from {sender_key} "
-                "(messages_per_minute, CLAUDE_PEERS_MESSAGES_PER_MINUTE); wait and retry"
-            )
-        if sender is None:
-            new = NewMessage(CLI_ID, "cli", "", "", "cli", False, recipient.id, body, now)
-        else:
-            record = sender.record
-            new = NewMessage(record.id, record.name, record.summary, record.cwd, record.client_type, True,
-                             recipient.id, body, now)
-        return new, recipient
-
-    def _stored_once(self, result: tuple[Message, bool], recipient: PeerActor, answered: Deferred) -> None:
-        message, stored_now = result
-        if not stored_now:
-            answered.callback(self._repeated(message))
-        else:
-            self._stored(message, recipient, answered)
-
-    def _stored(self, message: Message, recipient: PeerActor, answered: Deferred) -> None:
-        """The message is committed: hand it to its recipient; answer once that says how it went."""
-        self.counters["sent"] += 1
-        recipient.accept(message, partial(self._sent, answered, message, recipient))
-
-    def _not_stored(self, failure: Failure, answered: Deferred) -> None:
-        if not answered.called:
-            answered.errback(failure)
-        else:  # the answer is out; what failed after it can only be logged
-            self.log.failure("after answering a send", failure)
-
-    def _sent(self, answered: Deferred, message: Message, recipient: PeerActor, status: str, detail: str) -> None:
-        if status == "delivered":
-            self.counters["delivered"] += 1
-        self.emit("message", message.from_id, f"{message.from_name} -> {recipient.name}: {status}",
-                  message_id=message.id, to_id=recipient.id)
-        answered.callback({"message_id": message.id, "status": status, "detail": detail,
-                           "to_id": recipient.id, "to_name": recipient.name})
-
-    def _repeated(self, message: Any) -> dict[str, Any]:
-        """The answer to a repeated send: what became of the first one."""
-        recipient = self.actors.get(message.to_id)
-        name = recipient.name if recipient is not None else message.to_id
-        if message.acked_at is not None:
-            status, detail = "delivered", f"already sent as message {message.id} and shown to {name}"
-        else:
-            status, detail = "queued", f"already sent as message {message.id}; it waits for {name}"
-        return {"message_id": message.id, "status": status, "detail": detail, "to_id": message.to_id, "to_name": name}
+        """Commit a message and report what happened (see :meth:`Mail.send`)."""
+        return self.mail.send(sender, target, body, client_key)
 
     def fetch_unread(self, actor: PeerActor, limit: int | None) -> Deferred:
-        """Unacknowledged messages of ``actor`` (oldest first) and how many more there are."""
-        if limit is not None and limit <= 0:
-            raise InvalidArgument("limit must be a positive number")
-        page = min(limit or 100, 1000)
-        d = self.store.unread(actor.id, page + 1)
+        """Unacknowledged messages of ``actor`` and how many more there are."""
+        return self.mail.fetch_unread(actor, limit)
 
-        def shape(messages: list) -> tuple[list[dict[str, Any]], int]:
-            more = max(0, actor.unread - page) if len(messages) > page else 0
-            return [m.to_wire() for m in messages[:page]], more
+    def acknowledge(self, actor: PeerActor, message_ids: Iterable[int], via: Any = None) -> Deferred:
+        """Mark messages shown; fires with how many were newly marked."""
+        return self.mail.acknowledge(actor, message_ids, via)
 
-        return d.addCallback(shape)
-
-    @inlineCallbacks
-    def acknowledge(self, actor: PeerActor, message_ids: Iterable[int], via: Any = None) -> Any:
-        """Mark messages shown; tells the peer's bridge when another client (a hook) showed them."""
-        ids = list(message_ids)
-        if len(ids) > 10_000:
-            raise LimitExceeded("at most 10000 message ids per acknowledgement")
-        marked = yield self.store.acknowledge(actor.id, ids, self.now())
-        actor.acknowledged(marked)
-        bridge = actor.connection
-        if marked and bridge is not None and via is not bridge and hasattr(bridge, "shown_elsewhere"):
-            bridge.shown_elsewhere(marked)
-        return len(marked)
-
-    @inlineCallbacks
-    def message_states(self, sender: PeerActor | None, message_ids: Iterable[int]) -> Any:
-        """What became of messages the caller sent: shown, queued (and where), or unknown."""
-        sender_id = sender.id if sender is not None else CLI_ID
-        ids = list(message_ids)
-        found = yield self.store.message_states(sender_id, ids)
-        states = {}
-        for message_id in ids:
-            if message_id not in found:
-                states[str(message_id)] = {"state": "unknown", "detail": "no such message from you (or expired)"}
-                continue
-            to_id, acked_at = found[message_id]
-            recipient = self.actors.get(to_id)
-            if acked_at is not None:
-                states[str(message_id)] = {"state": "shown", "at": iso(acked_at), "to_id": to_id}
-            else:
-                where = recipient.state if recipient is not None else GONE
-                states[str(message_id)] = {"state": "queued", "recipient_state": where, "to_id": to_id}
-        return states
+    def message_states(self, sender: PeerActor | None, message_ids: Iterable[int]) -> Deferred:
+        """What became of messages the caller sent."""
+        return self.mail.message_states(sender, message_ids)
 
     def inbox(self, target: str, limit: int | None) -> Deferred:
         """The operator's read-only view of a peer's mail (gone peers too)."""
-        actor = self.resolve(target, allow_gone=True)
-        return self.store.inbox(actor.id, min(limit or 50, 1000)).addCallback(
-            lambda messages: [m.to_wire() for m in messages]
-        )
+        return self.mail.inbox(target, limit)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -471,7 +342,7 @@ class Broker:
 
     def _gone(self, actor: PeerActor) -> None:
         actor.mark_gone(self.now())
-        self._rate.forget(actor.id)
+        self.rate.forget(actor.id)
         self._save(actor)
         self.emit("gone", actor.id, f"{actor.name} ended ({actor.unread} unread messages kept)")
 

@@ -309,16 +309,23 @@ def test_messages_arriving_during_a_push_go_out_together_in_order(world: World) 
     assert len(slow.pushes) < 50 and max(len(push) for push in slow.pushes) > 1
 
 
-@pytest_twisted.inlineCallbacks
-def test_a_push_carries_at_most_the_batch_limit(world: World, monkeypatch: Any) -> None:
-    """A backlog larger than one push allows goes out in several pushes, none over the limit."""
-    monkeypatch.setattr(peers, "MAX_PUSH_MESSAGES", 4)
+@inlineCallbacks
+def sender_and_offline_bob(world: World) -> Any:
+    """A registered sender, and "bob" registered then disconnected: (sender, bob, bob's pids)."""
     a1, b1 = world.agent()
     a2, b2 = world.agent()
     sender, _ = yield world.register(a1, b1, FakeBridge())
     offline = FakeBridge(auto=None)
     recipient, _ = yield world.register(a2, b2, offline, name="bob")
     world.broker.disconnected(recipient, offline)
+    return sender, recipient, (a2, b2)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_push_carries_at_most_the_batch_limit(world: World, monkeypatch: Any) -> None:
+    """A backlog larger than one push allows goes out in several pushes, none over the limit."""
+    monkeypatch.setattr(peers, "MAX_PUSH_MESSAGES", 4)
+    sender, recipient, (a2, b2) = yield sender_and_offline_bob(world)
     for n in range(10):
         yield world.broker.send(sender, "bob", f"{n}")
     back = FakeBridge()
@@ -331,12 +338,7 @@ def test_a_push_carries_at_most_the_batch_limit(world: World, monkeypatch: Any) 
 def test_a_short_answer_leaves_the_unanswered_messages_unread(world: World) -> None:
     """A bridge answering fewer flags than messages: the unanswered ones stay unacknowledged
     (pushed again after a reconnect), the answered ones are acknowledged."""
-    a1, b1 = world.agent()
-    a2, b2 = world.agent()
-    sender, _ = yield world.register(a1, b1, FakeBridge())
-    offline = FakeBridge(auto=None)
-    recipient, _ = yield world.register(a2, b2, offline, name="bob")
-    world.broker.disconnected(recipient, offline)
+    sender, recipient, (a2, b2) = yield sender_and_offline_bob(world)
     first = yield world.broker.send(sender, "bob", "one")
     second = yield world.broker.send(sender, "bob", "two")
     short = FakeBridge(auto=None)

@@ -1,0 +1,182 @@
+"""The message path: checking, storing, handing to the recipient's actor, answering.
+
+Part of the broker's logic layer (no AMP, no SQL): :class:`Mail` works on the broker's
+registry of actors, its store, limits and counters. ``Broker.send`` and the other message
+commands delegate here. Plain callbacks on the hot path (one Deferred per send, the
+answer): this runs for every message.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any, Iterable
+
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .peers import PeerActor
+from .records import CLI_ID, GONE, Message, NewMessage, iso
+from .wire import InvalidArgument, LimitExceeded
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+
+class Mail:
+    """Sending, fetching and acknowledging messages between the broker's peers."""
+
+    log = Logger()
+
+    def __init__(self, broker: "Broker") -> None:
+        self._broker = broker
+
+    def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None) -> Deferred:
+        """Commit a message and report what happened: fires with a dict for the Send answer.
+
+        With ``client_key`` a repeat of the same send (after a lost connection) is answered
+        with the first message and stores and pushes nothing. (Plain callbacks rather than
+        inlineCallbacks: this runs for every message.)
+        """
+        try:
+            new, recipient = self._checked(sender, target, body, client_key)
+        except Exception:
+            return fail()
+        answered: Deferred = Deferred()
+        if client_key is None:
+            stored = self._broker.store.add_message(new)
+            stored.addCallback(self._stored, recipient, answered)
+        else:
+            stored = self._broker.store.add_message_once(new, client_key)
+            stored.addCallback(self._stored_once, recipient, answered)
+        stored.addErrback(self._not_stored, answered)
+        return answered
+
+    def _checked(
+        self, sender: PeerActor | None, target: str, body: str, client_key: str | None,
+    ) -> tuple[NewMessage, PeerActor]:
+        """Check a send against the rules and limits; the message to store and its recipient."""
+        if client_key is not None and not (0 < len(client_key) <= 64 and client_key.isprintable()):
+            raise InvalidArgument("client_key must be 1 to 64 printable characters")
+        if not isinstance(body, str) or not body.strip():
+            raise InvalidArgument("the message is empty")
+        size = len(body.encode("utf-8"))
+        limit = self._broker.limits.max_body_bytes
+        if size > limit:
+            self._broker.counters["refused"] += 1
+            raise LimitExceeded(
+                f"message is {size} bytes; the limit is {limit} (max_body_bytes, CLAUDE_PEERS_MAX_BODY_BYTES)"
+            )
+        recipient = self._broker.resolve(target)
+        if sender is not None and recipient is sender:
+            raise InvalidArgument("you cannot send a message to yourself")
+        if recipient.unread >= self._broker.limits.max_unread:
+            self._broker.counters["refused"] += 1
+            raise LimitExceeded(
+                f"{recipient.name} already has {recipient.unread} unread messages; the limit is "
+                f"{self._broker.limits.max_unread} (max_unread, CLAUDE_PEERS_MAX_UNREAD)"
+            )
+        now = self._broker.now()
+        sender_key = sender.id if sender is not None else CLI_ID
+        if not self._broker.rate.allow(sender_key, now):
+            self._broker.counters["refused"] += 1
+            raise LimitExceeded(
+                f"more than {self._broker.limits.messages_per_minute} messages in a minute from {sender_key} "
+                "(messages_per_minute, CLAUDE_PEERS_MESSAGES_PER_MINUTE); wait and retry"
+            )
+        if sender is None:
+            new = NewMessage(CLI_ID, "cli", "", "", "cli", False, recipient.id, body, now)
+        else:
+            record = sender.record
+            new = NewMessage(record.id, record.name, record.summary, record.cwd, record.client_type, True,
+                             recipient.id, body, now)
+        return new, recipient
+
+    def _stored_once(self, result: tuple[Message, bool], recipient: PeerActor, answered: Deferred) -> None:
+        message, stored_now = result
+        if not stored_now:
+            answered.callback(self._repeated(message))
+        else:
+            self._stored(message, recipient, answered)
+
+    def _stored(self, message: Message, recipient: PeerActor, answered: Deferred) -> None:
+        """The message is committed: hand it to its recipient; answer once that says how it went."""
+        self._broker.counters["sent"] += 1
+        recipient.accept(message, partial(self._sent, answered, message, recipient))
+
+    def _not_stored(self, failure: Failure, answered: Deferred) -> None:
+        if not answered.called:
+            answered.errback(failure)
+        else:  # the answer is out; what failed after it can only be logged
+            self.log.failure("after answering a send", failure)
+
+    def _sent(self, answered: Deferred, message: Message, recipient: PeerActor, status: str, detail: str) -> None:
+        if status == "delivered":
+            self._broker.counters["delivered"] += 1
+        self._broker.emit("message", message.from_id, f"{message.from_name} -> {recipient.name}: {status}",
+                  message_id=message.id, to_id=recipient.id)
+        answered.callback({"message_id": message.id, "status": status, "detail": detail,
+                           "to_id": recipient.id, "to_name": recipient.name})
+
+    def _repeated(self, message: Any) -> dict[str, Any]:
+        """The answer to a repeated send: what became of the first one."""
+        recipient = self._broker.actors.get(message.to_id)
+        name = recipient.name if recipient is not None else message.to_id
+        if message.acked_at is not None:
+            status, detail = "delivered", f"already sent as message {message.id} and shown to {name}"
+        else:
+            status, detail = "queued", f"already sent as message {message.id}; it waits for {name}"
+        return {"message_id": message.id, "status": status, "detail": detail, "to_id": message.to_id, "to_name": name}
+
+    def fetch_unread(self, actor: PeerActor, limit: int | None) -> Deferred:
+        """Unacknowledged messages of ``actor`` (oldest first) and how many more there are."""
+        if limit is not None and limit <= 0:
+            raise InvalidArgument("limit must be a positive number")
+        page = min(limit or 100, 1000)
+        d = self._broker.store.unread(actor.id, page + 1)
+
+        def shape(messages: list) -> tuple[list[dict[str, Any]], int]:
+            more = max(0, actor.unread - page) if len(messages) > page else 0
+            return [m.to_wire() for m in messages[:page]], more
+
+        return d.addCallback(shape)
+
+    @inlineCallbacks
+    def acknowledge(self, actor: PeerActor, message_ids: Iterable[int], via: Any = None) -> Any:
+        """Mark messages shown; tells the peer's bridge when another client (a hook) showed them."""
+        ids = list(message_ids)
+        if len(ids) > 10_000:
+            raise LimitExceeded("at most 10000 message ids per acknowledgement")
+        marked = yield self._broker.store.acknowledge(actor.id, ids, self._broker.now())
+        actor.acknowledged(marked)
+        bridge = actor.connection
+        if marked and bridge is not None and via is not bridge and hasattr(bridge, "shown_elsewhere"):
+            bridge.shown_elsewhere(marked)
+        return len(marked)
+
+    @inlineCallbacks
+    def message_states(self, sender: PeerActor | None, message_ids: Iterable[int]) -> Any:
+        """What became of messages the caller sent: shown, queued (and where), or unknown."""
+        sender_id = sender.id if sender is not None else CLI_ID
+        ids = list(message_ids)
+        found = yield self._broker.store.message_states(sender_id, ids)
+        states = {}
+        for message_id in ids:
+            if message_id not in found:
+                states[str(message_id)] = {"state": "unknown", "detail": "no such message from you (or expired)"}
+                continue
+            to_id, acked_at = found[message_id]
+            recipient = self._broker.actors.get(to_id)
+            if acked_at is not None:
+                states[str(message_id)] = {"state": "shown", "at": iso(acked_at), "to_id": to_id}
+            else:
+                where = recipient.state if recipient is not None else GONE
+                states[str(message_id)] = {"state": "queued", "recipient_state": where, "to_id": to_id}
+        return states
+
+    def inbox(self, target: str, limit: int | None) -> Deferred:
+        """The operator's read-only view of a peer's mail (gone peers too)."""
+        actor = self._broker.resolve(target, allow_gone=True)
+        return self._broker.store.inbox(actor.id, min(limit or 50, 1000)).addCallback(
+            lambda messages: [m.to_wire() for m in messages]
+        )
