@@ -71,6 +71,14 @@ class Store:
             )
             for size in _RUN_SIZES
         }
+        # One UPDATE per push answered shown: built once per padded size (see _txn_acknowledge).
+        self._acknowledge = {
+            size: self._sql(
+                "UPDATE messages SET acked_at = ? WHERE to_id = ? AND acked_at IS NULL "
+                f"AND id IN ({', '.join('?' * size)}) RETURNING id"
+            )
+            for size in _ACK_SIZES
+        }
         self._find_keyed = self._sql(
             f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE from_id = ? AND client_key = ?"
         )
@@ -281,17 +289,13 @@ class Store:
     def _txn_acknowledge(self, cursor: Any, peer_id: str, ids: list[int], when: float) -> list[int]:
         # One UPDATE per chunk; RETURNING says which were not marked before (no SELECT).
         marked: list[int] = []
-        for start in range(0, len(ids), 512):
-            chunk = ids[start : start + 512]
+        for start in range(0, len(ids), _ACK_SIZES[-1]):
+            chunk = ids[start : start + _ACK_SIZES[-1]]
             # Padded to a power of two with its last id (harmless in IN): few distinct
             # statements, so they stay in sqlite3's statement cache.
-            chunk += chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
-            marks = ", ".join("?" for _ in chunk)
-            cursor.execute(
-                self._sql(f"UPDATE messages SET acked_at = ? WHERE to_id = ? AND acked_at IS NULL "
-                          f"AND id IN ({marks}) RETURNING id"),
-                (when, peer_id, *chunk),
-            )
+            size = 1 << (len(chunk) - 1).bit_length()
+            chunk += chunk[-1:] * (size - len(chunk))
+            cursor.execute(self._acknowledge[size], (when, peer_id, *chunk))
             marked += sorted(row[0] for row in cursor.fetchall())
         return marked
 
@@ -417,6 +421,8 @@ class Store:
 
 #: Row counts of the multi-row INSERT statements (a batch is split into runs of these).
 _RUN_SIZES = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+#: Id counts of the acknowledging UPDATE statements (a list is padded up to one of these).
+_ACK_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class _NewMessageWrite:
