@@ -104,7 +104,7 @@ class Broker:
             self._clock.callLater(0, self._stop)
 
     def _actor(self, record: PeerRecord, unread: int = 0) -> PeerActor:
-        self._names = None
+        # The name index goes stale when the actor joins self.actors (callers reset it).
         return PeerActor(record, self.store, self._clock, self.limits.delivery_wait_seconds, unread,
                          on_change=self._records_changed)
 
@@ -417,7 +417,7 @@ class Broker:
             "unread": sum(a.unread for a in peers),
             "counters": dict(self.counters),
             # Group commits so far and the writes they carried (writes per commit shows the batching).
-            "store": {"commits": getattr(self.store, "batches", 0), "writes": getattr(self.store, "batched_writes", 0)},
+            "store": {"commits": self.store.batches, "writes": self.store.batched_writes},
             "limits": {k: getattr(self.limits, k) for k in self.limits.__dataclass_fields__},
         }
 

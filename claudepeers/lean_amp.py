@@ -123,19 +123,12 @@ class Schema:
 
 
 class CommandSchemas:
-    """A command's compiled arguments and response, and how its errors travel."""
+    """A command's compiled arguments and response, and how its error answers are read."""
 
     def __init__(self, command: type[amp.Command]) -> None:
         self.command = command
         self.arguments = Schema(command.arguments)
         self.response = Schema(command.response)
-
-    def known_error(self, failure: Failure) -> Failure:
-        """A responder's failure as the command's declared error (anything else stays)."""
-        key = failure.trap(*self.command.allErrors)
-        return Failure(amp.RemoteAmpError(
-            self.command.allErrors[key], str(failure.value), key in self.command.fatalErrors, local=failure,
-        ))
 
     def remote_error(self, failure: Failure) -> Failure:
         """An error answer as the exception type the command declares for its code."""
@@ -344,20 +337,25 @@ def _responder(proto: Any, compiled: CommandSchemas, method: Callable[..., Any])
     if response_type is amp.AmpBox:
         response_type = _Box
 
-    declared = tuple(compiled.command.allErrors)
-    name = compiled.command.commandName
+    command = compiled.command
+    declared = tuple(command.allErrors)
 
     def failed(failure: Failure) -> Failure:
-        if failure.check(*declared):
-            return compiled.known_error(failure)
-        return proto.responderFailed(failure, name)
+        # As Twisted's responders do: a declared error travels under its code; anything
+        # else is the protocol's to judge.
+        kind = failure.check(*declared)
+        if kind is None:
+            return proto.responderFailed(failure, command.commandName)
+        return Failure(amp.RemoteAmpError(
+            command.allErrors[kind], str(failure.value), kind in command.fatalErrors, local=failure,
+        ))
 
     def answer(result: dict[str, Any]) -> Any:
         try:
             return response.build(result, proto, response_type())
         except BaseException:
             return failed(Failure(amp.BadLocalReturn(
-                f"{method!r} returned {result!r} and {compiled.command!r} could not serialize it", Failure(),
+                f"{method!r} returned {result!r} and {command!r} could not serialize it", Failure(),
             )))
 
     def respond(box: amp.AmpBox) -> Any:

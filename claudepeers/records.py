@@ -112,10 +112,6 @@ class NewMessage:
     body: str
     sent_at: float
 
-    def stored(self, message_id: int) -> Message:
-        """The Message this becomes once committed under ``message_id``."""
-        return Message(id=message_id, **asdict(self))
-
 
 @dataclass(frozen=True)
 class Credentials:

@@ -15,7 +15,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
-from claudepeers import wire
+from claudepeers import peers, wire
 from claudepeers.wire import CHUNK_BYTES, MAX_BIG_TEXT_BYTES, BigText, JSONValue
 
 AMP_VALUE_LIMIT = 0xFFFF
@@ -353,3 +353,8 @@ def test_acknowledging_a_full_inbox_fits_in_one_amp_value() -> None:
     for command in (wire.Acknowledge, wire.ShownElsewhere, wire.MessageState):
         strings = to_box(dict(command.arguments)[b"message_ids"], b"message_ids", ids)
         assert len(strings[b"message_ids"]) <= AMP_VALUE_LIMIT, command.__name__
+
+
+def test_the_actor_never_pushes_more_than_a_deliver_may_carry() -> None:
+    """The actor keeps its own copy of the batch limit (it does not import the wire): the same."""
+    assert peers.MAX_PUSH_MESSAGES == wire.MAX_DELIVER_BATCH

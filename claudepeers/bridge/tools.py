@@ -168,11 +168,6 @@ class _QuickCheck:
 _QUICK_CHECKS = {name: _QuickCheck(tool["inputSchema"]) for name, tool in TOOLS.items()}
 
 
-def _plainly_valid(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> bool:
-    """The quick check of ``schema`` (see :class:`_QuickCheck`) applied to ``arguments``."""
-    return _QuickCheck(schema)(arguments)
-
-
 def validation_error(name: str, arguments: Mapping[str, Any] | None) -> str | None:
     """None when the arguments fit the tool's schema, else a text saying how to fix them."""
     validator = _VALIDATORS.get(name)
