@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import deferLater
 from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.internet.protocol import Factory
@@ -119,6 +119,28 @@ def listening(short_dir: Path) -> Any:
         pytest_twisted.blockon(port.stopListening())
 
 
+@pytest.fixture
+def connected(listening: Any) -> Any:
+    """Starts the fake broker and a link to it: ``yield connected(**make_link options)`` fires
+    with (recorder, link, registered) once the link has registered; links stop afterwards."""
+    settings, record, start = listening
+    links: list[BrokerLink] = []
+
+    @inlineCallbacks
+    def connect(**options: Any) -> Any:
+        yield start()
+        registered = Registered()
+        link = make_link(settings, registered, **options)
+        links.append(link)
+        link.start()
+        yield registered.wait(1)
+        return record, link, registered
+
+    yield connect
+    for link in links:
+        pytest_twisted.blockon(link.stop())
+
+
 def make_link(settings: Settings, registered: Registered, delivered: list | None = None,
               call_wait: float = 5.0, shown_elsewhere: list | None = None) -> BrokerLink:
     def on_deliver(message: dict) -> bool:
@@ -132,58 +154,36 @@ def make_link(settings: Settings, registered: Registered, delivered: list | None
 
 
 @pytest_twisted.inlineCallbacks
-def test_registers_again_on_every_new_connection(listening: Any) -> Any:
+def test_registers_again_on_every_new_connection(connected: Any) -> Any:
     """After the broker drops the connection, the link reconnects and registers the same session."""
-    settings, record, start = listening
-    yield start()
-    registered = Registered()
-    link = make_link(settings, registered)
-    link.start()
-    try:
-        yield registered.wait(1)
-        record.connections[0].transport.loseConnection()
-        answer = yield registered.wait(2)
-        yield link.when_ready()
-        yield deferLater(reactor, 0, lambda: None)  # leave the service's state machine first
-        assert answer["resumed"] is True
-        assert record.registrations == [REGISTRATION, REGISTRATION]
-    finally:
-        yield link.stop()
+    record, link, registered = yield connected()
+    record.connections[0].transport.loseConnection()
+    answer = yield registered.wait(2)
+    yield link.when_ready()
+    yield deferLater(reactor, 0, lambda: None)  # leave the service's state machine first
+    assert answer["resumed"] is True
+    assert record.registrations == [REGISTRATION, REGISTRATION]
 
 
 @pytest_twisted.inlineCallbacks
-def test_pushes_are_answered_by_the_inbox(listening: Any) -> Any:
+def test_pushes_are_answered_by_the_inbox(connected: Any) -> Any:
     """A Deliver from the broker reaches on_deliver and its answer goes back as shown."""
-    settings, record, start = listening
-    yield start()
-    registered, delivered = Registered(), []
-    link = make_link(settings, registered, delivered)
-    link.start()
-    try:
-        yield registered.wait(1)
-        first = yield record.connections[0].callRemote(wire.Deliver, messages=[{"id": 2, "body": "x"}])
-        second = yield record.connections[0].callRemote(wire.Deliver, messages=[{"id": 3, "body": "y"}])
-        assert (first, second) == ({"shown": [True]}, {"shown": [False]})
-        assert [m["id"] for m in delivered] == [2, 3]
-    finally:
-        yield link.stop()
+    delivered: list = []
+    record, link, _ = yield connected(delivered=delivered)
+    first = yield record.connections[0].callRemote(wire.Deliver, messages=[{"id": 2, "body": "x"}])
+    second = yield record.connections[0].callRemote(wire.Deliver, messages=[{"id": 3, "body": "y"}])
+    assert (first, second) == ({"shown": [True]}, {"shown": [False]})
+    assert [m["id"] for m in delivered] == [2, 3]
 
 
 @pytest_twisted.inlineCallbacks
-def test_messages_shown_by_a_hook_are_reported_to_the_inbox(listening: Any) -> Any:
+def test_messages_shown_by_a_hook_are_reported_to_the_inbox(connected: Any) -> Any:
     """ShownElsewhere from the broker reaches the inbox (so those messages are never shown here)."""
-    settings, record, start = listening
-    yield start()
-    registered, elsewhere = Registered(), []
-    link = make_link(settings, registered, shown_elsewhere=elsewhere)
-    link.start()
-    try:
-        yield registered.wait(1)
-        record.connections[0].callRemote(wire.ShownElsewhere, message_ids=[4, 5])
-        yield link.call(wire.Whoami)  # answered after the notice, on the same connection
-        assert elsewhere == [4, 5]
-    finally:
-        yield link.stop()
+    elsewhere: list = []
+    record, link, _ = yield connected(shown_elsewhere=elsewhere)
+    record.connections[0].callRemote(wire.ShownElsewhere, message_ids=[4, 5])
+    yield link.call(wire.Whoami)  # answered after the notice, on the same connection
+    assert elsewhere == [4, 5]
 
 
 @pytest_twisted.inlineCallbacks
@@ -233,52 +233,29 @@ def test_a_broker_speaking_another_protocol_is_named_and_not_registered_with(lis
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_keyed_send_is_repeated_after_the_connection_dies_under_it(listening: Any) -> Any:
+def test_a_keyed_send_is_repeated_after_the_connection_dies_under_it(connected: Any) -> Any:
     """A Send with a client_key lost with its connection is sent again, with the same key."""
-    settings, record, start = listening
-    yield start()
-    registered = Registered()
-    link = make_link(settings, registered)
-    link.start()
-    try:
-        yield registered.wait(1)
-        answer = yield link.call(wire.Send, to="bob", body="hi", client_key="key-1")
-        assert answer["message_id"] == 9
-        assert record.sends == ["key-1", "key-1"]
-    finally:
-        yield link.stop()
+    record, link, _ = yield connected()
+    answer = yield link.call(wire.Send, to="bob", body="hi", client_key="key-1")
+    assert answer["message_id"] == 9
+    assert record.sends == ["key-1", "key-1"]
 
 
 @pytest_twisted.inlineCallbacks
-def test_an_unkeyed_send_is_not_repeated(listening: Any) -> Any:
+def test_an_unkeyed_send_is_not_repeated(connected: Any) -> Any:
     """Without a client_key a lost Send is reported, never silently repeated."""
-    settings, record, start = listening
-    yield start()
-    registered = Registered()
-    link = make_link(settings, registered)
-    link.start()
-    try:
-        yield registered.wait(1)
-        with pytest.raises(BrokerUnreachable, match="send it again"):
-            yield link.call(wire.Send, to="bob", body="hi")
-        assert record.sends == [None]
-    finally:
-        yield link.stop()
+    record, link, _ = yield connected()
+    with pytest.raises(BrokerUnreachable, match="send it again"):
+        yield link.call(wire.Send, to="bob", body="hi")
+    assert record.sends == [None]
 
 
 @pytest_twisted.inlineCallbacks
-def test_superseded_notice_reaches_the_session(listening: Any) -> Any:
+def test_superseded_notice_reaches_the_session(connected: Any) -> Any:
     """The broker's Superseded notice is handed to the session (which then exits)."""
-    settings, record, start = listening
-    yield start()
-    registered, reasons = Registered(), []
-    link = make_link(settings, registered)
+    reasons: list = []
+    record, link, _ = yield connected()
     link.on_superseded = reasons.append
-    link.start()
-    try:
-        yield registered.wait(1)
-        record.connections[0].callRemote(wire.Superseded, reason="a newer bridge")
-        yield link.call(wire.Whoami)
-        assert reasons == ["a newer bridge"]
-    finally:
-        yield link.stop()
+    record.connections[0].callRemote(wire.Superseded, reason="a newer bridge")
+    yield link.call(wire.Whoami)
+    assert reasons == ["a newer bridge"]

@@ -251,12 +251,7 @@ def test_send_to_inline_peer_is_queued_until_acknowledged(world: World) -> None:
 @pytest_twisted.inlineCallbacks
 def test_offline_peer_gets_queued_mail_in_order_on_reconnect(world: World) -> None:
     """Mail to an offline peer is queued and pushed, in order, with the same ids, on reconnect."""
-    a1, b1 = world.agent()
-    a2, b2 = world.agent()
-    sender, _ = yield world.register(a1, b1, FakeBridge())
-    first = FakeBridge()
-    recipient, _ = yield world.register(a2, b2, first, name="bob")
-    world.broker.disconnected(recipient, first)
+    sender, recipient, (a2, b2) = yield sender_and_offline_bob(world)
     assert recipient.state == OFFLINE
     results = []
     for n in range(5):
@@ -437,12 +432,7 @@ def test_disconnect_with_live_agent_is_offline_with_dead_agent_is_gone(world: Wo
 @pytest_twisted.inlineCallbacks
 def test_reaper_marks_gone_keeps_mail_then_purges_after_retention(world: World) -> None:
     """A gone peer's unread mail stays readable until the retention period ends."""
-    a1, b1 = world.agent()
-    a2, b2 = world.agent()
-    sender, _ = yield world.register(a1, b1, FakeBridge())
-    conn = FakeBridge()
-    recipient, _ = yield world.register(a2, b2, conn, name="bob")
-    world.broker.disconnected(recipient, conn)
+    sender, recipient, (a2, b2) = yield sender_and_offline_bob(world)
     yield world.broker.send(sender, "bob", "left behind")
     world.processes.end(a2)
     world.clock.advance(world.limits.reap_interval_seconds)
