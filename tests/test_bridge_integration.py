@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import sqlite3
@@ -436,10 +437,14 @@ def test_sigterm_is_prompt_even_while_git_hangs(broker_process: BrokerProcess) -
     short_dir = broker_process.base
     fake_bin = short_dir / "bin"
     fake_bin.mkdir()
+    # The fake git announces itself on a FIFO: the test waits for that write, not a file.
     marker = short_dir / "git-started"
+    os.mkfifo(marker)
+    started_reading = os.open(marker, os.O_RDONLY | os.O_NONBLOCK)
     git_script = fake_bin / "git"
-    git_script.write_text(f"#!/bin/sh\necho $$ > {marker}.tmp\nmv {marker}.tmp {marker}\nexec sleep 30\n")
+    git_script.write_text(f"#!/bin/sh\necho $$ > {marker}\nexec sleep 30\n")
     git_script.chmod(0o755)
+    git_pid = 0
     env = {**broker_process.env, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
     bridge = subprocess.Popen(
         [sys.executable, "-m", "claudepeers.bridge.main"],
@@ -453,10 +458,9 @@ def test_sigterm_is_prompt_even_while_git_hangs(broker_process: BrokerProcess) -
         bridge.stdin.write(json.dumps(request).encode() + b"\n")
         bridge.stdin.flush()
         assert json.loads(bridge.stdout.readline())["id"] == 0
-        deadline = time.monotonic() + 10
-        while not marker.exists():  # the bridge has reached its git call
-            assert time.monotonic() < deadline, "the bridge never ran git"
-            time.sleep(0.01)  # noqa: polling another process's file; nothing to wait on
+        readable, _, _ = select.select([started_reading], [], [], 10)  # the bridge reached its git call
+        assert readable, "the bridge never ran git"
+        git_pid = int(os.read(started_reading, 64).decode().strip())
         started = time.monotonic()
         bridge.send_signal(signal.SIGTERM)
         bridge.wait(5)
@@ -465,8 +469,9 @@ def test_sigterm_is_prompt_even_while_git_hangs(broker_process: BrokerProcess) -
         if bridge.poll() is None:
             bridge.kill()
             bridge.wait()
-        if marker.exists():  # the fake git (now a sleep) we caused to start, by its pid
+        os.close(started_reading)
+        if git_pid:  # the fake git (now a sleep) we caused to start, by its pid
             try:
-                os.kill(int(marker.read_text()), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
+                os.kill(git_pid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
