@@ -20,8 +20,15 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from claudepeers.settings import Settings
+
+# One Hypothesis profile for every run: the machine is shared (2 cores, often several test
+# runs at once), so generation speed and per-example time say nothing about the code. Tests
+# that want another example count set it themselves.
+settings.register_profile("shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "shared-machine"))
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,14 +14,13 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
+from agent_standins import StandInApi
 from cli_support import cli, cli_json
 from conftest import BrokerProcess, broker_env
 
@@ -29,82 +28,6 @@ CLAUDE = os.environ.get("CLAUDE_PEERS_TEST_CLAUDE") or shutil.which("claude")
 CODEX = os.environ.get("CLAUDE_PEERS_TEST_CODEX") or shutil.which("codex")
 
 pytestmark = pytest.mark.slow
-
-
-def streamed_response(number: int) -> bytes:
-    """An OpenAI Responses API streaming answer: one assistant message saying "done"."""
-    item = {"type": "message", "role": "assistant", "id": f"msg_{number}", "status": "completed",
-            "content": [{"type": "output_text", "text": "done", "annotations": []}]}
-    usage = {"input_tokens": 1, "input_tokens_details": None, "output_tokens": 1,
-             "output_tokens_details": None, "total_tokens": 2}
-    events = [
-        ("response.created", {"type": "response.created", "response": {"id": f"resp_{number}"}}),
-        ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": item}),
-        ("response.completed", {"type": "response.completed", "response": {"id": f"resp_{number}", "usage": usage}}),
-    ]
-    return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
-
-
-def streamed_text(text: str) -> bytes:
-    """An Anthropic Messages API streaming answer that says ``text`` and ends the turn."""
-    events = [
-        ("message_start", {"type": "message_start", "message": {
-            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1}}}),
-        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                           "usage": {"output_tokens": 1}}),
-        ("message_stop", {"type": "message_stop"}),
-    ]
-    return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
-
-
-class StandInApi:
-    """A local Messages API: records every request; on the first one, sends the peer a message."""
-
-    def __init__(self, on_first_request: Any) -> None:
-        """Serve on a free localhost port in a thread."""
-        self.requests: list[dict] = []
-        self._on_first = on_first_request
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                try:
-                    request = json.loads(body)
-                except ValueError:
-                    request = {}
-                if self.path.startswith(("/v1/messages", "/v1/responses")) and "count_tokens" not in self.path:
-                    if not api.requests:
-                        api._on_first()
-                    api.requests.append(request)
-                if self.path.startswith("/v1/responses"):
-                    data = streamed_response(len(api.requests))
-                else:
-                    data = streamed_text("done")
-                self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stop serving."""
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def send_when_registered(env: dict[str, str], body: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
@@ -143,7 +66,7 @@ def test_claude_code_stop_guard_shows_mail_that_arrived_during_the_turn(broker: 
     installed = cli(env, "install", "--claude", "--config-file", "--hooks", "--stop-guard")
     assert installed.returncode == 0, installed.stderr
     sent: list[subprocess.CompletedProcess] = []
-    api = StandInApi(lambda: sent.append(send_when_registered(env, "E2E-PEER-MAIL, please look")))
+    api = StandInApi(lambda api, request: api.requests or sent.append(send_when_registered(env, "E2E-PEER-MAIL, please look")))
     try:
         done = subprocess.run(
             [str(CLAUDE), "-p", "hello"],
@@ -177,7 +100,7 @@ def test_codex_stop_guard_shows_mail_that_arrived_during_the_turn(broker: Broker
     installed = cli(env, "install", "--codex", "--hooks", "--stop-guard")
     assert installed.returncode == 0, installed.stderr
     sent: list[subprocess.CompletedProcess] = []
-    api = StandInApi(lambda: sent.append(send_when_registered(env, "E2E-CODEX-MAIL, please look")))
+    api = StandInApi(lambda api, request: api.requests or sent.append(send_when_registered(env, "E2E-CODEX-MAIL, please look")))
     config = broker.base / ".codex" / "config.toml"
     provider = (f'model_provider = "standin"\nmodel = "standin-model"\n\n{config.read_text()}\n'
                 f'[model_providers.standin]\nname = "standin"\nbase_url = "{api.url}/v1"\nwire_api = "responses"\n')
