@@ -128,8 +128,12 @@ class Mail:
             status, detail = "queued", f"already sent as message {message.id}; it waits for {name}"
         return {"message_id": message.id, "status": status, "detail": detail, "to_id": message.to_id, "to_name": name}
 
-    def fetch_unread(self, actor: PeerActor, limit: int | None) -> Deferred:
-        """Unacknowledged messages of ``actor`` (oldest first) and how many more there are."""
+    def fetch_unread(self, actor: PeerActor, limit: int | None, claimer: Any = None) -> Deferred:
+        """Unacknowledged messages of ``actor`` (oldest first) and how many more there are.
+
+        Messages a rewake hook (or another hook) is showing right now are left out; a hook
+        connection (``claimer``) claims what it gets until it acknowledges or closes.
+        """
         if limit is not None and limit <= 0:
             raise InvalidArgument("limit must be a positive number")
         page = min(limit or 100, 1000)
@@ -137,18 +141,25 @@ class Mail:
 
         def shape(messages: list) -> tuple[list[dict[str, Any]], int]:
             more = max(0, actor.unread - page) if len(messages) > page else 0
-            return [m.to_wire() for m in messages[:page]], more
+            free = set(actor.waits.claim(claimer, [m.id for m in messages[:page]]))
+            return [m.to_wire() for m in messages[:page] if m.id in free], more
 
         return d.addCallback(shape)
 
     @inlineCallbacks
-    def acknowledge(self, actor: PeerActor, message_ids: Iterable[int], via: Any = None) -> Any:
-        """Mark messages shown; tells the peer's bridge when another client (a hook) showed them."""
+    def acknowledge(self, actor: PeerActor, message_ids: Iterable[int], via: Any = None, how: str | None = None) -> Any:
+        """Mark messages shown; tells the peer's bridge when another client (a hook) showed them.
+
+        ``how`` is ``shown`` (the default) or ``woke``: a rewake hook woke the idle agent with
+        the messages, and their senders hear ``woke``.
+        """
         ids = list(message_ids)
         if len(ids) > 10_000:
             raise LimitExceeded("at most 10000 message ids per acknowledgement")
+        if how not in (None, "shown", "woke"):
+            raise InvalidArgument(f"how must be shown or woke, not {how!r}")
         marked = yield self._broker.store.acknowledge(actor.id, ids, self._broker.now())
-        actor.acknowledged(marked)
+        actor.acknowledged(marked, how or "shown")
         bridge = actor.connection
         if marked and bridge is not None and via is not bridge and hasattr(bridge, "shown_elsewhere"):
             bridge.shown_elsewhere(marked)

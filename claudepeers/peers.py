@@ -34,6 +34,7 @@ from twisted.internet.error import ConnectionClosed, ConnectionDone, ConnectionL
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .mailwait import MailWaits
 from .records import GONE, OFFLINE, ONLINE, Message, PeerRecord
 
 #: Pushes in flight on one connection; what arrives meanwhile goes into the next push.
@@ -46,6 +47,8 @@ MAX_PUSH_CHARS = 512 * 1024
 
 DELIVERED = "delivered"
 QUEUED = "queued"
+#: The contract's word for a message an idle agent was woken with (rewake hook).
+WOKE = "woke"
 
 
 class PeerConnection(Protocol):
@@ -90,6 +93,8 @@ class PeerActor:
         self._deadlines: deque[tuple[float, int]] = deque()
         self._timer: Any = None
         self.delivery = "push"
+        #: Mail no one shows, for the rewake hook's WaitForMail (see mailwait.py).
+        self.waits = MailWaits()
 
     # --- facts --------------------------------------------------------------------------
 
@@ -133,6 +138,7 @@ class PeerActor:
         self._in_flight = 0
         self._loading = True
         self._arrived_while_loading = []
+        self.waits.bridge_attached()
         self.update(state=ONLINE, last_seen=now, gone_at=None)
         if old is not None and old is not connection:
             old.close("replaced by a newer connection of the same agent session")
@@ -173,6 +179,7 @@ class PeerActor:
         self.update(state=GONE, gone_at=now, last_seen=now)
         if connection is not None:
             connection.close("the agent session has ended")
+        self.waits.ended()
         for message_id in list(self._waiters):
             self._resolve(message_id, QUEUED, f"{self.name} has ended; the message is kept in its inbox")
 
@@ -186,18 +193,25 @@ class PeerActor:
         """
         self.unread += 1
         if self._connection is None:
+            if message.id in self.waits.held([message]):
+                self._await(message.id, outcome)  # a rewake hook shows it and acknowledges
+                return
             outcome(QUEUED, f"{self.name} is offline (reconnecting); it gets the message when it is back")
             return
         if self._loading:
             self._arrived_while_loading.append(message)
         else:
             self._queue.append(message)
-        self._waiters[message.id] = outcome
-        self._deadlines.append((self._clock.seconds() + self._delivery_wait, message.id))
-        if self._timer is None:
-            self._timer = self._clock.callLater(self._delivery_wait, self._expire)
+        self._await(message.id, outcome)
         if not self._loading:
             self._pump()
+
+    def _await(self, message_id: int, outcome: Callable[[str, str], Any]) -> None:
+        """The sender hears what became of the message, at the latest after delivery_wait."""
+        self._waiters[message_id] = outcome
+        self._deadlines.append((self._clock.seconds() + self._delivery_wait, message_id))
+        if self._timer is None:
+            self._timer = self._clock.callLater(self._delivery_wait, self._expire)
 
     def _expire(self) -> None:
         """Answer the senders whose wait is over; sleep until the next deadline."""
@@ -249,10 +263,14 @@ class PeerActor:
             # (reads see every write queued before them) finds the message shown.
             d = self._store.acknowledge(self.id, acknowledged, self._clock.seconds())
             d.addCallbacks(self.acknowledged, self._ack_failed)
+        held = [message for message, flag in zip(batch, shown) if not flag]
+        # A held message handed to a rewake hook keeps its sender waiting for the hook's
+        # acknowledgement (woke), at most delivery_wait.
+        to_waiter = self.waits.held(held) if held else set()
         for message, flag in zip(batch, shown):
             if flag:
                 self._resolve(message.id, DELIVERED, f"{self.name} has been shown the message")
-            else:
+            elif message.id not in to_waiter:
                 self._resolve(message.id, QUEUED, f"{self.name} sees it with its next tool call")
         self._pump()
 
@@ -271,9 +289,17 @@ class PeerActor:
     def _ack_failed(self, failure: Failure) -> None:
         self.log.failure("acknowledging a shown message of {peer} failed", failure, peer=self.id)
 
-    def acknowledged(self, marked: list[int]) -> list[int]:
-        """Messages newly marked shown in the store (by a push answer or an Acknowledge)."""
+    def acknowledged(self, marked: list[int], how: str = "shown") -> list[int]:
+        """Messages newly marked shown in the store (by a push answer or an Acknowledge).
+
+        ``how`` is ``woke`` when a rewake hook woke the idle agent with them.
+        """
         self.unread = max(0, self.unread - len(marked))
+        self.waits.shown(marked)
+        if how == WOKE:
+            for message_id in marked:
+                self._resolve(message_id, WOKE, f"{self.name} was idle and has been woken with the message")
+            return marked
         for message_id in marked:
             self._resolve(message_id, DELIVERED, f"{self.name} has been shown the message")
         return marked

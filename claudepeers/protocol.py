@@ -127,6 +127,8 @@ class BrokerProtocol(LeanAMP):
         self.broker.events.unwatch(self)
         if self.actor is not None and self.bridge:
             self.broker.disconnected(self.actor, self)
+        elif self.actor is not None:
+            self.actor.waits.closed(self)  # a hook's claims and waiter end with it
 
     # --- dispatch: every command passes the gate, every failure becomes an AMP error ----------------
 
@@ -285,17 +287,26 @@ class BrokerProtocol(LeanAMP):
 
     @wire.FetchUnread.responder
     def fetch_unread(self, limit: int | None = None) -> Deferred:
-        """This peer's unacknowledged messages."""
-        return self.broker.fetch_unread(self._peer(), limit).addCallback(
+        """This peer's unacknowledged messages (a hook claims what it gets)."""
+        claimer = None if self.bridge else self
+        return self.broker.fetch_unread(self._peer(), limit, claimer).addCallback(
             lambda page: {"messages": page[0], "more": page[1]}
         )
 
     @wire.Acknowledge.responder
-    def acknowledge(self, message_ids: list[int]) -> Deferred:
-        """Mark messages shown (committed before the answer)."""
-        return self.broker.acknowledge(self._peer(), message_ids, via=self).addCallback(
+    def acknowledge(self, message_ids: list[int], how: str | None = None) -> Deferred:
+        """Mark messages shown, or woke (committed before the answer)."""
+        return self.broker.acknowledge(self._peer(), message_ids, via=self, how=how).addCallback(
             lambda count: {"acknowledged": count}
         )
+
+    @wire.WaitForMail.responder
+    def wait_for_mail(self, limit: int | None = None) -> Deferred:
+        """A rewake hook waits for mail no one shows; answered when some comes."""
+        actor = self._peer()
+        if self.bridge:
+            raise wire.InvalidArgument("a bridge cannot wait for mail; a hook connection (after Attach) can")
+        return self.broker.wait_for_mail(actor, self, limit)
 
     @wire.MessageState.responder
     def message_state(self, message_ids: list[int]) -> Deferred:

@@ -286,8 +286,9 @@ class SetName(amp.Command):
 class Send(amp.Command):
     """Send a message; answers only after it is committed.
 
-    ``status`` is ``delivered`` (the recipient's bridge showed it), ``queued`` (held for a
-    polling peer or one that is reconnecting) with ``detail`` saying which.
+    ``status`` is ``delivered`` (the recipient's bridge showed it), ``woke`` (a rewake hook
+    woke the idle agent with it), ``queued`` (held for a polling peer or one that is
+    reconnecting) with ``detail`` saying which.
     ``client_key`` (optional, at most 64 characters, unique per sender) makes the send
     safe to repeat after a lost connection: a repeat answers with the first message.
     """
@@ -312,11 +313,28 @@ class FetchUnread(amp.Command):
 
 
 class Acknowledge(amp.Command):
-    """Mark messages shown to the agent; committed before the answer."""
+    """Mark messages shown to the agent; committed before the answer.
 
-    arguments = [(b"message_ids", amp.ListOf(amp.Integer()))]
+    ``how`` (optional) is ``shown`` (the default) or ``woke``: a rewake hook woke the idle
+    agent with the messages themselves, and their senders hear ``woke``.
+    """
+
+    arguments = [(b"message_ids", amp.ListOf(amp.Integer())), (b"how", amp.Unicode(optional=True))]
     response = [(b"acknowledged", amp.Integer())]
     errors = _errors()
+
+
+class WaitForMail(amp.Command):
+    """Wait (a rewake hook, after Attach) until this peer has mail that no one is showing.
+
+    Answered at once when some waits. ``outcome`` is ``mail`` (``messages``, oldest first,
+    at most ``limit``; ``more`` left out), ``replaced`` (a newer waiter of the same peer
+    took over: exit) or ``ended`` (the agent session ended). One waiter per peer.
+    """
+
+    arguments = [(b"limit", amp.Integer(optional=True))]
+    response = [(b"outcome", amp.Unicode()), (b"messages", JSONValue()), (b"more", amp.Integer())]
+    errors = _errors(PEER_ERRORS)
 
 
 class MessageState(amp.Command):

@@ -245,6 +245,9 @@ class PeerTools:
         if answer["status"] == "delivered":
             text = f"Message #{answer['message_id']} delivered to {target}"
             text += f": {detail}." if detail else ": it was shown to that agent."
+        elif answer["status"] == "woke":
+            text = f"Message #{answer['message_id']} woke {target}"
+            text += f": {detail}." if detail else ": that agent was idle and was woken with it."
         else:
             text = f"Message #{answer['message_id']} queued for {target}"
             text += f": {detail}." if detail else "."

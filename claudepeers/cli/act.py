@@ -40,6 +40,8 @@ class SendOptions(usage.Options):
             who = f"{answer['to_name']} ({answer['to_id']})"
             if answer["status"] == "delivered":
                 print(f"Delivered to {who}, message {answer['message_id']}.")
+            elif answer["status"] == "woke":
+                print(f"Woke {who} with message {answer['message_id']} (it was idle).")
             else:
                 detail = f": {answer['detail']}" if answer.get("detail") else ""
                 print(f"Queued for {who}, message {answer['message_id']}{detail}.")
