@@ -31,6 +31,11 @@ def ours(event: str) -> dict:
                        "timeout": config.HOOK_TIMEOUT}]}
 
 
+def rewake() -> dict:
+    """The rewake waiter's handler group (Claude Code only, on SessionStart, UserPromptSubmit and Stop)."""
+    return {"hooks": [config.rewake_handler(installed_command())]}
+
+
 def read_json(path: Path) -> dict:
     """A JSON file's content."""
     return json.loads(path.read_text())
@@ -45,9 +50,9 @@ def test_install_hooks_adds_exactly_our_entries_next_to_the_users(short_dir: Pat
     assert done.returncode == 0, done.stderr
     assert "open /hooks in Codex" in done.stdout
     expected_hooks = {
-        "Stop": USER_SETTINGS["hooks"]["Stop"],
-        "UserPromptSubmit": [*USER_SETTINGS["hooks"]["UserPromptSubmit"], ours("UserPromptSubmit")],
-        "SessionStart": [ours("SessionStart")],
+        "Stop": [*USER_SETTINGS["hooks"]["Stop"], rewake()],
+        "UserPromptSubmit": [*USER_SETTINGS["hooks"]["UserPromptSubmit"], ours("UserPromptSubmit"), rewake()],
+        "SessionStart": [ours("SessionStart"), rewake()],
     }
     assert read_json(settings) == {**USER_SETTINGS, "hooks": expected_hooks}
     assert read_json(short_dir / ".codex" / "hooks.json") == {
@@ -64,10 +69,11 @@ def test_install_hooks_is_idempotent_and_the_stop_guard_is_opt_in(short_dir: Pat
     first = (settings.read_text(), codex.read_text())
     assert cli(env, "install", "--hooks").returncode == 0
     assert (settings.read_text(), codex.read_text()) == first
-    assert "Stop" not in read_json(settings)["hooks"]
+    assert read_json(settings)["hooks"]["Stop"] == [rewake()] and "Stop" not in read_json(codex)["hooks"]
     assert cli(env, "install", "--stop-guard").returncode == 0
+    assert read_json(settings)["hooks"]["Stop"] == [ours("Stop"), rewake()]
+    assert read_json(codex)["hooks"]["Stop"] == [ours("Stop")]
     for path in (settings, codex):
-        assert read_json(path)["hooks"]["Stop"] == [ours("Stop")]
         assert config.installed_events(path.read_text(), str(path)) == ["SessionStart", "UserPromptSubmit", "Stop"]
     assert cli(env, "install", "--hooks").returncode == 0
     assert (settings.read_text(), codex.read_text()) == first
@@ -113,6 +119,7 @@ def test_only_hook_commands_of_claude_peers_count_as_ours() -> None:
     """The hook command of the script or of ``python -m claudepeers`` is ours; look-alikes are not."""
     assert config.is_ours({"type": "command", "command": "/opt/bin/claude-peers hook Stop"})
     assert config.is_ours({"type": "command", "command": "/usr/bin/python3 -m claudepeers hook SessionStart"})
+    assert config.is_ours({"type": "command", "command": "/opt/bin/claude-peers hook wait", "asyncRewake": True})
     assert not config.is_ours({"type": "command", "command": "/opt/bin/claude-peers hook PreToolUse"})
     assert not config.is_ours({"type": "command", "command": "my-claude-peers-wrapper hook Stop"})
     assert not config.is_ours({"type": "prompt", "command": "claude-peers hook Stop"})

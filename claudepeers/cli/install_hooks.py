@@ -28,19 +28,22 @@ def add_hooks(installer: Any, stop_guard: bool) -> None:
     """Install step: our hook entries in both agents' settings (idempotent)."""
     events = config.events_for(stop_guard)
     targets = [
-        ("hooks-claude", "Claude Code", installer.paths.claude_settings),
-        ("hooks-codex", "Codex", codex_hooks_path(installer)),
+        ("hooks-claude", "Claude Code", installer.paths.claude_settings, True),
+        ("hooks-codex", "Codex", codex_hooks_path(installer), False),
     ]
-    for key, label, path in targets:
+    for key, label, path, rewake in targets:
         created = bool(installer.manifest.get(key, {}).get("created")) or not path.exists()
         where = short_path(installer.paths, path)
         try:
-            edit_file(path, lambda text: config.hooks_add(text, installer.command, events, where))
+            edit_file(path, lambda text: config.hooks_add(text, installer.command, events, where, rewake))
         except ConfigError as exc:
             installer.fail(str(exc))
             continue
         installer.manifest[key] = {"path": str(path), "created": created, "events": events}
         installer.say(f"{label}: hooks {', '.join(events)} in {where}")
+        if rewake:
+            installer.say(f"  rewake hook ({', '.join(config.REWAKE_EVENTS)}, asyncRewake): "
+                          "peer mail wakes an idle session that has no channel")
     if not stop_guard:
         installer.say("  stop guard off (install --hooks --stop-guard makes unread mail hold the turn's end)")
     installer.say(CODEX_TRUST_LINE)

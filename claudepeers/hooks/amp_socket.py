@@ -182,6 +182,10 @@ class AmpSocket:
         """Close the connection (the broker sees it end)."""
         self._sock.close()
 
+    def fileno(self) -> int:
+        """The socket's descriptor, to wait on it with poll (the rewake hook)."""
+        return self._sock.fileno()
+
     def send(self, calls: Sequence[tuple[str, Pairs]]) -> list[bytes]:
         """Write several calls in one go; returns their tags, in order."""
         data = bytearray()

@@ -5,8 +5,12 @@ same shape::
 
     {"hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": "...", "timeout": 10}]}]}}
 
-An entry is ours when it is a command hook running ``<claude-peers> hook <event>`` (the
-``claude-peers`` script, or ``python -m claudepeers``), so install can replace its own
+Claude Code also gets the rewake waiter, ``<claude-peers> hook wait``, on SessionStart,
+UserPromptSubmit and Stop, as a command hook with ``"asyncRewake": true`` (accepted, with
+``rewakeMessage`` and ``rewakeSummary``, by 2.1.197 and 2.1.332; Codex has no such hook).
+
+An entry is ours when it is a command hook running ``<claude-peers> hook <event>`` or
+``<claude-peers> hook wait`` (the ``claude-peers`` script, or ``python -m claudepeers``), so install can replace its own
 entries and uninstall remove exactly them, whatever else the file holds. Every other key,
 event and handler is kept as it was. A file that cannot be parsed raises
 :class:`~claudepeers.cli.agent_config.ConfigError` and is left untouched.
@@ -27,6 +31,16 @@ HOOK_TIMEOUT = 10
 #: Events installed by ``install --hooks``; the stop guard adds STOP_EVENT.
 DEFAULT_EVENTS = ("SessionStart", "UserPromptSubmit")
 assert set(DEFAULT_EVENTS) == CONTEXT_EVENTS
+#: Events that start a rewake waiter: the session's start, each prompt (a turn interrupted
+#: with Esc has no Stop) and each turn's end.
+REWAKE_EVENTS = ("SessionStart", "UserPromptSubmit", STOP_EVENT)
+#: Seconds Claude Code lets a waiter run (it exits by itself a little earlier; the next
+#: turn's Stop starts another). A day: an idle session stays wakeable that long after its
+#: last turn. Below 2.1.197's cap of 2,147,483 s.
+REWAKE_TIMEOUT = 86_400
+#: What the model reads before the messages, and the one line the person sees.
+REWAKE_MESSAGE = "claude-peers: peer messages arrived while you were idle. Read them; reply with send_message or act on them if they need it."
+REWAKE_SUMMARY = "claude-peers: new peer mail"
 
 
 def events_for(stop_guard: bool) -> list[str]:
@@ -39,6 +53,12 @@ def hook_command(command: list[str], event: str) -> str:
     return shlex.join([*command, "hook", event])
 
 
+def rewake_handler(command: list[str]) -> dict[str, Any]:
+    """Claude Code's handler entry for the rewake waiter (the same for each of its events)."""
+    return {"type": "command", "command": shlex.join([*command, "hook", "wait"]), "timeout": REWAKE_TIMEOUT,
+            "asyncRewake": True, "rewakeMessage": REWAKE_MESSAGE, "rewakeSummary": REWAKE_SUMMARY}
+
+
 def is_ours(handler: Any) -> bool:
     """Whether a hook handler entry runs ``claude-peers hook <event>``."""
     if not isinstance(handler, dict) or handler.get("type") != "command":
@@ -47,7 +67,7 @@ def is_ours(handler: Any) -> bool:
         words = shlex.split(str(handler.get("command", "")))
     except ValueError:
         return False
-    if len(words) < 3 or words[-2] != "hook" or words[-1] not in EVENTS:
+    if len(words) < 3 or words[-2] != "hook" or (words[-1] not in EVENTS and words[-1] != "wait"):
         return False
     program = words[:-2]
     return os.path.basename(program[0]) == "claude-peers" or program[-2:] == ["-m", "claudepeers"]
@@ -94,14 +114,19 @@ def _strip_ours(data: dict) -> bool:
     return removed
 
 
-def hooks_add(text: str | None, command: list[str], events: Iterable[str], where: str) -> str:
-    """``text`` with exactly our hooks for ``events`` (replacing any of ours already there)."""
+def hooks_add(text: str | None, command: list[str], events: Iterable[str], where: str, rewake: bool = False) -> str:
+    """``text`` with exactly our hooks for ``events`` (replacing any of ours already there),
+    and with ``rewake`` the waiter on REWAKE_EVENTS (a group of its own: it runs in the
+    background, beside the prompt hook)."""
     data = _load(text, where)
     _strip_ours(data)
     hooks = data.setdefault("hooks", {})
     for event in events:
         handler = {"type": "command", "command": hook_command(command, event), "timeout": HOOK_TIMEOUT}
         hooks.setdefault(event, []).append({"hooks": [handler]})
+    if rewake:
+        for event in REWAKE_EVENTS:
+            hooks.setdefault(event, []).append({"hooks": [rewake_handler(command)]})
     return _dump(data)
 
 

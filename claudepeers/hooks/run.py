@@ -50,7 +50,10 @@ PAGE = 50
 #: The log is renamed to ``hooks.log.1`` beyond this size.
 MAX_LOG_BYTES = 1_000_000
 
-USAGE = "usage: claude-peers hook <SessionStart|UserPromptSubmit|Stop>  (the hook's JSON on stdin)"
+USAGE = ("usage: claude-peers hook <SessionStart|UserPromptSubmit|Stop>  (the hook's JSON on stdin)\n"
+         "       claude-peers hook wait  (Claude Code's asyncRewake hook: wakes the idle session with its mail)")
+#: The argument that runs the rewake waiter (:mod:`.wait`) instead of a prompt hook.
+WAIT_MODE = "wait"
 
 
 def log_path(settings: Settings | None) -> Path:
@@ -199,6 +202,10 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     if args[:1] in (["-h"], ["--help"]):
         print(USAGE)
         return 0
+    if args[:1] == [WAIT_MODE]:
+        from claudepeers.hooks import wait  # the background waiter of the rewake hook
+
+        return wait.main(args[1:], stdin)
     started = time.monotonic()
     settings: Settings | None = None
     event = args[0] if args else ""
