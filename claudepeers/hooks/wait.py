@@ -198,7 +198,12 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stderr: Tex
         payload = read_payload(stdin)
         event = f"wait {payload.get('hook_event_name') or '?'}"
         path = log_path(settings)
-        return run(payload, settings, stderr, lambda line: write_log(path, event, line), wait_seconds())
+        status = run(payload, settings, stderr, lambda line: write_log(path, event, line), wait_seconds())
+        if status == WAKE and stderr is sys.stderr:
+            # Claude Code wakes the session when we exit: skip the interpreter's teardown.
+            sys.stderr.flush()
+            os._exit(WAKE)
+        return status
     except BrokerUnreachable as error:
         write_log(log_path(settings), event, f"{error} (mail waits for the next hook or tool call)")
     except AmpError as error:
