@@ -315,13 +315,6 @@ class Broker:
         """Mark messages shown (or ``how="woke"``); fires with how many were newly marked."""
         return self.mail.acknowledge(actor, message_ids, via, how)
 
-    def wait_for_mail(self, actor: PeerActor, connection: Any, limit: int | None) -> Deferred:
-        """A rewake hook's wait for mail no one shows (see mailwait.py); one per peer."""
-        if limit is not None and not 0 < limit <= 1000:
-            raise InvalidArgument("limit must be 1 to 1000")
-        if actor.state == GONE:
-            raise PeerGone(f"peer {actor.id} ({actor.name}) has ended")
-        return actor.waits.wait(connection, limit or 50)
 
     def message_states(self, sender: PeerActor | None, message_ids: Iterable[int]) -> Deferred:
         """What became of messages the caller sent."""
@@ -418,7 +411,7 @@ class Broker:
             "host": self.host,
             "started_at": iso(self.started_at),
             "uptime_seconds": round(self.now() - self.started_at, 3),
-            "peers": [{**a.record.to_wire(a.unread), "rewake_pid": _waiter_pid(a)} for a in peers],
+            "peers": [{**a.record.to_wire(a.unread), "rewake_pid": a.waits.waiter_pid} for a in peers],
             "online": sum(1 for a in peers if a.state == ONLINE),
             "offline": sum(1 for a in peers if a.state == OFFLINE),
             "gone": sum(1 for a in peers if a.state == GONE),
@@ -428,12 +421,6 @@ class Broker:
             "store": {"commits": self.store.batches, "writes": self.store.batched_writes},
             "limits": {k: getattr(self.limits, k) for k in self.limits.__dataclass_fields__},
         }
-
-
-def _waiter_pid(actor: PeerActor) -> int | None:
-    """The pid of the peer's armed rewake hook (from the kernel, SO_PEERCRED), if any."""
-    creds = getattr(actor.waits.waiter, "creds", None)
-    return getattr(creds, "pid", None)
 
 
 def _repo_key(record: PeerRecord) -> str:

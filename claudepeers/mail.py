@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 
 from .peers import PeerActor
 from .records import CLI_ID, GONE, Message, NewMessage, iso
-from .wire import InvalidArgument, LimitExceeded
+from .wire import InvalidArgument, LimitExceeded, PeerGone
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -164,6 +164,14 @@ class Mail:
         if marked and bridge is not None and via is not bridge and hasattr(bridge, "shown_elsewhere"):
             bridge.shown_elsewhere(marked)
         return len(marked)
+
+    def wait_for_mail(self, actor: PeerActor, connection: Any, limit: int | None) -> Deferred:
+        """A rewake hook's wait for mail no one shows (see mailwait.py); one per peer."""
+        if limit is not None and not 0 < limit <= 1000:
+            raise InvalidArgument("limit must be 1 to 1000")
+        if actor.state == GONE:
+            raise PeerGone(f"peer {actor.id} ({actor.name}) has ended")
+        return actor.waits.wait(connection, limit or 50)
 
     @inlineCallbacks
     def message_states(self, sender: PeerActor | None, message_ids: Iterable[int]) -> Any:

@@ -44,6 +44,8 @@ REMEMBER_WOKEN = 10_000
 
 @dataclass
 class _Waiter:
+    """The armed WaitForMail: its connection, its answer, how many messages it takes."""
+
     connection: Any
     answer: Deferred
     limit: int
@@ -64,9 +66,10 @@ class MailWaits:
         return self._waiter is not None
 
     @property
-    def waiter(self) -> Any:
-        """The connection of the armed waiter, if any (status shows its pid)."""
-        return self._waiter.connection if self._waiter is not None else None
+    def waiter_pid(self) -> int | None:
+        """The pid of the armed waiter's process (the kernel's, SO_PEERCRED), for status."""
+        creds = getattr(self._waiter.connection, "creds", None) if self._waiter is not None else None
+        return getattr(creds, "pid", None)
 
     def wait(self, connection: Any, limit: int) -> Deferred:
         """Arm a waiter on ``connection``; fires with the answer for WaitForMail."""

@@ -306,7 +306,7 @@ class BrokerProtocol(LeanAMP):
         actor = self._peer()
         if self.bridge:
             raise wire.InvalidArgument("a bridge cannot wait for mail; a hook connection (after Attach) can")
-        return self.broker.wait_for_mail(actor, self, limit)
+        return self.broker.mail.wait_for_mail(actor, self, limit)
 
     @wire.MessageState.responder
     def message_state(self, message_ids: list[int]) -> Deferred:

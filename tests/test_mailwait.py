@@ -42,7 +42,7 @@ def test_held_mail_answers_the_waiter_and_the_sender_hears_woke(world: World) ->
     """The bridge holds a message: the armed waiter gets it; its Acknowledge(how=woke) answers the sender."""
     alice, bob, bridge = yield two_peers(world)
     hook = HookConnection()
-    waited = world.broker.wait_for_mail(alice, hook, None)
+    waited = world.broker.mail.wait_for_mail(alice, hook, None)
     sent = world.broker.send(bob, "alice", "review PR 7")
     answer = yield waited
     assert answer["outcome"] == "mail" and [m["body"] for m in answer["messages"]] == ["review PR 7"]
@@ -57,7 +57,7 @@ def test_held_mail_answers_the_waiter_and_the_sender_hears_woke(world: World) ->
 def test_mail_shown_by_the_channel_never_wakes(world: World) -> None:
     """A push answered shown (a channel notification) leaves the waiter waiting."""
     alice, bob, _ = yield two_peers(world, "push", True)
-    waited = world.broker.wait_for_mail(alice, HookConnection(), None)
+    waited = world.broker.mail.wait_for_mail(alice, HookConnection(), None)
     result = yield world.broker.send(bob, "alice", "seen at once")
     assert result["status"] == "delivered" and not waited.called
 
@@ -66,7 +66,7 @@ def test_mail_shown_by_the_channel_never_wakes(world: World) -> None:
 def test_a_push_not_answered_yet_does_not_wake(world: World) -> None:
     """While the bridge has not answered a push, the waiter waits; a held answer wakes it."""
     alice, bob, bridge = yield two_peers(world, "inline", None)
-    waited = world.broker.wait_for_mail(alice, HookConnection(), None)
+    waited = world.broker.mail.wait_for_mail(alice, HookConnection(), None)
     world.broker.send(bob, "alice", "in flight")
     while not bridge.pushed:  # the commit runs in the store's thread
         yield world.store.unread_counts()
@@ -79,8 +79,8 @@ def test_a_push_not_answered_yet_does_not_wake(world: World) -> None:
 def test_a_newer_waiter_replaces_the_older(world: World) -> None:
     """Two waiters of one peer: the first is answered replaced at once; the second gets the mail."""
     alice, bob, _ = yield two_peers(world)
-    first = world.broker.wait_for_mail(alice, HookConnection(), None)
-    second = world.broker.wait_for_mail(alice, HookConnection(), None)
+    first = world.broker.mail.wait_for_mail(alice, HookConnection(), None)
+    second = world.broker.mail.wait_for_mail(alice, HookConnection(), None)
     assert (yield first) == {"outcome": "replaced", "messages": [], "more": 0}
     world.broker.send(bob, "alice", "for the newest")
     assert (yield second)["outcome"] == "mail"
@@ -92,11 +92,11 @@ def test_a_message_handed_out_once_does_not_wake_again_by_itself(world: World) -
     alone (no wake after every turn), but is with it once something new arrives."""
     alice, bob, _ = yield two_peers(world)
     hook = HookConnection()
-    waited = world.broker.wait_for_mail(alice, hook, None)
+    waited = world.broker.mail.wait_for_mail(alice, hook, None)
     world.broker.send(bob, "alice", "too long for a hook, say")
     yield waited
     alice.waits.closed(hook)
-    again = world.broker.wait_for_mail(alice, HookConnection(), None)
+    again = world.broker.mail.wait_for_mail(alice, HookConnection(), None)
     assert not again.called
     world.broker.send(bob, "alice", "something new")
     answer = yield again
@@ -112,7 +112,7 @@ def test_a_prompt_hook_and_a_waiter_never_both_get_a_message(world: World) -> No
     prompt_hook = HookConnection()
     fetched, _ = yield world.broker.fetch_unread(alice, None, prompt_hook)
     assert [m["body"] for m in fetched] == ["one"]
-    waited = world.broker.wait_for_mail(alice, HookConnection(), None)
+    waited = world.broker.mail.wait_for_mail(alice, HookConnection(), None)
     assert not waited.called
     alice.waits.closed(prompt_hook)  # it printed nothing and closed: the claim lapses
     assert (yield waited)["outcome"] == "mail"
@@ -122,7 +122,7 @@ def test_a_prompt_hook_and_a_waiter_never_both_get_a_message(world: World) -> No
 def test_the_waiter_hears_when_its_peer_ends(world: World) -> None:
     """The agent session ends: its waiter is answered ended."""
     alice, _, _ = yield two_peers(world)
-    waited: Deferred = world.broker.wait_for_mail(alice, HookConnection(), None)
+    waited: Deferred = world.broker.mail.wait_for_mail(alice, HookConnection(), None)
     world.processes.end(alice.record.agent_pid)
     world.broker.reap()
     assert (yield waited)["outcome"] == "ended"
@@ -137,4 +137,4 @@ def test_a_bad_how_or_limit_is_refused_clearly(world: World) -> None:
     with pytest.raises(InvalidArgument, match="how must be shown or woke"):
         yield world.broker.acknowledge(alice, [1], how="seen")
     with pytest.raises(InvalidArgument, match="limit must be 1 to 1000"):
-        world.broker.wait_for_mail(alice, HookConnection(), 0)
+        world.broker.mail.wait_for_mail(alice, HookConnection(), 0)
