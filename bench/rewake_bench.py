@@ -9,7 +9,10 @@ Stop hook), then time from the ``Send`` call (the sender's tool call: one AMP ca
 broker's socket, as a bridge makes it) to the arrival of the model request whose JSON
 carries the message's marker. It also notes when the waiter process exited, which splits
 each figure into ours (send, waiter, acknowledgement, exit) and Claude Code's (from the
-hook's exit to its request).
+hook's exit to its request). ``--baseline N`` also times Claude Code alone: N sessions
+whose only hook is a SessionStart ``asyncRewake`` shell hook that sleeps 3 s, notes the
+time and exits 2, from that exit to the request carrying its text (the floor on this
+machine at this moment, nothing of ours involved).
 
 Run: ``.venv/bin/python bench/rewake_bench.py --claude /work/clis/claude-2.1.197/node_modules/.bin/claude
 --claude /work/clis/claude-2.1.332/node_modules/.bin/claude [--messages 25] [--json]``.
@@ -102,14 +105,40 @@ def bench_one(claude: str, messages: int) -> dict[str, Any]:
     }
 
 
+def baseline_one(claude: str) -> float:
+    """Claude Code alone: from a plain asyncRewake hook's exit to the request it caused, in ms."""
+    base = Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))
+    (base / ".claude").mkdir()
+    stamp = base / "exited"
+    command = f"sleep 3; date +%s.%N > {stamp}; echo BASELINE-WAKE >&2; exit 2"
+    hook = {"type": "command", "command": command, "asyncRewake": True, "timeout": 60}
+    (base / ".claude" / "settings.json").write_text(json.dumps({"hooks": {"SessionStart": [{"hooks": [hook]}]}}))
+    seed_claude_json(base, base)
+    api = StandInApi()
+    session = ClaudeInTmux(claude, base, {"PATH": "/usr/bin:/bin"}, api.url, "baseline").start()
+    try:
+        _, arrived = api.wait_for_text("BASELINE-WAKE", 60)
+        wall = time.time() - (time.monotonic() - arrived)
+        return 1000 * (wall - float(stamp.read_text()))
+    finally:
+        session.exit()
+        api.close()
+
+
 def main() -> int:
     """Run the benchmark for each ``--claude`` binary; print a table or JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--claude", action="append", required=True, help="a claude binary (repeat for several)")
     parser.add_argument("--messages", type=int, default=25)
+    parser.add_argument("--baseline", type=int, default=0, help="sessions timing Claude Code alone, per binary")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = [bench_one(claude, args.messages) for claude in args.claude]
+    for result in results:
+        floor = [baseline_one(result["claude"]) for _ in range(args.baseline)]
+        if floor:
+            result["baseline_each_ms"] = [round(f, 1) for f in floor]
+            result["baseline_p50_ms"] = round(statistics.median(floor), 1)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -117,7 +146,9 @@ def main() -> int:
         print(f"{result['banner']}: {result['messages']} messages, send -> model request "
               f"p50 {result['p50_ms']} ms, max {result['max_ms']} ms (min {result['min_ms']}); "
               f"send -> hook exit p50 {result['ours_p50_ms']} ms (max {result['ours_max_ms']}); "
-              f"hook exit -> request p50 {result['claude_p50_ms']} ms; status {','.join(result['statuses'])}")
+              f"hook exit -> request p50 {result['claude_p50_ms']} ms; status {','.join(result['statuses'])}"
+              + (f"; Claude Code alone, plain hook exit -> request p50 {result['baseline_p50_ms']} ms"
+                 if "baseline_p50_ms" in result else ""))
     return 0
 
 
