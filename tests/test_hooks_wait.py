@@ -108,22 +108,9 @@ async def test_an_idle_session_is_woken_with_its_mail_once_and_the_sender_hears_
 
 
 @asyncio_test
-async def test_mail_already_waiting_wakes_at_once(make_agent: Callable) -> None:
-    """Mail the bridge holds (sent while no waiter ran) is handed to the next waiter as it starts."""
-    a = make_agent("alpha")
-    b = make_agent("beta", "codex")
-    async with open_bridge(a, "claude-code", registered=False) as ca, \
-            open_bridge(b, "codex-mcp-client", registered=False) as cb:
-        await ready(ca, cb)
-        assert "queued" in await cb.text("send_message", {"to_id": "alpha", "message": "sent before"})
-        run = await Waiter(a, "late").result()
-        assert run.status == 2 and "\u2502 sent before" in run.stderr
-        assert await ca.text("check_messages") == "No new messages."
-
-
-@asyncio_test
 async def test_a_newer_waiter_replaces_the_older_which_exits_0(make_agent: Callable, broker_process: BrokerProcess) -> None:
-    """One waiter per session: the second takes over, the first exits 0 at once and prints nothing."""
+    """One waiter per session: the second takes over, the first exits 0 at once and prints nothing;
+    mail already waiting wakes the next waiter at once."""
     a = make_agent("alpha")
     b = make_agent("beta", "codex")
     async with open_bridge(a, "claude-code", registered=False) as ca, \
@@ -137,6 +124,11 @@ async def test_a_newer_waiter_replaces_the_older_which_exits_0(make_agent: Calla
         await until_armed(broker_process, "alpha", second)
         await cb.text("send_message", {"to_id": "alpha", "message": "for the newest"})
         assert (await second.result()).status == 2
+        # Mail the bridge holds while no waiter runs is handed to the next one as it starts.
+        assert "queued" in await cb.text("send_message", {"to_id": "alpha", "message": "sent before"})
+        late = await Waiter(a, "late").result()
+        assert late.status == 2 and "\u2502 sent before" in late.stderr
+        assert await ca.text("check_messages") == "No new messages."
 
 
 @asyncio_test
