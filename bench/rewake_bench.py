@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -92,6 +93,7 @@ def bench_one(claude: str, messages: int) -> dict[str, Any]:
             session.close()
         api.close()
         broker.stop()
+        shutil.rmtree(base, ignore_errors=True)
     found = re.search(r"Claude Code v[0-9.]+", version)
     line = found.group(0) if found else claude
     return {
@@ -123,6 +125,7 @@ def baseline_one(claude: str) -> float:
     finally:
         session.exit()
         api.close()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def main() -> int:
