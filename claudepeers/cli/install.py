@@ -246,6 +246,8 @@ class Installer:
         """Write the broker's service file with real paths and say how to load it."""
         rendered = service.render(kind, self.paths.home, self.command, settings.socket_path, settings.db_path)
         write_text(rendered.path, rendered.text, new_mode=0o644)
+        if rendered.log is not None:
+            rendered.log.parent.mkdir(parents=True, exist_ok=True)
         self.manifest["service"] = {"path": str(rendered.path), "kind": kind, "sha256": _sha(rendered.text)}
         self.say(f"Service ({kind}): {short_path(self.paths, rendered.path)}")
         self.say(f"  load it:  {rendered.load}")
@@ -258,7 +260,9 @@ def _sha(text: str) -> str:
 
 def default_service_kind() -> str:
     """launchd on macOS, systemd elsewhere."""
-    return "launchd" if sys.platform == "darwin" else "systemd"
+    from claudepeers import platforms
+
+    return platforms.SERVICE_KIND
 
 
 _TARGET_FLAGS = ["claude", "codex", "service", "allow-tools", "skill", "hooks"]
