@@ -21,6 +21,7 @@ from twisted.protocols import amp
 from twisted.internet.threads import deferToThread
 
 from . import platforms, wire
+from .platforms import sandbox
 from .settings import Settings, parse_url
 
 
@@ -142,6 +143,7 @@ def connect(
     try:
         yield connectProtocol(endpoint, protocol)
     except (ConnectError, OSError) as first_error:
+        sandbox.note_failed_connect(settings, first_error)  # for doctor: a sandbox's refusal?
         if not (autostart and settings.autostart) or settings.url:
             raise BrokerNotRunning(_not_running_text(settings, first_error)) from None
         yield deferToThread(ensure_broker, settings)
