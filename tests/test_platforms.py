@@ -87,11 +87,11 @@ def test_a_malformed_xucred_is_an_error_not_a_uid(raw: bytes, why: str) -> None:
         credentials.darwin_peer(RecordedSocket({(0, 1): raw, (0, 2): PID_4242}))
 
 
-def test_linux_credentials_of_a_real_socket_pair_name_this_process() -> None:
-    """SO_PEERCRED on a connected pair is this process and this user."""
+def test_this_kernels_credentials_of_a_real_socket_pair_name_this_process() -> None:
+    """The platform's reader (SO_PEERCRED here, LOCAL_PEERCRED on the macOS runner) names us."""
     left, right = socket.socketpair(socket.AF_UNIX)
     try:
-        assert credentials.linux_peer(left) == (os.getpid(), os.getuid())
+        assert platforms.peer_credentials(left) == (os.getpid(), os.getuid())
     finally:
         left.close()
         right.close()
@@ -178,6 +178,7 @@ def _start(pid: int) -> float:
     return psutil.Process(pid).create_time()
 
 
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfds are Linux only")
 def test_a_pidfd_turns_readable_when_the_agent_ends(child: subprocess.Popen) -> None:
     """Linux: the watcher reads the pidfd and reports the end once, then stops watching."""
     reactor = MemoryReactorClock()
@@ -247,7 +248,10 @@ def test_kqueue_registers_note_exit_for_the_pid_and_reports_it(child: subprocess
     assert ended == [1] and api.closed and watcher not in reactor.getReaders()
 
 
-@pytest.mark.parametrize("kind", ["pidfd", "kqueue", "kqueue-esrch", "poll"])
+@pytest.mark.parametrize("kind", [
+    pytest.param("pidfd", marks=pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfds are Linux only")),
+    "kqueue", "kqueue-esrch", "poll",
+])
 def test_an_agent_already_gone_is_reported_at_once(kind: str) -> None:
     """Every watcher reports a process that ended before it was armed, without waiting."""
     gone = subprocess.Popen(["true"])
@@ -277,6 +281,7 @@ def test_the_poll_notices_an_end_within_a_second(child: subprocess.Popen) -> Non
     assert ended == [1]
 
 
+@pytest.mark.skipif(not hasattr(os, "pidfd_open") or hasattr(select, "kqueue"), reason="Linux's choice of watchers")
 def test_portable_watching_skips_the_pidfd(child: subprocess.Popen) -> None:
     """With the portable paths forced on Linux (no kqueue), the watch is the psutil poll."""
     reactor = MemoryReactorClock()
@@ -287,3 +292,17 @@ def test_portable_watching_skips_the_pidfd(child: subprocess.Popen) -> None:
     fast = exitwatch.watch_exit(reactor, child.pid, _start(child.pid), lambda: None, processes.is_alive_proc)
     assert reactor.getReaders() == [fast]
     fast.stop()
+
+
+@pytest.mark.skipif(not hasattr(select, "kqueue"), reason="kqueue is macOS/BSD only (runs on the macOS CI runner)")
+def test_a_real_kqueue_reports_the_agents_end(child: subprocess.Popen) -> None:
+    """macOS: the kernel's NOTE_EXIT makes the kqueue readable; the watcher reports the end once."""
+    reactor, ended = MemoryReactorClock(), []
+    watcher = exitwatch.watch_kqueue(reactor, child.pid, _start(child.pid), lambda: ended.append(1),
+                                     processes.is_alive_portable)
+    assert watcher in reactor.getReaders()
+    fd = watcher.fileno()
+    child.kill()
+    assert select.select([fd], [], [], 5.0)[0] == [fd]
+    watcher.doRead()
+    assert ended == [1] and watcher not in reactor.getReaders()

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+from typing import Any, Callable
 
 from . import credentials, paths, processes
 
@@ -41,13 +43,13 @@ SERVICE_KIND = "launchd" if SYSTEM == "darwin" else "systemd"
 lock_exclusive = paths.lock_exclusive
 
 
-def check_socket_path(path: object, setting: str = "CLAUDE_PEERS_SOCKET") -> None:
+def check_socket_path(path: Path | str, setting: str = "CLAUDE_PEERS_SOCKET") -> None:
     """Raise ``ValueError`` naming ``setting`` and the limit when ``path`` is too long here."""
     paths.check_socket_path(str(path), SOCKET_PATH_LIMIT, SYSTEM, setting)
 
 
-def watch_exit(reactor: object, pid: int, start: float, on_exit: object) -> object:
+def watch_exit(reactor: Any, pid: int, start: float, on_exit: Callable[[], None]) -> Any:
     """Call ``on_exit`` once when process ``pid`` (started at ``start``) ends; has ``stop()``."""
     from . import exitwatch  # Twisted: not for the hook, which imports this package too
 
-    return exitwatch.watch_exit(reactor, pid, start, on_exit, is_alive, portable=PORTABLE)  # type: ignore[arg-type]
+    return exitwatch.watch_exit(reactor, pid, start, on_exit, is_alive, portable=PORTABLE)
