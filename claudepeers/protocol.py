@@ -1,9 +1,9 @@
 """Thin AMP responders: one BrokerProtocol per connection, calling into the Broker.
 
 This layer owns what only a connection knows: the kernel's credentials (on the UNIX
-socket, read by :mod:`claudepeers.platforms`), whether a TCP connection has shown the token, which peer the
-connection is bound to, and turning every failure into a clear AMP error (never a
-dropped connection, which is what AMP does with an unexpected exception).
+socket, read by :mod:`claudepeers.platforms`), whether a TCP connection has shown the
+token, which peer the connection is bound to, and turning every failure into a clear AMP
+error (never a dropped connection, which is what AMP does with an unexpected exception).
 """
 
 from __future__ import annotations

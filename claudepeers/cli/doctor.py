@@ -170,8 +170,11 @@ def check_codex_reach(settings: Any, home: Path, now: float | None = None) -> li
         except SettingError as exc:
             findings.append(Finding("problem", "codex over tcp", str(exc), "claude-peers install --codex --tcp"))
         else:
-            findings.append(Finding("ok", "codex over tcp", f"Codex reaches the broker at {url}") if answers else
-                            Finding("problem", "codex over tcp", f"Codex is set to reach the broker at {url}, but nothing answers there", tcp_fix))
+            findings.append(
+                Finding("ok", "codex over tcp", f"Codex reaches the broker at {url}") if answers else
+                Finding("problem", "codex over tcp", f"Codex is set to reach the broker at {url}, but nothing answers",
+                        tcp_fix)
+            )
     records = sandbox.failed_connects(settings.socket_path, now)
     if not records:
         return findings
@@ -182,7 +185,8 @@ def check_codex_reach(settings: Any, home: Path, now: float | None = None) -> li
             f"{', ' + last['sandbox'] if last.get('sandbox') else ''}) could not connect to {last.get('socket')}"
             f" {minutes} min ago: {last.get('error')}")
     if url:
-        findings.append(Finding("info", "sandbox", f"{text}; Codex has used TCP since (if it was restarted)"))
+        findings.append(Finding("info", "sandbox",
+                                f"{text}; Codex is now set to use TCP (sessions started before still use the socket)"))
     elif codex:
         findings.append(Finding("problem", "sandbox", f"{text}. Codex's sandbox (seatbelt on macOS, in workspace-write "
                                 "mode) blocks connections to the UNIX socket",
