@@ -9,10 +9,12 @@ Both the bridge (to claim) and the broker (to check the claim) use these functio
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import psutil
+
+from . import platforms
+from .platforms import processes
 
 #: Agent kinds we recognise, by process/argv basename.
 AGENT_NAMES = {"claude": "claude-code", "codex": "codex"}
@@ -119,51 +121,15 @@ def is_ancestor(ancestor_pid: int, pid: int) -> bool:
 
 
 def same_start(recorded: float, actual: float) -> bool:
-    """Start times match at psutil's Linux resolution (1/100 s)."""
-    return abs(recorded - actual) < 0.05
+    """Start times match at psutil's coarsest resolution (Linux: 1/100 s)."""
+    return processes.same_start(recorded, actual)
 
 
 def is_alive(pid: int, start: float) -> bool:
     """True when ``pid`` runs and is the same process that started at ``start``.
 
     A reused pid (a different start time) counts as dead; so does a zombie. The broker
-    checks every peer's agent every 10 s: on Linux one read of ``/proc/<pid>/stat`` (what
-    psutil reads twice, around building a Process) keeps 1,000 idle peers cheap.
+    checks every peer's agent every 10 s; :mod:`claudepeers.platforms` reads
+    ``/proc/<pid>/stat`` once on Linux and asks psutil elsewhere.
     """
-    if pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            stat = file.read()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return _is_alive_psutil(pid, start)
-    # The command name (field 2) may hold spaces and parentheses: fields count from the last ")".
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):  # zombie or dead
-        return False
-    # Field 22, the start time in clock ticks since boot, is psutil's create_time basis.
-    return same_start(start, int(fields[19]) / _CLOCK_TICKS + _boot_time())
-
-
-def _is_alive_psutil(pid: int, start: float) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return same_start(start, proc.create_time())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_boot: list[float] = [0.0, -1.0]  # boot time, and when (monotonic) it was read
-
-
-def _boot_time() -> float:
-    """psutil.boot_time(), read again at most once a second (one reap reads it once)."""
-    now = time.monotonic()
-    if now - _boot[1] > 1.0:
-        _boot[0], _boot[1] = psutil.boot_time(), now
-    return _boot[0]
+    return platforms.is_alive(pid, start)

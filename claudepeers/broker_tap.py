@@ -24,7 +24,7 @@ from twisted.python import usage
 from twisted.python.lockfile import FilesystemLock
 
 from . import __version__
-from .settings import SettingError, Settings
+from .settings import SettingError, Settings, check_socket_path
 
 
 class StartupError(Exception):
@@ -62,6 +62,13 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--tcp takes a port number, not {self['tcp']!r}") from None
             changes["tcp_enabled"] = True
         settings = settings.with_changes(**changes)
+        try:
+            if self["socket"]:
+                check_socket_path(settings.socket_path, "--socket")
+            if self["manhole"]:
+                check_socket_path(Path(self["manhole"]).absolute(), "--manhole")
+        except SettingError as exc:
+            raise usage.UsageError(str(exc)) from None
         if self["manhole"]:
             settings = settings.with_changes(manhole_path=Path(self["manhole"]).absolute())
         elif self["manhole-default"]:

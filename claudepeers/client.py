@@ -6,7 +6,6 @@ Clients know the broker only through :mod:`claudepeers.wire` and this module.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import socket
 import subprocess
@@ -21,7 +20,8 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.protocols import amp
 from twisted.internet.threads import deferToThread
 
-from . import wire
+from . import platforms, wire
+from .platforms import sandbox
 from .settings import Settings, parse_url
 
 
@@ -102,7 +102,7 @@ def ensure_broker(settings: Settings, wait: float = 8.0) -> bool:
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock_fd = os.open(settings.lock_path, os.O_CREAT | os.O_RDWR, 0o600)
     try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        platforms.lock_exclusive(lock_fd)
         if broker_answers(settings):
             return False
         log_path = settings.log_path or run_dir / "broker.log"
@@ -143,6 +143,7 @@ def connect(
     try:
         yield connectProtocol(endpoint, protocol)
     except (ConnectError, OSError) as first_error:
+        sandbox.note_failed_connect(settings, first_error)  # for doctor: a sandbox's refusal?
         if not (autostart and settings.autostart) or settings.url:
             raise BrokerNotRunning(_not_running_text(settings, first_error)) from None
         yield deferToThread(ensure_broker, settings)

@@ -1,9 +1,9 @@
 """Thin AMP responders: one BrokerProtocol per connection, calling into the Broker.
 
-This layer owns what only a connection knows: the kernel's credentials (SO_PEERCRED on
-the UNIX socket), whether a TCP connection has shown the token, which peer the
-connection is bound to, and turning every failure into a clear AMP error (never a
-dropped connection, which is what AMP does with an unexpected exception).
+This layer owns what only a connection knows: the kernel's credentials (on the UNIX
+socket, read by :mod:`claudepeers.platforms`), whether a TCP connection has shown the
+token, which peer the connection is bound to, and turning every failure into a clear AMP
+error (never a dropped connection, which is what AMP does with an unexpected exception).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import os
 import socket
-import struct
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
@@ -20,7 +19,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from . import __version__, wire
+from . import __version__, platforms, wire
 from .broker import Broker, Claim, Credentials
 from .lean_amp import LeanAMP
 from .peers import PeerActor
@@ -41,8 +40,11 @@ def peer_credentials(transport: Any) -> Credentials:
         return Credentials("tcp")
     if getattr(handle, "family", None) != socket.AF_UNIX:
         return Credentials("tcp")
-    raw = handle.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", raw)
+    try:
+        pid, uid = platforms.peer_credentials(handle)
+    except OSError:
+        # The kernel would not say who it is: no uid, so the connection is refused.
+        return Credentials("unix")
     return Credentials("unix", pid=pid, uid=uid)
 
 

@@ -101,6 +101,10 @@ class Settings:
         home = _home(env)
         run_dir = home / ".claude" / "run"
         socket_path = Path(env.get("CLAUDE_PEERS_SOCKET") or run_dir / "claude-peers.sock")
+        check_socket_path(socket_path, "CLAUDE_PEERS_SOCKET" if env.get("CLAUDE_PEERS_SOCKET")
+                          else "the default socket path under HOME (set CLAUDE_PEERS_SOCKET)")
+        if env.get("CLAUDE_PEERS_MANHOLE"):
+            check_socket_path(Path(env["CLAUDE_PEERS_MANHOLE"]), "CLAUDE_PEERS_MANHOLE")
         port_raw = env.get("CLAUDE_PEERS_PORT") or "7899"
         try:
             port = int(port_raw)
@@ -130,6 +134,16 @@ class Settings:
     def with_changes(self, **changes: object) -> "Settings":
         """A copy with some fields replaced (command-line options win over the environment)."""
         return replace(self, **changes)
+
+
+def check_socket_path(path: Path, setting: str) -> None:
+    """A SettingError naming ``setting`` and this platform's limit when ``path`` is too long."""
+    from . import platforms
+
+    try:
+        platforms.check_socket_path(path, setting)
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
 
 
 def _flag(raw: str | None) -> bool:

@@ -33,6 +33,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "shared-machine"))
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_report_header() -> str:
+    """Say which platform implementations this run uses (CLAUDE_PEERS_PORTABLE=1 forces psutil's)."""
+    from claudepeers import platforms
+
+    return f"claude-peers platforms: {platforms.SYSTEM}, portable={platforms.PORTABLE}, is_alive={platforms.is_alive.__name__}"
+
+
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     """A fresh short directory under /tmp, removed afterwards."""

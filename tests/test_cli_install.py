@@ -180,7 +180,23 @@ def test_launchd_plist_parses_and_keeps_the_broker_alive(short_dir: Path) -> Non
     assert plist["ProgramArguments"] == ["/Apps/My Tools/python", "-m", "claudepeers", "broker"]
     assert plist["EnvironmentVariables"] == {"CLAUDE_PEERS_SOCKET": "/s/cp.sock", "CLAUDE_PEERS_DB": "/d/p&q.db"}
     assert plist["KeepAlive"] == {"SuccessfulExit": False} and plist["RunAtLoad"] is True
-    assert rendered.load.startswith("launchctl bootstrap gui/")
+    assert rendered.path == short_dir / "Library" / "LaunchAgents" / "com.claude-peers.broker.plist"
+    log = short_dir / "Library" / "Logs" / "claude-peers-broker.log"
+    assert plist["StandardOutPath"] == plist["StandardErrorPath"] == str(log) == str(rendered.log)
+    assert f"launchctl bootstrap gui/$(id -u) {rendered.path}" in rendered.load
+    assert rendered.unload == "launchctl bootout gui/$(id -u)/com.claude-peers.broker"
+
+
+def test_install_service_writes_the_launch_agent_with_real_paths(short_dir: Path) -> None:
+    """install --service --service-kind launchd: the plist in ~/Library/LaunchAgents, the log folder, the load line."""
+    done = cli(home_env(short_dir), "install", "--service", "--service-kind", "launchd")
+    assert done.returncode == 0, done.stderr
+    agent = short_dir / "Library" / "LaunchAgents" / "com.claude-peers.broker.plist"
+    plist = plistlib.loads(agent.read_bytes())
+    assert plist["ProgramArguments"] == [command_path(), "broker"] and Path(command_path()).is_absolute()
+    assert plist["EnvironmentVariables"]["CLAUDE_PEERS_SOCKET"] == str(short_dir / "run" / "cp.sock")
+    assert (short_dir / "Library" / "Logs").is_dir()
+    assert f"launchctl bootstrap gui/$(id -u) {agent}" in done.stdout
 
 
 def test_etc_templates_are_the_shipped_ones() -> None:

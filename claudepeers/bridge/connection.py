@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from claudepeers import client, wire
+from claudepeers.platforms import sandbox
 from claudepeers.lean_amp import LeanAMP
 from claudepeers.settings import Settings
 
@@ -137,6 +138,7 @@ class AutostartEndpoint:
 
     def _failed(self, failure: Failure, factory: Any) -> Any:
         where = self._settings.url or str(self._settings.socket_path)
+        sandbox.note_failed_connect(self._settings, failure.value)  # for doctor: a sandbox's refusal?
         self._note(f"no broker answers at {where}")
         if not self._settings.autostart or self._settings.url:
             return failure

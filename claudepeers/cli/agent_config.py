@@ -143,10 +143,14 @@ def _toml_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def codex_table(command: list[str]) -> str:
-    """The ``[mcp_servers.claude-peers]`` table that starts the bridge."""
+def codex_table(command: list[str], env: dict[str, str] | None = None) -> str:
+    """The ``[mcp_servers.claude-peers]`` table that starts the bridge (with ``env``, if any)."""
     args = ", ".join(_toml_string(arg) for arg in [*command[1:], "mcp"])
-    return f"[mcp_servers.{SERVER_NAME}]\ncommand = {_toml_string(command[0])}\nargs = [{args}]\n"
+    table = f"[mcp_servers.{SERVER_NAME}]\ncommand = {_toml_string(command[0])}\nargs = [{args}]\n"
+    if env:
+        pairs = ", ".join(f"{_toml_string(key)} = {_toml_string(value)}" for key, value in sorted(env.items()))
+        table += f"env = {{ {pairs} }}\n"
+    return table
 
 
 def _without_our_tables(text: str) -> str:
@@ -193,7 +197,9 @@ def codex_toml_remove(text: str | None, where: str = "~/.codex/config.toml") -> 
     return result
 
 
-def codex_toml_add(text: str | None, command: list[str], where: str = "~/.codex/config.toml") -> str:
+def codex_toml_add(
+    text: str | None, command: list[str], where: str = "~/.codex/config.toml", env: dict[str, str] | None = None
+) -> str:
     """``text`` with ``[mcp_servers.claude-peers]`` starting ``command``, the rest kept as is."""
     data = _load_toml(text, where)
     if "mcp_servers" in data and not isinstance(data["mcp_servers"], dict):
@@ -207,10 +213,13 @@ def codex_toml_add(text: str | None, command: list[str], where: str = "~/.codex/
         base = base.rstrip("\n") + "\n\n"
     else:
         base = ""
-    result = base + codex_table(command)
+    result = base + codex_table(command, env)
     parsed = _load_toml(result, where)
     want = _expected_without_us(data)
-    want.setdefault("mcp_servers", {})[SERVER_NAME] = {"command": command[0], "args": [*command[1:], "mcp"]}
+    entry: dict = {"command": command[0], "args": [*command[1:], "mcp"]}
+    if env:
+        entry["env"] = dict(env)
+    want.setdefault("mcp_servers", {})[SERVER_NAME] = entry
     if _comparable(parsed) != want:
         raise ConfigError(f"{where}: cannot add the {SERVER_NAME} table safely; left untouched")
     return result

@@ -86,6 +86,7 @@ def check_files(settings: Any, home: Path) -> list[Finding]:
     else:
         findings.append(Finding("info", "database", f"{settings.db_path} does not exist yet"))
     findings += check_agent_configs(home)
+    findings += check_codex_reach(settings, home)
     return [f for f in findings if f is not None]
 
 
@@ -143,6 +144,58 @@ def check_service(home: Path) -> Finding:
         return Finding("problem", "service", f"{path} runs {command}, which does not exist",
                        "claude-peers install --service")
     return Finding("ok", "service", f"{path} runs {command}")
+
+
+def check_codex_reach(settings: Any, home: Path, now: float | None = None) -> list[Finding]:
+    """Can Codex reach the broker? Its TCP settings answer, and no sandbox refused the socket."""
+    import time
+
+    from claudepeers.cli.install import Paths
+    from claudepeers.client import broker_answers
+    from claudepeers.platforms import sandbox
+    from claudepeers.settings import SettingError, parse_url
+
+    try:
+        entry = agent_config.codex_entry(Paths(home).codex_config.read_text())
+    except (OSError, ConfigError):
+        entry = None
+    env = entry.get("env") if entry else None
+    url = env.get("CLAUDE_PEERS_URL") if isinstance(env, dict) else None
+    findings: list[Finding] = []
+    tcp_fix = "run the broker with TCP on: CLAUDE_PEERS_TCP=1 claude-peers broker (or in its service's environment)"
+    if url:
+        try:
+            parse_url(url)
+            answers = broker_answers(settings.with_changes(url=url))
+        except SettingError as exc:
+            findings.append(Finding("problem", "codex over tcp", str(exc), "claude-peers install --codex --tcp"))
+        else:
+            findings.append(
+                Finding("ok", "codex over tcp", f"Codex reaches the broker at {url}") if answers else
+                Finding("problem", "codex over tcp", f"Codex is set to reach the broker at {url}, but nothing answers",
+                        tcp_fix)
+            )
+    records = sandbox.failed_connects(settings.socket_path, now)
+    if not records:
+        return findings
+    last = records[0]
+    minutes = max(0, int(((time.time() if now is None else now) - float(last["time"])) // 60))
+    codex = last.get("agent") == "codex" or bool(last.get("sandbox"))
+    text = (f"{'a Codex session' if codex else 'a client'} (pid {last.get('pid')}"
+            f"{', ' + last['sandbox'] if last.get('sandbox') else ''}) could not connect to {last.get('socket')}"
+            f" {minutes} min ago: {last.get('error')}")
+    if url:
+        findings.append(Finding("info", "sandbox",
+                                f"{text}; Codex is now set to use TCP (sessions started before still use the socket)"))
+    elif codex:
+        findings.append(Finding("problem", "sandbox", f"{text}. Codex's sandbox (seatbelt on macOS, in workspace-write "
+                                "mode) blocks connections to the UNIX socket",
+                                "claude-peers install --codex --tcp, then " + tcp_fix))
+    else:
+        findings.append(Finding("warn", "socket access", text,
+                                f"the socket and {settings.run_dir} must belong to you; inside an agent's sandbox: "
+                                "claude-peers install --codex --tcp"))
+    return findings
 
 
 def check_broker(settings: Any) -> list[Finding]:

@@ -186,17 +186,23 @@ class Installer:
         self.manifest["claude"] = {"method": "file", "path": str(path), "created": created}
         self.say(f"Claude Code: mcpServers.{SERVER_NAME} in {short_path(self.paths, path)}")
 
-    def codex(self) -> None:
-        """Register the bridge with Codex (``[mcp_servers.claude-peers]`` in its config.toml)."""
+    def codex(self, tcp_env: dict[str, str] | None = None) -> None:
+        """Register the bridge with Codex (``[mcp_servers.claude-peers]`` in its config.toml);
+        ``tcp_env`` (CLAUDE_PEERS_URL...) makes it reach the broker over TCP."""
         path = self.paths.codex_config
         created = self._created("codex", path)
+        where = short_path(self.paths, path)
         try:
-            edit_file(path, lambda text: agent_config.codex_toml_add(text, self.command, short_path(self.paths, path)))
+            edit_file(path, lambda text: agent_config.codex_toml_add(text, self.command, where, tcp_env))
         except ConfigError as exc:
             self.fail(str(exc))
             return
         self.manifest["codex"] = {"path": str(path), "created": created}
-        self.say(f"Codex: [mcp_servers.{SERVER_NAME}] in {short_path(self.paths, path)}")
+        self.say(f"Codex: [mcp_servers.{SERVER_NAME}] in {where}")
+        if tcp_env:
+            self.say(f"  over TCP: {tcp_env['CLAUDE_PEERS_URL']} (a sandbox that blocks the UNIX socket lets it through)")
+            self.say("  run the broker with TCP on: CLAUDE_PEERS_TCP=1 claude-peers broker"
+                     " (or CLAUDE_PEERS_TCP=1 in the service's environment)")
 
     def allow_tools(self) -> None:
         """Put our tools on Claude Code's permission allow-list (only the missing ones)."""
@@ -246,10 +252,24 @@ class Installer:
         """Write the broker's service file with real paths and say how to load it."""
         rendered = service.render(kind, self.paths.home, self.command, settings.socket_path, settings.db_path)
         write_text(rendered.path, rendered.text, new_mode=0o644)
+        if rendered.log is not None:
+            rendered.log.parent.mkdir(parents=True, exist_ok=True)
         self.manifest["service"] = {"path": str(rendered.path), "kind": kind, "sha256": _sha(rendered.text)}
         self.say(f"Service ({kind}): {short_path(self.paths, rendered.path)}")
         self.say(f"  load it:  {rendered.load}")
         self.say(f"  stop it:  claude-peers kill-broker   (unload: {rendered.unload})")
+
+
+def tcp_settings(settings: Any) -> dict[str, str]:
+    """The bridge's environment for reaching this broker over TCP: the URL, and the token
+    file when it is not where the bridge would look by default."""
+    from claudepeers.settings import Settings
+
+    env = {"CLAUDE_PEERS_URL": f"tcp://127.0.0.1:{settings.tcp_port}"}
+    default = Settings.from_env({"HOME": str(home_dir())}).token_path
+    if settings.token_path != default:
+        env["CLAUDE_PEERS_TOKEN_FILE"] = str(settings.token_path)
+    return env
 
 
 def _sha(text: str) -> str:
@@ -258,7 +278,9 @@ def _sha(text: str) -> str:
 
 def default_service_kind() -> str:
     """launchd on macOS, systemd elsewhere."""
-    return "launchd" if sys.platform == "darwin" else "systemd"
+    from claudepeers import platforms
+
+    return platforms.SERVICE_KIND
 
 
 _TARGET_FLAGS = ["claude", "codex", "service", "allow-tools", "skill", "hooks"]
@@ -278,6 +300,7 @@ class InstallOptions(usage.Options):
         ("hooks", None, "Add prompt hooks that show peer mail (Claude Code settings, Codex hooks.json)"),
         ("stop-guard", None, "With --hooks: unread peer mail holds the end of a turn (Stop hook)"),
         ("config-file", None, "Edit ~/.claude.json directly even when `claude` is on PATH"),
+        ("tcp", None, "With --codex: Codex reaches the broker over TCP (for its macOS seatbelt sandbox)"),
     ]
     optParameters = [
         ("command", None, None, "The claude-peers command to register (default: this one)"),
@@ -292,6 +315,8 @@ class InstallOptions(usage.Options):
             self["claude"] = self["codex"] = True
         if self["service-kind"] not in (None, "systemd", "launchd"):
             raise usage.UsageError("--service-kind must be systemd or launchd")
+        if self["tcp"] and not self["codex"]:
+            raise usage.UsageError("--tcp goes with --codex")
 
     def run(self) -> int:
         """Run the chosen steps, record them, print the channels launch line."""
@@ -310,7 +335,7 @@ class InstallOptions(usage.Options):
             if self["claude"]:
                 installer.claude()
             if self["codex"]:
-                installer.codex()
+                installer.codex(tcp_settings(settings) if self["tcp"] else None)
             if self["allow-tools"]:
                 installer.allow_tools()
             if self["skill"]:
