@@ -36,7 +36,20 @@ KEYED_MESSAGE_COLUMNS = [*NEW_MESSAGE_COLUMNS, "client_key"]
 
 
 class StoreError(Exception):
-    """A storage operation failed; the broker answers BrokerUnavailable."""
+    """A storage operation failed; the broker answers BrokerUnavailable.
+
+    ``reported`` is True when the store's guard has already logged the cause (a full disk,
+    a deleted file): callers then need no traceback of their own.
+    """
+
+    reported = False
+
+
+def reported_error(text: str) -> StoreError:
+    """A StoreError whose cause is already in the log."""
+    error = StoreError(text)
+    error.reported = True
+    return error
 
 
 def open_pool(path: str, paramstyle: str = "qmark") -> adbapi.ConnectionPool:
@@ -75,7 +88,7 @@ class Store:
         self._acknowledge = {
             size: self._sql(
                 "UPDATE messages SET acked_at = ? WHERE to_id = ? AND acked_at IS NULL "
-                f"AND id IN ({', '.join('?' * size)}) RETURNING id"
+                f"AND id IN ({', '.join('?' * size)}) RETURNING id, from_id, length(CAST(body AS BLOB))"
             )
             for size in _ACK_SIZES
         }
@@ -89,6 +102,8 @@ class Store:
         # close(): callers waiting for it while queued writes drain, then "closed" for good.
         self._closers: list[Deferred] | None = None
         self._closed = False
+        #: The guard (guard.py) watching the file and its bounds, when one is attached.
+        self.guard: Any = None
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -114,6 +129,8 @@ class Store:
         if self._closed:
             # A closed pool silently drops work: the Deferred would never fire.
             return fail(StoreError("the store is closed"))
+        if self.guard is not None and self.guard.refusal is not None:
+            return fail(reported_error(self.guard.refusal))
         done: Deferred = Deferred()
         self._pending.append((fn, done))
         if not self._flushing:
@@ -122,6 +139,11 @@ class Store:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        if self.guard is not None and self.guard.check_file() is not None:
+            # The file is gone or replaced: write nothing more into a file nobody will open.
+            for _, done in batch:
+                done.errback(reported_error(self.guard.refusal))
+            return
         self._flushing = True
         self.batches += 1
         self.batched_writes += len(batch)
@@ -147,18 +169,26 @@ class Store:
         return results
 
     def _batch_done(self, results: list[Any], batch: list[tuple[Any, Deferred]]) -> None:
+        # Answer only writes whose commit went to the file still at the path.
+        refusal = self.guard.committed() if self.guard is not None else None
         self._next()
+        if refusal is not None:
+            for _, done in batch:
+                done.errback(reported_error(refusal))
+            return
         for (_, done), result in zip(batch, results):
             done.callback(result)
 
     def _batch_failed(self, failure: Failure, batch: list[tuple[Any, Deferred]]) -> None:
         # One bad write must not cost the others: the whole batch rolled back, so retry
         # each alone and let only the failing one see its error.
+        reported = self.guard is not None and self.guard.write_failed(failure)
         if len(batch) == 1:
             self._next()
-            batch[0][1].errback(_as_store_error(failure))
+            batch[0][1].errback(_as_store_error(failure, reported))
             return
-        self.log.warn("group commit of {n} writes failed ({err}); retrying one by one",
+        if not reported:
+            self.log.warn("group commit of {n} writes failed ({err}); retrying one by one",
                       n=len(batch), err=failure.getErrorMessage())
         remaining = list(batch)
 
@@ -168,7 +198,7 @@ class Store:
                 return
             fn, done = remaining.pop(0)
             d = self._pool.runInteraction(lambda cursor: fn(cursor))
-            d.addCallbacks(done.callback, lambda f: done.errback(_as_store_error(f)))
+            d.addCallbacks(done.callback, lambda f: done.errback(_as_store_error(f, reported)))
             d.addBoth(one_by_one)
 
         one_by_one()
@@ -284,11 +314,18 @@ class Store:
     def acknowledge(self, peer_id: str, message_ids: Sequence[int], when: float) -> Deferred:
         """Mark messages of ``peer_id`` shown; fires with the ids that were newly marked."""
         ids = sorted(set(int(i) for i in message_ids))
-        return self._write(lambda cursor: self._txn_acknowledge(cursor, peer_id, ids, when))
+        d = self._write(lambda cursor: self._txn_acknowledge(cursor, peer_id, ids, when))
+        return d.addCallback(self._acknowledged, peer_id)
 
-    def _txn_acknowledge(self, cursor: Any, peer_id: str, ids: list[int], when: float) -> list[int]:
-        # One UPDATE per chunk; RETURNING says which were not marked before (no SELECT).
-        marked: list[int] = []
+    def _acknowledged(self, rows: list[tuple[int, str, int]], peer_id: str) -> list[int]:
+        if self.guard is not None:
+            self.guard.acked(peer_id, rows)
+        return [row[0] for row in rows]
+
+    def _txn_acknowledge(self, cursor: Any, peer_id: str, ids: list[int], when: float) -> list[tuple[int, str, int]]:
+        # One UPDATE per chunk; RETURNING says which were not marked before (no SELECT),
+        # from whom and how big (the guard's quotas).
+        marked: list[tuple[int, str, int]] = []
         for start in range(0, len(ids), _ACK_SIZES[-1]):
             chunk = ids[start : start + _ACK_SIZES[-1]]
             # Padded to a power of two with its last id (harmless in IN): few distinct
@@ -296,7 +333,7 @@ class Store:
             size = 1 << (len(chunk) - 1).bit_length()
             chunk += chunk[-1:] * (size - len(chunk))
             cursor.execute(self._acknowledge[size], (when, peer_id, *chunk))
-            marked += sorted(row[0] for row in cursor.fetchall())
+            marked += sorted(cursor.fetchall())
         return marked
 
     def unread(self, peer_id: str, limit: int | None = None, after_id: int = 0) -> Deferred:
@@ -403,7 +440,14 @@ class Store:
 
         Fires with (messages deleted, peers deleted).
         """
-        return self._write(lambda cursor: self._txn_purge(cursor, before))
+        d = self._write(lambda cursor: self._txn_purge(cursor, before))
+        return d.addCallback(self._purged)
+
+    def _purged(self, counts: tuple[int, int]) -> tuple[int, int]:
+        if counts[1] and self.guard is not None:
+            # Expired peers take their unread mail with them: count the quotas afresh.
+            self.guard.recount()
+        return counts
 
     def _txn_purge(self, cursor: Any, before: float) -> tuple[int, int]:
         cursor.execute(self._sql("SELECT id FROM peers WHERE state = ? AND gone_at < ?"), (GONE, before))
@@ -418,7 +462,60 @@ class Store:
         cursor.execute(self._sql("DELETE FROM events WHERE at < ?"), (before,))
         return deleted, len(expired)
 
+    # --- bounds (the guard's SQL) ---------------------------------------------------------
 
+    def unread_bytes(self) -> Deferred:
+        """({to_id: bytes}, {from_id: bytes}) of unread message bodies."""
+        return self._read(self._txn_unread_bytes)
+
+    def _txn_unread_bytes(self, cursor: Any) -> tuple[dict[str, int], dict[str, int]]:
+        sums: list[dict[str, int]] = []
+        for column in ("to_id", "from_id"):
+            cursor.execute(f"SELECT {column}, SUM(length(CAST(body AS BLOB))) FROM messages "
+                           f"WHERE acked_at IS NULL GROUP BY {column}")
+            sums.append({row[0]: int(row[1]) for row in cursor.fetchall()})
+        return sums[0], sums[1]
+
+    def used_bytes(self) -> Deferred:
+        """Bytes of the database in use (its pages less the free ones)."""
+        return self._pool.runInteraction(self._txn_used_bytes)
+
+    def _txn_used_bytes(self, cursor: Any) -> int:
+        values = [cursor.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "freelist_count", "page_size")]
+        return (values[0] - values[1]) * values[2]
+
+    def purge_read(self, wanted: int) -> Deferred:
+        """Delete read messages, oldest first, until about ``wanted`` body bytes are freed.
+
+        Never unread mail. Fires with (messages deleted, bytes freed).
+        """
+        return self._write(lambda cursor: self._txn_purge_read(cursor, wanted))
+
+    def _txn_purge_read(self, cursor: Any, wanted: int) -> tuple[int, int]:
+        cursor.execute(self._sql("SELECT id, length(CAST(body AS BLOB)) + ? FROM messages "
+                                 "WHERE acked_at IS NOT NULL ORDER BY id"), (_ROW_OVERHEAD,))
+        freed = count = last = 0
+        while freed < wanted and (row := cursor.fetchone()) is not None:
+            last, freed, count = row[0], freed + row[1], count + 1
+        if count:
+            cursor.execute(self._sql("DELETE FROM messages WHERE acked_at IS NOT NULL AND id <= ?"), (last,))
+        return count, freed
+
+    def backup_to(self, target: str) -> Deferred:
+        """Copy the database as this connection sees it to ``target`` (SQLite's backup API)."""
+
+        def copy(connection: Any) -> None:
+            destination = sqlite3.connect(target)
+            try:
+                connection.backup(destination)
+            finally:
+                destination.close()
+
+        return self._pool.runWithConnection(copy)
+
+
+#: What a stored row costs beyond its body, in the purge's reckoning (see guard.ROW_OVERHEAD).
+_ROW_OVERHEAD = 200
 #: Row counts of the multi-row INSERT statements (a batch is split into runs of these).
 _RUN_SIZES = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 #: Id counts of the acknowledging UPDATE statements (a list is padded up to one of these).
@@ -447,7 +544,8 @@ def _message(row: Sequence[Any]) -> Message:
     return Message(*values)
 
 
-def _as_store_error(failure: Failure) -> Failure:
+def _as_store_error(failure: Failure, reported: bool = False) -> Failure:
     if failure.check(sqlite3.Error):
-        return Failure(StoreError(f"database error: {failure.getErrorMessage()}"))
+        text = f"database error: {failure.getErrorMessage()}"
+        return Failure(reported_error(text) if reported else StoreError(text))
     return failure
