@@ -52,7 +52,8 @@ class Guard:
         self.used_bytes = 0
         self._added = 0  # estimated bytes stored since the last measurement
         self.purged_for_bound = 0
-        self._purging = False
+        #: The purge of read mail under way (fires when done and measured), or None.
+        self.purging: Deferred | None = None
         self._episode: dict[str, Any] | None = None
         self._loop = LoopingCall(self.tick)
         self._loop.clock = clock
@@ -198,6 +199,8 @@ class Guard:
         self.unread_to[to_id] += size
         self.unread_from[from_id] += size
         self._added += size + ROW_OVERHEAD
+        if self.used_bytes + self._added > self._limits.max_db_bytes * HIGH_WATER:
+            self._purge()  # make room before sends have to be refused, not only on the timer
 
     def acked(self, to_id: str, rows: list[tuple[int, str, int]]) -> None:
         """Messages (id, from_id, size) of ``to_id`` were read: their bytes leave the quotas."""
@@ -215,12 +218,11 @@ class Guard:
 
     def _purge(self) -> None:
         """Delete read mail, oldest first, until the database is back under its low water."""
-        if self._purging or self.refusal is not None:
+        if self.purging is not None or self.refusal is not None:
             return
         wanted = int(self.used_bytes + self._added - self._limits.max_db_bytes * LOW_WATER)
         if wanted <= 0:
             return
-        self._purging = True
 
         def purged(result: tuple[int, int]) -> Deferred:
             count, freed = result
@@ -233,13 +235,16 @@ class Guard:
             self.used_bytes, self._added = used, 0
 
         def finished(_: Any) -> None:
-            self._purging = False
+            self.purging = None
 
         d = self._store.purge_read(wanted)
         d.addCallback(purged)
         d.addCallback(measured)
         d.addErrback(self._periodic_failed)
         d.addBoth(finished)
+        if d.called:  # a synchronous pool: finished already ran
+            return
+        self.purging = d
 
     def status(self) -> dict[str, Any]:
         """For ``status`` and ``doctor``: is the store healthy, and its size against the bound."""
