@@ -161,3 +161,14 @@ def test_database_bound_purges_read_mail_oldest_first_and_never_unread(make_worl
     assert len((yield world.store.unread(carol.id))) == stored > 10
     used = yield world.store.used_bytes()
     assert used <= 600_000 + 25_000, used
+
+
+def test_status_text_shows_storage_problems() -> None:
+    """``claude-peers status`` prints each storage problem and failing write on its own line."""
+    from claudepeers.cli.render import format_status
+
+    text = format_status({"version": "x", "peers": [], "storage": {
+        "problems": ["the database file /d was deleted while the broker ran"],
+        "writes_failing": ["database or disk is full"]}})
+    assert "STORAGE PROBLEM: the database file /d was deleted" in text
+    assert "STORAGE PROBLEM: database writes are failing: database or disk is full" in text

@@ -138,9 +138,10 @@ class Store(GuardQueries):
             self._flush()
         return done
 
-    def _flush(self) -> None:
+    def _flush(self, checked: bool = False) -> None:
         batch, self._pending = self._pending, []
-        if self.guard is not None and self.guard.check_file() is not None:
+        # ``checked``: a commit's check just ran (the usual case under load); one stat per commit.
+        if self.guard is not None and not checked and self.guard.check_file() is not None:
             # The file is gone or replaced: write nothing more into a file nobody will open.
             for _, done in batch:
                 done.errback(reported_error(self.guard.refusal))
@@ -172,7 +173,7 @@ class Store(GuardQueries):
     def _batch_done(self, results: list[Any], batch: list[tuple[Any, Deferred]]) -> None:
         # Answer only writes whose commit went to the file still at the path.
         refusal = self.guard.committed() if self.guard is not None else None
-        self._next()
+        self._next(checked=True)
         if refusal is not None:
             for _, done in batch:
                 done.errback(reported_error(refusal))
@@ -204,10 +205,10 @@ class Store(GuardQueries):
 
         one_by_one()
 
-    def _next(self) -> None:
+    def _next(self, checked: bool = False) -> None:
         self._flushing = False
         if self._pending:
-            self._flush()
+            self._flush(checked)
 
     def close(self) -> Deferred:
         """Wait for queued writes to commit, then close the pool; later reads and writes fail.
