@@ -133,6 +133,9 @@ class Guard:
             self._rescued(f"no copy of the old database could be made ({exc.strerror})")
             return
         d = self._store.backup_to(str(target))
+        # Then fold the WAL into the old file and empty it: the -wal left at the path must not
+        # be applied by SQLite to whatever file now has (or later gets) the database's name.
+        d.addCallback(lambda _: self._store.truncate_wal())
         d.addCallbacks(
             lambda _: self._rescued(f"what it held is rescued in {target}: stop the broker, check that "
                                     f"copy and move it to {self._path} before restarting"),

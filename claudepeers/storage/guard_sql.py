@@ -69,3 +69,7 @@ class GuardQueries:
                 destination.close()
 
         return self._pool.runWithConnection(copy)
+
+    def truncate_wal(self) -> Deferred:
+        """Checkpoint the WAL into the database this connection has open and truncate it."""
+        return self._pool.runInteraction(lambda cursor: cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
