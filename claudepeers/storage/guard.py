@@ -51,6 +51,7 @@ class Guard:
         self.unread_from: defaultdict[str, int] = defaultdict(int)
         self.used_bytes = 0
         self._added = 0  # estimated bytes stored since the last measurement
+        self._high_water = int(limits.max_db_bytes * HIGH_WATER)
         self.purged_for_bound = 0
         #: The purge of read mail under way (fires when done and measured), or None.
         self.purging: Deferred | None = None
@@ -204,19 +205,23 @@ class Guard:
         self.unread_to[to_id] += size
         self.unread_from[from_id] += size
         self._added += size + ROW_OVERHEAD
-        if self.used_bytes + self._added > self._limits.max_db_bytes * HIGH_WATER:
+        if self.used_bytes + self._added > self._high_water:
             self._purge()  # make room before sends have to be refused, not only on the timer
 
     def acked(self, to_id: str, rows: list[tuple[int, str, int]]) -> None:
         """Messages (id, from_id, size) of ``to_id`` were read: their bytes leave the quotas."""
+        unread_from, total = self.unread_from, 0
         for _id, from_id, size in rows:
-            self.unread_to[to_id] = max(0, self.unread_to[to_id] - size)
-            self.unread_from[from_id] = max(0, self.unread_from[from_id] - size)
+            unread_from[from_id] -= size
+            total += size
+            if unread_from[from_id] < 0:  # never below nothing, whatever was miscounted
+                unread_from[from_id] = 0
+        self.unread_to[to_id] = max(0, self.unread_to[to_id] - total)
 
     def _measure(self) -> Deferred:
         def measured(used: int) -> None:
             self.used_bytes, self._added = used, 0
-            if used > self._limits.max_db_bytes * HIGH_WATER:
+            if used > self._high_water:
                 self._purge()
 
         return self._store.used_bytes().addCallback(measured)
