@@ -51,9 +51,9 @@ def disk_16m(short_dir: Path) -> Iterator[Path]:
 
 
 def on_disk(short_dir: Path, disk: Path, **env: str) -> Running:
-    """A broker whose database lives on ``disk``, with generous rate limits."""
+    """A broker (not started yet) whose database lives on ``disk``, with generous rate limits."""
     return Running(short_dir, CLAUDE_PEERS_DB=str(disk / "peers.db"), CLAUDE_PEERS_MESSAGES_PER_MINUTE="1000000",
-                   CLAUDE_PEERS_MAX_UNREAD="1000000", **env).start()
+                   CLAUDE_PEERS_MAX_UNREAD="1000000", **env)
 
 
 def fill(path: Path) -> None:
@@ -75,6 +75,7 @@ def test_size_bound_keeps_a_reading_peer_going_on_a_small_disk(short_dir: Path, 
     small_disk = disk_16m
     world = on_disk(short_dir, small_disk, CLAUDE_PEERS_MAX_DB_BYTES=str(4 * 1024 * 1024))
     try:
+        world.start()
         outcomes = {"stored": 0, "limit": 0}
         for number in range(1000):
             answer = world.send(f"{number:03d}" + "b" * 30_000)
@@ -102,6 +103,7 @@ def test_a_full_disk_is_one_log_line_and_one_when_it_clears(short_dir: Path, sma
     returns, after which sends are stored again."""
     world = on_disk(short_dir, small_disk)
     try:
+        world.start()
         assert isinstance(world.send("before"), dict)
         fill(small_disk / "filler")
         failed = [world.send(f"{n:03d}" + "f" * 30_000) for n in range(200)]

@@ -112,9 +112,9 @@ class Running:
 @pytest.fixture
 def running(short_dir: Path) -> Iterator[Running]:
     """A started broker with bob registered."""
-    world = Running(short_dir).start()
+    world = Running(short_dir)
     try:
-        yield world
+        yield world.start()
     finally:
         world.close()
 
@@ -239,11 +239,11 @@ def test_existing_0644_database_wal_shm_and_backup_become_0600(short_dir: Path) 
     world = Running(short_dir)
     old_umask = os.umask(0o022)
     try:
-        world.start()
-    finally:
-        os.umask(old_umask)
-        connection.close()
-    try:
+        try:
+            world.start()
+        finally:
+            os.umask(old_umask)
+            connection.close()
         world.send("hello")
         files = [db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm"), db_path.with_name("peers.db.v3.bak")]
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
@@ -258,10 +258,10 @@ def test_a_new_database_and_its_wal_are_created_0600_under_a_loose_umask(short_d
     world = Running(short_dir)
     old_umask = os.umask(0o022)
     try:
-        world.start()
-    finally:
-        os.umask(old_umask)
-    try:
+        try:
+            world.start()
+        finally:
+            os.umask(old_umask)
         world.send("hello")
         db_path = world.broker.settings.db_path
         for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
