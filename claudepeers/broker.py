@@ -338,7 +338,8 @@ class Broker:
     def _save(self, actor: PeerActor) -> None:
         """Save a state change nobody waits for; a failure is logged, not lost in a Deferred."""
         self.store.save_peer(actor.record).addErrback(
-            lambda failure: self.log.failure("saving peer {peer} failed", failure, peer=actor.id)
+            lambda failure: None if getattr(failure.value, "reported", False)
+            else self.log.failure("saving peer {peer} failed", failure, peer=actor.id)
         )
 
     def _gone(self, actor: PeerActor) -> None:
@@ -360,7 +361,8 @@ class Broker:
             for peer_id in expired:
                 del self.actors[peer_id]
                 self._names = None
-            self.store.purge(cutoff).addErrback(lambda f: self.log.failure("purge failed", f))
+            self.store.purge(cutoff).addErrback(
+                lambda f: None if getattr(f.value, "reported", False) else self.log.failure("purge failed", f))
         except Exception:  # periodic jobs log and carry on (STYLE habit 6)
             self.log.failure("reaping failed")
 
@@ -419,6 +421,8 @@ class Broker:
             "counters": dict(self.counters),
             # Group commits so far and the writes they carried (writes per commit shows the batching).
             "store": {"commits": self.store.batches, "writes": self.store.batched_writes},
+            # The database file's health and size (storage/guard.py), when a guard watches it.
+            "storage": self.store.guard.status() if getattr(self.store, "guard", None) else {},
             "limits": {k: getattr(self.limits, k) for k in self.limits.__dataclass_fields__},
         }
 

@@ -120,6 +120,9 @@ class BrokerService(service.Service):
         self._reactor = reactor
         self.broker: Any = None
         self.store: Any = None
+        self.guard: Any = None
+        #: What the database check at start found (a damaged WAL); the guard shows it.
+        self.storage_problems: list[str] = []
         self.ports: list[Any] = []
         self.failed: str | None = None
         self._locks: list[FilesystemLock] = []
@@ -173,7 +176,7 @@ class BrokerService(service.Service):
         self._lock(settings.socket_path, "socket")
         self._lock(settings.db_path, "database")
         try:
-            prepare(settings.db_path)
+            prepare(settings.db_path, self.storage_problems)
         except DatabaseError as exc:
             raise StartupError(str(exc)) from None
         if os.path.lexists(settings.socket_path):
@@ -186,10 +189,12 @@ class BrokerService(service.Service):
         from .broker import Broker
         from .manhole import manhole_factory
         from .protocol import BrokerFactory
-        from .storage import Store, open_pool
+        from .storage import Guard, Store, open_pool
 
         settings = self.settings
         self.store = Store(open_pool(str(settings.db_path)))
+        self.guard = Guard(self.store, settings.db_path, settings.limits, self._reactor, self.storage_problems)
+        yield self.guard.start()
         info = {
             "socket": str(settings.socket_path),
             "database": str(settings.db_path),
@@ -258,6 +263,8 @@ class BrokerService(service.Service):
         yield DeferredList([port.stopListening() for port in ports], consumeErrors=True)
         if self.broker is not None:
             self.broker.stop()
+        if self.guard is not None:
+            self.guard.stop()
         if self.store is not None:
             yield self.store.close()
         for path in (self.settings.socket_path, self.settings.manhole_path):

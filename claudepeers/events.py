@@ -53,7 +53,7 @@ class EventLog:
         event = self._append({"at": at, "kind": kind, "peer_id": peer_id, "detail": detail, **extra})
         if kind in PERSISTENT_EVENTS:
             self._store.add_event(at, kind, peer_id, detail).addErrback(
-                lambda f: self.log.failure("could not store event", f)
+                lambda f: None if getattr(f.value, "reported", False) else self.log.failure("could not store event", f)
             )
         if not self._watchers:
             return

@@ -78,6 +78,11 @@ class Mail:
             )
         now = self._broker.now()
         sender_key = sender.id if sender is not None else CLI_ID
+        guard = getattr(self._broker.store, "guard", None)
+        refusal = guard.room_for(sender_key, recipient.id, recipient.name, size) if guard is not None else None
+        if refusal is not None:  # the database's bound or a quota of stored unread bytes
+            self._broker.counters["refused"] += 1
+            raise LimitExceeded(refusal)
         if not self._broker.rate.allow(sender_key, now):
             self._broker.counters["refused"] += 1
             raise LimitExceeded(
@@ -102,6 +107,10 @@ class Mail:
     def _stored(self, message: Message, recipient: PeerActor, answered: Deferred) -> None:
         """The message is committed: hand it to its recipient; answer once that says how it went."""
         self._broker.counters["sent"] += 1
+        guard = getattr(self._broker.store, "guard", None)
+        if guard is not None:
+            body = message.body
+            guard.stored(message.from_id, message.to_id, len(body) if body.isascii() else len(body.encode("utf-8")))
         recipient.accept(message, partial(self._sent, answered, message, recipient))
 
     def _not_stored(self, failure: Failure, answered: Deferred) -> None:

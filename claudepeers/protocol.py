@@ -177,7 +177,8 @@ class BrokerProtocol(LeanAMP):
         if failure.check(amp.RemoteAmpError):
             return failure
         if failure.check(StoreError):
-            self.log.failure("store failed during {command}", failure, command=name)
+            if not failure.value.reported:  # else the store's guard logged it, once per episode
+                self.log.failure("store failed during {command}", failure, command=name)
             return Failure(_remote(wire.BrokerUnavailable, f"the broker's database failed: {failure.getErrorMessage()}"))
         self.log.failure("unexpected error in {command}", failure, command=name)
         return Failure(_remote(wire.InternalError, f"internal error in {name.decode(errors='replace')}; see the broker log"))

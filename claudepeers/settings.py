@@ -31,6 +31,12 @@ class Limits:
     delivery_wait_seconds: float = 1.0
     reap_interval_seconds: float = 10.0
     tcp_ping_interval_seconds: float = 30.0
+    #: The database's bound, and stored bytes of unread mail per recipient and per sender.
+    max_db_bytes: int = 1024**3
+    max_unread_bytes: int = 64 * 1024**2
+    max_sender_unread_bytes: int = 64 * 1024**2
+    #: How often the database file's identity and size are checked (also after every commit).
+    db_check_seconds: float = 1.0
 
     #: environment name -> (field, type)
     ENV = {
@@ -44,6 +50,10 @@ class Limits:
         "CLAUDE_PEERS_DELIVERY_WAIT_SECONDS": ("delivery_wait_seconds", float),
         "CLAUDE_PEERS_TCP_PING_SECONDS": ("tcp_ping_interval_seconds", float),
         "CLAUDE_PEERS_REAP_SECONDS": ("reap_interval_seconds", float),
+        "CLAUDE_PEERS_MAX_DB_BYTES": ("max_db_bytes", int),
+        "CLAUDE_PEERS_MAX_UNREAD_BYTES": ("max_unread_bytes", int),
+        "CLAUDE_PEERS_MAX_SENDER_UNREAD_BYTES": ("max_sender_unread_bytes", int),
+        "CLAUDE_PEERS_DB_CHECK_SECONDS": ("db_check_seconds", float),
     }
 
     @classmethod

@@ -6,6 +6,7 @@ the broker, and the agents' configuration files.
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 from dataclasses import asdict, dataclass
@@ -85,9 +86,40 @@ def check_files(settings: Any, home: Path) -> list[Finding]:
         findings.append(db)
     else:
         findings.append(Finding("info", "database", f"{settings.db_path} does not exist yet"))
+    findings += check_kept_copies(settings.db_path)
     findings += check_agent_configs(home)
     findings += check_codex_reach(settings, home)
     return [f for f in findings if f is not None]
+
+
+def check_kept_copies(db_path: Path) -> list[Finding]:
+    """Copies the broker kept beside the database for the operator (a damaged WAL, a rescue)."""
+    findings = []
+    for copy in sorted(db_path.parent.glob(f"{glob.escape(db_path.name)}-wal.damaged-*")):
+        findings.append(Finding("warn", "database", f"a damaged write-ahead log was kept at {copy}: messages "
+                                "were lost when the broker started after a crash (see its log)",
+                                f"look at it, then remove {copy}"))
+    for copy in sorted(db_path.parent.glob(f"{glob.escape(db_path.name)}.rescued-*")):
+        findings.append(Finding("warn", "database", f"the broker rescued a deleted or replaced database to {copy}",
+                                f"stop the broker and move {copy} to {db_path} if it holds the mail you want"))
+    return findings
+
+
+def check_storage(status: Any) -> list[Finding]:
+    """The broker's view of its database: the file gone or replaced, a damaged WAL, failing writes, size."""
+    if not isinstance(status, dict):
+        return []
+    storage = status.get("storage") or {}
+    fix = "read the broker log, then restart the broker: claude-peers kill-broker"
+    findings = [Finding("problem", "storage", str(text), fix) for text in storage.get("problems") or []]
+    findings += [Finding("problem", "storage", f"database writes are failing: {cause}",
+                         "free space on the disk holding the database") for cause in storage.get("writes_failing") or []]
+    used, bound = storage.get("used_bytes"), storage.get("max_db_bytes")
+    if isinstance(used, int) and isinstance(bound, int) and bound > 0:
+        level = "warn" if used > bound * 0.9 else "ok"
+        findings.append(Finding(level, "database size", f"{used} of {bound} bytes in use (CLAUDE_PEERS_MAX_DB_BYTES)",
+                                "read mail is purged oldest first; unread mail waits to be read"))
+    return findings
 
 
 def check_agent_configs(home: Path) -> list[Finding]:
@@ -217,12 +249,13 @@ def check_broker(settings: Any) -> list[Finding]:
                     "start one: claude-peers broker (or let the first bridge start it)")
         )
         return findings
-    hello = _hello(settings)
+    hello, status = _hello(settings)
     if isinstance(hello, Exception):
         from claudepeers.cli.runner import describe_failure
 
         return [Finding("problem", "broker", f"{where} accepts connections but: {describe_failure(hello)[0]}")]
     findings = [Finding("ok", "broker", f"version {hello['version']}, pid {hello['pid']}, at {where}")]
+    findings += check_storage(status)
     if hello["protocol"] != wire.PROTOCOL_VERSION:
         findings.append(
             Finding("problem", "version skew", f"broker speaks protocol {hello['protocol']}, this CLI {wire.PROTOCOL_VERSION}",
@@ -236,12 +269,33 @@ def check_broker(settings: Any) -> list[Finding]:
     return findings
 
 
-def _hello(settings: Any) -> Any:
-    """Ask the broker Hello once; the answer or the exception."""
-    from claudepeers import wire
-    from claudepeers.cli.runner import call_once
+def _hello(settings: Any) -> tuple[Any, Any]:
+    """Ask the broker Hello, then Status, on one connection in one reactor run (it cannot be
+    restarted): (the Hello answer or the exception, the status dict or None)."""
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred
 
-    return call_once(settings, wire.Hello)
+    from claudepeers import wire
+    from claudepeers.client import connect
+
+    result: dict[str, Any] = {}
+
+    async def go(reactor: Any) -> None:
+        try:
+            protocol = await connect(reactor, settings, autostart=False)
+            try:
+                result["hello"] = await protocol.callRemote(wire.Hello)
+                result["status"] = (await protocol.callRemote(wire.Status))["status"]
+            finally:
+                protocol.transport.loseConnection()
+        except Exception as exc:
+            result.setdefault("hello", exc)
+
+    try:
+        task.react(lambda reactor: ensureDeferred(go(reactor)))
+    except SystemExit:
+        pass
+    return result.get("hello", RuntimeError("no answer from the broker")), result.get("status")
 
 
 def verdict(findings: list[Finding]) -> tuple[str, int]:

@@ -165,6 +165,11 @@ def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
     ]
     if status.get("manhole"):
         lines.append(f"  manhole:  {status['manhole']}")
+    storage = status.get("storage") or {}
+    for problem in storage.get("problems") or []:  # the database gone, replaced, damaged at start
+        lines.append(f"  STORAGE PROBLEM: {problem}")
+    for cause in storage.get("writes_failing") or []:
+        lines.append(f"  STORAGE PROBLEM: database writes are failing: {cause}")
     if status.get("host"):
         lines.append(f"  host:     {status['host']}")
     unread = sum(unread_count(p) for p in peers)

@@ -7,12 +7,22 @@ atomically (a temporary file, then a rename) so a crash never leaves half a sche
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
 import sqlite3
+import stat
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
+
+from twisted.logger import Logger
+
+from . import walcheck
+
+log = Logger()
 
 
 class DatabaseError(Exception):
@@ -42,6 +52,44 @@ def configure(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA busy_timeout=5000")
 
 
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Create files 0600 (umask 0177) for the block: never briefly readable by others."""
+    old = os.umask(0o177)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def beside(path: Path) -> list[Path]:
+    """The database and every file SQLite or claude-peers keeps beside it."""
+    path = Path(path)
+    names = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+    names += sorted(path.parent.glob(f"{glob.escape(path.name)}.v*.bak"))
+    names += sorted(path.parent.glob(f"{glob.escape(path.name)}-wal.damaged-*"))
+    names += sorted(path.parent.glob(f"{glob.escape(path.name)}.rescued-*"))
+    return names
+
+
+def secure_modes(path: Path) -> list[str]:
+    """Take group and other bits off the database and its companions; what was changed.
+
+    Only the owner's bits are kept (a 0644 file becomes 0600, a read-only 0444 one 0400).
+    """
+    changed = []
+    for candidate in beside(path):
+        try:
+            info = os.lstat(candidate)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o077:
+            mode = stat.S_IMODE(info.st_mode)
+            os.chmod(candidate, mode & 0o700)
+            changed.append(f"{candidate} was mode {mode:04o}; now {mode & 0o700:04o}")
+    return changed
+
+
 def create(path: Path, version: int | None = None) -> None:
     """Create a fresh database at ``path`` atomically, at ``version`` (default: latest)."""
     version = latest_version() if version is None else version
@@ -49,7 +97,8 @@ def create(path: Path, version: int | None = None) -> None:
     for leftover in (temporary, Path(str(temporary) + "-wal"), Path(str(temporary) + "-shm")):
         if leftover.exists():
             leftover.unlink()
-    connection = sqlite3.connect(temporary)
+    with private_files():
+        connection = sqlite3.connect(temporary)
     try:
         connection.executescript(_schema_text(f"v{version}.sql"))
         connection.execute("INSERT INTO versions (version) VALUES (?)", (version,))
@@ -75,7 +124,9 @@ def upgrade(path: Path, connection: sqlite3.Connection, target: int) -> int:
         return current
     backup = path.with_name(f"{path.name}.v{current}.bak")
     connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    shutil.copy2(path, backup)
+    with private_files():
+        shutil.copy2(path, backup)
+    os.chmod(backup, 0o600)
     for version in range(current + 1, target + 1):
         script = _schema_text(f"upgrade_to_v{version}.sql")
         # executescript commits first; wrap each upgrade in its own transaction.
@@ -83,14 +134,21 @@ def upgrade(path: Path, connection: sqlite3.Connection, target: int) -> int:
     return target
 
 
-def prepare(path: Path) -> int:
+def prepare(path: Path, problems: list[str] | None = None) -> int:
     """Make ``path`` a usable database at the latest version; return that version.
 
     Raises DatabaseError with a clear message for a read-only, locked, corrupt or too-new
-    file; it never overwrites or deletes an existing database.
+    file; it never overwrites or deletes an existing database. Files beside it that others
+    could read are made 0600; a write-ahead log whose recovery will discard committed
+    transactions is copied aside and reported (logged, and appended to ``problems``).
     """
     path = Path(path)
     target = latest_version()
+    for line in secure_modes(path):
+        log.warn("database file mode fixed: {line}", line=line)
+    damage = _check_wal(path)
+    if damage and problems is not None:
+        problems.append(damage)
     if not path.exists():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,11 +181,43 @@ def prepare(path: Path) -> int:
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"the database {path} is corrupt or not a database: {exc}") from None
         try:
-            return upgrade(path, connection, target)
+            if damage:
+                _integrity_check(connection, path, problems)
+            with private_files():
+                return upgrade(path, connection, target)
         except sqlite3.Error as exc:
             raise DatabaseError(f"upgrading the database {path} failed: {exc}") from None
     finally:
         connection.close()
+
+
+def _check_wal(path: Path) -> str:
+    """Before SQLite recovers it: does the WAL hold committed frames recovery will drop?"""
+    wal = Path(f"{path}-wal")
+    try:
+        report = walcheck.inspect_wal(wal)
+    except OSError as exc:
+        return f"the write-ahead log {wal} cannot be read: {exc.strerror}"
+    if report is None or not report.damaged:
+        return ""
+    try:
+        copy = f"a copy of it is kept at {walcheck.keep_copy(wal)}"
+    except OSError as exc:
+        copy = f"no copy could be kept ({exc.strerror})"
+    text = f"{wal} is damaged: {report.describe()}; {copy}"
+    log.critical("database recovery loses messages: {text}", text=text)
+    return text
+
+
+def _integrity_check(connection: sqlite3.Connection, path: Path, problems: list[str] | None) -> None:
+    rows = [row[0] for row in connection.execute("PRAGMA integrity_check").fetchall()]
+    if rows == ["ok"]:
+        log.warn("integrity check of {path} after the damaged WAL: ok", path=str(path))
+        return
+    text = f"the integrity check of {path} failed: {'; '.join(rows[:5])}"
+    log.critical("{text}", text=text)
+    if problems is not None:
+        problems.append(text)
 
 
 def dump_schema(path: Path) -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from ..records import GONE, Message, NewMessage, PeerRecord
 from . import database
+from .guard_sql import GuardQueries
 
 PEER_COLUMNS = [f.name for f in fields(PeerRecord)]
 MESSAGE_COLUMNS = [f.name for f in fields(Message)]
@@ -36,7 +37,20 @@ KEYED_MESSAGE_COLUMNS = [*NEW_MESSAGE_COLUMNS, "client_key"]
 
 
 class StoreError(Exception):
-    """A storage operation failed; the broker answers BrokerUnavailable."""
+    """A storage operation failed; the broker answers BrokerUnavailable.
+
+    ``reported`` is True when the store's guard has already logged the cause (a full disk,
+    a deleted file): callers then need no traceback of their own.
+    """
+
+    reported = False
+
+
+def reported_error(text: str) -> StoreError:
+    """A StoreError whose cause is already in the log."""
+    error = StoreError(text)
+    error.reported = True
+    return error
 
 
 def open_pool(path: str, paramstyle: str = "qmark") -> adbapi.ConnectionPool:
@@ -52,7 +66,7 @@ def open_pool(path: str, paramstyle: str = "qmark") -> adbapi.ConnectionPool:
     )
 
 
-class Store:
+class Store(GuardQueries):
     """Asynchronous access to the broker's tables; every method returns a Deferred."""
 
     log = Logger()
@@ -75,7 +89,7 @@ class Store:
         self._acknowledge = {
             size: self._sql(
                 "UPDATE messages SET acked_at = ? WHERE to_id = ? AND acked_at IS NULL "
-                f"AND id IN ({', '.join('?' * size)}) RETURNING id"
+                f"AND id IN ({', '.join('?' * size)}) RETURNING id, from_id, length(CAST(body AS BLOB))"
             )
             for size in _ACK_SIZES
         }
@@ -89,6 +103,8 @@ class Store:
         # close(): callers waiting for it while queued writes drain, then "closed" for good.
         self._closers: list[Deferred] | None = None
         self._closed = False
+        #: The guard (guard.py) watching the file and its bounds, when one is attached.
+        self.guard: Any = None
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -114,14 +130,22 @@ class Store:
         if self._closed:
             # A closed pool silently drops work: the Deferred would never fire.
             return fail(StoreError("the store is closed"))
+        if self.guard is not None and self.guard.refusal is not None:
+            return fail(reported_error(self.guard.refusal))
         done: Deferred = Deferred()
         self._pending.append((fn, done))
         if not self._flushing:
             self._flush()
         return done
 
-    def _flush(self) -> None:
+    def _flush(self, checked: bool = False) -> None:
         batch, self._pending = self._pending, []
+        # ``checked``: a commit's check just ran (the usual case under load); one stat per commit.
+        if self.guard is not None and not checked and self.guard.check_file() is not None:
+            # The file is gone or replaced: write nothing more into a file nobody will open.
+            for _, done in batch:
+                done.errback(reported_error(self.guard.refusal))
+            return
         self._flushing = True
         self.batches += 1
         self.batched_writes += len(batch)
@@ -147,18 +171,26 @@ class Store:
         return results
 
     def _batch_done(self, results: list[Any], batch: list[tuple[Any, Deferred]]) -> None:
-        self._next()
+        # Answer only writes whose commit went to the file still at the path.
+        refusal = self.guard.committed() if self.guard is not None else None
+        self._next(checked=True)
+        if refusal is not None:
+            for _, done in batch:
+                done.errback(reported_error(refusal))
+            return
         for (_, done), result in zip(batch, results):
             done.callback(result)
 
     def _batch_failed(self, failure: Failure, batch: list[tuple[Any, Deferred]]) -> None:
         # One bad write must not cost the others: the whole batch rolled back, so retry
         # each alone and let only the failing one see its error.
+        reported = self.guard is not None and self.guard.write_failed(failure)
         if len(batch) == 1:
             self._next()
-            batch[0][1].errback(_as_store_error(failure))
+            batch[0][1].errback(_as_store_error(failure, reported))
             return
-        self.log.warn("group commit of {n} writes failed ({err}); retrying one by one",
+        if not reported:
+            self.log.warn("group commit of {n} writes failed ({err}); retrying one by one",
                       n=len(batch), err=failure.getErrorMessage())
         remaining = list(batch)
 
@@ -168,15 +200,15 @@ class Store:
                 return
             fn, done = remaining.pop(0)
             d = self._pool.runInteraction(lambda cursor: fn(cursor))
-            d.addCallbacks(done.callback, lambda f: done.errback(_as_store_error(f)))
+            d.addCallbacks(done.callback, lambda f: done.errback(_as_store_error(f, reported)))
             d.addBoth(one_by_one)
 
         one_by_one()
 
-    def _next(self) -> None:
+    def _next(self, checked: bool = False) -> None:
         self._flushing = False
         if self._pending:
-            self._flush()
+            self._flush(checked)
 
     def close(self) -> Deferred:
         """Wait for queued writes to commit, then close the pool; later reads and writes fail.
@@ -284,11 +316,18 @@ class Store:
     def acknowledge(self, peer_id: str, message_ids: Sequence[int], when: float) -> Deferred:
         """Mark messages of ``peer_id`` shown; fires with the ids that were newly marked."""
         ids = sorted(set(int(i) for i in message_ids))
-        return self._write(lambda cursor: self._txn_acknowledge(cursor, peer_id, ids, when))
+        d = self._write(lambda cursor: self._txn_acknowledge(cursor, peer_id, ids, when))
+        return d.addCallback(self._acknowledged, peer_id)
 
-    def _txn_acknowledge(self, cursor: Any, peer_id: str, ids: list[int], when: float) -> list[int]:
-        # One UPDATE per chunk; RETURNING says which were not marked before (no SELECT).
-        marked: list[int] = []
+    def _acknowledged(self, rows: list[tuple[int, str, int]], peer_id: str) -> list[int]:
+        if self.guard is not None:
+            self.guard.acked(peer_id, rows)
+        return [row[0] for row in rows]
+
+    def _txn_acknowledge(self, cursor: Any, peer_id: str, ids: list[int], when: float) -> list[tuple[int, str, int]]:
+        # One UPDATE per chunk; RETURNING says which were not marked before (no SELECT),
+        # from whom and how big (the guard's quotas).
+        marked: list[tuple[int, str, int]] = []
         for start in range(0, len(ids), _ACK_SIZES[-1]):
             chunk = ids[start : start + _ACK_SIZES[-1]]
             # Padded to a power of two with its last id (harmless in IN): few distinct
@@ -296,7 +335,7 @@ class Store:
             size = 1 << (len(chunk) - 1).bit_length()
             chunk += chunk[-1:] * (size - len(chunk))
             cursor.execute(self._acknowledge[size], (when, peer_id, *chunk))
-            marked += sorted(row[0] for row in cursor.fetchall())
+            marked += sorted(cursor.fetchall())
         return marked
 
     def unread(self, peer_id: str, limit: int | None = None, after_id: int = 0) -> Deferred:
@@ -403,7 +442,14 @@ class Store:
 
         Fires with (messages deleted, peers deleted).
         """
-        return self._write(lambda cursor: self._txn_purge(cursor, before))
+        d = self._write(lambda cursor: self._txn_purge(cursor, before))
+        return d.addCallback(self._purged)
+
+    def _purged(self, counts: tuple[int, int]) -> tuple[int, int]:
+        if counts[1] and self.guard is not None:
+            # Expired peers take their unread mail with them: count the quotas afresh.
+            self.guard.recount()
+        return counts
 
     def _txn_purge(self, cursor: Any, before: float) -> tuple[int, int]:
         cursor.execute(self._sql("SELECT id FROM peers WHERE state = ? AND gone_at < ?"), (GONE, before))
@@ -447,7 +493,8 @@ def _message(row: Sequence[Any]) -> Message:
     return Message(*values)
 
 
-def _as_store_error(failure: Failure) -> Failure:
+def _as_store_error(failure: Failure, reported: bool = False) -> Failure:
     if failure.check(sqlite3.Error):
-        return Failure(StoreError(f"database error: {failure.getErrorMessage()}"))
+        text = f"database error: {failure.getErrorMessage()}"
+        return Failure(reported_error(text) if reported else StoreError(text))
     return failure
