@@ -140,6 +140,12 @@ class StopCounter:
             pass
 
 
+def pushes_at_once(delivery: Any) -> bool:
+    """True when the peer's bridge shows every message itself, at once: a channel that its
+    agent is confirmed to accept (an unconfirmed one falls back to hooks and tool results)."""
+    return delivery == "push" or str(delivery or "").startswith("channel (confirmed")
+
+
 def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: TextIO, note: Callable[[str], None]) -> None:
     """One hook run; raises on failure (the caller logs it and exits 0)."""
     agent = agents.session_of(os.getpid())
@@ -166,7 +172,7 @@ def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: Text
             raise
         peer = json_value(sock.answer(tags[-2]), b"peer")
         fetched = sock.answer(tags[-1])
-        if boolean(attached, b"online") and peer.get("delivery") == "push":
+        if boolean(attached, b"online") and pushes_at_once(peer.get("delivery")):
             return  # the bridge pushes every message to the agent at once
         selection = output.select(json_value(fetched, b"messages"), int(fetched[b"more"]))
         if not selection.text:
