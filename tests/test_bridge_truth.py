@@ -138,3 +138,17 @@ async def test_the_watch_sees_lines_appended_after_it_started(tmp_path: Path, us
         assert watch.inotify is use_inotify
     finally:
         watch.stop()
+
+
+def test_a_prompt_started_by_our_channel_names_its_message_ids() -> None:
+    """Claude Code runs UserPromptSubmit with the accepted channel message as the prompt: the
+    hook takes those ids as shown (and never shows them again); other servers' tags are not ours."""
+    from claudepeers.hooks.run import channel_ids_in_prompt, pushes_at_once
+
+    prompt = ('<channel source="claude-peers" from_id="cli" message_id="12" verified="false">\nhi\n</channel>'
+              '<channel source="telegram" message_id="99">x</channel>')
+    assert channel_ids_in_prompt({"prompt": prompt}, "claude-peers") == [12]
+    assert channel_ids_in_prompt({"prompt": "just typed text"}, "claude-peers") == []
+    assert pushes_at_once("channel (confirmed); MCP 2025-11-25") and pushes_at_once("channel (not confirmed yet)")
+    assert not pushes_at_once("channel (unconfirmed, falling back to inline); MCP 2025-11-25")
+    assert not pushes_at_once("inline (MCP 2026-07-28: no channel path)")

@@ -84,15 +84,6 @@ class ChannelConfirmations:
         done.callback(True)
         return True
 
-    def settled_elsewhere(self, message_id: int) -> None:
-        """Another path showed the message (a prompt hook): stop waiting, answer shown."""
-        wait = self._waits.pop(message_id, None)
-        if wait is not None:
-            done, timer = wait
-            if timer.active():
-                timer.cancel()
-            done.callback(True)
-
     def give_up(self, on_timeout: Callable[[int], None]) -> None:
         """No confirmation can come any more (the agent went to the 2026 era): every
         waiting push ends as if its time were up."""

@@ -105,10 +105,14 @@ class ChannelPushing:
 
     def _shown_elsewhere(self, ids: list[int]) -> None:
         """A prompt hook of our agent showed these: never show them here."""
-        self.inbox.mark_shown(ids)
         if self.channel is not None:
             for message_id in ids:
-                self.channel.settled_elsewhere(int(message_id))
+                if self.inbox.is_pending(int(message_id)):
+                    # A prompt hook saw it in the prompt of the turn our channel started
+                    # (the hook stays quiet while a channel is tried): channel evidence.
+                    self.inbox.mark_shown([int(message_id)])
+                    self.channel.confirmed(int(message_id))
+        self.inbox.mark_shown(ids)
 
     def _modern_era(self, version: str) -> None:
         """The agent speaks the 2026 era: it has no channel path, so mail goes inline."""
