@@ -107,24 +107,6 @@ def test_first_message_parsing() -> None:
     assert not handshake.parse_first(b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}').is_initialize
 
 
-@asyncio_test
-async def test_server_discover_is_refused_so_the_client_falls_back_to_initialize() -> None:
-    """server/discover gets -32601: a dual-era client (as Claude Code 2.1.332) falls back to the
-    classic initialize, the only era on which Claude Code registers channels."""
-    from mcp import Client
-
-    async def no_tool(name: str, arguments: object) -> ToolResult:
-        return ToolResult("ok")
-
-    instructions = handshake.instructions_for("push", "claude-peers")
-    server, _options = build_server(instructions, no_tool, lambda version: None)
-    async with Client(server, mode="auto") as client:
-        assert client.protocol_version == "2025-11-25"
-        assert client.server_capabilities.experimental == {"claude/channel": {}}
-        result = await client.call_tool("whoami", {})
-        assert result.content[0].text == "ok"
-
-
 def test_the_first_server_discover_is_refused_by_the_fast_path() -> None:
     """The entry point answers a first server/discover with method-not-found itself."""
     request = {"jsonrpc": "2.0", "id": 0, "method": "server/discover",
