@@ -445,7 +445,8 @@ def start_bridge(agent: Any, base: Path, label: str) -> Any:
     """A real bridge under ``agent`` (handshake done, registered)."""
     from raw_mcp import StdioBridge
 
-    bridge = StdioBridge(agent.socket_path, base / f"{label}.pid", dict(agent.env), agent.cwd)
+    bridge = StdioBridge(agent.socket_path, base / f"{label}.pid", dict(agent.env), agent.cwd,
+                         transcript=agent.transcript if agent.channels else None)
     bridge.initialize()
     answer = bridge.call("whoami", timeout=60)
     assert "result" in answer and not answer["result"].get("isError"), answer
