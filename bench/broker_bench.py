@@ -198,7 +198,7 @@ class LoadGenerator(amp_codec.Poller):
         ended = time.perf_counter()
         status = box[b"status"]
         self.statuses[status] = self.statuses.get(status, 0) + 1
-        if status == b"delivered":
+        if status == b"shown":
             self.delivered.append((int(box[b"message_id"]), box[b"to_id"]))
             phase = self.phase
             assert phase is not None

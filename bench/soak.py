@@ -243,7 +243,8 @@ def drive(options: argparse.Namespace) -> int:
         for index in range(options.bridges):
             agent = FakeAgent(base, f"br{index}", "claude", base, dict(env), channels=True).start()
             agents.append(agent)
-            bridges.append(StdioBridge(agent.socket_path, base / f"br{index}.pid", dict(agent.env), base))
+            bridges.append(StdioBridge(agent.socket_path, base / f"br{index}.pid", dict(agent.env), base,
+                                       transcript=agent.transcript if agent.channels else None))
         for bridge in bridges:
             bridge.initialize()
         for bridge, agent in zip(bridges, agents):

@@ -37,7 +37,10 @@ from .wire import (
 
 SCOPES = ("machine", "directory", "repo")
 CLIENT_TYPES = ("claude-code", "codex", "unknown")
-DELIVERY_MODES = ("push", "inline", "none")
+#: ``none``: a hook or the CLI, which take no pushes; anything else describes a bridge's path.
+NO_PUSHES = "none"
+#: The longest delivery description a bridge may give (it is shown in one line of a table).
+MAX_DELIVERY_CHARS = 200
 
 
 class Broker:
@@ -69,7 +72,7 @@ class Broker:
         self._reaper: LoopingCall | None = None
         self._stop = stop
         self.started_at = clock.seconds()
-        self.counters = {"sent": 0, "delivered": 0, "refused": 0}
+        self.counters = {"sent": 0, "shown": 0, "woke": 0, "refused": 0}
         self._names: dict[str, list[PeerActor]] | None = None
         self.mail = Mail(self)
 
@@ -197,7 +200,7 @@ class Broker:
             if claim.name and claim.name != actor.name:
                 fields["name"] = self._unique_name(claim.name, exclude=actor.id, strict=True)
             actor.update(**fields)
-        if claim.delivery != "none":
+        if claim.delivery != NO_PUSHES:
             connection.delivery = claim.delivery
             actor.attach(connection, now)
         yield self.store.save_peer(actor.record)
@@ -211,8 +214,7 @@ class Broker:
     def _check_claim(self, claim: Claim) -> None:
         if claim.client_type not in CLIENT_TYPES:
             raise InvalidArgument(f"client_type must be one of {', '.join(CLIENT_TYPES)}, not {claim.client_type!r}")
-        if claim.delivery not in DELIVERY_MODES:
-            raise InvalidArgument(f"delivery must be one of {', '.join(DELIVERY_MODES)}, not {claim.delivery!r}")
+        check_delivery(claim.delivery)
         if not claim.cwd or not claim.cwd.startswith("/"):
             raise InvalidArgument(f"cwd must be an absolute path, not {claim.cwd!r}")
         for label, value in (("cwd", claim.cwd), ("git_root", claim.git_root),
@@ -299,7 +301,7 @@ class Broker:
             chosen.append(actor)
         order = {ONLINE: 0, OFFLINE: 1, GONE: 2}
         chosen.sort(key=lambda a: (order[a.state], a.name))
-        return [a.record.to_wire(a.unread) for a in chosen]
+        return [_with_delivery(a) for a in chosen]
 
     # --- messages (mail.py) --------------------------------------------------------------------
 
@@ -413,7 +415,7 @@ class Broker:
             "host": self.host,
             "started_at": iso(self.started_at),
             "uptime_seconds": round(self.now() - self.started_at, 3),
-            "peers": [{**a.record.to_wire(a.unread), "rewake_pid": a.waits.waiter_pid} for a in peers],
+            "peers": [{**_with_delivery(a), "rewake_pid": a.waits.waiter_pid} for a in peers],
             "online": sum(1 for a in peers if a.state == ONLINE),
             "offline": sum(1 for a in peers if a.state == OFFLINE),
             "gone": sum(1 for a in peers if a.state == GONE),
@@ -436,3 +438,17 @@ def _describe(actors: Iterable[PeerActor]) -> str:
 
 
 __all__ = ["Broker", "Claim", "Credentials"]
+
+
+def check_delivery(delivery: str) -> str:
+    """A delivery description a bridge may give, or InvalidArgument saying what is wrong."""
+    if not isinstance(delivery, str) or not delivery.strip():
+        raise InvalidArgument("delivery must describe how the agent gets its mail (e.g. 'inline'), not be empty")
+    if len(delivery) > MAX_DELIVERY_CHARS or not delivery.isprintable():
+        raise InvalidArgument(f"delivery must be at most {MAX_DELIVERY_CHARS} printable characters")
+    return delivery
+
+
+def _with_delivery(actor: PeerActor) -> dict[str, Any]:
+    """A peer as listed: its record, unread count and how it gets its mail."""
+    return {**actor.record.to_wire(actor.unread), "delivery": actor.delivery}

@@ -120,8 +120,8 @@ class Mail:
             self.log.failure("after answering a send", failure)
 
     def _sent(self, answered: Deferred, message: Message, recipient: PeerActor, status: str, detail: str) -> None:
-        if status == "delivered":
-            self._broker.counters["delivered"] += 1
+        if status in ("shown", "woke"):
+            self._broker.counters[status] = self._broker.counters.get(status, 0) + 1
         self._broker.emit("message", message.from_id, f"{message.from_name} -> {recipient.name}: {status}",
                   message_id=message.id, to_id=recipient.id)
         answered.callback({"message_id": message.id, "status": status, "detail": detail,
@@ -132,7 +132,7 @@ class Mail:
         recipient = self._broker.actors.get(message.to_id)
         name = recipient.name if recipient is not None else message.to_id
         if message.acked_at is not None:
-            status, detail = "delivered", f"already sent as message {message.id} and shown to {name}"
+            status, detail = "shown", f"already sent as message {message.id} and shown to {name}"
         else:
             status, detail = "queued", f"already sent as message {message.id}; it waits for {name}"
         return {"message_id": message.id, "status": status, "detail": detail, "to_id": message.to_id, "to_name": name}

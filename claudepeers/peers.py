@@ -45,10 +45,10 @@ MAX_PUSH_MESSAGES = 256
 #: character to six bytes; BigText takes 8 MiB, so a push stays well inside it).
 MAX_PUSH_CHARS = 512 * 1024
 
-DELIVERED = "delivered"
-QUEUED = "queued"
-#: The contract's word for a message an idle agent was woken with (rewake hook).
+#: The words a sender hears (the delivery contract of issue 10).
+SHOWN = "shown"
 WOKE = "woke"
+QUEUED = "queued"
 
 
 class PeerConnection(Protocol):
@@ -57,7 +57,8 @@ class PeerConnection(Protocol):
     delivery: str  # "push" or "inline"
 
     def deliver(self, messages: list[dict[str, Any]]) -> Deferred:
-        """Push messages; fires with one flag each: True when shown, False when held for later."""
+        """Push messages; fires with one flag each: True when shown, WOKE when the agent was
+        woken to take it, False when held for later."""
 
     def close(self, reason: str) -> None:
         """Drop the connection (another one of the same agent session replaced it)."""
@@ -220,7 +221,7 @@ class PeerActor:
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             _, message_id = deadlines.popleft()
-            self._resolve(message_id, QUEUED, f"pushed to {self.name}; not shown yet")
+            self._resolve(message_id, QUEUED, f"pushed to {self.name}; not shown yet (no answer from its bridge in time)")
         if deadlines:
             self._timer = self._clock.callLater(deadlines[0][0] - now, self._expire)
 
@@ -249,7 +250,7 @@ class PeerActor:
                 callbackArgs=(batch, generation), errbackArgs=(batch, generation),
             )
 
-    def _pushed(self, shown: list[bool], batch: list[Message], generation: int) -> None:
+    def _pushed(self, shown: list[Any], batch: list[Message], generation: int) -> None:
         if generation != self._generation:
             return
         self._in_flight -= 1
@@ -257,9 +258,9 @@ class PeerActor:
             # Unanswered messages stay unacknowledged: pushed again after a reconnect.
             self.log.warn("bridge of {peer} answered {n} flags for a push of {m} messages",
                           peer=self.id, n=len(shown), m=len(batch))
-        acknowledged = [message.id for message, flag in zip(batch, shown) if flag]
+        acknowledged = [message.id for message, flag in zip(batch, shown) if flag is True]
         if acknowledged:
-            # Queued before any sender hears "delivered": a read the sender makes next
+            # Queued before any sender hears "shown": a read the sender makes next
             # (reads see every write queued before them) finds the message shown.
             d = self._store.acknowledge(self.id, acknowledged, self._clock.seconds())
             d.addCallbacks(self.acknowledged, self._ack_failed)
@@ -268,10 +269,12 @@ class PeerActor:
         # acknowledgement (woke), at most delivery_wait.
         to_waiter = self.waits.held(held) if held else set()
         for message, flag in zip(batch, shown):
-            if flag:
-                self._resolve(message.id, DELIVERED, f"{self.name} has been shown the message")
+            if flag is True:
+                self._resolve(message.id, SHOWN, f"{self.name} has been shown the message")
+            elif flag == WOKE:
+                self._resolve(message.id, WOKE, f"{self.name} was idle and has been woken to read it")
             elif message.id not in to_waiter:
-                self._resolve(message.id, QUEUED, f"{self.name} sees it with its next tool call")
+                self._resolve(message.id, QUEUED, self.held_reason())
         self._pump()
 
     def _push_failed(self, failure: Failure, batch: list[Message], generation: int) -> None:
@@ -301,5 +304,12 @@ class PeerActor:
                 self._resolve(message_id, WOKE, f"{self.name} was idle and has been woken with the message")
             return marked
         for message_id in marked:
-            self._resolve(message_id, DELIVERED, f"{self.name} has been shown the message")
+            self._resolve(message_id, SHOWN, f"{self.name} has been shown the message")
         return marked
+
+    def held_reason(self) -> str:
+        """Why a message the bridge holds is not shown yet, in a person's words."""
+        where = f"held for {self.name}'s next tool call or prompt"
+        if "unconfirmed" in self.delivery or "not confirmed" in self.delivery:
+            return f"channel push not confirmed; {where}"
+        return where

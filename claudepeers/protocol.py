@@ -20,9 +20,9 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from . import __version__, platforms, wire
-from .broker import Broker, Claim, Credentials
+from .broker import Broker, Claim, Credentials, check_delivery
 from .lean_amp import LeanAMP
-from .peers import PeerActor
+from .peers import WOKE, PeerActor
 from .storage.store import StoreError
 
 #: Error descriptions are cut to this many bytes (AMP's limit per value is 65,535).
@@ -278,6 +278,16 @@ class BrokerProtocol(LeanAMP):
         """Set what this peer works on."""
         return self.broker.set_summary(self._peer(), summary).addCallback(lambda _: {})
 
+    @wire.SetDelivery.responder
+    def set_delivery(self, delivery: str) -> dict:
+        """The bridge says how its agent gets mail now (shown by list_peers, status, doctor)."""
+        actor = self._peer()
+        if not self.bridge or actor.connection is not self:
+            raise wire.InvalidArgument("only the bridge that takes this peer's pushes may set its delivery")
+        self.delivery = check_delivery(delivery)
+        actor.delivery = delivery
+        return {}
+
     @wire.SetName.responder
     def set_name(self, name: str) -> Deferred:
         """Rename this peer."""
@@ -367,8 +377,11 @@ class BrokerFactory(Factory):
         return protocol
 
 
-def _shown_flags(answer: dict[str, Any]) -> list[bool]:
-    return answer["shown"]
+def _shown_flags(answer: dict[str, Any]) -> list[Any]:
+    """One flag per message: True (shown), WOKE (the agent was woken to take it) or False."""
+    woke = answer.get("woke") or []
+    return [True if shown else (WOKE if index < len(woke) and woke[index] else False)
+            for index, shown in enumerate(answer["shown"])]
 
 
 def _remote(error: type[Exception], text: str) -> amp.RemoteAmpError:

@@ -93,8 +93,41 @@ def render_message(message: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The longest channel content; a longer body (a raised body limit) is cut, and says so.
+MAX_CHANNEL_CHARS = 40_000
+#: Only letters, digits and underscores survive in Claude Code's channel tag attributes.
+_META_KEY = re.compile(r"^[A-Za-z0-9_]+$")
+_TAG_LOOKALIKE = re.compile(r"<(/?)(channel)", re.IGNORECASE)
+
+
+def channel_content(message: Mapping[str, Any]) -> str:
+    """The ``content`` of a channel notification: the message itself, cleaned and bounded.
+
+    Claude Code shows the person one line, ``<- claude-peers: <start of content>``, so it
+    starts with what the message says; who sent it goes in :func:`channel_meta`. Text that
+    looks like the channel tag is defused, so a body cannot close the tag and open a forged one.
+    """
+    body = clean_text(str(message.get("body", ""))).strip("\n")
+    body = _TAG_LOOKALIKE.sub(lambda match: "\u2039" + match.group(1) + match.group(2), body)
+    if len(body) > MAX_CHANNEL_CHARS:
+        cut = len(body) - MAX_CHANNEL_CHARS
+        body = body[:MAX_CHANNEL_CHARS] + (
+            f"\n[claude-peers: {cut} more characters of message #{int(message.get('id', 0))} were cut here]"
+        )
+    return body
+
+
 def channel_meta(message: Mapping[str, Any]) -> dict[str, str]:
-    """The flat string map sent as ``meta`` of a ``notifications/claude/channel``."""
+    """The flat string map sent as ``meta`` of a ``notifications/claude/channel``: the
+    sender as the broker verified it, the thread and the ids (keys Claude Code keeps)."""
+    meta = _channel_meta(message)
+    for key in ("reply_to", "thread_id"):
+        if message.get(key) not in (None, ""):
+            meta[key] = clean_line(str(message[key]), 64)
+    return {key: value for key, value in meta.items() if _META_KEY.match(key)}
+
+
+def _channel_meta(message: Mapping[str, Any]) -> dict[str, str]:
     verified = bool(message.get("verified")) and message.get("from_id") != "cli"
     return {
         "from_id": clean_line(message.get("from_id"), 64),

@@ -28,7 +28,10 @@ class Limits:
     max_unread: int = 5000
     retention_seconds: float = 7 * 24 * 3600.0
     kill_grace_seconds: float = 5.0
-    delivery_wait_seconds: float = 1.0
+    # Longer than the channel confirmation below, so that a sender hears how a push ended.
+    delivery_wait_seconds: float = 2.0
+    #: How long a bridge waits for Claude Code's transcript to show a channel push.
+    channel_confirm_seconds: float = 1.5
     reap_interval_seconds: float = 10.0
     tcp_ping_interval_seconds: float = 30.0
     #: The database's bound, and stored bytes of unread mail per recipient and per sender.
@@ -48,6 +51,7 @@ class Limits:
         "CLAUDE_PEERS_RETENTION_SECONDS": ("retention_seconds", float),
         "CLAUDE_PEERS_KILL_GRACE_SECONDS": ("kill_grace_seconds", float),
         "CLAUDE_PEERS_DELIVERY_WAIT_SECONDS": ("delivery_wait_seconds", float),
+        "CLAUDE_PEERS_CHANNEL_CONFIRM_SECONDS": ("channel_confirm_seconds", float),
         "CLAUDE_PEERS_TCP_PING_SECONDS": ("tcp_ping_interval_seconds", float),
         "CLAUDE_PEERS_REAP_SECONDS": ("reap_interval_seconds", float),
         "CLAUDE_PEERS_MAX_DB_BYTES": ("max_db_bytes", int),

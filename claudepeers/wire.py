@@ -207,8 +207,9 @@ class Register(amp.Command):
 
     ``agent_pid``/``agent_start`` name the agent process (the ``claude``/``codex``
     ancestor); on a UNIX socket the broker checks it against the connecting process.
-    ``delivery`` is ``push`` (the bridge shows messages at once), ``inline`` (it holds
-    them until the agent's next tool call) or ``none`` (a hook or CLI: no pushes).
+    ``delivery`` is ``none`` for a hook or CLI (no pushes), else the bridge's description
+    of how its agent gets mail (``channel (confirmed)``, ``inline``, ...; see
+    :class:`SetDelivery`). The older words ``push`` and ``inline`` are descriptions too.
     """
 
     arguments = [
@@ -286,9 +287,9 @@ class SetName(amp.Command):
 class Send(amp.Command):
     """Send a message; answers only after it is committed.
 
-    ``status`` is ``delivered`` (the recipient's bridge showed it), ``woke`` (a rewake hook
-    woke the idle agent with it), ``queued`` (held for a polling peer or one that is
-    reconnecting) with ``detail`` saying which.
+    ``status`` is ``shown`` (the recipient's session got it, with evidence), ``woke`` (the
+    idle agent was woken to take it) or ``queued`` (it waits), with ``detail`` saying why
+    in words a person understands.
     ``client_key`` (optional, at most 64 characters, unique per sender) makes the send
     safe to repeat after a lost connection: a repeat answers with the first message.
     """
@@ -302,6 +303,19 @@ class Send(amp.Command):
         (b"to_name", amp.Unicode()),
     ]
     errors = _errors(PEER_ERRORS, {LimitExceeded: b"LIMIT_EXCEEDED"})
+
+
+class SetDelivery(amp.Command):
+    """Say how this peer's agent gets its mail now, e.g. ``channel (confirmed)``.
+
+    A bridge keeps it up to date (a channel confirmed, or not confirmed and falling back
+    to inline delivery); ``list_peers``, ``status`` and ``doctor`` show it. At most 200
+    printable characters.
+    """
+
+    arguments = [(b"delivery", amp.Unicode())]
+    response: list = []
+    errors = _errors()
 
 
 class FetchUnread(amp.Command):
@@ -411,11 +425,13 @@ class Deliver(amp.Command):
     one push (at most ``MAX_DELIVER_BATCH``): one box and one answer instead of one each.
     A flag is True when the agent has seen that message; a bridge that holds a message
     for the agent's next tool call answers False and acknowledges it later with
-    :class:`Acknowledge`.
+    :class:`Acknowledge`. ``woke`` (optional, one flag each) is True for a message not
+    shown yet whose idle agent was woken to take it: the sender hears ``woke``, and the
+    message stays unacknowledged until something shows it.
     """
 
     arguments = [(b"messages", JSONValue())]
-    response = [(b"shown", amp.ListOf(amp.Boolean()))]
+    response = [(b"shown", amp.ListOf(amp.Boolean())), (b"woke", amp.ListOf(amp.Boolean(), optional=True))]
     errors = _errors()
 
 

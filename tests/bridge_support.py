@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import signal
 import stat
@@ -51,15 +52,42 @@ class ChannelParams(types.NotificationParams):
     meta: dict[str, str]
 
 
-class Inbox:
-    """Channel notifications received by one client, with a way to wait for them."""
+def transcript_line(content: str, meta: dict[str, str], server: str = "claude-peers") -> bytes:
+    """The transcript line Claude Code writes when it accepts a channel message (its
+    ``queue-operation`` enqueue, as 2.1.197 and 2.1.332 write it)."""
+    attributes = "".join(f' {key}="{value}"' for key, value in meta.items())
+    tag = f'<channel source="{server}"{attributes}>\n{content}\n</channel>'
+    entry = {"type": "queue-operation", "operation": "enqueue", "timestamp": "2026-12-01T00:00:00.000Z",
+             "sessionId": "test", "content": tag}
+    return json.dumps(entry).encode() + b"\n"
 
-    def __init__(self) -> None:
+
+def transcript_path(home: Path, cwd: Path, session_id: str) -> Path:
+    """Where Claude Code keeps the transcript of a session started in ``cwd``."""
+    folder = "".join(ch if ch.isalnum() else "-" for ch in str(cwd))
+    return home / ".claude" / "projects" / folder / f"{session_id}.jsonl"
+
+
+class Inbox:
+    """Channel notifications received by one client, with a way to wait for them.
+
+    With a ``transcript`` the client stands in for Claude Code accepting the channel: each
+    notification is written there as Claude Code writes it (the bridge's evidence). Without
+    one it is a Claude Code that skipped the channel: it receives the notification and
+    shows nothing.
+    """
+
+    def __init__(self, transcript: Path | None = None) -> None:
         self.items: list[ChannelParams] = []
+        self.transcript = transcript
         self._changed = asyncio.Event()
 
     async def receive(self, params: ChannelParams) -> None:
         self.items.append(params)
+        if self.transcript is not None:
+            self.transcript.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.transcript, "ab") as handle:
+                handle.write(transcript_line(params.content, params.meta))
         self._changed.set()
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[ChannelParams]:
@@ -97,6 +125,8 @@ class FakeAgent:
     cwd: Path
     env: dict[str, str]
     channels: bool = False
+    #: False: a Claude Code that skips the channel (gate off, -p, ...): it writes no transcript line.
+    accepts_channel: bool = True
     process: subprocess.Popen | None = None
     bridge_pids: list[int] = field(default_factory=list)
 
@@ -109,6 +139,16 @@ class FakeAgent:
         assert self.process is not None
         return self.process.pid
 
+    @property
+    def session_id(self) -> str:
+        """The agent's session id (Claude Code passes it to its MCP servers)."""
+        return f"00000000-0000-4000-8000-{abs(hash((str(self.base), self.name))) % 10**12:012d}"
+
+    @property
+    def transcript(self) -> Path:
+        """Where this session's transcript is (HOME is the test's directory)."""
+        return transcript_path(Path(self.env["HOME"]), self.cwd, self.session_id)
+
     def start(self) -> "FakeAgent":
         """Write the ``claude``/``codex`` executable and start it; wait until it listens."""
         bin_dir = self.base / f"bin-{self.name}"
@@ -116,7 +156,8 @@ class FakeAgent:
         script = bin_dir / self.kind
         script.write_text(f"#!{sys.executable}\n" + (HERE / self.SCRIPT).read_text())
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
-        self.env = {**self.env, "CP_AGENT_SOCKET": str(self.socket_path), "CLAUDE_PEER_NAME": self.name}
+        self.env = {**self.env, "CP_AGENT_SOCKET": str(self.socket_path), "CLAUDE_PEER_NAME": self.name,
+                    "CLAUDE_CODE_SESSION_ID": self.session_id}
         log = open(self.base / f"agent-{self.name}.log", "ab")
         self.process = subprocess.Popen(
             [str(script), *(CHANNELS_FLAG if self.channels else [])],
@@ -224,7 +265,7 @@ async def open_bridge(
         env={**agent.env, **(env or {})},
         cwd=str(agent.cwd),
     )
-    inbox = Inbox()
+    inbox = Inbox(agent.transcript if agent.channels and agent.accepts_channel else None)
     client = Client(
         params,
         mode="legacy",

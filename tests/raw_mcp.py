@@ -28,13 +28,16 @@ class StdioBridge:
     """One real bridge: write JSON-RPC lines, read answers; channel notifications are collected."""
 
     def __init__(self, agent_socket: Path, pidfile: Path, env: dict[str, str], cwd: Path,
-                 client_name: str = "claude-code") -> None:
+                 client_name: str = "claude-code", transcript: Path | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, str(HERE / "bridge_relay.py"), str(agent_socket), str(pidfile)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd,
         )
         self.pidfile = pidfile
         self.client_name = client_name
+        # With a transcript this client stands in for Claude Code accepting the channel: it
+        # writes each channel notification there as Claude Code does (the bridge's evidence).
+        self.transcript = transcript
         self._ids = itertools.count(1)
         self._answers: dict[Any, "queue.Queue[dict[str, Any]]"] = {}
         self._lock = threading.Lock()
@@ -60,6 +63,12 @@ class StdioBridge:
                 message["received_at"] = time.time()
                 self.notifications.append(message)
                 if message["method"] == "notifications/claude/channel":
+                    if self.transcript is not None:
+                        from bridge_support import transcript_line
+
+                        self.transcript.parent.mkdir(parents=True, exist_ok=True)
+                        with open(self.transcript, "ab") as handle:
+                            handle.write(transcript_line(message["params"]["content"], message["params"]["meta"]))
                     self.channel.put(message)
                 continue
             with self._lock:

@@ -65,7 +65,7 @@ class FakeBroker(amp.AMP):
         if len(self.record.sends) == 1:
             self.transport.loseConnection()
             return Deferred()
-        return {"message_id": 9, "status": "delivered", "detail": "", "to_id": "x", "to_name": to}
+        return {"message_id": 9, "status": "shown", "detail": "", "to_id": "x", "to_name": to}
 
 
 class Recorder:
@@ -172,7 +172,7 @@ def test_pushes_are_answered_by_the_inbox(connected: Any) -> Any:
     record, link, _ = yield connected(delivered=delivered)
     first = yield record.connections[0].callRemote(wire.Deliver, messages=[{"id": 2, "body": "x"}])
     second = yield record.connections[0].callRemote(wire.Deliver, messages=[{"id": 3, "body": "y"}])
-    assert (first, second) == ({"shown": [True]}, {"shown": [False]})
+    assert (first["shown"], second["shown"]) == ([True], [False]) and not (first.get("woke") or second.get("woke"))
     assert [m["id"] for m in delivered] == [2, 3]
 
 

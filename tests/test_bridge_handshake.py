@@ -107,22 +107,21 @@ def test_first_message_parsing() -> None:
     assert not handshake.parse_first(b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}').is_initialize
 
 
-@asyncio_test
-async def test_the_2026_era_discovers_the_channel_too() -> None:
-    """A client that opens with server/discover (no initialize) also learns of the channel."""
-    from mcp import Client
+def test_the_first_server_discover_is_refused_by_the_fast_path() -> None:
+    """The entry point answers a first server/discover with method-not-found itself."""
+    request = {"jsonrpc": "2.0", "id": 0, "method": "server/discover",
+               "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}
+    first = handshake.parse_first(json.dumps(request).encode())
+    assert first.is_discover and not first.is_initialize
+    answer = json.loads(handshake.discover_refusal(request))
+    assert answer == {"jsonrpc": "2.0", "id": 0, "error": {"code": -32601, "message": handshake.DISCOVER_REFUSAL}}
 
-    async def no_tool(name: str, arguments: object) -> ToolResult:
-        return ToolResult("ok")
 
-    instructions = handshake.instructions_for("push", "claude-peers")
-    server, _options = build_server(instructions, no_tool, lambda version: None)
-    async with Client(server, mode="auto") as client:
-        assert client.protocol_version in sdk_version.MODERN_PROTOCOL_VERSIONS
-        assert client.server_capabilities.experimental == {"claude/channel": {}}
-        assert client.instructions == instructions
-        result = await client.call_tool("whoami", {})
-        assert result.content[0].text == "ok"
+def test_push_instructions_no_longer_tell_the_model_not_to_check() -> None:
+    """A channel may be skipped by Claude Code: push-mode instructions ask for check_messages too."""
+    text = handshake.instructions_for("push", "claude-peers")
+    assert "check_messages() when you start a task" in text
+    assert "arrive by themselves" in text and "usually" in text
 
 
 def test_malformed_initialize_is_left_to_the_sdk() -> None:

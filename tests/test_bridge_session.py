@@ -49,10 +49,12 @@ def stdout_pipe() -> Any:
     os.close(write_fd)
 
 
-def make_bridge(write_fd: int, delivery: str, link: FakeLink, answered_first: bool = True) -> Bridge:
+def make_bridge(write_fd: int, delivery: str, link: FakeLink, answered_first: bool = True,
+                confirm: bool = False) -> Bridge:
+    """A bridge on a pipe; its pushes are taken on trust unless ``confirm`` (the pipe mechanics)."""
     settings = Settings.from_env({"HOME": "/nonexistent", "CLAUDE_PEERS_NO_AUTOSTART": "1"})
     bridge = Bridge(reactor, settings, None, "claude-code", delivery, "instructions", None, answered_first,
-                    b"", write_fd)
+                    b"", write_fd, confirm=confirm)
     bridge.link = link  # type: ignore[assignment]
     bridge.tools = PeerTools(AsyncBroker(link), bridge._check_messages)  # type: ignore[arg-type]
     return bridge

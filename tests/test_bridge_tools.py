@@ -111,9 +111,9 @@ async def test_bad_arguments_are_is_error_texts_without_a_broker_call() -> None:
 
 
 @asyncio_test
-async def test_send_message_reports_delivered_or_queued() -> None:
+async def test_send_message_reports_shown_or_queued() -> None:
     """The result says truthfully whether the recipient has seen it."""
-    answer = {"message_id": 7, "status": "delivered", "detail": "api has been shown the message",
+    answer = {"message_id": 7, "status": "shown", "detail": "api has been shown the message",
               "to_id": "ab12cd34", "to_name": "api"}
     tools, broker = tools_with({wire.Send: answer})
     result = await tools.call("send_message", {"to_id": "api", "message": "hello"})
@@ -121,7 +121,7 @@ async def test_send_message_reports_delivered_or_queued() -> None:
     key = arguments.pop("client_key")
     assert command is wire.Send and arguments == {"to": "api", "body": "hello"}
     assert len(key) == 32  # a fresh key per call makes a repeat after a lost connection safe
-    assert result.text == "Message #7 delivered to api (ab12cd34): api has been shown the message."
+    assert result.text == "Message #7 shown to api (ab12cd34): api has been shown the message."
     tools, _ = tools_with({wire.Send: {**answer, "status": "queued", "detail": "api sees it with its next tool call"}})
     result = await tools.call("send_message", {"to_id": "api", "message": "hello"})
     assert result.text == "Message #7 queued for api (ab12cd34): api sees it with its next tool call."

@@ -218,15 +218,15 @@ def test_scopes_machine_directory_repo_exclude_caller(world: World) -> None:
 
 
 @pytest_twisted.inlineCallbacks
-def test_send_to_pushed_peer_is_delivered_and_acknowledged(world: World) -> None:
-    """A push-mode bridge that shows the message makes the result 'delivered', and it is marked read."""
+def test_send_to_pushed_peer_is_shown_and_acknowledged(world: World) -> None:
+    """A push-mode bridge that shows the message makes the result 'shown', and it is marked read."""
     a1, b1 = world.agent()
     a2, b2 = world.agent()
     sender, _ = yield world.register(a1, b1, FakeBridge(), name="alice")
     inbox = FakeBridge()
     recipient, _ = yield world.register(a2, b2, inbox, name="bob")
     result = yield world.broker.send(sender, "bob", "hello bob")
-    assert result["status"] == "delivered"
+    assert result["status"] == "shown"
     assert inbox.pushed[0]["body"] == "hello bob"
     assert inbox.pushed[0]["from_id"] == sender.id and inbox.pushed[0]["verified"] is True
     unread = yield world.store.unread(recipient.id)
@@ -286,7 +286,7 @@ def test_unanswered_pushes_are_pushed_again_after_reconnect(world: World) -> Non
 @pytest_twisted.inlineCallbacks
 def test_messages_arriving_during_a_push_go_out_together_in_order(world: World) -> None:
     """One push is in flight per peer; what arrives meanwhile goes out in the next push, in
-    acceptance order, and every sender hears "delivered" once its message is shown."""
+    acceptance order, and every sender hears "shown" once its message is shown."""
     a1, b1 = world.agent()
     a2, b2 = world.agent()
     sender, _ = yield world.register(a1, b1, FakeBridge())
@@ -300,7 +300,7 @@ def test_messages_arriving_during_a_push_go_out_together_in_order(world: World) 
     results = yield gatherResults(sends)
     assert [m["body"] for m in slow.pushed] == [str(n) for n in range(50)]
     assert [r["message_id"] for r in results] == sorted(r["message_id"] for r in results)
-    assert {r["status"] for r in results} == {"delivered"}
+    assert {r["status"] for r in results} == {"shown"}
     assert len(slow.pushes) < 50 and max(len(push) for push in slow.pushes) > 1
 
 
@@ -532,7 +532,7 @@ def test_repeated_send_with_the_same_client_key_is_stored_and_pushed_once(world:
     first = yield world.broker.send(sender, "bob", "only once", client_key="k-1")
     again = yield world.broker.send(sender, "bob", "only once", client_key="k-1")
     other = yield world.broker.send(sender, "bob", "a new one", client_key="k-2")
-    assert again["message_id"] == first["message_id"] and again["status"] == "delivered"
+    assert again["message_id"] == first["message_id"] and again["status"] == "shown"
     assert "already sent" in again["detail"]
     assert inbox.ids() == [first["message_id"], other["message_id"]]
     bad = yield failure_of(world.broker.send(sender, "bob", "x", client_key="k" * 65))

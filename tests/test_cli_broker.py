@@ -99,11 +99,11 @@ def test_peers_lists_both_as_json_and_text(network: Network) -> None:
     assert f"[codex]  alpha-codex  ({network.codex_id})  online" in done.stdout
 
 
-def test_send_to_pushed_peer_is_delivered_and_unverified(network: Network) -> None:
-    """send by name to a Claude with push: 'Delivered'; the agent sees from_id cli, unverified."""
+def test_send_to_pushed_peer_is_shown_and_unverified(network: Network) -> None:
+    """send by name to a Claude with push: 'Shown'; the agent sees from_id cli, unverified."""
     done = cli(network.env, "send", "alpha-claude", "please", "rebase")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"Delivered to alpha-claude ({network.claude_id})")
+    assert done.stdout.startswith(f"Shown to alpha-claude ({network.claude_id})")
     message = json.loads(read_line(network.claude, "MESSAGE ")[len("MESSAGE "):])
     assert message["body"] == "please rebase"
     assert message["from_id"] == "cli" and message["verified"] is False

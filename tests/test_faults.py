@@ -415,7 +415,7 @@ def test_disk_full_fails_the_send_with_broker_unavailable_and_others_carry_on(sh
         answer = call(name, wire.Register, agent_pid=agent, agent_start=1.0, client_type="claude-code",
                       cwd=f"/w/{name}", name=name, delivery="push")
         peers[name] = (client, pump, answer["peer_id"])
-    assert call("alice", wire.Send, to="bob", body="before")["status"] == "delivered"
+    assert call("alice", wire.Send, to="bob", body="before")["status"] == "shown"
 
     pages = pool.connection.execute("PRAGMA page_count").fetchone()[0]
     pool.connection.execute(f"PRAGMA max_page_count = {pages}")
@@ -429,8 +429,8 @@ def test_disk_full_fails_the_send_with_broker_unavailable_and_others_carry_on(sh
 
     pool.connection.execute("PRAGMA max_page_count = 1073741823")
     after = call("alice", wire.Send, to="bob", body="x" * 30_000)
-    assert after["status"] == "delivered"
-    assert call("carol", wire.Send, to="bob", body="carol too")["status"] == "delivered"
+    assert after["status"] == "shown"
+    assert call("carol", wire.Send, to="bob", body="carol too")["status"] == "shown"
     stored = pool.connection.execute("SELECT body FROM messages ORDER BY id").fetchall()
     assert [b[:5] for (b,) in stored] == ["befor", "xxxxx", "carol"], "the refused message left nothing behind"
     assert len(peers["bob"][0].pushed) == 3
@@ -445,7 +445,8 @@ def start_bridge(agent: Any, base: Path, label: str) -> Any:
     """A real bridge under ``agent`` (handshake done, registered)."""
     from raw_mcp import StdioBridge
 
-    bridge = StdioBridge(agent.socket_path, base / f"{label}.pid", dict(agent.env), agent.cwd)
+    bridge = StdioBridge(agent.socket_path, base / f"{label}.pid", dict(agent.env), agent.cwd,
+                         transcript=agent.transcript if agent.channels else None)
     bridge.initialize()
     answer = bridge.call("whoami", timeout=60)
     assert "result" in answer and not answer["result"].get("isError"), answer
@@ -627,7 +628,7 @@ def test_a_message_shown_just_before_a_reconnect_is_not_pushed_to_the_next_bridg
         yield world.register(bob_agent, bob_bridge, second, cwd="/w/bob")
         yield busy
         answer = yield sending
-        assert answer["status"] == "delivered"
+        assert answer["status"] == "shown"
         assert second.ids() == [], f"message {message['id']} was pushed again after it was shown"
         assert (yield world.store.unread(bob.id)) == []
     finally:

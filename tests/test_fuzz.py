@@ -342,7 +342,8 @@ class BridgePair:
 
 def start_bridge(agent: FakeAgent, base: Path, name: str) -> StdioBridge:
     """A bridge under ``agent`` with its handshake done and registered."""
-    bridge = StdioBridge(agent.socket_path, base / f"{name}.pid", {**agent.env}, agent.cwd)
+    bridge = StdioBridge(agent.socket_path, base / f"{name}.pid", {**agent.env}, agent.cwd,
+                         transcript=agent.transcript if agent.channels else None)
     bridge.initialize()
     bridge.text("whoami")
     agent.bridge_pids.append(bridge.bridge_pid())

@@ -59,7 +59,7 @@ def test_mail_shown_by_the_channel_never_wakes(world: World) -> None:
     alice, bob, _ = yield two_peers(world, "push", True)
     waited = world.broker.mail.wait_for_mail(alice, HookConnection(), None)
     result = yield world.broker.send(bob, "alice", "seen at once")
-    assert result["status"] == "delivered" and not waited.called
+    assert result["status"] == "shown" and not waited.called
 
 
 @pytest_twisted.inlineCallbacks

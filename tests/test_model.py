@@ -369,7 +369,7 @@ class BrokerModel(RuleBasedStateMachine):
         assert sender is not recipient and recipient.alive
         assert answer["to_id"] == recipient.peer_id
         assert answer["to_name"] == recipient.name
-        expected = ("delivered" if recipient.client is not None and recipient.delivery == "push"
+        expected = ("shown" if recipient.client is not None and recipient.delivery == "push"
                     and not recipient.slow else "queued")
         assert answer["status"] == expected, answer
         ids = self.sent[recipient.peer_id]

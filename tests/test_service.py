@@ -215,7 +215,7 @@ async def test_malformed_boxes_drop_only_that_connection(broker_process: BrokerP
         raw.close()
     cli = await amp_client(broker_process.socket_path)
     sent = await cli.callRemote(wire.Send, to="target", body="still here")
-    assert sent["status"] == "delivered" and recorder.ids == [sent["message_id"]]
+    assert sent["status"] == "shown" and recorder.ids == [sent["message_id"]]
     for protocol in (cli, target):
         protocol.transport.loseConnection()
 

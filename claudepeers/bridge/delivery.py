@@ -3,8 +3,12 @@
 Pure logic, no I/O: the bridge hands every pushed or fetched message to an
 :class:`Inbox` and does what it answers. The rules (DESIGN 4, "exactly once to the agent"):
 
-- ``push`` mode (Claude Code with channels): a new message is shown at once as a channel
-  notification; the Deliver answer ``shown=True`` acknowledges it.
+- ``push`` mode (Claude Code with channels): a new message is sent at once as a channel
+  notification and waits, ``pending``, for evidence that Claude Code accepted it (its
+  transcript, :mod:`.transcript`); confirmed, it is shown and the Deliver answer
+  ``shown=True`` acknowledges it; not confirmed in time, it falls back to ``waiting``
+  (shown by the next tool result, ``check_messages`` or a prompt hook). A confirmation
+  that comes late still counts while the message waits: it is never shown again.
 - ``inline`` mode (Codex, Claude Code without channels, unknown clients): a new message
   waits; it is shown at the end of the agent's next tool result (bounded) or by
   ``check_messages`` (in full), and only then acknowledged.
@@ -14,7 +18,8 @@ Pure logic, no I/O: the bridge hands every pushed or fetched message to an
 
 Lifecycle of one message id in one bridge process::
 
-    new --offer(push)--> shown
+    new --offer(push)--> pending --confirmed--> shown
+    pending --not confirmed in time--> waiting --confirmed late--> shown
     new --offer(inline)--> waiting --take_*()--> shown
     shown --offer--> shown (answered "already shown", nothing printed)
 """
@@ -38,6 +43,7 @@ class Offer(enum.Enum):
     SHOW = "show"  # show it now (channel notification), then call shown()
     HOLD = "hold"  # it waits for the next tool result; answer shown=False
     ALREADY_SHOWN = "already-shown"  # answer shown=True, show nothing
+    PENDING = "pending"  # pushed already, its confirmation awaited: answer as that push does
 
 
 class ShownIds:
@@ -90,6 +96,7 @@ class Inbox:
     ready: bool = True  # push mode shows only once the agent's MCP session is initialized
     shown: ShownIds = field(default_factory=ShownIds)
     _waiting: "OrderedDict[int, Message]" = field(default_factory=OrderedDict)
+    _pending: dict[int, Message] = field(default_factory=dict)
 
     @property
     def waiting_count(self) -> int:
@@ -101,6 +108,8 @@ class Inbox:
         message_id = int(message["id"])
         if message_id in self.shown:
             return Offer.ALREADY_SHOWN
+        if message_id in self._pending:
+            return Offer.PENDING
         if message_id in self._waiting:
             return Offer.HOLD
         if self.mode == "push" and self.ready and not self._waiting:
@@ -112,16 +121,50 @@ class Inbox:
     def hold(self, message: Message) -> bool:
         """A fetched message: keep it waiting unless already shown; True if it is new."""
         message_id = int(message["id"])
-        if message_id in self.shown or message_id in self._waiting:
+        if message_id in self.shown or message_id in self._waiting or message_id in self._pending:
             return False
         self._insert(message_id, message)
         return True
+
+    def pushed(self, message: Message) -> None:
+        """A channel notification carries this message now; its confirmation is awaited."""
+        message_id = int(message["id"])
+        self._waiting.pop(message_id, None)
+        self._pending[message_id] = message
+
+    def is_pending(self, message_id: int) -> bool:
+        """True while a pushed message awaits its confirmation."""
+        return message_id in self._pending
+
+    def fall_back(self, message_id: int) -> bool:
+        """A push was not confirmed in time: the message waits for the inline paths."""
+        message = self._pending.pop(message_id, None)
+        if message is None:
+            return False
+        self._insert(message_id, message)
+        return True
+
+    def confirm(self, message_id: int) -> str:
+        """The agent's transcript shows this message: ``pending`` (it was awaited),
+        ``late`` (it had fallen back and was waiting: never show it again), ``shown``
+        (already shown: by a tool result, before this late confirmation), or ``unknown``."""
+        if message_id in self._pending:
+            where = "pending"
+        elif message_id in self._waiting:
+            where = "late"
+        elif message_id in self.shown:
+            return "shown"
+        else:
+            return "unknown"
+        self.mark_shown([message_id])
+        return where
 
     def mark_shown(self, ids: Iterable[int]) -> None:
         """These ids were shown to the agent (never show them again)."""
         for message_id in ids:
             self.shown.add(int(message_id))
             self._waiting.pop(int(message_id), None)
+            self._pending.pop(int(message_id), None)
 
     def take_ready(self) -> list[Message]:
         """Push mode became ready: everything held may be shown now, in order."""

@@ -36,12 +36,24 @@ DELIVERY_MODES = ("push", "inline")
 #: The longest first line we read before giving up on the fast path.
 MAX_FIRST_LINE = 1 << 20
 
+#: Claude Code registers channels only on connections of the classic (initialize) era, so
+#: the 2026 era's opening request is refused: the agent then falls back to initialize.
+CHANNELS_NEED_CLASSIC_ERA = True
+METHOD_NOT_FOUND = -32601
+DISCOVER_REFUSAL = (
+    "Method not found: server/discover (claude-peers serves the initialize handshake, which "
+    "Claude Code's channels need)"
+)
+
 INSTRUCTIONS_PUSH = (
     "claude-peers connects you with the other AI coding agents (Claude Code, Codex) running on "
-    "this machine. Messages from other agents arrive by themselves, as <channel "
-    'source="{server}"> notifications framed as "[claude-peers message #N from ...]". When one '
-    "arrives, read it and act on it right away (a question deserves an answer, a task deserves "
-    "the work); reply with send_message(to_id=<from_id>, message=...). Tools: list_peers(scope: "
+    "this machine. Messages from other agents usually arrive by themselves, as <channel "
+    'source="{server}"> notifications whose text is the message (the sender is in the tag\'s '
+    "from_name and from_id). When a channel is not available in this session they are appended "
+    'to the result of your next claude-peers tool call instead, framed as "[claude-peers message '
+    '#N from ...]", so call check_messages() when you start a task and whenever you wait for an '
+    "answer. When one arrives, read it and act on it right away (a question deserves an answer, "
+    "a task deserves the work); reply with send_message(to_id=<from_id>, message=...). Tools: list_peers(scope: "
     "machine|directory|repo) shows who else is working and on what; send_message(to_id, message) "
     "where to_id is a peer id or its unique name; set_summary(summary) tells others what you are "
     "doing - set it when you start a task; check_messages() shows anything still waiting; "
@@ -131,6 +143,17 @@ class FirstMessage:
         )
 
     @property
+    def is_discover(self) -> bool:
+        """True for a ``server/discover`` request (the 2026 era's opening)."""
+        request = self.request
+        return (
+            isinstance(request, dict)
+            and request.get("method") == "server/discover"
+            and isinstance(request.get("id"), (str, int))
+            and not isinstance(request.get("id"), bool)
+        )
+
+    @property
     def client_name(self) -> str | None:
         """``params.clientInfo.name`` of an ``initialize`` request."""
         if not self.is_initialize:
@@ -138,9 +161,9 @@ class FirstMessage:
         return (self.request or {})["params"]["clientInfo"]["name"]
 
 
-def read_first_line(fd: int) -> tuple[bytes | None, bytes]:
-    """Block until one line arrives on ``fd``: (line, bytes after it); (None, b"") at EOF."""
-    buffer = b""
+def read_first_line(fd: int, buffer: bytes = b"") -> tuple[bytes | None, bytes]:
+    """Block until one line arrives on ``fd`` (after what ``buffer`` holds already):
+    (line, bytes after it); (None, b"") at EOF."""
     while b"\n" not in buffer:
         chunk = os.read(fd, 65536)
         if not chunk:
@@ -172,6 +195,12 @@ def initialize_result(request: dict[str, Any], instructions: str) -> dict[str, A
         "serverInfo": {"name": IMPLEMENTATION_NAME, "version": __version__},
         "instructions": instructions,
     }
+
+
+def discover_refusal(request: dict[str, Any]) -> bytes:
+    """The JSON-RPC error line refusing ``server/discover`` (method not found)."""
+    answer = {"jsonrpc": "2.0", "id": request["id"], "error": {"code": METHOD_NOT_FOUND, "message": DISCOVER_REFUSAL}}
+    return json.dumps(answer, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
 def initialize_answer(request: dict[str, Any], instructions: str) -> bytes:

@@ -91,9 +91,16 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     agent = agents.session_of(os.getpid())
     line, pending = handshake.read_first_line(0)
+    first = handshake.parse_first(line) if line is not None else None
+    if first is not None and first.is_discover and handshake.CHANNELS_NEED_CLASSIC_ERA:
+        # Refused, Claude Code falls back to initialize (and registers our channel); a
+        # client of the 2026 era alone goes on with enveloped requests, which the SDK serves.
+        assert first.request is not None
+        handshake.write_all(1, handshake.discover_refusal(first.request))
+        line, pending = handshake.read_first_line(0, pending)
+        first = handshake.parse_first(line) if line is not None else None
     if line is None and not pending:
         os._exit(0)  # the agent left before saying anything
-    first = handshake.parse_first(line) if line is not None else None
     client_type = handshake.client_type_of(
         first.client_name if first else None,
         agent.client_type if agent is not None else None,
@@ -104,12 +111,16 @@ def main(argv: list[str] | None = None) -> NoReturn:
     delivery = handshake.delivery_of(options["delivery"], client_type, channels)
     instructions = handshake.instructions_for(delivery, server_name)
     answered = first is not None and first.is_initialize
+    era = None
     if answered:
         assert first is not None and first.request is not None
-        handshake.write_all(1, handshake.initialize_answer(first.request, instructions))
+        answer = handshake.initialize_answer(first.request, instructions)
+        era = handshake.initialize_result(first.request, instructions)["protocolVersion"]
+        handshake.write_all(1, answer)
 
     try:
-        code = _run(settings, agent, client_type, delivery, instructions, first, answered, pending)
+        code = _run(settings, agent, client_type, delivery, instructions, first, answered, pending,
+                    era, server_name, options["delivery"] != "push")
     except BaseException:  # we must reach os._exit, whatever happened
         import traceback
 
@@ -128,6 +139,9 @@ def _run(
     first: handshake.FirstMessage | None,
     answered: bool,
     pending: bytes,
+    era: str | None,
+    server_name: str,
+    confirm: bool,
 ) -> int:
     """Everything after the handshake: the reactor, the SDK server, the broker link."""
     import asyncio
@@ -158,6 +172,9 @@ def _run(
         answered,
         pending if first is not None else b"",
         stdout_fd,
+        era=era,
+        server_name=server_name,
+        confirm=confirm,
     )
     bridge.log.info(
         "claude-peers mcp {pid}: client {client}, delivery {delivery}, agent {agent}",

@@ -20,17 +20,18 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import anyio
 import mcp_types as types
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from mcp_types import METHOD_NOT_FOUND, PROTOCOL_VERSION_META_KEY
+from mcp.shared.exceptions import MCPError
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.shared.message import SessionMessage
 from twisted.logger import Logger
 
 from claudepeers import __version__
-from claudepeers.render import channel_meta, render_message
+from claudepeers.render import channel_content, channel_meta
 
 from .direct import DirectToolCalls
-from .handshake import IMPLEMENTATION_NAME
+from .handshake import DISCOVER_REFUSAL, IMPLEMENTATION_NAME
 from .stdio import LineWriter
 from .tools import TOOLS, ToolResult
 
@@ -80,15 +81,9 @@ def build_server(
     server.add_notification_handler("notifications/initialized", types.NotificationParams, initialized)
 
     async def discover(ctx: Any, params: Any) -> types.DiscoverResult:
-        # The SDK's own answer to the 2026 era's server/discover leaves experimental
-        # capabilities out, and with them the channel.
-        return types.DiscoverResult(
-            supported_versions=list(MODERN_PROTOCOL_VERSIONS),
-            capabilities=server.get_capabilities(
-                NotificationOptions(), CHANNEL_CAPABILITY, protocol_version=ctx.protocol_version
-            ),
-            instructions=instructions,
-        )
+        # Claude Code registers channels only on a classic-era connection: refused here, it
+        # falls back to initialize (the entry point refuses a first server/discover itself).
+        raise MCPError(code=METHOD_NOT_FOUND, message=DISCOVER_REFUSAL)
 
     server.add_request_handler("server/discover", types.RequestParams, discover)
     options = server.create_initialization_options(
@@ -102,7 +97,7 @@ def channel_notification(message: Mapping[str, Any]) -> bytes:
     notification = {
         "jsonrpc": "2.0",
         "method": CHANNEL_METHOD,
-        "params": {"content": render_message(message), "meta": channel_meta(message)},
+        "params": {"content": channel_content(message), "meta": channel_meta(message)},
     }
     return json.dumps(notification, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
 
@@ -118,8 +113,11 @@ class McpPipe:
         options: InitializationOptions,
         writer: LineWriter,
         call_tool: CallTool,
+        on_modern: Callable[[str], None] = lambda version: None,
     ) -> None:
         self._server = server
+        self._on_modern = on_modern
+        self._modern: str | None = None
         self._options = options
         self._writer = writer
         # Tool answers go out together at the end of a reactor turn: in a burst, one
@@ -140,12 +138,22 @@ class McpPipe:
         except Exception as error:  # the SDK answers malformed input itself
             self._read_send.send_nowait(error)
             return
+        if self._modern is None and isinstance(message, types.JSONRPCRequest):
+            self._note_era(message)
         if self.direct.offer(message):
             return
         self._read_send.send_nowait(SessionMessage(message))
 
+    def _note_era(self, request: types.JSONRPCRequest) -> None:
+        """A request in the 2026 envelope (no initialize): the agent speaks the modern era."""
+        meta = (request.params or {}).get("_meta")
+        if request.method != "initialize" and isinstance(meta, Mapping) and PROTOCOL_VERSION_META_KEY in meta:
+            self._modern = str(meta[PROTOCOL_VERSION_META_KEY])
+            self._on_modern(self._modern)
+
     def session_initialized(self, protocol_version: str) -> None:
         """The handshake is complete: plain tool calls may be answered directly from now on."""
+        self._modern = self._modern or protocol_version  # a classic era: stop looking
         self.direct.session_initialized(protocol_version)
 
     def feed_eof(self) -> None:

@@ -22,11 +22,13 @@ from claudepeers import agents, gitinfo, wire
 from claudepeers.render import render_batch, render_message
 from claudepeers.settings import Settings
 
-from . import agentwatch
+from . import agentwatch, handshake, transcript
+from .channel import ChannelConfirmations, describe
 from .connection import AsyncBroker, BrokerLink
 from .delivery import Inbox, Offer
 from .handshake import FirstMessage
-from .server import McpPipe, build_server, channel_notification
+from .pushing import ChannelPushing
+from .server import McpPipe, build_server
 from .stdio import LineReader, LineWriter
 from .tools import BrokerUnreachable, PeerTools, ToolResult
 
@@ -41,7 +43,7 @@ CHECK_CHARS = 60_000
 EOF_GRACE_SECONDS = 0.3
 
 
-class Bridge:
+class Bridge(ChannelPushing):
     """Everything one ``claude-peers mcp`` process does, wired together."""
 
     log = Logger()
@@ -60,6 +62,10 @@ class Bridge:
         stdout_fd: int,
         stdin_fd: int = 0,
         cwd: str | None = None,
+        era: str | None = None,
+        server_name: str = handshake.IMPLEMENTATION_NAME,
+        confirm: bool = True,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self._reactor = reactor
         self._settings = settings
@@ -75,17 +81,30 @@ class Bridge:
         # opened without the handshake has nothing to wait for.
         ready = delivery != "push" or not answered_first
         self.inbox = Inbox(mode=delivery, measure=lambda message: len(render_message(message)), ready=ready)
+        #: The MCP protocol version the agent negotiated (reported in the delivery description).
+        self.era = era
+        # A detected channel is only a try: each push waits for the agent's transcript to
+        # show it (a --delivery push forced by the user is taken on trust).
+        self.channel: ChannelConfirmations | None = None
+        self.transcript: transcript.TranscriptWatch | None = None
+        if delivery == "push" and confirm:
+            self.channel = ChannelConfirmations(reactor, settings.limits.channel_confirm_seconds, self._channel_state)
+            environ = os.environ if environ is None else environ
+            self.transcript = transcript.TranscriptWatch(
+                reactor, transcript.config_dir(environ), self._cwd, agent.pid if agent is not None else None,
+                server_name, self._seen, environ=environ,
+            )
         self.writer = LineWriter(reactor, stdout_fd, on_broken=lambda: self.stop("stdout closed"))
         # Blocking work (git, starting a broker) runs in threads of our own: the
         # reactor's pool is joined at shutdown, and a hanging git must not delay our exit.
         self._threads = ThreadPool(0, 4, "claude-peers-bridge")
         self.link = BrokerLink(
-            reactor, settings, self._registration, self._deliver, self._registered, self.inbox.mark_shown,
+            reactor, settings, self._registration, self._deliver, self._registered, self._shown_elsewhere,
             self._connection_lost, in_thread=self._in_thread, on_superseded=self._superseded,
         )
         self.tools = PeerTools(AsyncBroker(self.link), self._check_messages)
         server, options = build_server(instructions, self._call_tool, self._initialized)
-        self.pipe = McpPipe(server, options, self.writer, self._call_tool)
+        self.pipe = McpPipe(server, options, self.writer, self._call_tool, on_modern=self._modern_era)
         self._stopping = False
         self._watch: Any = None
         self._task: asyncio.Future | None = None
@@ -95,6 +114,8 @@ class Bridge:
     def start(self) -> None:
         """Serve the agent, connect to the broker, and watch the agent process."""
         self._threads.start()
+        if self.transcript is not None:
+            self.transcript.start()
         self._task = asyncio.ensure_future(self.pipe.run())
         self._task.add_done_callback(self._served)
         if self._first is not None:
@@ -155,8 +176,19 @@ class Bridge:
             "branch": repo.branch,
             "tty": _terminal(agent.pid),
             "name": self._settings.peer_name,
-            "delivery": self.delivery,
+            "delivery": self.delivery_description(),
         }
+
+    def delivery_description(self) -> str:
+        """How this agent gets its mail now, with the MCP era it negotiated (for the broker)."""
+        return describe(self.channel, self.delivery, self.era)
+
+    def _report_delivery(self) -> None:
+        """Tell the broker how mail reaches us now (registration tells it on every connect)."""
+        if self.link.current is None:
+            return
+        d = self.link.call(wire.SetDelivery, delivery=self.delivery_description())
+        d.addErrback(lambda failure: self.log.warn("could not report the delivery: {f}", f=failure.getErrorMessage()))
 
     def _superseded(self, reason: str) -> None:
         """The broker says a newer bridge of our agent session took over: exit."""
@@ -183,49 +215,43 @@ class Bridge:
     def _deliver(self, message: dict[str, Any]) -> Any:
         """The broker pushed a message: True when the agent has seen it (now or before).
 
-        "Seen" means in the agent's stdin pipe: when the pipe is full, the answer waits
-        until our buffer has drained into it.
+        "Seen" means in the agent's stdin pipe for a trusted (forced) push, and confirmed
+        in the agent's transcript for a detected channel: the answer waits for it, at
+        most the confirmation bound.
         """
         offer = self.inbox.offer(message)
         if offer is Offer.ALREADY_SHOWN:
             return True
+        message_id = int(message["id"])
+        if offer is Offer.PENDING and self.channel is not None:
+            return self.channel.wait_for(message_id, self._not_confirmed)
         if offer is Offer.SHOW:
-            return self._in_pipe(self._notify(message))
+            return self._push(message)
         if self.inbox.mode == "push" and self.inbox.ready:
             # Older mail waits (fetched by check_messages, or held before "initialized"):
             # push it all now, in order, rather than leave it for the next tool result.
-            message_id = int(message["id"])
-            shown = [int(held["id"]) for held in self.inbox.take_ready() if self._notify(held)]
-            others = [held_id for held_id in shown if held_id != message_id]
-            if others:
-                self.link.acknowledge(others)
-            return self._in_pipe(message_id in shown)
+            answer: Any = False
+            for held in self.inbox.take_ready():
+                result = self._push(held)
+                if int(held["id"]) == message_id:
+                    answer = result
+                else:
+                    self._acknowledge_when_shown(int(held["id"]), result)
+            return answer
         return False
-
-    def _in_pipe(self, shown: bool) -> Any:
-        """``shown`` now if the pipe took everything, else once it has."""
-        if not shown or not self.writer.pending:
-            return shown
-        return self.writer.drained()
-
-    def _notify(self, message: Mapping[str, Any]) -> bool:
-        """Show one message as a channel notification; False when stdout is gone."""
-        if self.writer.broken:
-            return False
-        self.pipe.write_line(channel_notification(message))
-        self.inbox.mark_shown([int(message["id"])])
-        return True
 
     def _initialized(self, protocol_version: str | None = None) -> None:
         """The agent finished the handshake: push mode may show what it held."""
         if protocol_version is not None:
             self.pipe.session_initialized(protocol_version)
+            if protocol_version != self.era:
+                self.era = protocol_version
+                self._report_delivery()
         if self.inbox.ready:
             return
         self.inbox.ready = True
-        shown = [int(message["id"]) for message in self.inbox.take_ready() if self._notify(message)]
-        if shown:
-            self.link.acknowledge(shown)
+        for message in self.inbox.take_ready():
+            self._acknowledge_when_shown(int(message["id"]), self._push(message))
 
     async def _call_tool(self, name: str, arguments: Mapping[str, Any] | None) -> ToolResult:
         """Run a tool, then append waiting messages (bounded) to its result."""

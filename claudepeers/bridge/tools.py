@@ -242,12 +242,13 @@ class PeerTools:
         answer = await self._broker.call(wire.Send, to=to_id, body=message, client_key=os.urandom(16).hex())
         target = f"{clean_line(answer['to_name'])} ({answer['to_id']})"
         detail = clean_line(answer.get("detail"), 400)
-        if answer["status"] == "delivered":
-            text = f"Message #{answer['message_id']} delivered to {target}"
-            text += f": {detail}." if detail else ": it was shown to that agent."
-        elif answer["status"] == "woke":
+        status = answer["status"]
+        if status == "shown":
+            text = f"Message #{answer['message_id']} shown to {target}"
+            text += f": {detail}." if detail else ": that agent's session received it."
+        elif status == "woke":
             text = f"Message #{answer['message_id']} woke {target}"
-            text += f": {detail}." if detail else ": that agent was idle and was woken with it."
+            text += f": {detail}." if detail else ": the idle agent was woken to read it."
         else:
             text = f"Message #{answer['message_id']} queued for {target}"
             text += f": {detail}." if detail else "."
@@ -294,6 +295,8 @@ def format_peer(peer: Mapping[str, Any]) -> str:
     lines.append(f"Last seen: {seen or 'unknown'}" + (f" ({state})" if state else ""))
     if peer.get("unread"):
         lines.append(f"Unread messages: {peer['unread']}")
+    if peer.get("delivery") and state == "online":
+        lines.append(f"Gets mail by: {clean_line(peer['delivery'], 200)}")
     return "\n".join(lines)
 
 

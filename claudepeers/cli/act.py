@@ -28,7 +28,7 @@ class SendOptions(usage.Options):
         self["message"] = message
 
     def run(self) -> int:
-        """Send the message as ``cli`` (unverified) and say whether it was delivered or queued."""
+        """Send the message as ``cli`` (unverified) and say whether it was shown, woke the agent, or is queued."""
 
         async def body(reactor: Any, protocol: Any, settings: Any) -> int:
             from claudepeers import wire
@@ -38,10 +38,10 @@ class SendOptions(usage.Options):
                 print_json(dict(answer))
                 return 0
             who = f"{answer['to_name']} ({answer['to_id']})"
-            if answer["status"] == "delivered":
-                print(f"Delivered to {who}, message {answer['message_id']}.")
+            if answer["status"] == "shown":
+                print(f"Shown to {who}, message {answer['message_id']}.")
             elif answer["status"] == "woke":
-                print(f"Woke {who} with message {answer['message_id']} (it was idle).")
+                print(f"Woke {who} to read message {answer['message_id']}.")
             else:
                 detail = f": {answer['detail']}" if answer.get("detail") else ""
                 print(f"Queued for {who}, message {answer['message_id']}{detail}.")

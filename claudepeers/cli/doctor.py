@@ -249,7 +249,8 @@ def check_broker(settings: Any) -> list[Finding]:
                     "start one: claude-peers broker (or let the first bridge start it)")
         )
         return findings
-    hello, status = _hello(settings)
+    hello, answer = _hello(settings)
+    status = answer.get("status") if isinstance(answer, dict) else None
     if isinstance(hello, Exception):
         from claudepeers.cli.runner import describe_failure
 
@@ -266,36 +267,36 @@ def check_broker(settings: Any) -> list[Finding]:
             Finding("warn", "version skew", f"broker {hello['version']}, this CLI {__version__}",
                     "restart the broker to run this version: claude-peers kill-broker")
         )
+    return findings + check_mail_paths(answer)
+
+
+def check_mail_paths(answer: Any) -> list[Finding]:
+    """How each connected peer gets its mail, as its bridge last said (with the MCP era)."""
+    if isinstance(answer, Exception):
+        return []
+    findings = []
+    for peer in answer["status"].get("peers") or []:
+        if peer.get("state") != "online":
+            continue
+        delivery = str(peer.get("delivery") or "unknown")
+        who = f"{peer.get('name')} ({peer.get('id')}, {peer.get('client_type')})"
+        if "falling back" in delivery or "no channel path" in delivery:
+            findings.append(Finding(
+                "warn", "mail path", f"{who}: {delivery}",
+                "its messages wait for its next tool call or prompt; for instant channel push start Claude Code "
+                "with --dangerously-load-development-channels server:claude-peers (see the README, "
+                "'How each agent gets its mail')"))
+        else:
+            findings.append(Finding("ok", "mail path", f"{who}: {delivery}"))
     return findings
 
 
-def _hello(settings: Any) -> tuple[Any, Any]:
-    """Ask the broker Hello, then Status, on one connection in one reactor run (it cannot be
-    restarted): (the Hello answer or the exception, the status dict or None)."""
-    from twisted.internet import task
-    from twisted.internet.defer import ensureDeferred
-
+def _hello(settings: Any) -> list[Any]:
+    """Ask the broker Hello and Status; each answer or the exception."""
     from claudepeers import wire
-    from claudepeers.client import connect
+    from claudepeers.cli.runner import call_in_turn
 
-    result: dict[str, Any] = {}
-
-    async def go(reactor: Any) -> None:
-        try:
-            protocol = await connect(reactor, settings, autostart=False)
-            try:
-                result["hello"] = await protocol.callRemote(wire.Hello)
-                result["status"] = (await protocol.callRemote(wire.Status))["status"]
-            finally:
-                protocol.transport.loseConnection()
-        except Exception as exc:
-            result.setdefault("hello", exc)
-
-    try:
-        task.react(lambda reactor: ensureDeferred(go(reactor)))
-    except SystemExit:
-        pass
-    return result.get("hello", RuntimeError("no answer from the broker")), result.get("status")
+    return call_in_turn(settings, [wire.Hello, wire.Status])
 
 
 def verdict(findings: list[Finding]) -> tuple[str, int]:

@@ -82,6 +82,8 @@ def format_peer_line(peer: Mapping[str, Any]) -> str:
     ]
     if unread:
         parts.append(f"{unread} unread")
+    if peer.get("delivery") and peer_state(peer) == "online":
+        parts.append(f"mail: {one_line(peer['delivery'], 80)}")
     parts.append(str(peer.get("cwd") or ""))
     line = "  ".join(p for p in parts if p)
     summary = one_line(peer.get("summary"), 100)
@@ -103,6 +105,8 @@ def format_peer_block(peer: Mapping[str, Any]) -> str:
         lines.append("    " + ", ".join(extra))
     lines.append(f"    summary: {one_line(peer.get('summary'), 200) or '-'}")
     lines.append(f"    unread: {unread_count(peer)}")
+    if peer.get("delivery"):
+        lines.append(f"    mail: {one_line(peer['delivery'], 200)}")
     return "\n".join(lines)
 
 

@@ -135,3 +135,35 @@ def call_once(settings: Any, command: Any, **arguments: Any) -> Any:
     except SystemExit:
         pass
     return result.get("answer", RuntimeError("no answer from the broker"))
+
+
+def call_in_turn(settings: Any, commands: list[Any]) -> list[Any]:
+    """Several argument-less broker commands on one connection in one reactor run (never
+    autostarting): each answer, or the exception that ended the run, in order.
+
+    Like :func:`call_once`, at most once per process (the reactor cannot be restarted).
+    """
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred
+
+    from claudepeers.client import connect
+
+    answers: list[Any] = []
+
+    async def go(reactor: Any) -> None:
+        try:
+            protocol = await connect(reactor, settings, autostart=False)
+            try:
+                for command in commands:
+                    answers.append(await protocol.callRemote(command))
+            finally:
+                protocol.transport.loseConnection()
+        except Exception as exc:
+            answers.append(exc)
+
+    try:
+        task.react(lambda reactor: ensureDeferred(go(reactor)))
+    except SystemExit:
+        pass
+    failure = answers[-1] if answers and isinstance(answers[-1], Exception) else RuntimeError("no answer from the broker")
+    return answers + [failure] * (len(commands) - len(answers))

@@ -140,6 +140,26 @@ class StopCounter:
             pass
 
 
+_CHANNEL_TAG = re.compile(r'<channel source="([^"]*)"[^>]*?\smessage_id="(\d+)"')
+
+
+def channel_ids_in_prompt(payload: Mapping[str, Any], server: str) -> list[int]:
+    """Ids of our channel messages in a UserPromptSubmit prompt (Claude Code starts a turn
+    with an accepted channel message as its prompt, and runs this hook on it)."""
+    prompt = payload.get("prompt")
+    if not isinstance(prompt, str) or "<channel" not in prompt:
+        return []
+    return [int(number) for source, number in _CHANNEL_TAG.findall(prompt) if source == server]
+
+
+def pushes_at_once(delivery: Any) -> bool:
+    """True when the peer's bridge shows every message itself, at once: a channel that its
+    agent accepts, or that is being tried (a channel message starts a turn, and with it this
+    hook, while its push awaits confirmation). An unconfirmed channel falls back to hooks."""
+    text = str(delivery or "")
+    return delivery == "push" or text.startswith(("channel (confirmed", "channel (not confirmed yet"))
+
+
 def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: TextIO, note: Callable[[str], None]) -> None:
     """One hook run; raises on failure (the caller logs it and exits 0)."""
     agent = agents.session_of(os.getpid())
@@ -166,9 +186,16 @@ def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: Text
             raise
         peer = json_value(sock.answer(tags[-2]), b"peer")
         fetched = sock.answer(tags[-1])
-        if boolean(attached, b"online") and peer.get("delivery") == "push":
+        in_prompt = channel_ids_in_prompt(payload, os.environ.get("CLAUDE_PEERS_SERVER_NAME") or "claude-peers")
+        if in_prompt:
+            # This turn was started by our channel messages: the agent has them in this very
+            # prompt. That is the evidence their pushes wait for; they are never shown again.
+            sock.call("Acknowledge", [(b"message_ids", integer_list(in_prompt))])
+            note(f"the prompt carries channel messages {in_prompt} of peer {peer.get('id', '?')}")
+        if boolean(attached, b"online") and pushes_at_once(peer.get("delivery")):
             return  # the bridge pushes every message to the agent at once
-        selection = output.select(json_value(fetched, b"messages"), int(fetched[b"more"]))
+        unread = [m for m in json_value(fetched, b"messages") if int(m["id"]) not in in_prompt]
+        selection = output.select(unread, int(fetched[b"more"]))
         if not selection.text:
             if event == output.STOP_EVENT:
                 counter.reset()

@@ -1,0 +1,131 @@
+"""Real bridges under stand-in Claude Code sessions: a channel push is shown only when confirmed.
+
+The stand-in accepts the channel by writing Claude Code's transcript line (see
+``bridge_support.Inbox``) or skips it, as Claude Code does with the gate off, in ``-p`` mode,
+with ``--channels server:...`` or telemetry disabled: it receives the notification and
+writes nothing. The confirmation bound is short here (0.4 s) to keep the tests quick.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from bridge_support import FakeAgent, asyncio_test, open_bridge, ready, transcript_line
+from conftest import BrokerProcess
+from raw_mcp import StdioBridge
+
+BOUND = "0.4"
+
+
+@pytest.fixture
+def make_agent(broker_process: BrokerProcess) -> Any:
+    """Start stand-in agents (with a short confirmation bound); all are ended afterwards."""
+    started: list[FakeAgent] = []
+
+    def make(name: str, kind: str = "claude", channels: bool = False, accepts: bool = True) -> FakeAgent:
+        env = {**broker_process.env, "CLAUDE_PEERS_CHANNEL_CONFIRM_SECONDS": BOUND}
+        agent = FakeAgent(broker_process.base, name, kind, broker_process.base, env, channels)
+        agent.accepts_channel = accepts
+        started.append(agent.start())
+        return agent
+
+    yield make
+    for agent in started:
+        agent.cleanup()
+        print(f"--- stderr of agent {agent.name} and its bridges ---\n{agent.log_text()[-4000:]}")
+
+
+def delivery_of(listing: str, name: str) -> str:
+    """The 'Gets mail by' line of one peer in a list_peers text."""
+    block = listing.split(f"Name: {name}\n", 1)[1].split("\n\n", 1)[0]
+    return block.split("Gets mail by: ", 1)[1].split("\n", 1)[0]
+
+
+@asyncio_test
+async def test_a_confirmed_channel_is_shown_and_says_so(make_agent: Callable) -> None:
+    """The stand-in accepts the push: the sender hears shown; list_peers says channel (confirmed) and the era."""
+    a, b = make_agent("alpha", channels=True), make_agent("beta", "codex")
+    async with open_bridge(a, registered=False) as ca, open_bridge(b, "codex-mcp-client", registered=False) as cb:
+        await ready(ca, cb)
+        sent = await cb.text("send_message", {"to_id": "alpha", "message": "confirmed one"})
+        assert " shown to alpha " in sent, sent
+        [note] = await ca.channel.wait_for(1)
+        assert note.content == "confirmed one"
+        listing = await cb.text("list_peers", {"scope": "machine"})
+        assert delivery_of(listing, "alpha") == "channel (confirmed); MCP 2025-11-25"
+        assert "[claude-peers message" not in await ca.text("whoami")  # nothing waits inline
+
+
+@asyncio_test
+async def test_a_skipped_channel_falls_back_to_the_next_tool_result_once(make_agent: Callable) -> None:
+    """No confirmation: the sender hears why it waits, the next tool result shows it once, and
+    later mail goes inline without a channel notification."""
+    a, b = make_agent("alpha", channels=True, accepts=False), make_agent("beta", "codex")
+    async with open_bridge(a, registered=False) as ca, open_bridge(b, "codex-mcp-client", registered=False) as cb:
+        await ready(ca, cb)
+        sent = await cb.text("send_message", {"to_id": "alpha", "message": "first, skipped"})
+        assert "queued for alpha" in sent and "channel push not confirmed" in sent, sent
+        shown = await ca.text("whoami")
+        assert shown.count("\u2502 first, skipped") == 1
+        later = await cb.text("send_message", {"to_id": "alpha", "message": "second, inline"})
+        assert "queued for alpha" in later and "channel push not confirmed" in later, later
+        assert len(ca.channel.items) == 1  # the second was never pushed
+        again = await ca.text("whoami")
+        assert "first, skipped" not in again and again.count("\u2502 second, inline") == 1
+        listing = await cb.text("list_peers", {"scope": "machine"})
+        assert delivery_of(listing, "alpha").startswith("channel (unconfirmed, falling back to inline)")
+
+
+@asyncio_test
+async def test_a_late_confirmation_is_never_shown_again_inline(make_agent: Callable) -> None:
+    """The push times out and waits inline; then Claude Code's line appears: the message counts as
+    shown (the sender can see it) and no tool result shows it a second time."""
+    a, b = make_agent("alpha", channels=True, accepts=False), make_agent("beta", "codex")
+    async with open_bridge(a, registered=False) as ca, open_bridge(b, "codex-mcp-client", registered=False) as cb:
+        await ready(ca, cb)
+        sent = await cb.text("send_message", {"to_id": "alpha", "message": "slow to confirm"})
+        assert "channel push not confirmed" in sent, sent
+        [note] = await ca.channel.wait_for(1)
+        a.transcript.parent.mkdir(parents=True, exist_ok=True)
+        with open(a.transcript, "ab") as handle:
+            handle.write(transcript_line(note.content, note.meta))
+        listing = ""
+        for _ in range(200):  # each list_peers is a broker round trip, which paces the loop
+            listing = await cb.text("list_peers", {"scope": "machine"})
+            if delivery_of(listing, "alpha").startswith("channel (confirmed)"):
+                break
+        assert delivery_of(listing, "alpha").startswith("channel (confirmed)"), listing
+        assert "slow to confirm" not in await ca.text("whoami")
+        assert "No new messages." in await ca.text("check_messages")
+
+
+def test_a_client_of_the_2026_era_alone_is_served_inline(make_agent: Callable, short_dir: Path) -> None:
+    """server/discover is refused; a client that then goes on in the 2026 envelope is served,
+    and its mail comes in tool results (a modern connection has no channel path)."""
+    a, b = make_agent("alpha", channels=True), make_agent("beta", "codex")
+    envelope = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "claude-code", "version": "test"},
+                "io.modelcontextprotocol/clientCapabilities": {}}
+    modern = StdioBridge(a.socket_path, short_dir / "m.pid", a.env, a.cwd)
+    classic = StdioBridge(b.socket_path, short_dir / "c.pid", b.env, b.cwd, client_name="codex-mcp-client")
+    try:
+        refused = modern.request("server/discover", {"_meta": envelope})
+        assert refused["error"]["code"] == -32601
+        tools = modern.request("tools/list", {"_meta": envelope})
+        assert "send_message" in json.dumps(tools["result"])
+        whoami = modern.request("tools/call", {"name": "whoami", "arguments": {}, "_meta": envelope})
+        assert "ID: " in json.dumps(whoami["result"])
+        classic.initialize()
+        sent = classic.text("send_message", {"to_id": "alpha", "message": "to a modern client"})
+        assert "queued for alpha" in sent, sent
+        shown = modern.request("tools/call", {"name": "check_messages", "arguments": {}, "_meta": envelope})
+        assert "to a modern client" in json.dumps(shown["result"]) and modern.channel.empty()
+        listing = classic.text("list_peers", {"scope": "machine"})
+        assert delivery_of(listing, "alpha") == "inline (MCP 2026-07-28: no channel path)"
+    finally:
+        modern.close()
+        classic.close()
