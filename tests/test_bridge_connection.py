@@ -16,7 +16,7 @@ from twisted.protocols import amp
 
 from claudepeers import wire
 from claudepeers.bridge.connection import BrokerLink
-from claudepeers.bridge.tools import BrokerUnreachable
+from claudepeers.bridge.tools import BrokerTimeout, BrokerUnreachable
 from claudepeers.settings import Settings
 
 REGISTRATION = {
@@ -55,7 +55,9 @@ class FakeBroker(amp.AMP):
                 "peer": {"id": "ab12cd34"}}
 
     @wire.Whoami.responder
-    def whoami(self) -> dict:
+    def whoami(self) -> Any:
+        if self.record.hang is not None:
+            return self.record.hang  # a stopped broker: the answer comes when the test says
         return {"peer": {"id": "ab12cd34", "name": "api"}}
 
     @wire.Send.responder
@@ -74,11 +76,12 @@ class Recorder:
         self.registrations: list[dict] = []
         self.sends: list[str | None] = []
         self.protocol = wire.PROTOCOL_VERSION
+        self.hang: Deferred | None = None
 
 
 def settings_for(base: Path) -> Settings:
     return Settings.from_env({"HOME": str(base), "CLAUDE_PEERS_SOCKET": str(base / "b.sock"),
-                              "CLAUDE_PEERS_NO_AUTOSTART": "1"})
+                              "CLAUDE_PEERS_NO_AUTOSTART": "1", "CLAUDE_PEERS_CALL_TIMEOUT_SECONDS": "0.3"})
 
 
 class Registered:
@@ -259,3 +262,17 @@ def test_superseded_notice_reaches_the_session(connected: Any) -> Any:
     record.connections[0].callRemote(wire.Superseded, reason="a newer bridge")
     yield link.call(wire.Whoami)
     assert reasons == ["a newer bridge"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_call_the_broker_does_not_answer_ends_at_its_deadline(connected: Any) -> Any:
+    """A registered link whose broker stops answering fails the call at the deadline; the
+    late answer is dropped quietly and the next call works."""
+    record, link, _ = yield connected()
+    record.hang = Deferred()
+    with pytest.raises(BrokerTimeout, match="did not answer within 0.3 s"):
+        yield link.call(wire.Whoami)
+    late, record.hang = record.hang, None
+    late.callback({"peer": {"id": "ab12cd34", "name": "api"}})
+    answer = yield link.call(wire.Whoami)
+    assert answer["peer"]["id"] == "ab12cd34"
