@@ -236,6 +236,27 @@ def test_a_broker_speaking_another_protocol_is_named_and_not_registered_with(lis
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_rejected_connection_ends_quietly_when_the_broker_closes_it_after_the_stop(listening: Any) -> Any:
+    """A connection whose registration failed is closed by the link; when its end comes after
+    the link stopped, nothing is logged (it was an automat NoTransition, "Unhandled Error")."""
+    settings, record, start = listening
+    record.protocol = wire.PROTOCOL_VERSION - 1
+    yield start()
+    link = make_link(settings, Registered(), call_wait=0.5)
+    link.start()
+    for _ in range(200):  # until the first registration has been refused
+        if link.last_error.startswith("registration failed"):
+            break
+        yield deferLater(reactor, 0.01, lambda: None)
+    yield link.stop()
+    for connection in record.connections:
+        if connection.transport is not None:  # the link closed it already, or not (the bug)
+            connection.transport.loseConnection()
+    yield deferLater(reactor, 0.1, lambda: None)  # both ends see the close
+    assert link.last_error.startswith("registration failed")
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_keyed_send_is_repeated_after_the_connection_dies_under_it(connected: Any) -> Any:
     """A Send with a client_key lost with its connection is sent again, with the same key."""
     record, link, _ = yield connected()
