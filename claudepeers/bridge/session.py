@@ -102,7 +102,8 @@ class Bridge:
             if self._answered_first and self._first.request is not None:
                 self.pipe.already_answered(self._first.request["id"])
             self.pipe.feed(self._first.line)
-        LineReader(self._reactor, self._stdin_fd, self.pipe.feed, self._stdin_ended, self._pending).start()
+        LineReader(self._reactor, self._stdin_fd, self.pipe.feed, self._stdin_ended, self._pending,
+                   on_too_long=self.pipe.line_too_long).start()
         self.link.start()
         if self.agent is not None:
             self._watches.append(agentwatch.watch_exit(
