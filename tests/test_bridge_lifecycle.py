@@ -12,9 +12,11 @@ import fcntl
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -251,3 +253,95 @@ def test_the_stderr_sink_drops_lines_instead_of_blocking() -> None:
     finally:
         os.close(read_fd)
         os.close(write_fd)
+
+
+CODEX = os.environ.get("CLAUDE_PEERS_TEST_CODEX") or shutil.which("codex")
+
+
+class Descendants:
+    """Records, while a process runs, every claude-peers process below it (pid, start time)."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.seen: dict[int, float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            try:
+                for child in psutil.Process(self.root).children(recursive=True):
+                    try:
+                        if child.pid not in self.seen and "claude-peers" in " ".join(child.cmdline()):
+                            self.seen[child.pid] = child.create_time()
+                    except psutil.Error:
+                        continue
+            except psutil.Error:
+                return
+            self._done.wait(0.02)  # the process tree has no event to wait on
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self._done.set()
+        self._thread.join(5)
+
+    def alive(self) -> list[int]:
+        """The recorded processes still running (same pid and start time, not a zombie)."""
+        left = []
+        for pid, start in self.seen.items():
+            try:
+                process = psutil.Process(pid)
+                if process.create_time() == start and process.status() != psutil.STATUS_ZOMBIE:
+                    left.append(pid)
+            except psutil.NoSuchProcess:
+                continue
+        return left
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CODEX, reason="no codex binary (npm install @openai/codex; set CLAUDE_PEERS_TEST_CODEX)")
+def test_no_claude_peers_process_outlives_a_real_codex_exec(short_dir: Path) -> None:
+    """Real ``codex exec`` runs, each ending while its bridge is registered and serving: within
+    2 s of each exit, no claude-peers process it started is left (checked by pid)."""
+    from agent_standins import StandInApi
+    from cli_support import cli, cli_json
+    from conftest import BrokerProcess
+
+    env = broker_env(short_dir, PATH="/usr/bin:/bin",
+                     CLAUDE_PEERS_SOCKET=str(short_dir / ".claude" / "run" / "claude-peers.sock"),
+                     CLAUDE_PEERS_DB=str(short_dir / ".claude-peers.db"), CODEX_HOME=str(short_dir / ".codex"))
+    broker = BrokerProcess(short_dir, env).start()
+    recorded: list[Descendants] = []
+
+    def until_registered(api: StandInApi, request: dict) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not cli_json(env, "peers", "--json", "--online"):
+            pass  # each question is a CLI run of a few hundred milliseconds, which paces the loop
+
+    api = StandInApi(until_registered)
+    try:
+        assert cli(env, "install", "--codex").returncode == 0
+        config = short_dir / ".codex" / "config.toml"
+        config.write_text(f'model_provider = "standin"\nmodel = "standin-model"\n\n{config.read_text()}\n'
+                          f'[model_providers.standin]\nname = "standin"\nbase_url = "{api.url}/v1"\n'
+                          'wire_api = "responses"\n')
+        for _ in range(3):
+            codex = subprocess.Popen([str(CODEX), "exec", "--skip-git-repo-check", "hello"], env=env, cwd=short_dir,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            watch = Descendants(codex.pid)
+            recorded.append(watch)
+            assert codex.wait(120) == 0
+            watch.stop()
+            assert watch.seen, "codex started no claude-peers bridge"
+            deadline = time.monotonic() + EXIT_WITHIN
+            while watch.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)  # the bridges are not our children: their state is all there is
+            assert not watch.alive(), f"left running after codex exec: {watch.alive()}"
+    finally:
+        api.close()
+        for watch in recorded:
+            watch.stop()
+            for pid in watch.alive():
+                os.kill(pid, signal.SIGKILL)
+        broker.stop()
