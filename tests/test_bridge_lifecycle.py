@@ -255,6 +255,23 @@ def test_the_stderr_sink_drops_lines_instead_of_blocking() -> None:
         os.close(write_fd)
 
 
+def test_the_stderr_sink_carries_the_bridges_log_lines() -> None:
+    """Twisted's text observer writes through the sink: the lines arrive, as UTF-8."""
+    from twisted.logger import LogLevel, textFileLogObserver
+
+    from claudepeers.bridge.lifecycle import StderrSink
+
+    read_fd, write_fd = os.pipe()
+    try:
+        observer = textFileLogObserver(StderrSink(write_fd))
+        observer({"log_format": "peer {name} ready", "name": "caf\u00e9", "log_level": LogLevel.info,
+                  "log_namespace": "test", "log_time": 0.0})
+        assert "peer caf\u00e9 ready\n" in os.read(read_fd, 4096).decode("utf-8")
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
 CODEX = os.environ.get("CLAUDE_PEERS_TEST_CODEX") or shutil.which("codex")
 
 

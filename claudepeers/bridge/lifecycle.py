@@ -81,14 +81,16 @@ class StderrSink:
     poll() says the descriptor can take it at once.
     """
 
-    mode = "wb"  # FileLogObserver hands bytes to a file that says so
+    encoding = "utf-8"  # FileLogObserver writes text to a file that has an encoding
 
     def __init__(self, fd: int = 2) -> None:
         self._fd = fd
         self.dropped = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: str | bytes) -> None:
         """Write ``data`` if stderr takes it without waiting; else count it as dropped."""
+        if isinstance(data, str):
+            data = data.encode("utf-8", "backslashreplace")
         view = memoryview(data)
         while view:
             if not self._writable():
