@@ -40,6 +40,8 @@ class Limits:
     max_sender_unread_bytes: int = 64 * 1024**2
     #: How often the database file's identity and size are checked (also after every commit).
     db_check_seconds: float = 1.0
+    #: How long a bridge tool call waits for the broker's answer before it says so.
+    call_timeout_seconds: float = 5.0
 
     #: environment name -> (field, type)
     ENV = {
@@ -58,6 +60,7 @@ class Limits:
         "CLAUDE_PEERS_MAX_UNREAD_BYTES": ("max_unread_bytes", int),
         "CLAUDE_PEERS_MAX_SENDER_UNREAD_BYTES": ("max_sender_unread_bytes", int),
         "CLAUDE_PEERS_DB_CHECK_SECONDS": ("db_check_seconds", float),
+        "CLAUDE_PEERS_CALL_TIMEOUT_SECONDS": ("call_timeout_seconds", float),
     }
 
     @classmethod

@@ -162,3 +162,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+@pytest.fixture(autouse=True)
+def no_logged_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A failure logged through Twisted while a test runs (an "Unhandled Error", an
+    unhandled error in a Deferred, ``log.failure``) fails that test.
+
+    A test that provokes such a log line on purpose says so with
+    ``@pytest.mark.logs_errors``.
+    """
+    from twisted.logger import globalLogPublisher
+
+    errors: list[dict] = []
+
+    def observe(event: dict) -> None:
+        if event.get("log_failure") is not None or event.get("isError"):
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    if errors and request.node.get_closest_marker("logs_errors") is None:
+        from twisted.logger import formatEvent
+
+        texts = []
+        for event in errors[:3]:
+            failure = event.get("log_failure")
+            texts.append(formatEvent(event) + (f"\n{failure.getTraceback()}" if failure is not None else ""))
+        pytest.fail(f"{len(errors)} error(s) logged during the test:\n" + "\n".join(texts), pytrace=False)

@@ -16,7 +16,7 @@ from twisted.protocols import amp
 
 from claudepeers import wire
 from claudepeers.bridge.connection import BrokerLink
-from claudepeers.bridge.tools import BrokerUnreachable
+from claudepeers.bridge.tools import BrokerTimeout, BrokerUnreachable
 from claudepeers.settings import Settings
 
 REGISTRATION = {
@@ -55,7 +55,9 @@ class FakeBroker(amp.AMP):
                 "peer": {"id": "ab12cd34"}}
 
     @wire.Whoami.responder
-    def whoami(self) -> dict:
+    def whoami(self) -> Any:
+        if self.record.hang is not None:
+            return self.record.hang  # a stopped broker: the answer comes when the test says
         return {"peer": {"id": "ab12cd34", "name": "api"}}
 
     @wire.Send.responder
@@ -74,11 +76,12 @@ class Recorder:
         self.registrations: list[dict] = []
         self.sends: list[str | None] = []
         self.protocol = wire.PROTOCOL_VERSION
+        self.hang: Deferred | None = None
 
 
 def settings_for(base: Path) -> Settings:
     return Settings.from_env({"HOME": str(base), "CLAUDE_PEERS_SOCKET": str(base / "b.sock"),
-                              "CLAUDE_PEERS_NO_AUTOSTART": "1"})
+                              "CLAUDE_PEERS_NO_AUTOSTART": "1", "CLAUDE_PEERS_CALL_TIMEOUT_SECONDS": "0.3"})
 
 
 class Registered:
@@ -233,6 +236,27 @@ def test_a_broker_speaking_another_protocol_is_named_and_not_registered_with(lis
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_rejected_connection_ends_quietly_when_the_broker_closes_it_after_the_stop(listening: Any) -> Any:
+    """A connection whose registration failed is closed by the link; when its end comes after
+    the link stopped, nothing is logged (it was an automat NoTransition, "Unhandled Error")."""
+    settings, record, start = listening
+    record.protocol = wire.PROTOCOL_VERSION - 1
+    yield start()
+    link = make_link(settings, Registered(), call_wait=0.5)
+    link.start()
+    for _ in range(200):  # until the first registration has been refused
+        if link.last_error.startswith("registration failed"):
+            break
+        yield deferLater(reactor, 0.01, lambda: None)
+    yield link.stop()
+    for connection in record.connections:
+        if connection.transport is not None:  # the link closed it already, or not (the bug)
+            connection.transport.loseConnection()
+    yield deferLater(reactor, 0.1, lambda: None)  # both ends see the close
+    assert link.last_error.startswith("registration failed")
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_keyed_send_is_repeated_after_the_connection_dies_under_it(connected: Any) -> Any:
     """A Send with a client_key lost with its connection is sent again, with the same key."""
     record, link, _ = yield connected()
@@ -259,3 +283,17 @@ def test_superseded_notice_reaches_the_session(connected: Any) -> Any:
     record.connections[0].callRemote(wire.Superseded, reason="a newer bridge")
     yield link.call(wire.Whoami)
     assert reasons == ["a newer bridge"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_call_the_broker_does_not_answer_ends_at_its_deadline(connected: Any) -> Any:
+    """A registered link whose broker stops answering fails the call at the deadline; the
+    late answer is dropped quietly and the next call works."""
+    record, link, _ = yield connected()
+    record.hang = Deferred()
+    with pytest.raises(BrokerTimeout, match="did not answer within 0.3 s"):
+        yield link.call(wire.Whoami)
+    late, record.hang = record.hang, None
+    late.callback({"peer": {"id": "ab12cd34", "name": "api"}})
+    answer = yield link.call(wire.Whoami)
+    assert answer["peer"]["id"] == "ab12cd34"

@@ -44,19 +44,25 @@ def test_lines_split_over_reads_come_out_whole_and_in_order() -> None:
         os.close(write_fd)
 
 
-def test_an_endless_line_is_dropped_as_one_unparseable_line(monkeypatch: Any) -> None:
-    """A line beyond the limit is thrown away and handed on as malformed, so the SDK answers it."""
+def test_an_endless_line_is_refused_once_and_skipped_to_its_end(monkeypatch: Any) -> None:
+    """A line beyond the limit is reported once and thrown away up to its newline; the next
+    line is read as usual (also when the too-long line comes whole in one read)."""
     monkeypatch.setattr(stdio, "MAX_LINE_BYTES", 10)
     read_fd, write_fd = os.pipe()
     lines: list[bytes] = []
-    reader = LineReader(RecordingReactor(), read_fd, lines.append, lambda: None)
+    refused: list[bool] = []
+    reader = LineReader(RecordingReactor(), read_fd, lines.append, lambda: None,
+                        on_too_long=lambda: refused.append(True))
     try:
         reader.start()
         os.write(write_fd, b"x" * 11)
         reader.doRead()
-        os.write(write_fd, b"tail\nok\n")
+        os.write(write_fd, b"x" * 5)
         reader.doRead()
-        assert lines == [b"{", b"tail", b"ok"]
+        os.write(write_fd, b"tail\nok\n" + b"y" * 12 + b"\nlast\n")
+        reader.doRead()
+        assert lines == [b"ok", b"last"]
+        assert refused == [True, True]
     finally:
         os.close(read_fd)
         os.close(write_fd)
@@ -108,3 +114,19 @@ def test_lines_written_soon_go_out_together_at_the_end_of_the_turn_in_order() ->
     finally:
         os.close(read_fd)
         os.close(write_fd)
+
+
+def test_a_long_line_in_small_reads_costs_linear_time() -> None:
+    """5 MB of one line in 4 KiB reads (a slow writer) is joined once at its end, not copied per read."""
+    import time
+
+    lines: list[bytes] = []
+    reader = LineReader(RecordingReactor(), os.open(os.devnull, os.O_RDONLY), lines.append, lambda: None)
+    chunk = b"z" * 4096
+    started = time.process_time()
+    for _ in range(1280):
+        reader._data(chunk)
+    reader._data(b"\n")
+    took = time.process_time() - started
+    assert len(lines) == 1 and len(lines[0]) == 1280 * 4096
+    assert took < 0.3, f"{took:.2f} s of CPU for one 5 MB line"

@@ -12,6 +12,7 @@ from claudepeers.bridge.tools import (
     _QUICK_CHECKS,
     _VALIDATORS,
     TOOLS,
+    BrokerTimeout,
     BrokerUnreachable,
     PeerTools,
     validation_error,
@@ -153,6 +154,33 @@ async def test_unreachable_broker_is_an_is_error_text() -> None:
     assert result.is_error
     assert "not reachable (no broker answers at /x.sock)" in result.text
     assert "claude-peers status" in result.text
+
+
+@asyncio_test
+async def test_a_timed_out_send_says_so_and_its_retry_reuses_the_key() -> None:
+    """A send the broker did not answer in time is an isError naming the deadline; sending
+    the same message again reuses its client key (stored once), another message does not."""
+    tools, broker = tools_with({wire.Send: BrokerTimeout(5.0)})
+    result = await tools.call("send_message", {"to_id": "bob", "message": "hi"})
+    assert result.is_error
+    assert "did not answer (it did not answer within 5 s)" in result.text
+    assert "calling send_message again with the same to_id and message is safe" in result.text
+    broker.answers[wire.Send] = {"message_id": 7, "status": "queued", "detail": "", "to_id": "x", "to_name": "bob"}
+    assert not (await tools.call("send_message", {"to_id": "bob", "message": "hi"})).is_error
+    assert not (await tools.call("send_message", {"to_id": "bob", "message": "hi"})).is_error
+    assert not (await tools.call("send_message", {"to_id": "bob", "message": "other"})).is_error
+    keys = [arguments["client_key"] for _command, arguments in broker.calls]
+    assert keys[0] == keys[1] and len(set(keys)) == 3
+
+
+@asyncio_test
+async def test_a_send_larger_than_the_wire_carries_names_the_limit() -> None:
+    """Over 8 MiB: an isError naming both limits, and nothing is sent to the broker."""
+    tools, broker = tools_with({})
+    result = await tools.call("send_message", {"to_id": "bob", "message": "x" * (8 * 1024 * 1024 + 1)})
+    assert result.is_error and "8,388,609 bytes" in result.text
+    assert "at most 8,388,608 bytes (8 MiB)" in result.text and "CLAUDE_PEERS_MAX_BODY_BYTES" in result.text
+    assert broker.calls == []
 
 
 @asyncio_test

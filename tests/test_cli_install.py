@@ -60,6 +60,21 @@ def test_install_writes_claude_and_codex_entries_and_keeps_the_rest(short_dir: P
     assert codex["profiles"]["fast"]["model"] == "o4-mini"
 
 
+def test_install_writes_through_a_symlinked_claude_json(short_dir: Path) -> None:
+    """A ~/.claude.json that links into a dotfiles folder stays a link; its target gets the entry."""
+    dotfiles = short_dir / "dotfiles"
+    dotfiles.mkdir()
+    target = dotfiles / "claude.json"
+    target.write_text(json.dumps({"numStartups": 3}))
+    (short_dir / ".claude.json").symlink_to(target)
+    done = cli(home_env(short_dir), "install", "--claude", "--config-file")
+    assert done.returncode == 0, done.stderr
+    assert (short_dir / ".claude.json").is_symlink()
+    claude = json.loads(target.read_text())
+    assert claude["numStartups"] == 3 and "claude-peers" in claude["mcpServers"]
+    assert [path.name for path in dotfiles.iterdir()] == ["claude.json"]  # no temp file left behind
+
+
 def test_install_is_idempotent_and_uninstall_restores_the_files(short_dir: Path) -> None:
     """install twice changes nothing the second time; uninstall restores the originals exactly."""
     (short_dir / ".codex").mkdir()

@@ -380,6 +380,7 @@ class Peer(amp.AMP):
         return {"shown": [True] * len(messages)}
 
 
+@pytest.mark.logs_errors  # the store's failure is logged, as it should be
 def test_disk_full_fails_the_send_with_broker_unavailable_and_others_carry_on(short_dir: Path) -> None:
     """SQLite reports SQLITE_FULL (file capped at its size): the big Send answers BrokerUnavailable
     naming the cause; every connection stays up, reads work, and sends work again once there is room."""

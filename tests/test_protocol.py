@@ -182,6 +182,7 @@ def test_peer_commands_need_registration(world: World) -> None:
         assert isinstance(error, wire.NotRegistered)
 
 
+@pytest.mark.logs_errors  # the unexpected exception is logged, as it should be
 @pytest_twisted.inlineCallbacks
 def test_unexpected_exception_is_internal_error_not_a_dropped_connection(world: World, monkeypatch: Any) -> None:
     """A bug in a responder answers InternalError and leaves the connection (and others) up."""

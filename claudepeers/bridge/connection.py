@@ -32,6 +32,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.protocols import amp
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -40,7 +41,7 @@ from claudepeers.platforms import sandbox
 from claudepeers.lean_amp import LeanAMP
 from claudepeers.settings import Settings
 
-from .tools import BrokerUnreachable
+from .tools import BrokerTimeout, BrokerUnreachable
 
 #: How long a tool call waits for the broker connection before it answers an error.
 CALL_WAIT_SECONDS = 5.0
@@ -99,7 +100,15 @@ class BridgeAMP(LeanAMP):
         Called through ClientService's protocol proxy, so that ``self`` here is this
         protocol itself, the one ``connectionLost`` is later called on.
         """
+        self.accepted = True
         self._link.current = self
+
+    #: True once registered: only then may ClientService hear that the connection ended.
+    accepted = False
+
+    def lost_unannounced(self, reason: Failure) -> None:
+        """A connection ClientService rejected (its registration failed) has ended."""
+        self.connectionLost(reason)
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
         super().connectionLost(reason)
@@ -112,6 +121,31 @@ class VersionSkew(Exception):
 
 def _shown_answer(flags: list[Any]) -> dict[str, list[bool]]:
     return {"shown": [bool(flag) for flag in flags]}
+
+
+class _Gate(ProtocolWrapper):
+    """Tells ClientService of a connection's end only if its preparation succeeded.
+
+    ClientService forgets a connection whose ``prepareConnection`` failed, but its
+    protocol proxy still reports that connection's end later; in any state but
+    "connected" that is an automat ``NoTransition`` logged as an unhandled error (seen
+    when the bridge stopped while a rejected connection was closing, or when a
+    registration was cut off), and while a newer connection is up it would be taken for
+    that one's loss. Here a rejected connection's end reaches only our own protocol.
+    """
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
+        self.factory.unregisterProtocol(self)
+        proxy = self.wrappedProtocol
+        if getattr(proxy, "accepted", False):
+            proxy.connectionLost(reason)
+        else:
+            proxy.lost_unannounced(reason)
+
+
+class _GateFactory(WrappingFactory):
+    protocol = _Gate
+    noisy = False
 
 
 @implementer(IStreamClientEndpoint)
@@ -132,8 +166,10 @@ class AutostartEndpoint:
 
     def connect(self, factory: Any) -> Deferred:
         """Connect; on failure start a broker in a thread (a lock makes it one) and retry."""
-        d = client.client_endpoint(self._reactor, self._settings).connect(factory)
-        d.addErrback(self._failed, factory)
+        gated = _GateFactory(factory)
+        d = client.client_endpoint(self._reactor, self._settings).connect(gated)
+        d.addCallback(lambda gate: gate.wrappedProtocol)
+        d.addErrback(self._failed, gated)
         return d
 
     def _failed(self, failure: Failure, factory: Any) -> Any:
@@ -145,7 +181,8 @@ class AutostartEndpoint:
         d = self._in_thread(client.ensure_broker, self._settings)
 
         def started(_: object) -> Deferred:
-            return client.client_endpoint(self._reactor, self._settings).connect(factory)
+            d = client.client_endpoint(self._reactor, self._settings).connect(factory)
+            return d.addCallback(lambda gate: gate.wrappedProtocol)
 
         def not_started(reason: Failure) -> Failure:
             self._note(f"could not start a broker: {reason.getErrorMessage()}")
@@ -181,6 +218,7 @@ class BrokerLink:
         self._on_lost = on_lost
         self.on_superseded = on_superseded
         self._call_wait = call_wait
+        self._call_timeout = settings.limits.call_timeout_seconds
         self.identity: dict[str, Any] | None = None
         self.last_error = "still connecting"
         self.current: BridgeAMP | None = None
@@ -228,6 +266,8 @@ class BrokerLink:
         except Exception as error:
             self._note(f"registration failed: {error}")
             self.log.warn("registration failed: {error}", error=error)
+            if protocol.transport is not None:
+                protocol.transport.loseConnection()  # ClientService forgets it: close it here
             raise
         self.identity = answer
         protocol.become_current()
@@ -252,13 +292,24 @@ class BrokerLink:
 
         A connection that dies under a call is detected only when the reactor reads its
         end; commands that are safe to repeat are then sent again on the next connection.
+        Every call has a deadline (``CLAUDE_PEERS_CALL_TIMEOUT_SECONDS``): a broker that
+        is stopped or stuck answers nothing, and the agent must not wait with it. An
+        answer that comes after the deadline is dropped (a Deferred cancelled without a
+        canceller ignores its late result); a Send is keyed, so its retry is stored once.
         """
         protocol = self.current
         if protocol is None:
-            return self._call_when_ready(command, arguments, first_attempt=True)
-        d = protocol.callRemote(command, **arguments)
-        d.addErrback(self._lost_during_call, protocol, command, arguments, True)
-        return d
+            d = self._call_when_ready(command, arguments, first_attempt=True)
+        else:
+            d = protocol.callRemote(command, **arguments)
+            d.addErrback(self._lost_during_call, protocol, command, arguments, True)
+        return d.addTimeout(self._call_timeout, self._reactor, onTimeoutCancel=self._timed_out)
+
+    def _timed_out(self, result: Any, timeout: float) -> Any:
+        if isinstance(result, Failure) and result.check(CancelledError):
+            waiting = "" if self.current is not None else self.last_error or "not connected"
+            raise BrokerTimeout(timeout, waiting)
+        return result
 
     @inlineCallbacks
     def _call_when_ready(self, command: type[amp.Command], arguments: dict[str, Any], first_attempt: bool) -> Any:

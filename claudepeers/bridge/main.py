@@ -5,8 +5,8 @@ Order matters here, for speed and for stdout:
 1. parse options and settings, find the agent session (cheap: no Twisted reactor, no SDK);
 2. read the agent's first line and answer ``initialize`` at once (:mod:`.handshake`);
 3. install the asyncio reactor, import the SDK, move stdout out of reach of stray prints;
-4. run the reactor; when it stops, flush the last lines and leave with ``os._exit`` (the
-   SDK and anyio may hold non-daemon threads that would otherwise keep us alive).
+4. run the reactor; when it stops, flush the last lines and leave with ``os._exit``, on
+   every path (:mod:`.lifecycle` says why).
 
 Nothing but MCP is ever written to stdout; logs go to stderr (CLAUDE_PEERS_LOG_LEVEL).
 """
@@ -22,7 +22,7 @@ from twisted.python import usage
 from claudepeers import agents
 from claudepeers.settings import SettingError, Settings
 
-from . import handshake
+from . import handshake, lifecycle
 
 
 class BridgeOptions(usage.Options):
@@ -79,15 +79,41 @@ class BridgeOptions(usage.Options):
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Run the bridge until stdin ends, the agent dies, or SIGTERM; never returns."""
+    """Run the bridge until stdin ends, the agent dies, or SIGTERM; never returns.
+
+    Every way out goes through :func:`.lifecycle.leave` (``os._exit``): an exception that
+    escaped to the interpreter's shutdown would wait there for our pool's threads.
+    """
+    lifecycle.ensure_standard_fds()
+    code = 1
+    try:
+        code = _main(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exit_:  # --help, --version
+        code = exit_.code if isinstance(exit_.code, int) else 0
+    except BaseException:
+        _report_crash()
+    lifecycle.leave(code)
+
+
+def _report_crash() -> None:
+    """The traceback on stderr, if stderr takes it (never raises: we must reach _exit)."""
+    try:
+        import traceback
+
+        traceback.print_exc()
+    except BaseException:
+        pass
+
+
+def _main(argv: list[str]) -> int:
+    """Parse, answer the handshake, run; the exit status."""
     options = BridgeOptions()
     try:
-        options.parseOptions(sys.argv[1:] if argv is None else argv)
+        options.parseOptions(argv)
         settings = Settings.from_env()
     except (usage.UsageError, SettingError) as error:
         sys.stderr.write(f"claude-peers mcp: {error}\n")
-        sys.stderr.flush()
-        os._exit(2)
+        return 2
 
     agent = agents.session_of(os.getpid())
     line, pending = handshake.read_first_line(0)
@@ -100,7 +126,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         line, pending = handshake.read_first_line(0, pending)
         first = handshake.parse_first(line) if line is not None else None
     if line is None and not pending:
-        os._exit(0)  # the agent left before saying anything
+        return 0  # the agent left before saying anything
     client_type = handshake.client_type_of(
         first.client_name if first else None,
         agent.client_type if agent is not None else None,
@@ -114,20 +140,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
     era = None
     if answered:
         assert first is not None and first.request is not None
-        answer = handshake.initialize_answer(first.request, instructions)
+        try:
+            handshake.write_all(1, handshake.initialize_answer(first.request, instructions))
+        except OSError:
+            return 0  # the agent closed our stdout: nobody is left to serve
         era = handshake.initialize_result(first.request, instructions)["protocolVersion"]
-        handshake.write_all(1, answer)
-
-    try:
-        code = _run(settings, agent, client_type, delivery, instructions, first, answered, pending,
-                    era, server_name, options["delivery"] != "push")
-    except BaseException:  # we must reach os._exit, whatever happened
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    sys.stderr.flush()
-    os._exit(code)
+    return _run(settings, agent, client_type, delivery, instructions, first, answered, pending,
+                era, server_name, options["delivery"] != "push")
 
 
 def _run(
@@ -184,6 +203,8 @@ def _run(
         agent=agent,
     )
     reactor.callWhenRunning(bridge.start)
+    # However the reactor is stopped (SIGTERM, stdin's end, the agent's), we are gone soon.
+    reactor.addSystemEventTrigger("before", "shutdown", lifecycle.arm_exit_deadline)
     # What exists now (the SDK, pydantic's schemas, Twisted: some 100,000 objects) lives
     # as long as the process. Left to the collector, every full collection walks it all,
     # about 60 ms on a small machine, in the middle of a burst of tool calls; frozen, it
@@ -209,7 +230,8 @@ def _start_logging(settings: Settings) -> None:
         level = LogLevel.levelWithName(os.environ.get("CLAUDE_PEERS_LOG_LEVEL", "info").lower())
     except InvalidLogLevelError:
         level = LogLevel.info
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(level)])
+    # Never blocking: a stderr nobody reads (or a closed one) drops lines, it never stops us.
+    observer = FilteringLogObserver(textFileLogObserver(lifecycle.StderrSink()), [LogLevelFilterPredicate(level)])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import anyio
 import mcp_types as types
-from mcp_types import METHOD_NOT_FOUND, PROTOCOL_VERSION_META_KEY
+from mcp_types import METHOD_NOT_FOUND, PROTOCOL_VERSION_META_KEY, ErrorData
 from mcp.shared.exceptions import MCPError
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
@@ -30,9 +30,9 @@ from twisted.logger import Logger
 from claudepeers import __version__
 from claudepeers.render import channel_content, channel_meta
 
-from .direct import DirectToolCalls
+from .direct import DirectToolCalls, error_line
 from .handshake import DISCOVER_REFUSAL, IMPLEMENTATION_NAME
-from .stdio import LineWriter
+from .stdio import MAX_LINE_BYTES, LineWriter
 from .tools import TOOLS, ToolResult
 
 CHANNEL_METHOD = "notifications/claude/channel"
@@ -92,6 +92,45 @@ def build_server(
     return server, options
 
 
+def malformed_answer(line: bytes) -> bytes | None:
+    """The JSON-RPC error line for a line the SDK's parser refused, or None (a notification).
+
+    The id is echoed when it can be read, even from a line that is not valid UTF-8, so that
+    the agent's request does not wait for ever; otherwise it is null, as the spec says.
+    """
+    try:
+        request = json.loads(line)
+        problem: tuple[int, str] | None = None
+    except UnicodeDecodeError:
+        problem = (types.PARSE_ERROR, "Parse error: the line is not valid UTF-8")
+        try:
+            request = json.loads(line.decode("utf-8", "replace"))
+        except ValueError:
+            request = None
+    except ValueError:
+        return error_line(None, ErrorData(code=types.PARSE_ERROR, message="Parse error: the line is not JSON"))
+    if not isinstance(request, dict):
+        if problem is not None:
+            return error_line(None, ErrorData(code=problem[0], message=problem[1]))
+        return error_line(None, ErrorData(code=types.INVALID_REQUEST, message="Invalid Request: not a JSON object"))
+    request_id = request.get("id")
+    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+        if "id" not in request and problem is None:
+            return None  # a notification is never answered
+        return error_line(None, ErrorData(code=problem[0] if problem else types.INVALID_REQUEST,
+                                          message=problem[1] if problem else "Invalid Request: bad id"))
+    if problem is not None:
+        return error_line(request_id, ErrorData(code=problem[0], message=problem[1]))
+    params = request.get("params")
+    if "params" in request and isinstance(params, list):
+        return error_line(request_id, ErrorData(code=types.INVALID_PARAMS,
+                                                message="Invalid params: MCP params must be an object"))
+    if "params" in request and not isinstance(params, dict):
+        return error_line(request_id, ErrorData(code=types.INVALID_REQUEST,
+                                                message="Invalid Request: params must be an object"))
+    return error_line(request_id, ErrorData(code=types.INVALID_REQUEST, message="Invalid Request"))
+
+
 def channel_notification(message: Mapping[str, Any]) -> bytes:
     """The ``notifications/claude/channel`` line that shows one message to Claude Code."""
     notification = {
@@ -135,7 +174,13 @@ class McpPipe:
         """One line from the agent."""
         try:
             message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-        except Exception as error:  # the SDK answers malformed input itself
+        except Exception as error:
+            # The SDK only logs what it cannot parse; JSON-RPC wants an answer to each
+            # request: -32700 for a line that is not JSON, -32600 for an invalid request,
+            # -32602 for params that are not an object.
+            answer = malformed_answer(line)
+            if answer is not None:
+                self._writer.write(answer)
             self._read_send.send_nowait(error)
             return
         if self._modern is None and isinstance(message, types.JSONRPCRequest):
@@ -155,6 +200,13 @@ class McpPipe:
         """The handshake is complete: plain tool calls may be answered directly from now on."""
         self._modern = self._modern or protocol_version  # a classic era: stop looking
         self.direct.session_initialized(protocol_version)
+
+    def line_too_long(self) -> None:
+        """The agent sent a line past the bound: say so (its id is unknown: null)."""
+        self._writer.write(error_line(None, ErrorData(
+            code=types.PARSE_ERROR,
+            message=f"Parse error: a line longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB was discarded",
+        )))
 
     def feed_eof(self) -> None:
         """The agent closed stdin: the SDK server finishes, and so do direct calls."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 from typing import Any, Mapping
 
 import psutil
@@ -97,7 +98,7 @@ class Bridge(ChannelPushing):
         self.writer = LineWriter(reactor, stdout_fd, on_broken=lambda: self.stop("stdout closed"))
         # Blocking work (git, starting a broker) runs in threads of our own: the
         # reactor's pool is joined at shutdown, and a hanging git must not delay our exit.
-        self._threads = ThreadPool(0, 4, "claude-peers-bridge")
+        self._threads = DaemonThreadPool(0, 4, "claude-peers-bridge")
         self.link = BrokerLink(
             reactor, settings, self._registration, self._deliver, self._registered, self._shown_elsewhere,
             self._connection_lost, in_thread=self._in_thread, on_superseded=self._superseded,
@@ -106,7 +107,7 @@ class Bridge(ChannelPushing):
         server, options = build_server(instructions, self._call_tool, self._initialized)
         self.pipe = McpPipe(server, options, self.writer, self._call_tool, on_modern=self._modern_era)
         self._stopping = False
-        self._watch: Any = None
+        self._watches: list[Any] = []
         self._task: asyncio.Future | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -122,12 +123,20 @@ class Bridge(ChannelPushing):
             if self._answered_first and self._first.request is not None:
                 self.pipe.already_answered(self._first.request["id"])
             self.pipe.feed(self._first.line)
-        LineReader(self._reactor, self._stdin_fd, self.pipe.feed, self._stdin_ended, self._pending).start()
+        LineReader(self._reactor, self._stdin_fd, self.pipe.feed, self._stdin_ended, self._pending,
+                   on_too_long=self.pipe.line_too_long).start()
         self.link.start()
         if self.agent is not None:
-            self._watch = agentwatch.watch_exit(
+            self._watches.append(agentwatch.watch_exit(
                 self._reactor, self.agent.pid, self.agent.start, lambda: self.stop("the agent process ended")
-            )
+            ))
+        parent = _parent()
+        if parent is not None and (self.agent is None or parent[0] != self.agent.pid):
+            self._watches.append(agentwatch.watch_exit(
+                self._reactor, *parent, lambda: self.stop("our parent process ended (re-parented)")
+            ))
+        if agentwatch.HangupWatch.applies_to(self.writer.fileno()):
+            agentwatch.HangupWatch(self._reactor, self.writer.fileno(), lambda: self.stop("stdout closed")).start()
 
     def stop(self, why: str) -> None:
         """Stop the process soon (the entry point flushes stdout and exits)."""
@@ -324,6 +333,26 @@ def newer_sibling(agent: agents.AgentProcess | None) -> int | None:
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
     return None
+
+
+class DaemonThreadPool(ThreadPool):
+    """Twisted's thread pool with daemon threads: a worker stuck in git never delays exit."""
+
+    @staticmethod
+    def threadFactory(*args: Any, **kwargs: Any) -> threading.Thread:  # noqa: N802 - Twisted's name
+        """A daemon thread (ThreadPool's default factory makes them non-daemon)."""
+        thread = threading.Thread(*args, **kwargs)
+        thread.daemon = True
+        return thread
+
+
+def _parent() -> tuple[int, float] | None:
+    """Our parent's pid and start time (None if it is already gone)."""
+    try:
+        parent = psutil.Process(os.getppid())
+        return parent.pid, parent.create_time()
+    except (psutil.Error, OSError):
+        return None
 
 
 def _terminal(pid: int) -> str | None:

@@ -26,7 +26,8 @@ from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-#: A single JSON-RPC line longer than this is refused (the agent misbehaves).
+#: A single JSON-RPC line longer than this is refused (the agent misbehaves). The longest
+#: body the wire carries (8 MiB) fits, JSON-escaped, with room to spare.
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
@@ -49,13 +50,19 @@ class LineReader:
         on_line: Callable[[bytes], None],
         on_eof: Callable[[], None],
         pending: bytes = b"",
+        on_too_long: Callable[[], None] = lambda: None,
     ) -> None:
         self._reactor = reactor
         self._fd = fd
         self._on_line = on_line
         self._on_eof = on_eof
+        self._on_too_long = on_too_long
         self._pending = pending
-        self._buffer = b""  # an incomplete line (never a newline in it)
+        # An incomplete line, as the reads brought it (never a newline in it): joined once
+        # its end comes, so a long line costs linear time, not a copy per read.
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._discarding = False  # inside a line too long to keep, until its newline
         self._ended = False
         fdesc.setNonBlocking(fd)
 
@@ -93,18 +100,38 @@ class LineReader:
 
     def _data(self, data: bytes) -> None:
         if b"\n" not in data:
-            self._buffer += data
-        else:
-            # One split per read: a read holds hundreds of lines in a burst, and taking
-            # them off the front one at a time copied the rest of the buffer each time.
-            lines = (self._buffer + data).split(b"\n") if self._buffer else data.split(b"\n")
-            self._buffer = lines.pop()
-            for line in lines:
-                if line.strip():
-                    self._on_line(line)
-        if len(self._buffer) > MAX_LINE_BYTES:
-            self._buffer = b""
-            self._on_line(b"{")  # an unparseable line: the SDK answers a parse error
+            self._hold(data)
+            return
+        # One split per read: a read holds hundreds of lines in a burst, and taking
+        # them off the front one at a time copied the rest of the buffer each time.
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if self._discarding:
+            self._discarding = False
+            lines[0] = b""  # the end of a line already refused
+        elif self._held:
+            self._held.append(lines[0])
+            lines[0] = b"".join(self._held)
+            self._held.clear()
+            self._held_bytes = 0
+        for line in lines:
+            if len(line) > MAX_LINE_BYTES:
+                self._on_too_long()
+            elif line.strip():
+                self._on_line(line)
+        self._hold(tail)
+
+    def _hold(self, data: bytes) -> None:
+        """Keep the start of a line; past the bound, refuse it once and skip to its end."""
+        if self._discarding or not data:
+            return
+        self._held.append(data)
+        self._held_bytes += len(data)
+        if self._held_bytes > MAX_LINE_BYTES:
+            self._held.clear()
+            self._held_bytes = 0
+            self._discarding = True
+            self._on_too_long()
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
         """End of file (or an error): hand over a last unterminated line, then say so."""
@@ -115,8 +142,9 @@ class LineReader:
         if self._ended:
             return
         self._ended = True
-        if self._buffer.strip():
-            line, self._buffer = self._buffer, b""
+        line = b"".join(self._held)
+        self._held.clear()
+        if line.strip() and not self._discarding:
             self._on_line(line)
         self._on_eof()
 

@@ -11,12 +11,15 @@ they can be tested with a fake that records the calls.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, Awaitable, Callable, Protocol
 
 import jsonschema
+from twisted.protocols import amp
 
 from claudepeers import wire
 from claudepeers.render import clean_line
@@ -24,6 +27,19 @@ from claudepeers.render import clean_line
 
 class BrokerUnreachable(Exception):
     """The broker could not be reached (not running, restarting, or refused us)."""
+
+
+class BrokerTimeout(BrokerUnreachable):
+    """The broker did not answer a call within the call deadline (stopped, or overloaded)."""
+
+    def __init__(self, seconds: float, detail: str = "") -> None:
+        super().__init__(f"it did not answer within {seconds:g} s" + (f"; {detail}" if detail else ""))
+        self.seconds = seconds
+
+
+#: Keys of sends whose outcome is unknown (timed out, connection lost), kept so that the
+#: same send again reuses its key and the broker stores it once. By (to, body digest).
+RETRY_KEYS = 64
 
 
 class BrokerCalls(Protocol):
@@ -205,6 +221,7 @@ class PeerTools:
     def __init__(self, broker: BrokerCalls, check_messages: ShowWaiting) -> None:
         self._broker = broker
         self._check_messages = check_messages
+        self._retry_keys: OrderedDict[tuple[str, bytes], str] = OrderedDict()
 
     async def call(self, name: str, arguments: Mapping[str, Any] | None) -> ToolResult:
         """Validate, run, and turn every failure into an ``isError`` text."""
@@ -214,6 +231,18 @@ class PeerTools:
         method = getattr(self, "_tool_" + name)
         try:
             return await method(**dict(arguments or {}))
+        except BrokerTimeout as error:
+            text = (
+                f"{name} failed: the claude-peers broker did not answer ({error}); it may be "
+                "stopped or overloaded. Try again in a few seconds, or ask the user to run "
+                "`claude-peers status`."
+            )
+            if name == "send_message":
+                text += (
+                    " The message may already be stored: calling send_message again with the "
+                    "same to_id and message is safe, it is stored and shown only once."
+                )
+            return ToolResult(text, is_error=True)
         except BrokerUnreachable as error:
             return ToolResult(
                 f"{name} failed: the claude-peers broker is not reachable ({error}). The bridge "
@@ -223,6 +252,19 @@ class PeerTools:
             )
         except wire.PeersError as error:
             return ToolResult(_explain(name, error), is_error=True)
+        except amp.TooLong as error:
+            what = (error.keyName or b"an argument").decode("ascii", "replace").split(".")[0]
+            return ToolResult(
+                f"{name} failed: {what} is too long to send to the broker (one value is at most "
+                f"{amp.MAX_VALUE_LENGTH:,} bytes in UTF-8). Shorten it.",
+                is_error=True,
+            )
+        except UnicodeEncodeError:
+            return ToolResult(
+                f"Invalid arguments for {name}: the text holds a lone surrogate (\\ud800-\\udfff), "
+                "which is not valid Unicode and cannot be sent. Remove it and call again.",
+                is_error=True,
+            )
 
     async def _tool_list_peers(self, scope: str = "machine") -> ToolResult:
         answer = await self._broker.call(wire.ListPeers, scope=scope)
@@ -238,8 +280,26 @@ class PeerTools:
     async def _tool_send_message(self, to_id: str, message: str) -> ToolResult:
         # A fresh key per call: if the connection dies mid-send the link repeats the call,
         # and the broker stores and pushes the message only once. (128 random bits, as a
-        # uuid4 has, at a quarter of uuid4's cost.)
-        answer = await self._broker.call(wire.Send, to=to_id, body=message, client_key=os.urandom(16).hex())
+        # uuid4 has, at a quarter of uuid4's cost.) A send whose outcome is unknown keeps
+        # its key for the agent's retry of the same message.
+        size = len(message.encode("utf-8", "surrogatepass"))
+        if size > wire.MAX_BIG_TEXT_BYTES:
+            return ToolResult(
+                f"send_message failed: the message is {size:,} bytes; the wire carries at most "
+                f"{wire.MAX_BIG_TEXT_BYTES:,} bytes (8 MiB) and the broker accepts at most its body "
+                "limit (CLAUDE_PEERS_MAX_BODY_BYTES, 32 KiB unless raised). Shorten the message or "
+                "send it in parts.",
+                is_error=True,
+            )
+        unsettled = (to_id, hashlib.sha256(message.encode("utf-8", "surrogatepass")).digest())
+        key = self._retry_keys.pop(unsettled, None) or os.urandom(16).hex()
+        try:
+            answer = await self._broker.call(wire.Send, to=to_id, body=message, client_key=key)
+        except BrokerUnreachable:
+            self._retry_keys[unsettled] = key
+            while len(self._retry_keys) > RETRY_KEYS:
+                self._retry_keys.popitem(last=False)
+            raise
         target = f"{clean_line(answer['to_name'])} ({answer['to_id']})"
         detail = clean_line(answer.get("detail"), 400)
         status = answer["status"]

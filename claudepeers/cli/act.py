@@ -18,12 +18,33 @@ class SendOptions(usage.Options):
     optFlags = [("json", "j", "Print the broker's answer as JSON")]
 
     def parseArgs(self, target: str, *words: str) -> None:
-        """A target and the message (several words are joined by spaces)."""
+        """A target and the message (several words are joined by spaces).
+
+        Both must be UTF-8, from argv and from stdin alike: anything else is refused (exit
+        2) with the offending byte, never sent mangled. Sizes are checked here too, so
+        that the error names the limit.
+        """
         if not words:
             raise usage.UsageError("missing the message")
-        message = sys.stdin.read() if words == ("-",) else " ".join(words)
+        if words == ("-",):
+            message = _utf8(sys.stdin.buffer.read(), "the message on stdin")
+        else:
+            message = " ".join(_checked_argument(word, "the message") for word in words)
         if not message.strip():
             raise usage.UsageError("the message is empty")
+        target = _checked_argument(target, "the target")
+        if len(target.encode("utf-8")) > MAX_TARGET_BYTES:
+            raise usage.UsageError(
+                f"the target is {len(target.encode('utf-8')):,} bytes long; a peer id or name is at most "
+                f"{MAX_TARGET_BYTES:,} bytes (names are at most 64 characters unless CLAUDE_PEERS_MAX_NAME_CHARS "
+                "says otherwise)"
+            )
+        size = len(message.encode("utf-8"))
+        if size > MAX_MESSAGE_BYTES:
+            raise usage.UsageError(
+                f"the message is {size:,} bytes; the wire carries at most {MAX_MESSAGE_BYTES:,} bytes (8 MiB) "
+                "and the broker accepts at most its body limit (CLAUDE_PEERS_MAX_BODY_BYTES, 32 KiB unless raised)"
+            )
         self["target"] = target
         self["message"] = message
 
@@ -48,6 +69,31 @@ class SendOptions(usage.Options):
             return 0
 
         return run_with_broker(body, autostart=True)
+
+
+#: What one AMP value carries (a target), and what the wire carries for a body (wire.BigText).
+MAX_TARGET_BYTES = 65_535
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+def _utf8(data: bytes, what: str) -> str:
+    """``data`` as text; a usage error naming the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise usage.UsageError(
+            f"{what} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "claude-peers sends text only"
+        ) from None
+
+
+def _checked_argument(word: str, what: str) -> str:
+    """An argv word; invalid UTF-8 reaches Python as lone surrogates (surrogateescape)."""
+    try:
+        word.encode("utf-8")
+    except UnicodeEncodeError:
+        return _utf8(word.encode("utf-8", "surrogateescape"), what)
+    return word
 
 
 class KillOptions(usage.Options):

@@ -78,7 +78,13 @@ def read_text(path: Path) -> str | None:
 
 
 def write_text(path: Path, text: str, new_mode: int = 0o600) -> None:
-    """Replace ``path`` atomically, keeping its mode (``new_mode`` for a new file)."""
+    """Replace ``path`` atomically, keeping its mode (``new_mode`` for a new file).
+
+    A symlink (a dotfiles repository's ``~/.claude.json``) stays a symlink: the file it
+    points to is replaced, atomically, in its own directory.
+    """
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = path.stat().st_mode & 0o7777

@@ -48,6 +48,9 @@ def describe_failure(exc: BaseException) -> tuple[str, int]:
         return error_text(exc), EXIT_FAILED
     if isinstance(exc, (ConnectionDone, ConnectionLost)):
         return "the broker closed the connection", EXIT_FAILED
+    if isinstance(exc, amp.TooLong):
+        what = (exc.keyName or b"a value").decode("ascii", "replace").split(".")[0]
+        return f"{what} is too long for the wire (one value is at most {amp.MAX_VALUE_LENGTH:,} bytes)", EXIT_USAGE
     if isinstance(exc, amp.UnhandledCommand):
         return f"the broker does not know this command (version skew?): {error_text(exc)}", EXIT_FAILED
     if isinstance(exc, amp.UnknownRemoteError):
