@@ -47,7 +47,8 @@ MAX_PUSH_CHARS = 512 * 1024
 
 DELIVERED = "delivered"
 QUEUED = "queued"
-#: The contract's word for a message an idle agent was woken with (rewake hook).
+#: The contract's word for a message an idle agent was woken with (a rewake hook), and the
+#: flag of a push answer for one the agent was woken to take (codex queue).
 WOKE = "woke"
 
 
@@ -95,6 +96,7 @@ class PeerActor:
         self.delivery = "push"
         #: Mail no one shows, for the rewake hook's WaitForMail (see mailwait.py).
         self.waits = MailWaits()
+        self.bridge_pid: int | None = None  # the process of the current bridge connection (UNIX only)
 
     # --- facts --------------------------------------------------------------------------
 
@@ -249,7 +251,7 @@ class PeerActor:
                 callbackArgs=(batch, generation), errbackArgs=(batch, generation),
             )
 
-    def _pushed(self, shown: list[bool], batch: list[Message], generation: int) -> None:
+    def _pushed(self, shown: list[Any], batch: list[Message], generation: int) -> None:
         if generation != self._generation:
             return
         self._in_flight -= 1
@@ -257,7 +259,7 @@ class PeerActor:
             # Unanswered messages stay unacknowledged: pushed again after a reconnect.
             self.log.warn("bridge of {peer} answered {n} flags for a push of {m} messages",
                           peer=self.id, n=len(shown), m=len(batch))
-        acknowledged = [message.id for message, flag in zip(batch, shown) if flag]
+        acknowledged = [message.id for message, flag in zip(batch, shown) if flag is True]
         if acknowledged:
             # Queued before any sender hears "delivered": a read the sender makes next
             # (reads see every write queued before them) finds the message shown.
@@ -268,8 +270,11 @@ class PeerActor:
         # acknowledgement (woke), at most delivery_wait.
         to_waiter = self.waits.held(held) if held else set()
         for message, flag in zip(batch, shown):
-            if flag:
+            if flag is True:
                 self._resolve(message.id, DELIVERED, f"{self.name} has been shown the message")
+            elif flag == WOKE:
+                # Still unacknowledged: the turn it woke shows it (prompt hook, tool result).
+                self._resolve(message.id, WOKE, f"{self.name} was idle and has been woken to read it")
             elif message.id not in to_waiter:
                 self._resolve(message.id, QUEUED, f"{self.name} sees it with its next tool call")
         self._pump()

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from . import __version__, platforms, wire
 from .broker import Broker, Claim, Credentials
 from .lean_amp import LeanAMP
-from .peers import PeerActor
+from .peers import WOKE, PeerActor
 from .storage.store import StoreError
 
 #: Error descriptions are cut to this many bytes (AMP's limit per value is 65,535).
@@ -251,10 +251,10 @@ class BrokerProtocol(LeanAMP):
         return maybeDeferred(self.broker.register, self, self.creds, claim).addCallback(bound)
 
     @wire.Attach.responder
-    def attach(self, agent_pid: int, agent_start: float) -> dict:
+    def attach(self, agent_pid: int, agent_start: float, thread_id: str | None = None) -> dict:
         """Bind to an existing peer of the caller's agent session, without taking pushes (hooks)."""
         self.broker.verify_session(self.creds, agent_pid, agent_start)
-        actor = self.broker.session(agent_pid, agent_start)
+        actor = self.broker.session(agent_pid, agent_start, thread_id)
         if actor is None:
             raise wire.UnknownPeer(f"no peer is registered for agent pid {agent_pid}")
         self.actor = actor
@@ -366,8 +366,12 @@ class BrokerFactory(Factory):
         return protocol
 
 
-def _shown_flags(answer: dict[str, Any]) -> list[bool]:
-    return answer["shown"]
+def _shown_flags(answer: dict[str, Any]) -> list[Any]:
+    """One flag per message: True (shown), False (held) or WOKE (the agent was woken for it)."""
+    woke = answer.get("woke")
+    if not woke:
+        return answer["shown"]
+    return [True if shown else (WOKE if awake else False) for shown, awake in zip(answer["shown"], woke)]
 
 
 def _remote(error: type[Exception], text: str) -> amp.RemoteAmpError:

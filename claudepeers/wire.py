@@ -209,6 +209,8 @@ class Register(amp.Command):
     ancestor); on a UNIX socket the broker checks it against the connecting process.
     ``delivery`` is ``push`` (the bridge shows messages at once), ``inline`` (it holds
     them until the agent's next tool call) or ``none`` (a hook or CLI: no pushes).
+    ``thread_id`` names one thread of an agent process that runs several (interactive
+    Codex's shared app-server): the peer is then that thread, not the process.
     """
 
     arguments = [
@@ -222,6 +224,7 @@ class Register(amp.Command):
         (b"tty", amp.Unicode(optional=True)),
         (b"name", amp.Unicode(optional=True)),
         (b"delivery", amp.Unicode()),
+        (b"thread_id", amp.Unicode(optional=True)),
     ]
     response = [
         (b"peer_id", amp.Unicode()),
@@ -244,9 +247,11 @@ class Attach(amp.Command):
 
     Used by hooks: ``agent_pid``/``agent_start`` are checked as for Register; the
     connection may then fetch and acknowledge that peer's mail but receives no pushes.
+    ``thread_id`` as for Register (a Codex hook passes its input's ``session_id``).
     """
 
-    arguments = [(b"agent_pid", amp.Integer()), (b"agent_start", amp.Float())]
+    arguments = [(b"agent_pid", amp.Integer()), (b"agent_start", amp.Float()),
+                 (b"thread_id", amp.Unicode(optional=True))]
     response = [(b"peer_id", amp.Unicode()), (b"name", amp.Unicode()), (b"online", amp.Boolean())]
     errors = _errors({IdentityRejected: b"IDENTITY_REJECTED"}, PEER_ERRORS)
 
@@ -286,9 +291,9 @@ class SetName(amp.Command):
 class Send(amp.Command):
     """Send a message; answers only after it is committed.
 
-    ``status`` is ``delivered`` (the recipient's bridge showed it), ``woke`` (a rewake hook
-    woke the idle agent with it), ``queued`` (held for a polling peer or one that is
-    reconnecting) with ``detail`` saying which.
+    ``status`` is ``delivered`` (the recipient's bridge showed it), ``woke`` (the idle agent
+    was woken with it: a rewake hook, or ``codex queue`` for an interactive Codex thread),
+    ``queued`` (held for a polling peer or one that is reconnecting) with ``detail`` saying which.
     ``client_key`` (optional, at most 64 characters, unique per sender) makes the send
     safe to repeat after a lost connection: a repeat answers with the first message.
     """
@@ -411,11 +416,12 @@ class Deliver(amp.Command):
     one push (at most ``MAX_DELIVER_BATCH``): one box and one answer instead of one each.
     A flag is True when the agent has seen that message; a bridge that holds a message
     for the agent's next tool call answers False and acknowledges it later with
-    :class:`Acknowledge`.
+    :class:`Acknowledge`. ``woke`` (optional, one flag per message): True when the
+    message is not shown yet but the idle agent was woken to take it (``codex queue``).
     """
 
     arguments = [(b"messages", JSONValue())]
-    response = [(b"shown", amp.ListOf(amp.Boolean()))]
+    response = [(b"shown", amp.ListOf(amp.Boolean())), (b"woke", amp.ListOf(amp.Boolean(), optional=True))]
     errors = _errors()
 
 
