@@ -98,6 +98,8 @@ class FakeAgent:
     env: dict[str, str]
     channels: bool = False
     process: subprocess.Popen | None = None
+    #: argv after the program, e.g. ``["app-server", "--listen", "unix://"]`` for Codex's daemon
+    args: list[str] = field(default_factory=list)
     bridge_pids: list[int] = field(default_factory=list)
 
     @property
@@ -119,7 +121,7 @@ class FakeAgent:
         self.env = {**self.env, "CP_AGENT_SOCKET": str(self.socket_path), "CLAUDE_PEER_NAME": self.name}
         log = open(self.base / f"agent-{self.name}.log", "ab")
         self.process = subprocess.Popen(
-            [str(script), *(CHANNELS_FLAG if self.channels else [])],
+            [str(script), *self.args, *(CHANNELS_FLAG if self.channels else [])],
             cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
         )
         log.close()

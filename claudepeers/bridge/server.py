@@ -118,8 +118,10 @@ class McpPipe:
         options: InitializationOptions,
         writer: LineWriter,
         call_tool: CallTool,
+        on_thread: Callable[[str], None] = lambda thread_id: None,
     ) -> None:
         self._server = server
+        self._on_thread = on_thread
         self._options = options
         self._writer = writer
         # Tool answers go out together at the end of a reactor turn: in a burst, one
@@ -140,9 +142,18 @@ class McpPipe:
         except Exception as error:  # the SDK answers malformed input itself
             self._read_send.send_nowait(error)
             return
+        if isinstance(message, types.JSONRPCRequest) and message.method == "tools/call":
+            self._thread_of(message.params)
         if self.direct.offer(message):
             return
         self._read_send.send_nowait(SessionMessage(message))
+
+    def _thread_of(self, params: Mapping[str, Any] | None) -> None:
+        """Codex names its thread in every tool call's ``_meta`` (``threadId``)."""
+        meta = params.get("_meta") if isinstance(params, Mapping) else None
+        thread_id = meta.get("threadId") if isinstance(meta, Mapping) else None
+        if isinstance(thread_id, str) and thread_id:
+            self._on_thread(thread_id)
 
     def session_initialized(self, protocol_version: str) -> None:
         """The handshake is complete: plain tool calls may be answered directly from now on."""
