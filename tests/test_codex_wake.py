@@ -25,6 +25,7 @@ class FakeQueue:
         self.pending: list[Deferred] = []
 
     def __call__(self, text: str) -> Deferred:
+        """Record one queue call; it answers on ``finish``."""
         self.notices.append(text)
         d: Deferred = Deferred()
         self.pending.append(d)
