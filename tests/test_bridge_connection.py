@@ -162,7 +162,8 @@ def test_registers_again_on_every_new_connection(connected: Any) -> Any:
     yield link.when_ready()
     yield deferLater(reactor, 0, lambda: None)  # leave the service's state machine first
     assert answer["resumed"] is True
-    assert record.registrations == [REGISTRATION, REGISTRATION]
+    # thread_id (optional, None here) names a Codex thread; a plain session sends none.
+    assert record.registrations == [{**REGISTRATION, "thread_id": None}] * 2
 
 
 @pytest_twisted.inlineCallbacks
@@ -172,7 +173,7 @@ def test_pushes_are_answered_by_the_inbox(connected: Any) -> Any:
     record, link, _ = yield connected(delivered=delivered)
     first = yield record.connections[0].callRemote(wire.Deliver, messages=[{"id": 2, "body": "x"}])
     second = yield record.connections[0].callRemote(wire.Deliver, messages=[{"id": 3, "body": "y"}])
-    assert (first, second) == ({"shown": [True]}, {"shown": [False]})
+    assert (first, second) == ({"shown": [True], "woke": None}, {"shown": [False], "woke": None})
     assert [m["id"] for m in delivered] == [2, 3]
 
 

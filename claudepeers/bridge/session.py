@@ -169,8 +169,7 @@ class Bridge:
             if self.codex is not None:
                 run = codex_queue(self._reactor, self.codex.binary, self.codex.env, self.thread_id, self.log)
                 self.waker = Waker(self._reactor, run, self.codex.person_present)
-        return {
-            "thread_id": self.thread_id,
+        described = {
             "agent_pid": agent.pid,
             "agent_start": agent.start,
             "client_type": self.client_type,
@@ -182,6 +181,9 @@ class Bridge:
             "name": self._settings.peer_name,
             "delivery": self.delivery,
         }
+        if self.thread_id is not None:
+            described["thread_id"] = self.thread_id
+        return described
 
     def _superseded(self, reason: str) -> None:
         """The broker says a newer bridge of our agent session took over: exit."""
