@@ -31,6 +31,22 @@ class AgentProcess:
     client_type: str  # "claude-code", "codex" or "unknown"
     argv: tuple[str, ...] = ()
 
+    @property
+    def subcommand(self) -> str | None:
+        """The word after the program in argv (``exec``, ``app-server``), or None."""
+        for index, arg in enumerate(self.argv[:2]):
+            if os.path.basename(arg) in AGENT_NAMES:
+                following = self.argv[index + 1 : index + 2]
+                return following[0] if following and not following[0].startswith("-") else None
+        return None
+
+    @property
+    def runs_threads(self) -> bool:
+        """True for a Codex process that runs several sessions (threads): the interactive
+        TUI's background app-server, or a TUI started with ``--no-daemon``. Not ``codex
+        exec``, one process per session."""
+        return self.client_type == "codex" and (self.subcommand == "app-server" or "--no-daemon" in self.argv)
+
     def channels_enabled(self, server_name: str) -> bool:
         """True when Claude Code was started with the channels flag naming this server."""
         wanted = f"server:{server_name}"
@@ -133,3 +149,11 @@ def is_alive(pid: int, start: float) -> bool:
     ``/proc/<pid>/stat`` once on Linux and asks psutil elsewhere.
     """
     return platforms.is_alive(pid, start)
+
+
+def is_running(pid: int) -> bool:
+    """True when some process ``pid`` runs (not a zombie), whatever its start time."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False

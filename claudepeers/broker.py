@@ -41,6 +41,8 @@ CLIENT_TYPES = ("claude-code", "codex", "unknown")
 NO_PUSHES = "none"
 #: The longest delivery description a bridge may give (it is shown in one line of a table).
 MAX_DELIVERY_CHARS = 200
+#: After a thread peer's bridge disconnects, when to look whether the bridge process ended.
+THREAD_EXIT_CHECK_SECONDS = 0.5
 
 
 class Broker:
@@ -157,12 +159,18 @@ class Broker:
                     f"pid {agent_pid} is not an ancestor of the connecting process (pid {creds.pid})"
                 )
 
-    def session(self, agent_pid: int, agent_start: float) -> PeerActor | None:
-        """The live peer of the agent session (pid + start time) on this host, if any."""
+    def session(self, agent_pid: int, agent_start: float, thread_id: str | None = None,
+                revive: bool = False) -> PeerActor | None:
+        """The live peer of the agent session (pid + start time [+ thread]) on this host, if any.
+
+        With ``revive``, an ended thread peer counts too: a Codex thread unloaded by its
+        app-server and resumed later is the same session, with the same id.
+        """
         for actor in self.actors.values():
             record = actor.record
             if (
-                record.state != GONE
+                (record.state != GONE or (revive and thread_id is not None))
+                and record.thread_id == thread_id
                 and record.host == self.host
                 and record.agent_pid == agent_pid
                 and agents.same_start(record.agent_start, agent_start)
@@ -181,7 +189,7 @@ class Broker:
         self._check_claim(claim)
         self.verify_session(creds, claim.agent_pid, claim.agent_start)
         now = self.now()
-        actor = self.session(claim.agent_pid, claim.agent_start)
+        actor = self.session(claim.agent_pid, claim.agent_start, claim.thread_id, revive=True)
         resumed = actor is not None
         fields = dict(
             client_type=claim.client_type, cwd=claim.cwd, git_root=claim.git_root,
@@ -191,7 +199,8 @@ class Broker:
             name = self._unique_name(claim.name or naming.default_name(claim.git_root, claim.cwd), exclude=None, strict=bool(claim.name))
             record = PeerRecord(
                 id=naming.new_id(self.actors), host=self.host, agent_pid=claim.agent_pid, agent_start=claim.agent_start,
-                name=name, summary="", state=OFFLINE, registered_at=now, last_seen=now, **fields,
+                name=name, summary="", state=OFFLINE, registered_at=now, last_seen=now, thread_id=claim.thread_id,
+                **fields,
             )
             actor = self._actor(record)
             self.actors[record.id] = actor
@@ -199,10 +208,13 @@ class Broker:
         else:
             if claim.name and claim.name != actor.name:
                 fields["name"] = self._unique_name(claim.name, exclude=actor.id, strict=True)
+            elif actor.state == GONE:  # a revived thread: its name may have been taken meanwhile
+                fields["name"] = self._unique_name(actor.name, exclude=actor.id, strict=False)
             actor.update(**fields)
         if claim.delivery != NO_PUSHES:
             connection.delivery = claim.delivery
             actor.attach(connection, now)
+            actor.bridge_pid = creds.pid
         yield self.store.save_peer(actor.record)
         self.emit(
             "register", actor.id,
@@ -215,6 +227,8 @@ class Broker:
         if claim.client_type not in CLIENT_TYPES:
             raise InvalidArgument(f"client_type must be one of {', '.join(CLIENT_TYPES)}, not {claim.client_type!r}")
         check_delivery(claim.delivery)
+        if claim.thread_id is not None and not naming.THREAD_ID.fullmatch(claim.thread_id):
+            raise InvalidArgument(f"thread_id must be 1 to 64 letters, digits and ._:- characters, not {claim.thread_id!r}")
         if not claim.cwd or not claim.cwd.startswith("/"):
             raise InvalidArgument(f"cwd must be an absolute path, not {claim.cwd!r}")
         for label, value in (("cwd", claim.cwd), ("git_root", claim.git_root),
@@ -331,6 +345,10 @@ class Broker:
     def disconnected(self, actor: PeerActor, connection: Any) -> None:
         """A bridge connection closed: offline if the agent lives, gone if it ended."""
         if actor.detach(connection, self.now()):
+            if actor.record.thread_id is not None:
+                # One bridge per thread, alive as long as the app-server keeps the thread
+                # loaded: its exit (not a reconnect) means the thread has ended.
+                self._clock.callLater(THREAD_EXIT_CHECK_SECONDS, self._thread_exit_check, actor, actor.bridge_pid)
             if self._processes.is_alive(actor.record.agent_pid, actor.record.agent_start):
                 self.emit("leave", actor.id, f"{actor.name} disconnected (offline; mail is queued)")
                 self._save(actor)
@@ -343,6 +361,11 @@ class Broker:
             lambda failure: None if getattr(failure.value, "reported", False)
             else self.log.failure("saving peer {peer} failed", failure, peer=actor.id)
         )
+
+    def _thread_exit_check(self, actor: PeerActor, bridge_pid: int | None) -> None:
+        """A thread peer still offline whose bridge process has ended: its thread has ended."""
+        if actor.state == OFFLINE and bridge_pid is not None and not self._processes.is_running(bridge_pid):
+            self._gone(actor)
 
     def _gone(self, actor: PeerActor) -> None:
         actor.mark_gone(self.now())
@@ -378,6 +401,9 @@ class Broker:
         record = actor.record
         if caller is actor:
             raise KillRefused("you cannot kill your own session")
+        if record.thread_id is not None:
+            raise KillRefused(f"{actor.name} is one thread of a Codex app-server that runs every interactive "
+                              "Codex session of its user; killing it would end them all")
         if record.host != self.host:
             raise KillRefused(f"{actor.name} runs on {record.host}, not on this host")
         if creds.pid is not None and self._processes.is_ancestor(record.agent_pid, creds.pid):

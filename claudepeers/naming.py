@@ -12,6 +12,8 @@ from .records import CLI_ID, GONE
 from .wire import InvalidArgument, LimitExceeded, NameTaken
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: A thread id as agents make them (Codex: a UUID); bounded, printable, no spaces.
+THREAD_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 ID_ALPHABET = string.ascii_lowercase + string.digits
 
 

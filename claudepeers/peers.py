@@ -96,6 +96,7 @@ class PeerActor:
         self.delivery = "push"
         #: Mail no one shows, for the rewake hook's WaitForMail (see mailwait.py).
         self.waits = MailWaits()
+        self.bridge_pid: int | None = None  # the process of the current bridge connection (UNIX only)
 
     # --- facts --------------------------------------------------------------------------
 
@@ -272,6 +273,7 @@ class PeerActor:
             if flag is True:
                 self._resolve(message.id, SHOWN, f"{self.name} has been shown the message")
             elif flag == WOKE:
+                # Still unacknowledged: the turn it woke shows it (prompt hook, tool result).
                 self._resolve(message.id, WOKE, f"{self.name} was idle and has been woken to read it")
             elif message.id not in to_waiter:
                 self._resolve(message.id, QUEUED, self.held_reason())

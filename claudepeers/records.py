@@ -59,6 +59,8 @@ class PeerRecord:
     registered_at: float
     last_seen: float
     gone_at: float | None = None
+    #: The agent's thread when one agent process runs several sessions (interactive Codex).
+    thread_id: str | None = None
 
     def to_wire(self, unread: int = 0) -> dict[str, Any]:
         """The JSON form sent to clients (times as ISO strings)."""
@@ -136,3 +138,4 @@ class Claim:
     tty: str | None = None
     name: str | None = None
     delivery: str = "push"
+    thread_id: str | None = None

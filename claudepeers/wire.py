@@ -210,6 +210,8 @@ class Register(amp.Command):
     ``delivery`` is ``none`` for a hook or CLI (no pushes), else the bridge's description
     of how its agent gets mail (``channel (confirmed)``, ``inline``, ...; see
     :class:`SetDelivery`). The older words ``push`` and ``inline`` are descriptions too.
+    ``thread_id`` names one thread of an agent process that runs several (interactive
+    Codex's shared app-server): the peer is then that thread, not the process.
     """
 
     arguments = [
@@ -223,6 +225,7 @@ class Register(amp.Command):
         (b"tty", amp.Unicode(optional=True)),
         (b"name", amp.Unicode(optional=True)),
         (b"delivery", amp.Unicode()),
+        (b"thread_id", amp.Unicode(optional=True)),
     ]
     response = [
         (b"peer_id", amp.Unicode()),
@@ -245,9 +248,11 @@ class Attach(amp.Command):
 
     Used by hooks: ``agent_pid``/``agent_start`` are checked as for Register; the
     connection may then fetch and acknowledge that peer's mail but receives no pushes.
+    ``thread_id`` as for Register (a Codex hook passes its input's ``session_id``).
     """
 
-    arguments = [(b"agent_pid", amp.Integer()), (b"agent_start", amp.Float())]
+    arguments = [(b"agent_pid", amp.Integer()), (b"agent_start", amp.Float()),
+                 (b"thread_id", amp.Unicode(optional=True))]
     response = [(b"peer_id", amp.Unicode()), (b"name", amp.Unicode()), (b"online", amp.Boolean())]
     errors = _errors({IdentityRejected: b"IDENTITY_REJECTED"}, PEER_ERRORS)
 
@@ -288,8 +293,9 @@ class Send(amp.Command):
     """Send a message; answers only after it is committed.
 
     ``status`` is ``shown`` (the recipient's session got it, with evidence), ``woke`` (the
-    idle agent was woken to take it) or ``queued`` (it waits), with ``detail`` saying why
-    in words a person understands.
+    idle agent was woken to take it: a rewake hook, or ``codex queue`` for an interactive
+    Codex thread) or ``queued`` (it waits), with ``detail`` saying why in words a person
+    understands.
     ``client_key`` (optional, at most 64 characters, unique per sender) makes the send
     safe to repeat after a lost connection: a repeat answers with the first message.
     """

@@ -29,6 +29,21 @@ def streamed_response(number: int, text: str = "done") -> bytes:
     return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
 
 
+def streamed_function_call(number: int, name: str, arguments: dict, namespace: str | None = None) -> bytes:
+    """A Responses API streaming answer that calls one tool (an MCP tool sits in a namespace)."""
+    item = {"type": "function_call", "id": f"fc_{number}", "call_id": f"call_{number}", "name": name,
+            "arguments": json.dumps(arguments), "status": "completed",
+            **({"namespace": namespace} if namespace else {})}
+    usage = {"input_tokens": 1, "input_tokens_details": None, "output_tokens": 1,
+             "output_tokens_details": None, "total_tokens": 2}
+    events = [
+        ("response.created", {"type": "response.created", "response": {"id": f"resp_{number}"}}),
+        ("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": item}),
+        ("response.completed", {"type": "response.completed", "response": {"id": f"resp_{number}", "usage": usage}}),
+    ]
+    return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
+
+
 def streamed_text(text: str) -> bytes:
     """An Anthropic Messages API streaming answer that says ``text`` and ends the turn."""
     events = [
@@ -53,8 +68,13 @@ class StandInApi:
     turn. ``arrivals[i]`` is the ``time.monotonic()`` at which ``requests[i]`` came in.
     """
 
-    def __init__(self, on_request: Callable[["StandInApi", dict], Any] | None = None) -> None:
-        """Serve on a free localhost port in a thread."""
+    def __init__(self, on_request: Callable[["StandInApi", dict], Any] | None = None,
+                 respond: Callable[[int, dict], bytes | None] | None = None) -> None:
+        """Serve on a free localhost port in a thread.
+
+        ``respond(number, request)`` may answer a Responses API request itself (e.g. with
+        :func:`streamed_function_call`); None keeps the default "done".
+        """
         self.requests: list[dict] = []
         self.arrivals: list[float] = []
         self._on_request = on_request
@@ -79,7 +99,8 @@ class StandInApi:
                         api.arrivals.append(arrived)
                         api._changed.notify_all()
                 if self.path.startswith("/v1/responses"):
-                    data = streamed_response(len(api.requests))
+                    data = (respond(len(api.requests), request) if respond else None) or \
+                        streamed_response(len(api.requests))
                 else:
                     data = streamed_text("done")
                 self.send_response(200)
@@ -96,14 +117,15 @@ class StandInApi:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def wait_for_text(self, text: str, timeout: float) -> tuple[dict, float]:
-        """The first recorded request whose JSON contains ``text``, and when it arrived.
+    def wait_for_text(self, text: str, timeout: float, after: int = 0) -> tuple[dict, float]:
+        """The first recorded request (from index ``after`` on) whose JSON contains ``text``,
+        and when it arrived.
 
         Waits on the recorder's condition (woken by each new request), up to ``timeout``
         seconds; raises ``TimeoutError`` if none came.
         """
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = after
         with self._changed:
             while True:
                 for index in range(seen, len(self.requests)):

@@ -128,6 +128,8 @@ class FakeAgent:
     #: False: a Claude Code that skips the channel (gate off, -p, ...): it writes no transcript line.
     accepts_channel: bool = True
     process: subprocess.Popen | None = None
+    #: argv after the program, e.g. ``["app-server", "--listen", "unix://"]`` for Codex's daemon
+    args: list[str] = field(default_factory=list)
     bridge_pids: list[int] = field(default_factory=list)
 
     @property
@@ -160,7 +162,7 @@ class FakeAgent:
                     "CLAUDE_CODE_SESSION_ID": self.session_id}
         log = open(self.base / f"agent-{self.name}.log", "ab")
         self.process = subprocess.Popen(
-            [str(script), *(CHANNELS_FLAG if self.channels else [])],
+            [str(script), *self.args, *(CHANNELS_FLAG if self.channels else [])],
             cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
         )
         log.close()

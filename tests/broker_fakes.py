@@ -38,6 +38,10 @@ class FakeProcesses:
         """Running with that start time."""
         return pid in self.running and same_start(self.running[pid], start)
 
+    def is_running(self, pid: int) -> bool:
+        """Running, whatever its start time."""
+        return pid in self.running
+
     def is_ancestor(self, ancestor: int, pid: int) -> bool:
         """``ancestor`` is ``pid`` or above it."""
         current: int | None = pid

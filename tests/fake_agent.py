@@ -11,6 +11,10 @@ tree looks as under the real CLI). It listens on ``CP_AGENT_SOCKET`` for two req
 - ``{"run": "<shell command>", "stdin": "...", "env": {...}}``: runs the command through
   ``/bin/sh -c`` as Claude Code runs a hook (Codex runs it directly, one level less), with
   the text on its stdin, and answers ``{"status", "stdout", "stderr", "seconds"}`` as JSON.
+
+Run as ``codex queue --thread ID --message TEXT`` it stands for Codex's queue command: it
+appends its arguments and environment to ``queue.log`` beside itself and exits 0 (1 when
+``queue.fail`` exists there).
 """
 
 from __future__ import annotations
@@ -88,5 +92,15 @@ def main() -> None:
         threading.Thread(target=serve_one, args=(connection,), daemon=True).start()
 
 
+def record_queue() -> int:
+    """``codex queue ...``: record the call beside this executable."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "queue.log"), "a") as log:
+        log.write(json.dumps({"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}) + "\n")
+    return 1 if os.path.exists(os.path.join(here, "queue.fail")) else 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["queue"]:
+        sys.exit(record_queue())
     main()

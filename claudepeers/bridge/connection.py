@@ -42,6 +42,7 @@ from claudepeers.lean_amp import LeanAMP
 from claudepeers.settings import Settings
 
 from .tools import BrokerTimeout, BrokerUnreachable
+from .wake import WOKE
 
 #: How long a tool call waits for the broker connection before it answers an error.
 CALL_WAIT_SECONDS = 5.0
@@ -120,7 +121,11 @@ class VersionSkew(Exception):
 
 
 def _shown_answer(flags: list[Any]) -> dict[str, list[bool]]:
-    return {"shown": [bool(flag) for flag in flags]}
+    """Deliver's answer: ``shown`` per message, and ``woke`` when the agent was woken for some."""
+    answer = {"shown": [flag is True for flag in flags]}
+    if any(flag == WOKE for flag in flags):
+        answer["woke"] = [flag == WOKE for flag in flags]
+    return answer
 
 
 class _Gate(ProtocolWrapper):

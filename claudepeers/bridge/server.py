@@ -153,10 +153,12 @@ class McpPipe:
         writer: LineWriter,
         call_tool: CallTool,
         on_modern: Callable[[str], None] = lambda version: None,
+        on_thread: Callable[[str], None] = lambda thread_id: None,
     ) -> None:
         self._server = server
         self._on_modern = on_modern
         self._modern: str | None = None
+        self._on_thread = on_thread
         self._options = options
         self._writer = writer
         # Tool answers go out together at the end of a reactor turn: in a burst, one
@@ -185,6 +187,8 @@ class McpPipe:
             return
         if self._modern is None and isinstance(message, types.JSONRPCRequest):
             self._note_era(message)
+        if isinstance(message, types.JSONRPCRequest) and message.method == "tools/call":
+            self._thread_of(message.params)
         if self.direct.offer(message):
             return
         self._read_send.send_nowait(SessionMessage(message))
@@ -195,6 +199,12 @@ class McpPipe:
         if request.method != "initialize" and isinstance(meta, Mapping) and PROTOCOL_VERSION_META_KEY in meta:
             self._modern = str(meta[PROTOCOL_VERSION_META_KEY])
             self._on_modern(self._modern)
+    def _thread_of(self, params: Mapping[str, Any] | None) -> None:
+        """Codex names its thread in every tool call's ``_meta`` (``threadId``)."""
+        meta = params.get("_meta") if isinstance(params, Mapping) else None
+        thread_id = meta.get("threadId") if isinstance(meta, Mapping) else None
+        if isinstance(thread_id, str) and thread_id:
+            self._on_thread(thread_id)
 
     def session_initialized(self, protocol_version: str) -> None:
         """The handshake is complete: plain tool calls may be answered directly from now on."""

@@ -23,7 +23,7 @@ from claudepeers import agents, gitinfo, wire
 from claudepeers.render import render_batch, render_message
 from claudepeers.settings import Settings
 
-from . import agentwatch, handshake, transcript
+from . import agentwatch, codexproc, handshake, transcript
 from .channel import ChannelConfirmations, describe
 from .connection import AsyncBroker, BrokerLink
 from .delivery import Inbox, Offer
@@ -32,6 +32,7 @@ from .pushing import ChannelPushing
 from .server import McpPipe, build_server
 from .stdio import LineReader, LineWriter
 from .tools import BrokerUnreachable, PeerTools, ToolResult
+from .wake import Waker, codex_queue
 
 #: Messages appended to a tool result: few and short, so the agent's work goes on.
 FOOTER_MESSAGES = 5
@@ -99,13 +100,20 @@ class Bridge(ChannelPushing):
         # Blocking work (git, starting a broker) runs in threads of our own: the
         # reactor's pool is joined at shutdown, and a hanging git must not delay our exit.
         self._threads = DaemonThreadPool(0, 4, "claude-peers-bridge")
+        # Interactive Codex runs all its threads in one app-server: the peer is our thread,
+        # named by the first tool call; until then we have no session to register.
+        self.threads = agent is not None and agent.runs_threads
+        self.thread_id: str | None = None
+        self.codex: codexproc.CodexHost | None = None
+        self.waker: Waker | None = None
         self.link = BrokerLink(
             reactor, settings, self._registration, self._deliver, self._registered, self._shown_elsewhere,
             self._connection_lost, in_thread=self._in_thread, on_superseded=self._superseded,
         )
         self.tools = PeerTools(AsyncBroker(self.link), self._check_messages)
         server, options = build_server(instructions, self._call_tool, self._initialized)
-        self.pipe = McpPipe(server, options, self.writer, self._call_tool, on_modern=self._modern_era)
+        self.pipe = McpPipe(server, options, self.writer, self._call_tool, on_modern=self._modern_era,
+                            on_thread=self._thread_seen)
         self._stopping = False
         self._watches: list[Any] = []
         self._task: asyncio.Future | None = None
@@ -125,7 +133,8 @@ class Bridge(ChannelPushing):
             self.pipe.feed(self._first.line)
         LineReader(self._reactor, self._stdin_fd, self.pipe.feed, self._stdin_ended, self._pending,
                    on_too_long=self.pipe.line_too_long).start()
-        self.link.start()
+        if not self.threads:
+            self.link.start()
         if self.agent is not None:
             self._watches.append(agentwatch.watch_exit(
                 self._reactor, self.agent.pid, self.agent.start, lambda: self.stop("the agent process ended")
@@ -171,11 +180,27 @@ class Bridge(ChannelPushing):
         """The Register arguments; git and the tty are looked up off the reactor thread."""
         return self._in_thread(self._describe)
 
+    def _thread_seen(self, thread_id: str) -> None:
+        """A tool call named our thread: bind to it (once) and register as its peer."""
+        if not self.threads or self.thread_id is not None:
+            if self.thread_id not in (None, thread_id):
+                self.log.warn("tool call of thread {other} in the bridge of thread {ours}", other=thread_id,
+                              ours=self.thread_id)
+            return
+        self.thread_id = thread_id
+        self.log.info("bound to Codex thread {thread}", thread=thread_id)
+        self.link.start()
+
     def _describe(self) -> dict[str, Any]:
         agent = self.agent or agents.describe(os.getpid())
         assert agent is not None
         repo = gitinfo.repo_info(self._cwd)
-        return {
+        if self.thread_id is not None and self.codex is None:
+            self.codex = codexproc.host_of(agent)  # here, off the reactor thread: it scans processes
+            if self.codex is not None:
+                run = codex_queue(self._reactor, self.codex.binary, self.codex.env, self.thread_id, self.log)
+                self.waker = Waker(self._reactor, run, self.codex.person_present)
+        described = {
             "agent_pid": agent.pid,
             "agent_start": agent.start,
             "client_type": self.client_type,
@@ -187,6 +212,9 @@ class Bridge(ChannelPushing):
             "name": self._settings.peer_name,
             "delivery": self.delivery_description(),
         }
+        if self.thread_id is not None:
+            described["thread_id"] = self.thread_id
+        return described
 
     def delivery_description(self) -> str:
         """How this agent gets its mail now, with the MCP era it negotiated (for the broker)."""
@@ -207,6 +235,8 @@ class Bridge(ChannelPushing):
 
     def _connection_lost(self) -> None:
         """The broker dropped us. If a newer bridge of our agent took over, make way."""
+        if self.threads:
+            return  # the other bridges under our app-server serve other threads
         newer = newer_sibling(self.agent)
         if newer is not None:
             self.log.warn(
@@ -247,6 +277,8 @@ class Bridge(ChannelPushing):
                 else:
                     self._acknowledge_when_shown(int(held["id"]), result)
             return answer
+        if self.waker is not None:
+            return self.waker.wake(message)
         return False
 
     def _initialized(self, protocol_version: str | None = None) -> None:
@@ -308,6 +340,14 @@ class Bridge(ChannelPushing):
             return
         self.inbox.mark_shown(ids)
         self.link.acknowledge(ids)
+        if self.waker is not None:
+            self.waker.shown(ids)
+
+    def _shown_elsewhere(self, ids: list[int]) -> None:
+        """A prompt hook of our session showed these (perhaps in the turn we woke)."""
+        self.inbox.mark_shown(ids)
+        if self.waker is not None:
+            self.waker.shown(ids)
 
 
 def newer_sibling(agent: agents.AgentProcess | None) -> int | None:

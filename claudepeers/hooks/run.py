@@ -174,6 +174,10 @@ def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: Text
     sock, first_calls = connect(settings)
     try:
         attach_args = [(b"agent_pid", integer(agent.pid)), (b"agent_start", floating(agent.start))]
+        thread = payload.get("session_id")
+        if agent.runs_threads and isinstance(thread, str) and thread:
+            # One Codex app-server runs every interactive thread: the thread is the session.
+            attach_args.append((b"thread_id", text(thread)))
         tags = sock.send([*first_calls, ("Attach", attach_args), ("Whoami", []),
                           ("FetchUnread", [(b"limit", integer(PAGE))])])
         for tag in tags[: len(first_calls)]:
