@@ -29,18 +29,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 from claudepeers import agents
+from claudepeers.ampbox import floating, integer, integer_list, json_value, read_boolean, text
 from claudepeers.hooks import output
-from claudepeers.hooks.amp_socket import (
-    AmpError,
-    AmpSocket,
-    BrokerUnreachable,
-    boolean,
-    floating,
-    integer,
-    integer_list,
-    json_value,
-    text,
-)
+from claudepeers.hooks.amp_socket import AmpError, AmpSocket, BrokerUnreachable
 from claudepeers.settings import Settings, parse_url
 
 #: Seconds the hook waits for the broker at each step; a hung broker costs the turn this much.
@@ -166,7 +157,7 @@ def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: Text
             raise
         peer = json_value(sock.answer(tags[-2]), b"peer")
         fetched = sock.answer(tags[-1])
-        if boolean(attached, b"online") and peer.get("delivery") == "push":
+        if read_boolean(attached, b"online") and peer.get("delivery") == "push":
             return  # the bridge pushes every message to the agent at once
         selection = output.select(json_value(fetched, b"messages"), int(fetched[b"more"]))
         if not selection.text:
