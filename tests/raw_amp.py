@@ -16,15 +16,7 @@ from typing import Any
 from twisted.protocols import amp
 
 from claudepeers import ampbox, wire
-
-
-class RemoteError(Exception):
-    """The broker answered a command with an AMP error box."""
-
-    def __init__(self, code: str, description: str) -> None:
-        super().__init__(f"{code}: {description}")
-        self.code = code
-        self.description = description
+from claudepeers.hooks.amp_socket import AmpError as RemoteError  # the broker's error box, as the hook raises it
 
 
 class Closed(Exception):
@@ -112,7 +104,7 @@ class RawAMP:
                     return {k.decode(): v for k, v in box.items()}
                 return command.parseResponse(amp.AmpBox(box), None)
             if box.get(b"_error") == tag:
-                raise RemoteError(box.get(b"_error_code", b"?").decode(),
+                raise RemoteError(box.get(b"_error_code", b"UNKNOWN").decode(),
                                   box.get(b"_error_description", b"").decode(errors="replace"))
 
     def _pushed(self, box: dict[bytes, bytes]) -> None:
