@@ -87,14 +87,9 @@ def stop_feedback(text: str) -> bool:
     return text.startswith("Stop hook feedback:")
 
 
-@pytest.mark.parametrize("which", [
-    "pinned",
-    # Claude Code 2.1.332 gives the reason of a JSON {"decision": "block"} to the model twice: as
-    # the Stop hook feedback reminder and again as a system message "Stop hook blocking error
-    # from command ...". Exit status 2 with the reason on stderr reaches it once (checked on
-    # 2.1.197 and 2.1.332); the hook still answers JSON, so the mail is shown twice there.
-    pytest.param("newest", marks=pytest.mark.xfail(strict=True, reason="2.1.332 shows a JSON Stop block twice")),
-])
+# 2.1.332 gives a JSON {"decision": "block"} reason to the model twice (the feedback reminder and a
+# system message "Stop hook blocking error from command ..."): the hook blocks by exit status 2.
+@pytest.mark.parametrize("which", ["pinned", "newest"])
 def test_claude_code_stop_guard_shows_mail_that_arrived_during_the_turn(broker: BrokerProcess, which: str) -> None:
     """Real Claude Code: its bridge registers; mail sent during the turn reaches the model once,
     as Stop hook feedback."""

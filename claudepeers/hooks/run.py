@@ -131,17 +131,19 @@ class StopCounter:
             pass
 
 
-def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: TextIO, note: Callable[[str], None]) -> None:
-    """One hook run; raises on failure (the caller logs it and exits 0)."""
+def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: TextIO, note: Callable[[str], None],
+        stderr: TextIO | None = None) -> int:
+    """One hook run; its exit status (2: Claude Code's stop guard blocks, the reason on ``stderr``).
+    Raises on failure (the caller logs it and exits 0)."""
     agent = agents.session_of(os.getpid())
     if agent is None:
         note("no agent session above this process")
-        return
+        return 0
     counter = StopCounter(settings, payload, agent.pid)
     if event == "UserPromptSubmit":
         counter.reset()
     if event == output.STOP_EVENT and not output.stop_may_block(payload, counter.blocks()):
-        return  # the loop guard: the count starts again with the next turn
+        return 0  # the loop guard: the count starts again with the next turn
     sock, first_calls = connect(settings)
     try:
         attach_args = [(b"agent_pid", integer(agent.pid)), (b"agent_start", floating(agent.start))]
@@ -153,24 +155,31 @@ def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: Text
             attached = sock.answer(tags[-3])
         except AmpError as error:
             if error.code == "UNKNOWN_PEER":
-                return  # no bridge ever registered this session: nothing to show
+                return 0  # no bridge ever registered this session: nothing to show
             raise
         peer = json_value(sock.answer(tags[-2]), b"peer")
         fetched = sock.answer(tags[-1])
         if read_boolean(attached, b"online") and peer.get("delivery") == "push":
-            return  # the bridge pushes every message to the agent at once
+            return 0  # the bridge pushes every message to the agent at once
         selection = output.select(json_value(fetched, b"messages"), int(fetched[b"more"]))
         if not selection.text:
             if event == output.STOP_EVENT:
                 counter.reset()
-            return
-        if event == output.STOP_EVENT:
-            result = output.stop_output(selection.text)
+            return 0
+        status = 0
+        if event == output.STOP_EVENT and output.blocks_by_exit_status(agent.client_type):
+            err = sys.stderr if stderr is None else stderr
+            err.write(output.stop_reason(selection.text))
+            err.flush()
+            status = 2
         else:
-            result = output.context_output(event, selection.text)
-        # ASCII JSON: whatever the locale, the agent reads the text back exactly.
-        stdout.write(json.dumps(result) + "\n")
-        stdout.flush()
+            if event == output.STOP_EVENT:
+                result = output.stop_output(selection.text)
+            else:
+                result = output.context_output(event, selection.text)
+            # ASCII JSON: whatever the locale, the agent reads the text back exactly.
+            stdout.write(json.dumps(result) + "\n")
+            stdout.flush()
         if event == output.STOP_EVENT:
             counter.record_block()
         if selection.ids:
@@ -179,14 +188,16 @@ def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: Text
             except (AmpError, BrokerUnreachable) as error:
                 note(f"printed messages {selection.ids} but could not acknowledge them "
                      f"(they may be shown once more): {error}")
-                return
+                return status
             note(f"showed messages {selection.ids} to peer {peer.get('id', '?')}")
+        return status
     finally:
         sock.close()
 
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    """The ``claude-peers hook`` command: always exits 0 (errors go to the hook log)."""
+    """The ``claude-peers hook`` command: exits 0 (errors go to the hook log), or 2 when the stop
+    guard blocks Claude Code's turn end (the reason on stderr)."""
     args = list(sys.argv[1:] if argv is None else argv)
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
@@ -208,7 +219,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
             write_log(log_path(settings), event, f"unsupported event {event!r}; {USAGE}")
             return 0
         path = log_path(settings)
-        run(event, payload, settings, stdout, lambda line: write_log(path, event, line))
+        return run(event, payload, settings, stdout, lambda line: write_log(path, event, line))
     except BrokerUnreachable as error:
         write_log(log_path(settings), event, f"{error} (mail waits for the next hook or tool call)")
     except AmpError as error:
