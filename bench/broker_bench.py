@@ -31,7 +31,7 @@ The machine has 2 cores: the load generators compete with the broker for CPU, so
 report shows the CPU each side used during the measurement. To leave the broker as much
 of it as possible, the load generators do not use Twisted (its AMP cost them ~130 us of
 CPU per message): they speak the same boxes, argument by argument as ``wire.py`` declares
-them, through a small hand-written codec (``bench/amp_codec.py``) on non-blocking sockets
+them, through the project's Twisted-free codec (``claudepeers/ampbox.py``) on non-blocking sockets
 and one epoll per process, at about a fifth of that cost.
 """
 
@@ -55,13 +55,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "bench"):  # the project, and amp_codec next to this file
+for _path in (ROOT, ROOT / "bench"):  # the project, and amp_poller next to this file
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
 import psutil  # noqa: E402
 
-import amp_codec  # noqa: E402
+import amp_poller  # noqa: E402
+
+from claudepeers import ampbox  # noqa: E402
 
 BODY = "benchmark message: " + "x" * 80  # about 100 bytes, a short agent-to-agent note
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -106,16 +108,16 @@ def _fork_agents(socket_path: str, count: int) -> list[tuple[socket.socket, int]
 
 
 #: The start of every Send box: the ask, the recipient and the (constant) body follow.
-SEND_HEAD = amp_codec.pair(b"_command", b"Send") + b"\x00\x04_ask"
+SEND_HEAD = ampbox.pair(b"_command", b"Send") + b"\x00\x04_ask"
 #: Send's ``body`` (wire.BigText), encoded once.
-BODY_PAIRS = b"".join(amp_codec.pair(k, v) for k, v in amp_codec.big_text(b"body", BODY.encode()))
-REGISTER_HEAD = amp_codec.pair(b"_command", b"Register") + b"\x00\x04_ask"
+BODY_PAIRS = b"".join(ampbox.pair(k, v) for k, v in ampbox.split_chunks(b"body", BODY.encode()))
+REGISTER_HEAD = ampbox.pair(b"_command", b"Register") + b"\x00\x04_ask"
 ANSWER_KEY = b"\x00\x07_answer"
 #: Registers in flight per load generator (the broker checks each agent with psutil).
 REGISTER_BATCH = 50
 
 
-class SimPeer(amp_codec.Connection):
+class SimPeer(amp_poller.Connection):
     """One simulated peer: its connection to the broker and what its bridge was shown."""
 
     __slots__ = ("agent_pid", "name", "peer_id", "register_ask", "pending", "seen", "me")
@@ -144,13 +146,13 @@ class Phase:
         self.rate: float = cmd["rate"]  # this worker's share, msg/s
         self.rng = random.Random(index * 7919 + int(cmd["start"]))
         self.targets: list[str] = cmd["targets"]
-        self.tails = [amp_codec.pair(b"to", t.encode()) + BODY_PAIRS + amp_codec.END for t in self.targets]
+        self.tails = [ampbox.pair(b"to", t.encode()) + BODY_PAIRS + ampbox.END for t in self.targets]
         self.begun = self.stopping = False
         self.outstanding = self.issued = self.counted = 0
         self.latencies: list[float] = []
 
 
-class LoadGenerator(amp_codec.Poller):
+class LoadGenerator(amp_poller.Poller):
     """The simulated peers of one load-generator process, served by one epoll loop."""
 
     def __init__(self, index: int, agents: list[tuple[socket.socket, int]]) -> None:
@@ -171,7 +173,7 @@ class LoadGenerator(amp_codec.Poller):
 
     # --- boxes from the broker -----------------------------------------------------------
 
-    def box_received(self, conn: amp_codec.Connection, box: amp_codec.Box) -> None:
+    def box_received(self, conn: amp_poller.Connection, box: ampbox.Box) -> None:
         """Send answers and errors, Register answers, and the broker's pushes."""
         peer: SimPeer = conn  # type: ignore[assignment]
         ask = box.get(b"_answer")
@@ -193,7 +195,7 @@ class LoadGenerator(amp_codec.Poller):
             self.tally_error(f"{code}: {text}")
             self.after(peer, time.perf_counter())
 
-    def answered(self, peer: SimPeer, box: amp_codec.Box, began: float) -> None:
+    def answered(self, peer: SimPeer, box: ampbox.Box, began: float) -> None:
         """A Send answer: counted when ``delivered`` inside the window."""
         ended = time.perf_counter()
         status = box[b"status"]
@@ -207,12 +209,12 @@ class LoadGenerator(amp_codec.Poller):
                 phase.latencies.append(ended - began)
         self.after(peer, ended)
 
-    def command(self, peer: SimPeer, box: amp_codec.Box) -> None:
+    def command(self, peer: SimPeer, box: ampbox.Box) -> None:
         """Deliver (a batch of messages, all shown at once), Ping, ShownElsewhere."""
         name = box[b"_command"]
         ask = box.get(b"_ask")
         if name == b"Deliver":
-            messages = json.loads(amp_codec.read_big_text(box, b"messages"))
+            messages = json.loads(ampbox.join_chunks(box, b"messages"))
             self.pushes += 1
             seen = peer.seen
             for message in messages:
@@ -221,19 +223,19 @@ class LoadGenerator(amp_codec.Poller):
             if ask is not None:
                 shown = self.shown.get(len(messages))
                 if shown is None:  # shown: ListOf(Boolean), one True per message
-                    flags = amp_codec.list_of([amp_codec.boolean(True)] * len(messages))
-                    shown = self.shown[len(messages)] = amp_codec.pair(b"shown", flags) + amp_codec.END
-                self.queue(peer, ANSWER_KEY + amp_codec.ask_value(ask) + shown)
+                    flags = ampbox.list_of([ampbox.boolean(True)] * len(messages))
+                    shown = self.shown[len(messages)] = ampbox.pair(b"shown", flags) + ampbox.END
+                self.queue(peer, ANSWER_KEY + ampbox.length_prefixed(ask) + shown)
         elif name == b"Ping":
             if ask is not None:
-                self.queue(peer, ANSWER_KEY + amp_codec.ask_value(ask) + amp_codec.END)
+                self.queue(peer, ANSWER_KEY + ampbox.length_prefixed(ask) + ampbox.END)
         elif name != b"ShownElsewhere":  # nothing else is expected here: make it visible
             self.tally_error(f"unexpected command {name.decode(errors='replace')}")
             if ask is not None:  # answered as Twisted answers a command it has no responder for
-                self.queue(peer, amp_codec.encode([(b"_error", ask), (b"_error_code", b"UNHANDLED"),
+                self.queue(peer, ampbox.encode_box([(b"_error", ask), (b"_error_code", b"UNHANDLED"),
                                                    (b"_error_description", b"no responder")]))
 
-    def connection_lost(self, conn: amp_codec.Connection) -> None:
+    def connection_lost(self, conn: amp_poller.Connection) -> None:
         """The broker closed a connection: its Sends in flight fail (as Twisted's would)."""
         peer: SimPeer = conn  # type: ignore[assignment]
         if not peer.peer_id:
@@ -259,7 +261,7 @@ class LoadGenerator(amp_codec.Poller):
                 peer = waiting.pop()
                 start = psutil.Process(peer.agent_pid).create_time()
                 peer.register_ask = peer.next_ask()
-                self.queue(peer, REGISTER_HEAD + amp_codec.ask_value(peer.register_ask) + amp_codec.encode([
+                self.queue(peer, REGISTER_HEAD + ampbox.length_prefixed(peer.register_ask) + ampbox.encode_box([
                     (b"agent_pid", str(peer.agent_pid).encode()), (b"agent_start", str(start).encode()),
                     (b"client_type", b"claude-code"), (b"cwd", b"/tmp/cp-bench"),
                     (b"name", peer.name.encode()), (b"delivery", b"push"),
@@ -286,7 +288,7 @@ class LoadGenerator(amp_codec.Poller):
         ask = peer.next_ask()
         phase.outstanding += 1
         peer.pending[ask] = time.perf_counter()
-        self.queue(peer, SEND_HEAD + amp_codec.ask_value(ask) + phase.tails[to])
+        self.queue(peer, SEND_HEAD + ampbox.length_prefixed(ask) + phase.tails[to])
 
     def after(self, peer: SimPeer, now: float) -> None:
         """A Send was answered or failed: send the next one, or finish the phase."""

@@ -36,7 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from claudepeers.hooks.amp_socket import AmpSocket, json_value, text  # noqa: E402
+from claudepeers.ampbox import json_value, text
+from claudepeers.hooks.amp_socket import AmpSocket  # noqa: E402
 
 #: The stand-in agent: starts a bridge, then runs each command it reads (one JSON per line).
 STAND_IN = f"""#!{sys.executable}

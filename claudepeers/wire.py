@@ -1,7 +1,7 @@
 """The wire: AMP commands and error types spoken between broker, bridges and the CLI.
 
 Pure data, no logic (STYLE habit 1). Everything here is imported by both sides, so it
-imports nothing of ours.
+imports nothing of ours but the Twisted-free box codec (:mod:`claudepeers.ampbox`).
 
 Structured values (peer lists, messages, status) travel as JSON text in a
 :class:`BigText` argument: AMP limits one value to 65,535 bytes, and ``BigText`` splits a
@@ -16,8 +16,9 @@ from typing import Any
 
 from twisted.protocols import amp
 
-#: Bytes per chunk of a BigText value; below AMP's 65,535-byte limit per value.
-CHUNK_BYTES = 60_000
+# BigText chunks as the Twisted-free clients do: one layout, CHUNK_BYTES each, kept in ampbox.
+from claudepeers.ampbox import CHUNK_BYTES, chunk_key, split_chunks  # noqa: F401 - CHUNK_BYTES re-exported
+
 #: The largest BigText value accepted from the wire (bounds a hostile sender's memory).
 MAX_BIG_TEXT_BYTES = 8 * 1024 * 1024
 
@@ -35,9 +36,7 @@ class BigText(amp.Argument):
         data = value.encode("utf-8")
         if len(data) > MAX_BIG_TEXT_BYTES:
             raise amp.TooLong(False, True, data[:40], name)
-        strings[name] = data[:CHUNK_BYTES]
-        for index, start in enumerate(range(CHUNK_BYTES, len(data), CHUNK_BYTES), 1):
-            strings[name + b"." + str(index).encode()] = data[start : start + CHUNK_BYTES]
+        strings.update(split_chunks(name, data))
 
     def fromBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
         """Reassemble the chunks; reject values whose chunks are missing or too many."""
@@ -54,7 +53,7 @@ class BigText(amp.Argument):
         total = len(first)
         index = 1
         while True:
-            chunk = strings.pop(name + b"." + str(index).encode(), None)
+            chunk = strings.pop(chunk_key(name, index), None)
             if chunk is None:
                 break
             total += len(chunk)

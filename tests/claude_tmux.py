@@ -19,7 +19,8 @@ from typing import Any
 
 import psutil
 
-from claudepeers.hooks.amp_socket import AmpSocket, json_value, text
+from claudepeers.ampbox import json_value, text
+from claudepeers.hooks.amp_socket import AmpSocket
 
 API_KEY = "sk-ant-test-rewake-0123456789abcdef"
 TMUX = "/usr/bin/tmux"

@@ -1,31 +1,22 @@
 """A blocking AMP client on a plain socket, for fault, fuzz and soak tests of a real broker.
 
-It speaks AMP's framing by hand (2-byte key length, key, 2-byte value length, value; an
-empty key ends a box), so it can send well-formed commands (:meth:`RawAMP.call`) and
+It frames boxes with :mod:`claudepeers.ampbox` (unchecked where a fuzzer asks), so it can send well-formed commands (:meth:`RawAMP.call`) and
 anything else (:meth:`RawAMP.send_bytes`). Pushes from the broker (``Deliver``) that
 arrive while waiting for an answer are answered ``shown`` (or held) and recorded.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import socket
-import struct
 import time
 from typing import Any
 
 from twisted.protocols import amp
 
-from claudepeers import wire
-
-
-class RemoteError(Exception):
-    """The broker answered a command with an AMP error box."""
-
-    def __init__(self, code: str, description: str) -> None:
-        super().__init__(f"{code}: {description}")
-        self.code = code
-        self.description = description
+from claudepeers import ampbox, wire
+from claudepeers.hooks.amp_socket import AmpError as RemoteError  # the broker's error box, as the hook raises it
 
 
 class Closed(Exception):
@@ -34,11 +25,7 @@ class Closed(Exception):
 
 def frame(box: dict[bytes, bytes]) -> bytes:
     """One AMP box on the wire (no length checks: fuzzers want to break them)."""
-    out = bytearray()
-    for key, value in box.items():
-        out += struct.pack("!H", len(key) & 0xFFFF) + key
-        out += struct.pack("!H", len(value) & 0xFFFF) + value
-    return bytes(out + b"\x00\x00")
+    return ampbox.encode_unchecked(box.items())
 
 
 class RawAMP:
@@ -47,7 +34,8 @@ class RawAMP:
     def __init__(self, sock: socket.socket, timeout: float = 10.0) -> None:
         self.sock = sock
         self.sock.settimeout(timeout)
-        self._buffer = b""
+        self._reader = ampbox.BoxReader()
+        self._boxes: collections.deque[dict[bytes, bytes]] = collections.deque()
         self._tags = itertools.count(1)
         self.pushed: list[dict[str, Any]] = []
         self.show = True  # answer Deliver shown=True (else held)
@@ -86,21 +74,12 @@ class RawAMP:
         """The next box from the broker; Closed when the connection ends."""
         if timeout is not None:
             self.sock.settimeout(timeout)
-        box: dict[bytes, bytes] = {}
-        while True:
-            key = self._read(struct.unpack("!H", self._read(2))[0])
-            if not key:
-                return box
-            box[key] = self._read(struct.unpack("!H", self._read(2))[0])
-
-    def _read(self, size: int) -> bytes:
-        while len(self._buffer) < size:
+        while not self._boxes:
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise Closed("the broker closed the connection")
-            self._buffer += chunk
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+            self._boxes.extend(self._reader.feed(chunk))
+        return self._boxes.popleft()
 
     # --- commands ------------------------------------------------------------------------
 
@@ -125,7 +104,7 @@ class RawAMP:
                     return {k.decode(): v for k, v in box.items()}
                 return command.parseResponse(amp.AmpBox(box), None)
             if box.get(b"_error") == tag:
-                raise RemoteError(box.get(b"_error_code", b"?").decode(),
+                raise RemoteError(box.get(b"_error_code", b"UNKNOWN").decode(),
                                   box.get(b"_error_description", b"").decode(errors="replace"))
 
     def _pushed(self, box: dict[bytes, bytes]) -> None:

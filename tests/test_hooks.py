@@ -162,6 +162,22 @@ async def test_stop_guard_blocks_the_turn_end_once_while_mail_waits(make_agent: 
 
 
 @asyncio_test
+async def test_under_claude_code_the_stop_guard_blocks_by_exit_status_2(make_agent: Callable) -> None:
+    """Under Claude Code the block is exit 2 with the reason on stderr and nothing on stdout:
+    2.1.332 gives a JSON block's reason to the model twice, an exit-2 reason once."""
+    a = make_agent("alpha", "claude")
+    b = make_agent("beta", "codex")
+    async with open_bridge(a, "claude-code", registered=False) as ca, \
+            open_bridge(b, "codex-mcp-client", registered=False) as cb:
+        await ready(ca, cb)
+        await cb.text("send_message", {"to_id": "alpha", "message": "before you go"})
+        blocked = await run_hook(a, "Stop", payload("Stop", stop_hook_active=False))
+        assert (blocked.status, blocked.stdout) == (2, "")
+        assert blocked.stderr.startswith("Peer messages arrived") and "\u2502 before you go" in blocked.stderr
+        assert await ca.text("check_messages") == "No new messages."
+
+
+@asyncio_test
 async def test_stop_guard_blocks_at_most_three_times_a_turn(make_agent: Callable) -> None:
     """Mail too long to show keeps waiting: Stop blocks 3 times, then lets the turn end; a new prompt resets."""
     a = make_agent("alpha", "codex")

@@ -25,6 +25,12 @@ from cli_support import cli, cli_json
 from conftest import BrokerProcess, broker_env
 
 CLAUDE = os.environ.get("CLAUDE_PEERS_TEST_CLAUDE") or shutil.which("claude")
+#: The pinned Claude Code and the newest one, each skipped with how to get it when absent.
+CLAUDES = {
+    "pinned": (CLAUDE, "set CLAUDE_PEERS_TEST_CLAUDE to the claude of `npm install @anthropic-ai/claude-code@2.1.197`"),
+    "newest": (os.environ.get("CLAUDE_PEERS_TEST_CLAUDE_NEW"),
+               "set CLAUDE_PEERS_TEST_CLAUDE_NEW to the claude of `npm install @anthropic-ai/claude-code@latest`"),
+}
 CODEX = os.environ.get("CLAUDE_PEERS_TEST_CODEX") or shutil.which("codex")
 
 pytestmark = pytest.mark.slow
@@ -59,9 +65,37 @@ def broker(short_dir: Path) -> Iterator[BrokerProcess]:
         process.stop()
 
 
-@pytest.mark.skipif(not CLAUDE, reason="no claude binary (set CLAUDE_PEERS_TEST_CLAUDE)")
-def test_claude_code_stop_guard_shows_mail_that_arrived_during_the_turn(broker: BrokerProcess) -> None:
-    """Real Claude Code: its bridge registers; mail sent during the turn comes back as Stop hook feedback."""
+def texts_with(requests: list[dict], needle: str) -> list[tuple[str, str]]:
+    """(role, text) of every message part of the last request that holds ``needle``, whatever its
+    form: content as a string or as a list of text parts, in user or (2.1.332) system messages.
+    The last request repeats the whole conversation, so each time the model saw it counts once."""
+    found = []
+    for message in requests[-1].get("messages", []) if requests else []:
+        content = message.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        found += [(message.get("role", "?"), part["text"]) for part in parts
+                  if part.get("type") == "text" and needle in part.get("text", "")]
+    return found
+
+
+def stop_feedback(text: str) -> bool:
+    """Claude Code's framing of a Stop hook's block: "Stop hook feedback:" at the start (2.1.197)
+    or right after the preamble of the system reminder that 2.1.332 wraps hook output in."""
+    reminder = "<system-reminder>\n"
+    if text.startswith(reminder):
+        text = text.split("\n", 2)[2] if text.count("\n") >= 2 else ""
+    return text.startswith("Stop hook feedback:")
+
+
+# 2.1.332 gives a JSON {"decision": "block"} reason to the model twice (the feedback reminder and a
+# system message "Stop hook blocking error from command ..."): the hook blocks by exit status 2.
+@pytest.mark.parametrize("which", ["pinned", "newest"])
+def test_claude_code_stop_guard_shows_mail_that_arrived_during_the_turn(broker: BrokerProcess, which: str) -> None:
+    """Real Claude Code: its bridge registers; mail sent during the turn reaches the model once,
+    as Stop hook feedback."""
+    claude, how_to_get = CLAUDES[which]
+    if not claude or not Path(claude).exists():
+        pytest.skip(f"no {which} claude binary ({how_to_get})")
     env = broker.env
     installed = cli(env, "install", "--claude", "--config-file", "--hooks", "--stop-guard")
     assert installed.returncode == 0, installed.stderr
@@ -69,7 +103,7 @@ def test_claude_code_stop_guard_shows_mail_that_arrived_during_the_turn(broker: 
     api = StandInApi(lambda api, request: api.requests or sent.append(send_when_registered(env, "E2E-PEER-MAIL, please look")))
     try:
         done = subprocess.run(
-            [str(CLAUDE), "-p", "hello"],
+            [claude, "-p", "hello"],
             env={**env, "CLAUDE_PEER_NAME": "e2e", "ANTHROPIC_API_KEY": "sk-ant-test", "ANTHROPIC_BASE_URL": api.url},
             cwd=broker.base, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
         )
@@ -77,14 +111,10 @@ def test_claude_code_stop_guard_shows_mail_that_arrived_during_the_turn(broker: 
         api.close()
     assert done.returncode == 0, done.stdout + done.stderr
     assert sent and sent[0].returncode == 0, sent and sent[0].stderr
-    feedback = [
-        part["text"] for request in api.requests for message in request.get("messages", [])
-        if isinstance(message.get("content"), list)
-        for part in message["content"] if part.get("type") == "text" and "E2E-PEER-MAIL" in part.get("text", "")
-    ]
-    # Every later request repeats the conversation; the message is in it as one Stop hook feedback.
-    assert feedback and all(text.startswith("Stop hook feedback:") for text in feedback), api.requests[-1:]
-    assert "\u2502 E2E-PEER-MAIL, please look" in feedback[0]
+    # The last request repeats the conversation: the message is in it once, as the Stop hook's feedback.
+    seen = texts_with(api.requests, "E2E-PEER-MAIL")
+    assert len(seen) == 1 and seen[0][0] == "user" and stop_feedback(seen[0][1]), seen
+    assert "\u2502 E2E-PEER-MAIL, please look" in seen[0][1]
     shown = [line for line in (broker.socket_path.parent / "hooks.log").read_text().splitlines() if "showed messages" in line]
     assert len(shown) == 1 and "hook Stop" in shown[0]
 

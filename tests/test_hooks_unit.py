@@ -1,5 +1,5 @@
-"""The hook's parts without processes: its AMP encoding (checked against Twisted and the wire),
-the output it builds, the stop guard's loop guard, and its promise never to fail a turn."""
+"""The hook's parts without processes: the output it builds, the stop guard's loop guard, and
+its promise never to fail a turn (its AMP codec is tested in ``test_ampbox.py``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from twisted.protocols import amp
-
-from claudepeers import wire
-from claudepeers.hooks import amp_socket, output
+from claudepeers.hooks import output
 from claudepeers.hooks.run import StopCounter, main
 from claudepeers.settings import Settings
 from conftest import broker_env
@@ -23,39 +20,6 @@ def message(number: int, body: str = "hello", sender: str = "beta") -> dict:
     return {"id": number, "from_id": "b1", "from_name": sender, "from_summary": "", "from_cwd": "/w",
             "from_client": "codex", "verified": True, "to_id": "a1", "body": body,
             "sent_at": "2026-11-24T22:00:00Z", "acked_at": None}
-
-
-def test_boxes_are_what_twisted_parses() -> None:
-    """A box the hook writes parses, with Twisted's own parser, to the same keys and values."""
-    pairs = [(b"_command", b"Attach"), (b"_ask", b"7"), (b"agent_pid", b"123"), (b"empty", b"")]
-    [box] = amp.parseString(amp_socket.encode_box(pairs))
-    assert dict(box) == dict(pairs)
-
-
-def test_values_are_encoded_as_the_wire_declares_them() -> None:
-    """Integer, Float and ListOf(Integer) bytes equal those of the argument types the wire declares."""
-    attach = dict(wire.Attach.arguments)
-    assert amp_socket.integer(4242) == attach[b"agent_pid"].toString(4242)
-    assert amp_socket.floating(1764021600.37) == attach[b"agent_start"].toString(1764021600.37)
-    ack = dict(wire.Acknowledge.arguments)[b"message_ids"]
-    assert amp_socket.integer_list([1, 22, 333]) == ack.toString([1, 22, 333])
-    assert dict(wire.FetchUnread.arguments).keys() == {b"limit"}
-    assert dict(wire.Authenticate.arguments).keys() == {b"token"}
-    assert dict(wire.Attach.response).keys() >= {b"online"}
-
-
-def test_the_reader_reassembles_boxes_split_anywhere_and_chunked_big_text() -> None:
-    """Boxes fed one byte at a time come out whole; a chunked JSONValue is read back entire."""
-    strings: dict = {}
-    long_list = [message(n, "x" * 1000) for n in range(100)]  # > 60,000 bytes: several chunks
-    wire.FetchUnread.response[0][1].toBox(b"messages", strings, {"messages": long_list}, None)
-    assert b"messages.1" in strings
-    data = amp_socket.encode_box([(b"_answer", b"1"), *strings.items(), (b"more", b"0")])
-    data += amp_socket.encode_box([(b"_answer", b"2")])
-    reader = amp_socket.BoxReader()
-    boxes = [box for index in range(len(data)) for box in reader.feed(data[index:index + 1])]
-    assert [box[b"_answer"] for box in boxes] == [b"1", b"2"]
-    assert amp_socket.json_value(boxes[0], b"messages") == long_list
 
 
 def test_selection_keeps_order_bounds_size_and_counts_what_waits() -> None:

@@ -20,7 +20,8 @@ import pytest
 
 from bridge_support import asyncio_test, open_bridge, ready
 from claudepeers.cli.install import installed_command
-from claudepeers.hooks.amp_socket import AmpSocket, json_value
+from claudepeers.ampbox import json_value
+from claudepeers.hooks.amp_socket import AmpSocket
 from conftest import BrokerProcess
 from hook_support import HookAgent, HookRun, hook_log, payload, run_hook, run_hook_blocking
 

@@ -2,13 +2,8 @@
 
 Importing Twisted costs a hook about 0.1 s on every prompt, so the hook speaks the few
 commands it needs (``Authenticate``, ``Attach``, ``Whoami``, ``FetchUnread``,
-``Acknowledge``, as declared in :mod:`claudepeers.wire`) itself. AMP's framing is small:
-a box is a run of (2-byte length, key) (2-byte length, value) pairs ended by an empty key;
-a call carries ``_command`` and ``_ask``, its answer ``_answer`` or ``_error`` with the
-same tag. Values are encoded as the wire's argument types encode them (Integer: decimal,
-Float: ``str``, Boolean: ``True``/``False``, ListOf: each element length-prefixed,
-BigText/JSONValue: chunked over ``name``, ``name.1``, ...). ``tests/test_hooks_unit.py``
-checks these encodings against Twisted's own parser and the wire's declarations.
+``Acknowledge``, as declared in :mod:`claudepeers.wire`) through :mod:`claudepeers.ampbox`,
+the project's one Twisted-free box codec.
 
 Calls can be pipelined: :meth:`AmpSocket.send` writes several boxes at once, and the broker
 answers them in order, so Attach + Whoami + FetchUnread cost one round trip.
@@ -16,17 +11,12 @@ answers them in order, so Attach + Whoami + FetchUnread cost one round trip.
 
 from __future__ import annotations
 
-import json
 import socket
-import struct
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-Box = dict[bytes, bytes]
+from claudepeers.ampbox import Box, BoxError, BoxReader, call_box, integer
+
 Pairs = Sequence[tuple[bytes, bytes]]
-
-#: AMP's limits: keys up to 255 bytes, values up to 65,535.
-MAX_KEY = 0xFF
-MAX_VALUE = 0xFFFF
 
 
 class BrokerUnreachable(Exception):
@@ -41,108 +31,6 @@ class AmpError(Exception):
         super().__init__(f"{code}: {description}")
         self.code = code
         self.description = description
-
-
-# --- encoding -------------------------------------------------------------------------
-
-
-def encode_box(pairs: Pairs) -> bytes:
-    """One AMP box: each key and value length-prefixed, ended by an empty key."""
-    out = bytearray()
-    for key, value in pairs:
-        if not 0 < len(key) <= MAX_KEY:
-            raise ValueError(f"AMP key {key!r} must be 1 to {MAX_KEY} bytes")
-        if len(value) > MAX_VALUE:
-            raise ValueError(f"AMP value of {key.decode()} is longer than {MAX_VALUE} bytes")
-        out += struct.pack("!H", len(key)) + key + struct.pack("!H", len(value)) + value
-    out += b"\x00\x00"
-    return bytes(out)
-
-
-def integer(value: int) -> bytes:
-    """An ``amp.Integer`` value."""
-    return b"%d" % (value,)
-
-
-def floating(value: float) -> bytes:
-    """An ``amp.Float`` value (Twisted writes ``str(value)``)."""
-    return str(float(value)).encode("ascii")
-
-
-def text(value: str) -> bytes:
-    """An ``amp.Unicode`` value."""
-    return value.encode("utf-8")
-
-
-def integer_list(values: Iterable[int]) -> bytes:
-    """An ``amp.ListOf(amp.Integer())`` value: each element length-prefixed."""
-    out = bytearray()
-    for value in values:
-        encoded = integer(value)
-        out += struct.pack("!H", len(encoded)) + encoded
-    return bytes(out)
-
-
-# --- decoding -------------------------------------------------------------------------
-
-
-class BoxReader:
-    """Splits a byte stream into AMP boxes."""
-
-    def __init__(self) -> None:
-        """An empty reader."""
-        self._buffer = bytearray()
-        self._box: Box = {}
-
-    def feed(self, data: bytes) -> list[Box]:
-        """Add received bytes; return the boxes completed by them."""
-        self._buffer += data
-        boxes: list[Box] = []
-        offset = 0
-        buffer = self._buffer
-        while True:
-            if len(buffer) - offset < 2:
-                break
-            (key_length,) = struct.unpack_from("!H", buffer, offset)
-            if key_length == 0:
-                offset += 2
-                boxes.append(self._box)
-                self._box = {}
-                continue
-            if len(buffer) - offset < 2 + key_length + 2:
-                break
-            key = bytes(buffer[offset + 2 : offset + 2 + key_length])
-            (value_length,) = struct.unpack_from("!H", buffer, offset + 2 + key_length)
-            start = offset + 4 + key_length
-            if len(buffer) - start < value_length:
-                break
-            self._box[key] = bytes(buffer[start : start + value_length])
-            offset = start + value_length
-        del buffer[:offset]
-        return boxes
-
-
-def big_text(box: Box, name: bytes) -> str:
-    """A BigText value: ``name``, ``name.1``, ``name.2``... joined and decoded."""
-    parts = [box[name]]
-    index = 1
-    while (chunk := box.get(name + b"." + integer(index))) is not None:
-        parts.append(chunk)
-        index += 1
-    return b"".join(parts).decode("utf-8")
-
-
-def json_value(box: Box, name: bytes) -> Any:
-    """A JSONValue: BigText holding JSON."""
-    return json.loads(big_text(box, name))
-
-
-def boolean(box: Box, name: bytes) -> bool:
-    """An ``amp.Boolean`` value."""
-    return box[name] == b"True"
-
-
-# --- the connection -------------------------------------------------------------------
 
 
 class AmpSocket:
@@ -194,7 +82,7 @@ class AmpSocket:
             self._next_tag += 1
             tag = integer(self._next_tag)
             tags.append(tag)
-            data += encode_box([(b"_command", command.encode("ascii")), (b"_ask", tag), *arguments])
+            data += call_box(command, tag, arguments)
         try:
             self._sock.sendall(bytes(data))
         except OSError as exc:
@@ -212,7 +100,11 @@ class AmpSocket:
                 raise BrokerUnreachable(f"the connection to the broker failed ({exc.strerror or exc})") from None
             if not data:
                 raise BrokerUnreachable("the broker closed the connection")
-            for box in self._reader.feed(data):
+            try:
+                boxes = self._reader.feed(data)
+            except BoxError as exc:
+                raise BrokerUnreachable(f"the broker sent a malformed box ({exc})") from None
+            for box in boxes:
                 # Boxes carrying _command are calls from the broker; a hook takes none.
                 key = box.get(b"_answer") or box.get(b"_error")
                 if key is not None:

@@ -7,7 +7,11 @@ stdout (exit status 0):
   <event>, "additionalContext": <text>}}`` puts the text into the model's context.
 - ``Stop``: ``{"decision": "block", "reason": <text>}`` keeps the turn going, with the
   reason given to the model as what to do next. The input carries ``stop_hook_active``
-  (true when the turn already continues because of a stop hook).
+  (true when the turn already continues because of a stop hook). Claude Code 2.1.332 gives
+  such a reason to the model twice (as the "Stop hook feedback" reminder and again as a
+  system message "Stop hook blocking error from command ..."), so under Claude Code the
+  stop guard blocks the other documented way, exit status 2 with the reason on stderr,
+  which both 2.1.197 and 2.1.332 show once (see :func:`blocks_by_exit_status`).
 
 Messages are framed by :func:`claudepeers.render.render_message`, as the bridge frames them.
 """
@@ -82,13 +86,22 @@ def context_output(event: str, text: str) -> dict[str, Any]:
     return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
 
 
-def stop_output(text: str) -> dict[str, Any]:
-    """The Stop output that keeps the turn going so the agent reads its peer mail first."""
-    reason = (
+def stop_reason(text: str) -> str:
+    """Why the stop guard keeps the turn going: read the peer mail ``text`` first."""
+    return (
         "Peer messages arrived for you before you finished. Read them; reply with "
         "send_message or act on them if they need it; then finish your turn.\n\n" + text
     )
-    return {"decision": "block", "reason": reason}
+
+
+def stop_output(text: str) -> dict[str, Any]:
+    """The Stop output (JSON on stdout) that keeps the turn going: Codex's way."""
+    return {"decision": "block", "reason": stop_reason(text)}
+
+
+def blocks_by_exit_status(client_type: str) -> bool:
+    """True when the stop guard blocks with exit status 2 and the reason on stderr (Claude Code)."""
+    return client_type == "claude-code"
 
 
 def stop_may_block(payload: Mapping[str, Any], blocks_this_turn: int, max_blocks: int = MAX_STOP_BLOCKS) -> bool:

@@ -29,18 +29,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 from claudepeers import agents
+from claudepeers.ampbox import floating, integer, integer_list, json_value, read_boolean, text
 from claudepeers.hooks import output
-from claudepeers.hooks.amp_socket import (
-    AmpError,
-    AmpSocket,
-    BrokerUnreachable,
-    boolean,
-    floating,
-    integer,
-    integer_list,
-    json_value,
-    text,
-)
+from claudepeers.hooks.amp_socket import AmpError, AmpSocket, BrokerUnreachable
 from claudepeers.settings import Settings, parse_url
 
 #: Seconds the hook waits for the broker at each step; a hung broker costs the turn this much.
@@ -160,17 +151,19 @@ def pushes_at_once(delivery: Any) -> bool:
     return delivery == "push" or text.startswith(("channel (confirmed", "channel (not confirmed yet"))
 
 
-def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: TextIO, note: Callable[[str], None]) -> None:
-    """One hook run; raises on failure (the caller logs it and exits 0)."""
+def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: TextIO, note: Callable[[str], None],
+        stderr: TextIO | None = None) -> int:
+    """One hook run; its exit status (2: Claude Code's stop guard blocks, the reason on ``stderr``).
+    Raises on failure (the caller logs it and exits 0)."""
     agent = agents.session_of(os.getpid())
     if agent is None:
         note("no agent session above this process")
-        return
+        return 0
     counter = StopCounter(settings, payload, agent.pid)
     if event == "UserPromptSubmit":
         counter.reset()
     if event == output.STOP_EVENT and not output.stop_may_block(payload, counter.blocks()):
-        return  # the loop guard: the count starts again with the next turn
+        return 0  # the loop guard: the count starts again with the next turn
     sock, first_calls = connect(settings)
     try:
         attach_args = [(b"agent_pid", integer(agent.pid)), (b"agent_start", floating(agent.start))]
@@ -186,7 +179,7 @@ def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: Text
             attached = sock.answer(tags[-3])
         except AmpError as error:
             if error.code == "UNKNOWN_PEER":
-                return  # no bridge ever registered this session: nothing to show
+                return 0  # no bridge ever registered this session: nothing to show
             raise
         peer = json_value(sock.answer(tags[-2]), b"peer")
         fetched = sock.answer(tags[-1])
@@ -196,21 +189,28 @@ def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: Text
             # prompt. That is the evidence their pushes wait for; they are never shown again.
             sock.call("Acknowledge", [(b"message_ids", integer_list(in_prompt))])
             note(f"the prompt carries channel messages {in_prompt} of peer {peer.get('id', '?')}")
-        if boolean(attached, b"online") and pushes_at_once(peer.get("delivery")):
-            return  # the bridge pushes every message to the agent at once
+        if read_boolean(attached, b"online") and pushes_at_once(peer.get("delivery")):
+            return 0  # the bridge pushes every message to the agent at once
         unread = [m for m in json_value(fetched, b"messages") if int(m["id"]) not in in_prompt]
         selection = output.select(unread, int(fetched[b"more"]))
         if not selection.text:
             if event == output.STOP_EVENT:
                 counter.reset()
-            return
-        if event == output.STOP_EVENT:
-            result = output.stop_output(selection.text)
+            return 0
+        status = 0
+        if event == output.STOP_EVENT and output.blocks_by_exit_status(agent.client_type):
+            err = sys.stderr if stderr is None else stderr
+            err.write(output.stop_reason(selection.text))
+            err.flush()
+            status = 2
         else:
-            result = output.context_output(event, selection.text)
-        # ASCII JSON: whatever the locale, the agent reads the text back exactly.
-        stdout.write(json.dumps(result) + "\n")
-        stdout.flush()
+            if event == output.STOP_EVENT:
+                result = output.stop_output(selection.text)
+            else:
+                result = output.context_output(event, selection.text)
+            # ASCII JSON: whatever the locale, the agent reads the text back exactly.
+            stdout.write(json.dumps(result) + "\n")
+            stdout.flush()
         if event == output.STOP_EVENT:
             counter.record_block()
         if selection.ids:
@@ -219,14 +219,16 @@ def run(event: str, payload: Mapping[str, Any], settings: Settings, stdout: Text
             except (AmpError, BrokerUnreachable) as error:
                 note(f"printed messages {selection.ids} but could not acknowledge them "
                      f"(they may be shown once more): {error}")
-                return
+                return status
             note(f"showed messages {selection.ids} to peer {peer.get('id', '?')}")
+        return status
     finally:
         sock.close()
 
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    """The ``claude-peers hook`` command: always exits 0 (errors go to the hook log)."""
+    """The ``claude-peers hook`` command: exits 0 (errors go to the hook log), or 2 when the stop
+    guard blocks Claude Code's turn end (the reason on stderr)."""
     args = list(sys.argv[1:] if argv is None else argv)
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
             write_log(log_path(settings), event, f"unsupported event {event!r}; {USAGE}")
             return 0
         path = log_path(settings)
-        run(event, payload, settings, stdout, lambda line: write_log(path, event, line))
+        return run(event, payload, settings, stdout, lambda line: write_log(path, event, line))
     except BrokerUnreachable as error:
         write_log(log_path(settings), event, f"{error} (mail waits for the next hook or tool call)")
     except AmpError as error:

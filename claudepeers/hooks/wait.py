@@ -32,17 +32,9 @@ import time
 from typing import Any, Callable, Mapping, TextIO
 
 from claudepeers import agents
+from claudepeers.ampbox import floating, integer, integer_list, json_value, text
 from claudepeers.hooks import output
-from claudepeers.hooks.amp_socket import (
-    AmpError,
-    AmpSocket,
-    BrokerUnreachable,
-    floating,
-    integer,
-    integer_list,
-    json_value,
-    text,
-)
+from claudepeers.hooks.amp_socket import AmpError, AmpSocket, BrokerUnreachable
 from claudepeers.hooks.config import REWAKE_TIMEOUT
 from claudepeers.hooks.run import PAGE, connect, log_path, read_payload, write_log
 from claudepeers.settings import Settings
