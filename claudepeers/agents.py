@@ -133,3 +133,17 @@ def is_alive(pid: int, start: float) -> bool:
     ``/proc/<pid>/stat`` once on Linux and asks psutil elsewhere.
     """
     return platforms.is_alive(pid, start)
+
+
+def process_start(pid: int) -> float | None:
+    """The start time of the running process ``pid`` (psutil's create_time), or None when no
+    such process runs (a zombie counts as ended)."""
+    if pid <= 0:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None

@@ -18,6 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from . import __version__, agents, killing, naming
+from .credentials import TcpSecrets
 from .events import EventLog
 from .mail import Mail
 from .peers import PeerActor
@@ -55,8 +56,11 @@ class Broker:
         reactor: Any = None,
         info: dict[str, Any] | None = None,
         stop: Callable[[], None] | None = None,
+        tcp_key: bytes | None = None,
     ) -> None:
         self.store = store
+        # The service keeps the key in a 0600 file, so TCP peers resume across restarts.
+        self.tcp_secrets = TcpSecrets(tcp_key)
         self.limits = limits or Limits()
         self.host = host or socket.gethostname()
         self.actors: dict[str, PeerActor] = {}
@@ -140,10 +144,27 @@ class Broker:
     # --- identity -----------------------------------------------------------------------
 
     def verify_session(self, creds: Credentials, agent_pid: int, agent_start: float) -> None:
-        """Check a claimed agent session against the kernel's view; IdentityRejected if not."""
+        """Check a claimed agent session against the kernel's view; IdentityRejected if not.
+
+        The claim must come from the process that opened the connection: its start time,
+        read when the broker accepted it, must still be the start time of its pid.
+        """
         if agent_pid <= 0:
             # psutil raises ValueError for these: it would reach the caller as an internal error.
             raise InvalidArgument(f"agent_pid must be a positive process id, not {agent_pid}")
+        if agent_pid == 1 or agent_pid == os.getpid():
+            raise IdentityRejected(f"pid {agent_pid} is {'init' if agent_pid == 1 else 'the broker'}, not an agent session")
+        if creds.transport == "unix":
+            if creds.ended:
+                raise IdentityRejected(
+                    f"the process that opened this connection (pid {creds.pid}) had ended before the broker "
+                    "accepted it (or could not be confirmed then)"
+                )
+            if creds.start is not None and not self._processes.is_alive(creds.pid, creds.start):
+                raise IdentityRejected(
+                    f"the process that opened this connection (pid {creds.pid}) has ended; "
+                    "its pid may now belong to another process"
+                )
         if not self._processes.is_alive(agent_pid, agent_start):
             raise IdentityRejected(
                 f"agent pid {agent_pid} with start time {agent_start} is not a running process"
@@ -179,6 +200,8 @@ class Broker:
         self.verify_session(creds, claim.agent_pid, claim.agent_start)
         now = self.now()
         actor = self.session(claim.agent_pid, claim.agent_start)
+        if actor is not None:
+            self.tcp_secrets.check(creds, actor, claim.secret)
         resumed = actor is not None
         fields = dict(
             client_type=claim.client_type, cwd=claim.cwd, git_root=claim.git_root,
@@ -251,8 +274,11 @@ class Broker:
 
     # --- lookup and listing -------------------------------------------------------------------
 
-    def resolve(self, target: str, allow_gone: bool = False) -> PeerActor:
-        """The peer a target names: its id, else its unique name among live peers."""
+    def resolve(self, target: str, allow_gone: bool = False, caller: PeerActor | None = None) -> PeerActor:
+        """The peer a target names: its id, else its unique name among live peers.
+
+        An unknown target's candidates are the live peers other than ``caller``.
+        """
         target = (target or "").strip()
         if not target:
             raise InvalidArgument("no peer given: pass a peer id or name (see list_peers)")
@@ -268,7 +294,7 @@ class Broker:
             if ended:
                 actor = max(ended, key=lambda a: a.record.gone_at or 0)
         if actor is None:
-            live = [a for a in self.actors.values() if a.state != GONE]
+            live = [a for a in self.actors.values() if a.state != GONE and a is not caller]
             lowered = target.lower()
             close = [a for a in live if a.id.startswith(lowered) or a.name.lower().startswith(lowered)]
             if len(close) > 1:
@@ -303,9 +329,11 @@ class Broker:
 
     # --- messages (mail.py) --------------------------------------------------------------------
 
-    def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None) -> Deferred:
-        """Commit a message and report what happened (see :meth:`Mail.send`)."""
-        return self.mail.send(sender, target, body, client_key)
+    def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None,
+             verified: bool = True) -> Deferred:
+        """Commit a message and report what happened (see :meth:`Mail.send`); ``verified``
+        is False for a sender the kernel cannot vouch for (a TCP connection)."""
+        return self.mail.send(sender, target, body, client_key, verified)
 
     def fetch_unread(self, actor: PeerActor, limit: int | None, claimer: Any = None) -> Deferred:
         """Unacknowledged messages of ``actor`` and how many more there are."""
@@ -371,7 +399,9 @@ class Broker:
     @inlineCallbacks
     def kill(self, caller: PeerActor | None, creds: Credentials, target: str) -> Any:
         """Verified kill of a peer's agent session; fires with (outcome, peer_id, detail)."""
-        actor = self.resolve(target)
+        if creds.transport != "unix":
+            raise KillRefused("kill_peer needs the UNIX socket: over TCP the kernel cannot vouch for the caller")
+        actor = self.resolve(target, caller=caller)
         caller_id = caller.id if caller is not None else CLI_ID
         record = actor.record
         if caller is actor:

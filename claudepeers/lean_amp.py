@@ -24,6 +24,7 @@ and commands with positional arguments (``callRemote`` hands those to Twisted's 
 
 from __future__ import annotations
 
+import sys
 from types import MethodType
 from typing import Any, Callable
 
@@ -175,6 +176,14 @@ class LeanAMP(amp.AMP):
     _partial_key: bytes | None = None
     _arrived_while_parsing: list[bytes] | None = None
     _responders: dict[bytes, Callable[[amp.AmpBox], Any]] | None = None
+    #: The largest box (its keys and values with their 2-byte lengths) and the most keys a
+    #: box may have; unbounded by default, as in Twisted. Checked before a string is
+    #: buffered, so a box that never ends costs at most this much (see boxTooLarge).
+    max_box_bytes: int = sys.maxsize
+    max_box_keys: int = sys.maxsize
+    _box_size = 0
+    _box_keys = 0
+    _refused = False
 
     # --- receiving boxes ---------------------------------------------------------------------
 
@@ -196,11 +205,15 @@ class LeanAMP(amp.AMP):
             self._parsing = False
 
     def _parse(self, data: bytes) -> None:
+        if self._refused:
+            return  # a box over the bounds ended this connection; the rest is not read
         if self._unparsed:
             data = self._unparsed + data
         end = len(data)
         at = 0
         box, key = self._partial_box, self._partial_key
+        size, keys = self._box_size, self._box_keys
+        limit, key_limit = self.max_box_bytes, self.max_box_keys
         receiver = self.boxReceiver
         try:
             while end - at >= 2:
@@ -209,18 +222,31 @@ class LeanAMP(amp.AMP):
                     if length == 0:  # end of a box
                         at += 2
                         complete, box = box, None
+                        size = keys = 0
                         receiver.ampBoxReceived(complete if complete is not None else _Box())
+                        # The bounds may change with a box (an Authenticate, a Register).
+                        limit, key_limit = self.max_box_bytes, self.max_box_keys
                         continue
                     if length > amp.MAX_KEY_LENGTH:
                         at, box = end, None
                         self.lengthLimitExceeded(length)
                         return
+                    if keys >= key_limit:
+                        at, box, size, keys = end, None, 0, 0
+                        self._refuse_box(f"a box of more than {key_limit} keys")
+                        return
+                if size + 2 + length > limit:
+                    at, box, size, keys = end, None, 0, 0
+                    self._refuse_box(f"a box of more than {limit} bytes")
+                    return
                 start = at + 2
                 if end - start < length:
                     break
                 at = start + length
+                size += 2 + length
                 if key is None:
                     key = data[start:at]
+                    keys += 1
                     if box is None:
                         box = _Box()
                 else:
@@ -231,6 +257,17 @@ class LeanAMP(amp.AMP):
             # length prefix and string (< 64 KiB), and the box and key it belongs to.
             self._unparsed = data[at:]
             self._partial_box, self._partial_key = box, key
+            self._box_size, self._box_keys = size, keys
+
+    def _refuse_box(self, what: str) -> None:
+        self._refused = True
+        self.boxTooLarge(what)
+
+    def boxTooLarge(self, what: str) -> None:  # noqa: N802 - AMP's style
+        """A box grew past ``max_box_bytes`` or ``max_box_keys`` before it ended: drop the
+        connection (nothing of it was buffered beyond the bound)."""
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     # --- answering commands --------------------------------------------------------------------
 

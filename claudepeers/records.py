@@ -120,6 +120,10 @@ class Credentials:
     transport: str  # "unix" or "tcp"
     pid: int | None = None
     uid: int | None = None
+    #: The connecting process's start time, read at accept (None: not known, as in tests).
+    start: float | None = None
+    #: True when the connecting process had already ended at accept (its pid may be reused).
+    ended: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,3 +140,5 @@ class Claim:
     tty: str | None = None
     name: str | None = None
     delivery: str = "push"
+    #: Over TCP: the secret the peer's first registration received (to resume it).
+    secret: str | None = None

@@ -209,6 +209,8 @@ class Register(amp.Command):
     ancestor); on a UNIX socket the broker checks it against the connecting process.
     ``delivery`` is ``push`` (the bridge shows messages at once), ``inline`` (it holds
     them until the agent's next tool call) or ``none`` (a hook or CLI: no pushes).
+    Over TCP the answer carries a ``secret``; resuming that peer over TCP later needs it
+    (a TCP client never binds to a peer registered over the UNIX socket).
     """
 
     arguments = [
@@ -222,12 +224,14 @@ class Register(amp.Command):
         (b"tty", amp.Unicode(optional=True)),
         (b"name", amp.Unicode(optional=True)),
         (b"delivery", amp.Unicode()),
+        (b"secret", amp.Unicode(optional=True)),
     ]
     response = [
         (b"peer_id", amp.Unicode()),
         (b"name", amp.Unicode()),
         (b"resumed", amp.Boolean()),
         (b"peer", JSONValue()),
+        (b"secret", amp.Unicode(optional=True)),
     ]
     errors = _errors(
         {
@@ -246,7 +250,7 @@ class Attach(amp.Command):
     connection may then fetch and acknowledge that peer's mail but receives no pushes.
     """
 
-    arguments = [(b"agent_pid", amp.Integer()), (b"agent_start", amp.Float())]
+    arguments = [(b"agent_pid", amp.Integer()), (b"agent_start", amp.Float()), (b"secret", amp.Unicode(optional=True))]
     response = [(b"peer_id", amp.Unicode()), (b"name", amp.Unicode()), (b"online", amp.Boolean())]
     errors = _errors({IdentityRejected: b"IDENTITY_REJECTED"}, PEER_ERRORS)
 

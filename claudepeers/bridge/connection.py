@@ -182,6 +182,7 @@ class BrokerLink:
         self.on_superseded = on_superseded
         self._call_wait = call_wait
         self.identity: dict[str, Any] | None = None
+        self._tcp_secret: str | None = None
         self.last_error = "still connecting"
         self.current: BridgeAMP | None = None
         factory = Factory.forProtocol(lambda: BridgeAMP(self))  # type: ignore[arg-type]
@@ -224,12 +225,16 @@ class BrokerLink:
                     "broker with `claude-peers kill-broker` (the next tool call starts a new one)"
                 )
             arguments = yield self._registration()
+            if self._tcp_secret is not None:
+                # Over TCP, resuming our peer needs the secret our first registration got.
+                arguments = {**arguments, "secret": self._tcp_secret}
             answer = yield protocol.callRemote(wire.Register, **arguments)
         except Exception as error:
             self._note(f"registration failed: {error}")
             self.log.warn("registration failed: {error}", error=error)
             raise
         self.identity = answer
+        self._tcp_secret = answer.get("secret") or self._tcp_secret
         protocol.become_current()
         self.last_error = ""
         self.log.info(

@@ -1,0 +1,243 @@
+"""A hostile local user against a real broker (issue 11): endless boxes and idle connections
+before the token, descriptor exhaustion, TCP clients posing as kernel-verified peers, a
+shared socket directory, the run directory removed under a running broker.
+
+Every broker here is a real subprocess on real sockets; every process started is ended
+by its pid. The counts tried are in docs/reliability.md, "Hostile local user".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import pytest
+
+from claudepeers import wire
+
+from conftest import ROOT, BrokerProcess, broker_env, wait_for_socket
+from raw_amp import Closed, RawAMP, RemoteError, frame
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, in MiB."""
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def endless_box(sock: socket.socket, limit_bytes: int) -> int:
+    """Write one box that never ends (60 KB values under one-byte keys) until the broker
+    hangs up or ``limit_bytes`` are sent; returns the bytes sent."""
+    value = b"v" * 60_000
+    sent = 0
+    sock.settimeout(10)
+    try:
+        index = 0
+        while sent < limit_bytes:
+            key = b"k%d" % index
+            chunk = len(key).to_bytes(2, "big") + key + len(value).to_bytes(2, "big") + value
+            sock.sendall(chunk)
+            sent += len(chunk)
+            index += 1
+    except OSError:  # reset or broken pipe: the broker dropped us
+        pass
+    return sent
+
+
+def hung_up(sock: socket.socket, timeout: float = 10.0) -> bool:
+    """True when the other end closed the connection within ``timeout``."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+@pytest.fixture
+def tcp_broker(short_dir: Path) -> Iterator[tuple[BrokerProcess, int]]:
+    """A broker with TCP (and its token written) on a free port."""
+    port = free_port()
+    broker = BrokerProcess(short_dir, broker_env(short_dir), args=["--tcp", str(port)]).start()
+    try:
+        yield broker, port
+    finally:
+        broker.stop()
+
+
+# --- 1. memory before the token ------------------------------------------------------------------
+
+
+def test_an_endless_box_before_the_token_is_dropped_at_its_bound(tcp_broker: tuple[BrokerProcess, int]) -> None:
+    """64 MB of one box before Authenticate: the broker hangs up early and barely grows."""
+    broker, port = tcp_broker
+    before = rss_mib(broker.process.pid)
+    sock = socket.create_connection(("127.0.0.1", port))
+    sent = endless_box(sock, 64 * 2**20)
+    sock.close()
+    assert sent < 16 * 2**20, f"the broker read {sent} bytes of one box before the token"
+    assert rss_mib(broker.process.pid) - before < 20
+    assert "dropping a tcp connection" in broker.log_text() and "bytes before authenticating" in broker.log_text()
+    client = RawAMP.tcp(port, broker.settings.token_path.read_text().strip())
+    assert client.call(wire.ListPeers, scope="machine")["peers"] == []
+    client.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run a client under another uid")
+def test_an_endless_box_from_another_uid_is_dropped_at_its_bound(broker_process: BrokerProcess) -> None:
+    """Another uid on the UNIX socket (modes loosened on purpose) gets the small bound too."""
+    for path in (broker_process.base, broker_process.socket_path.parent):
+        os.chmod(path, 0o755)
+    os.chmod(broker_process.socket_path, 0o666)
+    before = rss_mib(broker_process.process.pid)
+    script = textwrap.dedent(f"""
+        import socket, sys
+        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        from test_hostile import endless_box
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect({str(broker_process.socket_path)!r})
+        print("SENT", endless_box(sock, 64 * 2**20))
+    """)
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
+                            capture_output=True, text=True, timeout=60, cwd="/",
+                            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)})
+    assert result.stdout.startswith("SENT"), result.stdout + result.stderr
+    assert int(result.stdout.split()[1]) < 16 * 2**20
+    assert rss_mib(broker_process.process.pid) - before < 20
+
+
+# --- 2. connections before the token, descriptors ---------------------------------------------------------
+
+
+def cli_status(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`claude-peers status` as the operator runs it."""
+    return subprocess.run([sys.executable, "-m", "claudepeers", "status"], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_idle_connections_before_the_token_are_capped_timed_out_and_status_works(short_dir: Path) -> None:
+    """300 idle TCP and 300 idle UNIX connections under a 256-descriptor limit: past the cap
+    the oldest are closed at once, the rest after the deadline, and `status` works throughout."""
+    port = free_port()
+    env = broker_env(short_dir, CLAUDE_PEERS_MAX_UNBOUND="32", CLAUDE_PEERS_UNBOUND_SECONDS="2")
+    broker = BrokerProcess(short_dir, env, args=["--tcp", str(port)], wrapper=["prlimit", "--nofile=256:256"]).start()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            held.append(socket.create_connection(("127.0.0.1", port)))
+            unix = socket.socket(socket.AF_UNIX)
+            unix.connect(str(broker.socket_path))
+            held.append(unix)
+        status = cli_status(env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert all(hung_up(sock, timeout=10) for sock in held), "an idle connection outlived the deadline"
+        log = broker.log_text()
+        assert "closing the oldest of 32 connections" in log and "did not authenticate within 2 s" in log
+        assert log.count("closing the oldest") < 5, "the evictions were not throttled"
+    finally:
+        for sock in held:
+            sock.close()
+        broker.stop()
+
+
+def test_descriptors_are_raised_and_running_out_is_one_warning_while_served(short_dir: Path) -> None:
+    """The soft descriptor limit is raised to the hard one; 300 bound connections over it
+    give one clear warning, and a held connection is still served."""
+    env = broker_env(short_dir)
+    broker = BrokerProcess(short_dir, env, wrapper=["prlimit", "--nofile=64:160"]).start()
+    held: list[RawAMP] = []
+    try:
+        limits = Path(f"/proc/{broker.process.pid}/limits").read_text()
+        assert [line.split()[3] for line in limits.splitlines() if line.startswith("Max open files")] == ["160"]
+        for _ in range(300):
+            try:
+                client = RawAMP.unix(str(broker.socket_path), timeout=2)
+                client.call(wire.Hello)
+                client.call(wire.Status)  # a first real command binds it (a CLI at work)
+            except (Closed, OSError):
+                continue
+            held.append(client)
+        assert 100 < len(held) < 160
+        time.sleep(0.5)  # the warning is written after the burst of refused accepts
+        assert held[0].call(wire.Status)["status"]["pid"] == broker.process.pid
+        log = broker.log_text()
+        assert log.count("out of file descriptors (limit 160)") == 1, log[-3000:]
+        assert "EMFILE recovery" not in log
+        for client in held[:60]:
+            client.close()
+        time.sleep(0.2)
+        assert cli_status(env).returncode == 0
+    finally:
+        for client in held:
+            client.close()
+        broker.stop()
+
+
+# --- 5. the socket's directory -------------------------------------------------------------------------
+
+
+def test_a_shared_socket_directory_is_refused_and_left_as_it_was(short_dir: Path) -> None:
+    """CLAUDE_PEERS_SOCKET in a 1777 directory: exit 1 with a clear line; the mode stays 1777."""
+    shared = short_dir / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    env = broker_env(short_dir, CLAUDE_PEERS_SOCKET=str(shared / "cp.sock"))
+    result = subprocess.run([sys.executable, "-m", "claudepeers.broker_main"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"the run directory {shared} (which holds the socket) is not private: mode 1777" in result.stderr
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert not os.path.lexists(shared / "cp.sock")
+
+
+# --- 6. the run directory removed ------------------------------------------------------------------------
+
+
+def test_a_broker_whose_run_directory_is_removed_stops_cleanly(short_dir: Path) -> None:
+    """rm -r of the run directory: the broker notices, logs why and exits 0 (clients then
+    start a fresh one) instead of running on where nobody can reach or stop it."""
+    env = broker_env(short_dir, CLAUDE_PEERS_SOCKET_CHECK_SECONDS="0.2")
+    broker = BrokerProcess(short_dir, env).start()
+    try:
+        shutil.rmtree(broker.socket_path.parent)
+        assert broker.process.wait(15) == 0
+        assert "was removed while the broker ran; stopping" in broker.log_text()
+    finally:
+        broker.stop()
+    again = BrokerProcess(short_dir, env).start()  # the next client's autostart works again
+    again.stop()
+
+
+def test_the_token_is_written_before_any_listener_accepts(short_dir: Path) -> None:
+    """The moment the socket answers, the TCP token file is there (no race for clients)."""
+    port = free_port()
+    broker = BrokerProcess(short_dir, broker_env(short_dir), args=["--tcp", str(port)])
+    log = open(broker.log_path, "ab")
+    broker.process = subprocess.Popen([sys.executable, "-m", "claudepeers.broker_main", "--tcp", str(port)],
+                                      env=broker.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    log.close()
+    try:
+        wait_for_socket(broker.socket_path, broker.process)
+        assert broker.settings.token_path.read_text().strip()
+    finally:
+        broker.stop(signal.SIGTERM)
