@@ -61,7 +61,6 @@ class BrokerProtocol(Admission, LeanAMP):
         self.refusal: str | None = None
         self.closed = False
         self.bound = False
-        self.callLater = broker.clock.callLater  # Admission's deadline, on the broker's clock
         self._guarded: dict[bytes, Any] = {}
 
     # --- connection ----------------------------------------------------------------------
@@ -69,6 +68,7 @@ class BrokerProtocol(Admission, LeanAMP):
     def connectionMade(self) -> None:
         """Read the kernel's credentials; refuse other users; TCP must authenticate."""
         super().connectionMade()
+        self.callLater = self.broker.clock.callLater  # Admission's deadline, on the broker's clock
         self._admit(self.broker.limits)
         self.creds = self._credentials(self.transport)
         if self.creds.transport == "unix":

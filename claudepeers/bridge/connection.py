@@ -225,16 +225,25 @@ class BrokerLink:
                     "broker with `claude-peers kill-broker` (the next tool call starts a new one)"
                 )
             arguments = yield self._registration()
-            if self._tcp_secret is not None:
-                # Over TCP, resuming our peer needs the secret our first registration got.
-                arguments = {**arguments, "secret": self._tcp_secret}
+            if self._settings.url:
+                # Over TCP, resuming our peer needs the secret its first registration got
+                # (kept by us, or saved by an earlier bridge of the same agent session).
+                session = (self._settings, arguments["agent_pid"], arguments["agent_start"])
+                secret = self._tcp_secret or client.load_tcp_secret(*session)
+                if secret is not None:
+                    arguments = {**arguments, "secret": secret}
             answer = yield protocol.callRemote(wire.Register, **arguments)
         except Exception as error:
             self._note(f"registration failed: {error}")
             self.log.warn("registration failed: {error}", error=error)
             raise
         self.identity = answer
-        self._tcp_secret = answer.get("secret") or self._tcp_secret
+        if answer.get("secret") and answer["secret"] != self._tcp_secret:
+            self._tcp_secret = answer["secret"]
+            if not client.save_tcp_secret(self._settings, arguments["agent_pid"], arguments["agent_start"],
+                                          answer["secret"]):
+                self.log.warn("could not save the TCP peer's secret beside the token; a restarted bridge "
+                              "of this session will not resume its peer")
         protocol.become_current()
         self.last_error = ""
         self.log.info(
