@@ -183,10 +183,10 @@ class BrokerService(service.Service):
         self._locks: list[FilesystemLock] = []
         self._pinger: LoopingCall | None = None
         self._tcp_factory: Any = None
+        self._unix_factory: Any = None
         self._token: str | None = None
         self._tcp_key: bytes | None = None
         self._socket_id: tuple[int, int] | None = None
-        self._socket_lost = False
         self._watch_socket: LoopingCall | None = None
         self.fd_limit = 0
         self._fd_warning_due = False
@@ -276,17 +276,6 @@ class BrokerService(service.Service):
         self.broker = Broker(self.store, self._reactor, settings.limits, reactor=self._reactor, info=info,
                              stop=self._reactor.stop, tcp_key=self._tcp_key)
         yield self.broker.start()
-        factory = BrokerFactory(self.broker)
-        old_umask = os.umask(0o177)  # the socket is created 0600, never briefly wider
-        try:
-            port = yield UNIXServerEndpoint(self._reactor, str(settings.socket_path), mode=0o600).listen(factory)
-        finally:
-            os.umask(old_umask)
-        self.ports.append(port)
-        self._socket_id = _file_id(settings.socket_path)
-        self._watch_socket = LoopingCall(self._check_socket)
-        self._watch_socket.clock = self._reactor
-        self._watch_socket.start(settings.limits.socket_check_seconds, now=False)
         if settings.tcp_enabled:
             self._tcp_factory = BrokerFactory(self.broker, token=self._token)
             tcp = yield TCP4ServerEndpoint(self._reactor, settings.tcp_port, interface="127.0.0.1").listen(self._tcp_factory)
@@ -307,6 +296,18 @@ class BrokerService(service.Service):
             finally:
                 os.umask(old_umask)
             self.ports.append(manhole_port)
+        # The socket last: a client that reaches it finds TCP and the manhole listening too.
+        factory = self._unix_factory = BrokerFactory(self.broker)
+        old_umask = os.umask(0o177)  # the socket is created 0600, never briefly wider
+        try:
+            port = yield UNIXServerEndpoint(self._reactor, str(settings.socket_path), mode=0o600).listen(factory)
+        finally:
+            os.umask(old_umask)
+        self.ports.append(port)
+        self._socket_id = _file_id(settings.socket_path)
+        self._watch_socket = LoopingCall(self._check_socket)
+        self._watch_socket.clock = self._reactor
+        self._watch_socket.start(settings.limits.socket_check_seconds, now=False)
         self.log.info(
             "claude-peers {version} listening on {socket} (tcp: {tcp}, manhole: {manhole}, descriptors: {fds})",
             version=__version__, socket=str(settings.socket_path), tcp=info["tcp"], manhole=info["manhole"],
@@ -321,8 +322,7 @@ class BrokerService(service.Service):
 
     def _out_of_descriptors(self) -> None:
         self._fd_warning_due = False
-        held = sum(len(f.connections) for f in (getattr(p, "factory", None) for p in self.ports) if f is not None
-                   and hasattr(f, "connections"))
+        held = sum(len(factory.connections) for factory in (self._unix_factory, self._tcp_factory) if factory)
         self._throttle.warn("descriptors", (
             f"out of file descriptors (limit {self.fd_limit}): new connections are closed at once while the "
             f"{held} open connections are served; raise the limit (ulimit -n, LimitNOFILE) or find who holds them"))
@@ -339,7 +339,6 @@ class BrokerService(service.Service):
         what = "was removed" if now is None else "was replaced by another file"
         self.log.critical("the socket {path} {what} while the broker ran; stopping (clients start a new broker)",
                           path=str(path), what=what)
-        self._socket_lost = True
         self.broker.request_stop()
 
     def _ping_tcp(self) -> None:

@@ -33,6 +33,7 @@ MAX_ERROR_DESCRIPTION = 2000
 #: Commands a connection may call before it is authenticated (TCP) or registered.
 OPEN_COMMANDS = {b"Authenticate", b"Hello", b"Ping"}
 
+
 class BrokerProtocol(Admission, LeanAMP):
     """One client connection: a bridge, a hook, a watcher or the CLI.
 
@@ -340,7 +341,10 @@ class BrokerProtocol(Admission, LeanAMP):
 
     @wire.StopBroker.responder
     def stop_broker(self) -> dict:
-        """Answer, then stop the broker cleanly."""
+        """Answer, then stop the broker cleanly (only from the socket: a TCP client, which the
+        kernel does not vouch for, may not stop every peer's broker)."""
+        if self.creds.transport != "unix":
+            raise wire.PermissionDenied("stopping the broker needs the UNIX socket")
         self.broker.request_stop()
         return {"pid": os.getpid()}
 

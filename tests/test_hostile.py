@@ -228,8 +228,9 @@ def test_a_broker_whose_run_directory_is_removed_stops_cleanly(short_dir: Path) 
     again.stop()
 
 
-def test_the_token_is_written_before_any_listener_accepts(short_dir: Path) -> None:
-    """The moment the socket answers, the TCP token file is there (no race for clients)."""
+def test_the_token_and_tcp_are_ready_when_the_socket_answers(short_dir: Path) -> None:
+    """The moment the socket answers, the TCP token file is there and TCP accepts (the test
+    that reads the token after start raced the broker)."""
     port = free_port()
     broker = BrokerProcess(short_dir, broker_env(short_dir), args=["--tcp", str(port)])
     log = open(broker.log_path, "ab")
@@ -239,6 +240,7 @@ def test_the_token_is_written_before_any_listener_accepts(short_dir: Path) -> No
     try:
         wait_for_socket(broker.socket_path, broker.process)
         assert broker.settings.token_path.read_text().strip()
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
     finally:
         broker.stop(signal.SIGTERM)
 
@@ -260,7 +262,8 @@ def unix_peer(broker: BrokerProcess) -> tuple[RawAMP, tuple[int, float], str]:
 
 def test_a_tcp_client_cannot_take_over_attach_to_or_kill_a_unix_peer(tcp_broker: tuple[BrokerProcess, int]) -> None:
     """With the token but over TCP: registering as a UNIX peer's agent, attaching to it,
-    registering as pid 1 or the broker, killing: each refused; the UNIX peer keeps its bridge."""
+    registering as pid 1 or the broker, killing, stopping the broker: each refused; the UNIX
+    peer keeps its bridge."""
     broker, port = tcp_broker
     token = broker.settings.token_path.read_text().strip()
     alpha, (pid, start), alpha_id = unix_peer(broker)
@@ -277,6 +280,8 @@ def test_a_tcp_client_cannot_take_over_attach_to_or_kill_a_unix_peer(tcp_broker:
                           client_type="codex", cwd="/x", delivery="push")
     with pytest.raises(RemoteError, match="KILL_REFUSED: kill_peer needs the UNIX socket"):
         intruder.call(wire.KillPeer, target="alpha")
+    with pytest.raises(RemoteError, match="PERMISSION_DENIED: stopping the broker needs the UNIX socket"):
+        intruder.call(wire.StopBroker)
     assert alpha.call(wire.Whoami)["peer"]["id"] == alpha_id  # its bridge was not superseded
     for client in (alpha, intruder):
         client.close()
