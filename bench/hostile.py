@@ -62,7 +62,7 @@ def endless_boxes(broker: BrokerProcess, base: Path, port: int) -> dict[str, Any
         sent.append(endless_box(sock, 64 * 2**20))
         sock.close()
     return {"attack": "endless box before the token (TCP)", "attempted bytes": 1200 * 2**20 + 200 * 64 * 2**20,
-            "bytes the broker took, first connection": first, "most bytes taken by one of 200 more": max(sent),
+            "bytes sent before the hang-up, first connection": first, "most sent before the hang-up, 200 more": max(sent),
             "seconds": round(time.monotonic() - started, 2),
             "rss MiB before/after": [round(before, 1), round(rss_mib(broker.process.pid), 1)]}
 
@@ -84,7 +84,7 @@ def other_uid_box(broker: BrokerProcess, base: Path, port: int) -> dict[str, Any
     result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
                              script], capture_output=True, text=True, timeout=300, cwd="/")
     return {"attack": "endless box from uid 65534 (UNIX)", "attempted bytes": 1200 * 2**20,
-            "bytes the broker took": int(result.stdout.strip() or -1),
+            "bytes sent before the hang-up": int(result.stdout.strip() or -1),
             "rss MiB before/after": [round(before, 1), round(rss_mib(broker.process.pid), 1)]}
 
 

@@ -41,7 +41,7 @@ class Limits:
     #: it may stay so, and how many such connections one listener holds (DESIGN 4, Security).
     unbound_box_bytes: int = 8192
     unbound_seconds: float = 10.0
-    max_unbound: int = 64
+    max_unbound: int = 256
     #: How often the broker checks that its socket is still the file at its path.
     socket_check_seconds: float = 5.0
 
