@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from claudepeers import wire  # noqa: E402
 from conftest import BrokerProcess, broker_env  # noqa: E402
 from raw_amp import Closed, RawAMP  # noqa: E402
-from test_hostile import (  # noqa: E402
+from hostile_support import (  # noqa: E402
     AGENT_A, BRIDGE_OF_A, PID_REUSE_DRIVER, cli_status, endless_box, free_port, hung_up, rss_mib,
 )
 
@@ -76,7 +76,7 @@ def other_uid_box(broker: BrokerProcess, base: Path, port: int) -> dict[str, Any
     script = textwrap.dedent(f"""
         import socket, sys
         sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]
-        from test_hostile import endless_box
+        from hostile_support import endless_box
         sock = socket.socket(socket.AF_UNIX)
         sock.connect({str(broker.socket_path)!r})
         print(endless_box(sock, 1200 * 2**20))
