@@ -199,9 +199,7 @@ class Broker:
         self._check_claim(claim)
         self.verify_session(creds, claim.agent_pid, claim.agent_start)
         now = self.now()
-        actor = self.session(claim.agent_pid, claim.agent_start)
-        if actor is not None:
-            self.tcp_secrets.check(creds, actor, claim.secret)
+        actor = self._session_for(creds, claim)
         resumed = actor is not None
         fields = dict(
             client_type=claim.client_type, cwd=claim.cwd, git_root=claim.git_root,
@@ -210,7 +208,7 @@ class Broker:
         if actor is None:
             name = self._unique_name(claim.name or naming.default_name(claim.git_root, claim.cwd), exclude=None, strict=bool(claim.name))
             record = PeerRecord(
-                id=naming.new_id(self.actors), host=self.host, agent_pid=claim.agent_pid, agent_start=claim.agent_start,
+                id=self._new_id(creds, claim), host=self.host, agent_pid=claim.agent_pid, agent_start=claim.agent_start,
                 name=name, summary="", state=OFFLINE, registered_at=now, last_seen=now, **fields,
             )
             actor = self._actor(record)
@@ -230,6 +228,34 @@ class Broker:
             name=actor.name,
         )
         return (actor, resumed)
+
+    def _session_for(self, creds: Credentials, claim: Claim) -> PeerActor | None:
+        """The peer a registration resumes. Over TCP only a TCP-made peer, with its secret; over
+        the socket, a TCP-made peer of the session ends (the kernel-verified claim wins, and a
+        TCP client holding its secret must not take the session back) and a new one starts."""
+        actor = self.session(claim.agent_pid, claim.agent_start)
+        if actor is None:
+            return None
+        made_over_tcp = self.tcp_secrets.made(actor.record)
+        if creds.transport != "unix":
+            if not made_over_tcp:
+                raise IdentityRejected(f"this agent session is peer {actor.id} ({actor.name}), registered over the "
+                                       "UNIX socket; a TCP client cannot register as it")
+            self.tcp_secrets.check(creds, actor, claim.secret)
+            return actor
+        if made_over_tcp:
+            self.log.info("peer {peer} made over TCP ends: its agent session registered over the socket", peer=actor.id)
+            self._gone(actor)
+            return None
+        return actor
+
+    def _new_id(self, creds: Credentials, claim: Claim) -> str:
+        if creds.transport == "unix":
+            return naming.new_id(self.actors)
+        peer_id = self.tcp_secrets.peer_id(self.host, claim.agent_pid, claim.agent_start)
+        if peer_id in self.actors:  # an ended peer of the same session (or a 1 in 36^8 chance)
+            raise IdentityRejected(f"agent pid {claim.agent_pid}'s session already had peer {peer_id}")
+        return peer_id
 
     def _check_claim(self, claim: Claim) -> None:
         if claim.client_type not in CLIENT_TYPES:

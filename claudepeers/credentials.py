@@ -15,6 +15,7 @@ import socket
 from typing import Any
 
 from . import agents, platforms
+from .naming import ID_ALPHABET
 from .records import Credentials
 from .wire import IdentityRejected
 
@@ -78,16 +79,31 @@ def _pidfd_ended(pidfd: int) -> bool:
 
 
 class TcpSecrets:
-    """The secret that lets a TCP connection resume (or Attach to) a peer.
+    """Peers made over TCP, and the secret that lets a TCP connection resume (or Attach to) one.
 
-    Only a TCP registration that created or resumed the peer is told it, and a peer
-    registered over the UNIX socket never has its secret told, so a TCP client cannot
-    speak for a kernel-verified peer (DESIGN 4, Security). It is an HMAC of the peer id
-    under a key of the broker's: nothing to store per peer.
+    A peer a TCP registration creates gets its id from an HMAC of its session (host, agent
+    pid and start) under a key of the broker's, so the broker can tell a TCP-made peer from a
+    kernel-verified one (random id) without storing anything, across restarts. The secret, an
+    HMAC of the peer id, is told only to TCP registrations of that peer. So a TCP client never
+    binds to a peer registered over the UNIX socket (DESIGN 4, Security).
     """
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key or secrets.token_bytes(32)
+
+    def peer_id(self, host: str, agent_pid: int, agent_start: float) -> str:
+        """The id of the peer a TCP registration of this session creates (8 of ``[a-z0-9]``)."""
+        session = f"peer:{host}:{agent_pid}:{round(agent_start * 100)}".encode()
+        number = int.from_bytes(hmac.new(self._key, session, hashlib.sha256).digest()[:8], "big")
+        letters = []
+        for _ in range(8):
+            number, index = divmod(number, len(ID_ALPHABET))
+            letters.append(ID_ALPHABET[index])
+        return "".join(letters)
+
+    def made(self, record: Any) -> bool:
+        """Whether a peer was created by a TCP registration (its id is its session's HMAC)."""
+        return record.id == self.peer_id(record.host, record.agent_pid, record.agent_start)
 
     def secret(self, peer_id: str) -> str:
         """The secret of peer ``peer_id``."""

@@ -271,6 +271,29 @@ def test_a_tcp_peer_resumes_only_with_its_secret_and_its_messages_say_tcp(tcp_br
         alpha.close()
 
 
+def test_a_tcp_squatter_of_a_session_ends_when_its_agent_registers_on_the_socket(
+        tcp_broker: tuple[BrokerProcess, int]) -> None:
+    """A TCP client registers first as a live agent's session; when that agent's own bridge
+    registers over the socket, the squatter's peer ends and the agent gets a peer of its own,
+    which the squatter cannot take back with its secret."""
+    from claudepeers import agents
+
+    broker, port = tcp_broker
+    session = agents.session_of(os.getpid())
+    claim = dict(agent_pid=session.pid, agent_start=session.start, client_type="codex", cwd="/x", delivery="push")
+    squatter = RawAMP.tcp(port, broker.settings.token_path.read_text().strip())
+    squatted = squatter.call(wire.Register, **claim)
+    alpha, _, alpha_id = unix_peer(broker)
+    assert alpha_id != squatted["peer_id"]
+    again = RawAMP.tcp(port, broker.settings.token_path.read_text().strip())
+    with pytest.raises(RemoteError, match="registered over the UNIX socket; a TCP client cannot register as it"):
+        again.call(wire.Register, **claim, secret=squatted["secret"])
+    states = {p["id"]: p["state"] for p in alpha.call(wire.Status)["status"]["peers"]}
+    assert states[squatted["peer_id"]] == "gone" and states[alpha_id] == "online"
+    for client in (squatter, again, alpha):
+        client.close()
+
+
 def alpha_pushes(alpha: RawAMP) -> list[dict]:
     """Messages pushed to ``alpha`` so far (reads what is waiting with a Ping)."""
     alpha.drain(0.3)
