@@ -12,7 +12,7 @@ errors; it interoperates with ``amp.AMP`` and is checked against it in
 :class:`Schema`) or in one tight loop:
 
 - :meth:`LeanAMP.dataReceived` splits boxes in a single loop (key lengths above 255
-  drop the connection with ``TooLong``, as in Twisted);
+  drop the connection with ``TooLong``, as in Twisted; so does a box past its bounds);
 - responders are built once per connection and command, parse their arguments through
   the command's schema, and answer without a Deferred when the responder returns a
   plain value;
@@ -176,9 +176,8 @@ class LeanAMP(amp.AMP):
     _partial_key: bytes | None = None
     _arrived_while_parsing: list[bytes] | None = None
     _responders: dict[bytes, Callable[[amp.AmpBox], Any]] | None = None
-    #: The largest box (its keys and values with their 2-byte lengths) and the most keys a
-    #: box may have; unbounded by default, as in Twisted. Checked before a string is
-    #: buffered, so a box that never ends costs at most this much (see boxTooLarge).
+    #: The largest box (keys and values with their 2-byte lengths) and the most keys; checked
+    #: before a string is buffered (see boxTooLarge). Unbounded by default, as in Twisted.
     max_box_bytes: int = sys.maxsize
     max_box_keys: int = sys.maxsize
     _box_size = 0
@@ -206,7 +205,7 @@ class LeanAMP(amp.AMP):
 
     def _parse(self, data: bytes) -> None:
         if self._refused:
-            return  # a box over the bounds ended this connection; the rest is not read
+            return
         if self._unparsed:
             data = self._unparsed + data
         end = len(data)
@@ -233,12 +232,10 @@ class LeanAMP(amp.AMP):
                         return
                     if keys >= key_limit:
                         at, box, size, keys = end, None, 0, 0
-                        self._refuse_box(f"a box of more than {key_limit} keys")
-                        return
+                        return self._refuse_box(f"a box of more than {key_limit} keys")
                 if size + 2 + length > limit:
                     at, box, size, keys = end, None, 0, 0
-                    self._refuse_box(f"a box of more than {limit} bytes")
-                    return
+                    return self._refuse_box(f"a box of more than {limit} bytes")
                 start = at + 2
                 if end - start < length:
                     break
@@ -260,12 +257,11 @@ class LeanAMP(amp.AMP):
             self._box_size, self._box_keys = size, keys
 
     def _refuse_box(self, what: str) -> None:
-        self._refused = True
+        self._refused = True  # the rest of the stream is not read
         self.boxTooLarge(what)
 
     def boxTooLarge(self, what: str) -> None:  # noqa: N802 - AMP's style
-        """A box grew past ``max_box_bytes`` or ``max_box_keys`` before it ended: drop the
-        connection (nothing of it was buffered beyond the bound)."""
+        """A box grew past ``max_box_bytes`` or ``max_box_keys``: drop the connection."""
         if self.transport is not None:
             self.transport.loseConnection()
 
