@@ -427,6 +427,10 @@ class Bench:
             # Raised so that the limits do not throttle the benchmark:
             CLAUDE_PEERS_MESSAGES_PER_MINUTE="100000000",
             CLAUDE_PEERS_MAX_UNREAD="100000000",
+            # Its dummy agents connect every peer first and register 50 at a time afterwards, so
+            # up to 1,000 connections wait unregistered for many seconds: room for them.
+            CLAUDE_PEERS_MAX_UNBOUND="100000",
+            CLAUDE_PEERS_UNBOUND_SECONDS="600",
         )
         socket_path = run / "run" / "cp.sock"
         log = open(run / "broker.log", "ab")

@@ -18,6 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from . import __version__, agents, killing, naming
+from .credentials import TcpSecrets
 from .events import EventLog
 from .mail import Mail
 from .peers import PeerActor
@@ -60,8 +61,11 @@ class Broker:
         reactor: Any = None,
         info: dict[str, Any] | None = None,
         stop: Callable[[], None] | None = None,
+        tcp_key: bytes | None = None,
     ) -> None:
         self.store = store
+        # The service keeps the key in a 0600 file, so TCP peers resume across restarts.
+        self.tcp_secrets = TcpSecrets(tcp_key)
         self.limits = limits or Limits()
         self.host = host or socket.gethostname()
         self.actors: dict[str, PeerActor] = {}
@@ -145,10 +149,27 @@ class Broker:
     # --- identity -----------------------------------------------------------------------
 
     def verify_session(self, creds: Credentials, agent_pid: int, agent_start: float) -> None:
-        """Check a claimed agent session against the kernel's view; IdentityRejected if not."""
+        """Check a claimed agent session against the kernel's view; IdentityRejected if not.
+
+        The claim must come from the process that opened the connection: its start time,
+        read when the broker accepted it, must still be the start time of its pid.
+        """
         if agent_pid <= 0:
             # psutil raises ValueError for these: it would reach the caller as an internal error.
             raise InvalidArgument(f"agent_pid must be a positive process id, not {agent_pid}")
+        if agent_pid == 1 or agent_pid == os.getpid():
+            raise IdentityRejected(f"pid {agent_pid} is {'init' if agent_pid == 1 else 'the broker'}, not an agent session")
+        if creds.transport == "unix":
+            if creds.ended:
+                raise IdentityRejected(
+                    f"the process that opened this connection (pid {creds.pid}) had ended before the broker "
+                    "accepted it (or could not be confirmed then)"
+                )
+            if creds.start is not None and not self._processes.is_alive(creds.pid, creds.start):
+                raise IdentityRejected(
+                    f"the process that opened this connection (pid {creds.pid}) has ended; "
+                    "its pid may now belong to another process"
+                )
         if not self._processes.is_alive(agent_pid, agent_start):
             raise IdentityRejected(
                 f"agent pid {agent_pid} with start time {agent_start} is not a running process"
@@ -189,7 +210,7 @@ class Broker:
         self._check_claim(claim)
         self.verify_session(creds, claim.agent_pid, claim.agent_start)
         now = self.now()
-        actor = self.session(claim.agent_pid, claim.agent_start, claim.thread_id, revive=True)
+        actor = self._session_for(creds, claim)
         resumed = actor is not None
         fields = dict(
             client_type=claim.client_type, cwd=claim.cwd, git_root=claim.git_root,
@@ -198,7 +219,7 @@ class Broker:
         if actor is None:
             name = self._unique_name(claim.name or naming.default_name(claim.git_root, claim.cwd), exclude=None, strict=bool(claim.name))
             record = PeerRecord(
-                id=naming.new_id(self.actors), host=self.host, agent_pid=claim.agent_pid, agent_start=claim.agent_start,
+                id=self._new_id(creds, claim), host=self.host, agent_pid=claim.agent_pid, agent_start=claim.agent_start,
                 name=name, summary="", state=OFFLINE, registered_at=now, last_seen=now, thread_id=claim.thread_id,
                 **fields,
             )
@@ -222,6 +243,34 @@ class Broker:
             name=actor.name,
         )
         return (actor, resumed)
+
+    def _session_for(self, creds: Credentials, claim: Claim) -> PeerActor | None:
+        """The peer a registration resumes. Over TCP only a TCP-made peer, with its secret; over
+        the socket, a TCP-made peer of the session ends (the kernel-verified claim wins, and a
+        TCP client holding its secret must not take the session back) and a new one starts."""
+        actor = self.session(claim.agent_pid, claim.agent_start, claim.thread_id, revive=True)
+        if actor is None:
+            return None
+        made_over_tcp = self.tcp_secrets.made(actor.record)
+        if creds.transport != "unix":
+            if not made_over_tcp:
+                raise IdentityRejected(f"this agent session is peer {actor.id} ({actor.name}), registered over the "
+                                       "UNIX socket; a TCP client cannot register as it")
+            self.tcp_secrets.check(creds, actor, claim.secret)
+            return actor
+        if made_over_tcp:
+            self.log.info("peer {peer} made over TCP ends: its agent session registered over the socket", peer=actor.id)
+            self._gone(actor)
+            return None
+        return actor
+
+    def _new_id(self, creds: Credentials, claim: Claim) -> str:
+        if creds.transport == "unix":
+            return naming.new_id(self.actors)
+        peer_id = self.tcp_secrets.peer_id(self.host, claim.agent_pid, claim.agent_start, claim.thread_id)
+        if peer_id in self.actors:  # an ended peer of the same session (or a 1 in 36^8 chance)
+            raise IdentityRejected(f"agent pid {claim.agent_pid}'s session already had peer {peer_id}")
+        return peer_id
 
     def _check_claim(self, claim: Claim) -> None:
         if claim.client_type not in CLIENT_TYPES:
@@ -267,8 +316,11 @@ class Broker:
 
     # --- lookup and listing -------------------------------------------------------------------
 
-    def resolve(self, target: str, allow_gone: bool = False) -> PeerActor:
-        """The peer a target names: its id, else its unique name among live peers."""
+    def resolve(self, target: str, allow_gone: bool = False, caller: PeerActor | None = None) -> PeerActor:
+        """The peer a target names: its id, else its unique name among live peers.
+
+        An unknown target's candidates are the live peers other than ``caller``.
+        """
         target = (target or "").strip()
         if not target:
             raise InvalidArgument("no peer given: pass a peer id or name (see list_peers)")
@@ -284,7 +336,7 @@ class Broker:
             if ended:
                 actor = max(ended, key=lambda a: a.record.gone_at or 0)
         if actor is None:
-            live = [a for a in self.actors.values() if a.state != GONE]
+            live = [a for a in self.actors.values() if a.state != GONE and a is not caller]
             lowered = target.lower()
             close = [a for a in live if a.id.startswith(lowered) or a.name.lower().startswith(lowered)]
             if len(close) > 1:
@@ -319,9 +371,11 @@ class Broker:
 
     # --- messages (mail.py) --------------------------------------------------------------------
 
-    def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None) -> Deferred:
-        """Commit a message and report what happened (see :meth:`Mail.send`)."""
-        return self.mail.send(sender, target, body, client_key)
+    def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None,
+             verified: bool = True) -> Deferred:
+        """Commit a message and report what happened (see :meth:`Mail.send`); ``verified``
+        is False for a sender the kernel cannot vouch for (a TCP connection)."""
+        return self.mail.send(sender, target, body, client_key, verified)
 
     def fetch_unread(self, actor: PeerActor, limit: int | None, claimer: Any = None) -> Deferred:
         """Unacknowledged messages of ``actor`` and how many more there are."""
@@ -396,7 +450,9 @@ class Broker:
     @inlineCallbacks
     def kill(self, caller: PeerActor | None, creds: Credentials, target: str) -> Any:
         """Verified kill of a peer's agent session; fires with (outcome, peer_id, detail)."""
-        actor = self.resolve(target)
+        if creds.transport != "unix":
+            raise KillRefused("kill_peer needs the UNIX socket: over TCP the kernel cannot vouch for the caller")
+        actor = self.resolve(target, caller=caller)
         caller_id = caller.id if caller is not None else CLI_ID
         record = actor.record
         if caller is actor:

@@ -13,10 +13,10 @@ from typing import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse options, start the service, run the reactor; the exit status says if it worked."""
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import FilteringLogObserver, PredicateResult, globalLogBeginner, textFileLogObserver
     from twisted.python import usage
 
-    from .broker_tap import Options, makeService
+    from .broker_tap import Options, accept_failure, makeService
 
     options = Options()
     try:
@@ -27,7 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = options["settings"]
     log_file = open(settings.log_path, "a", buffering=1) if settings.log_path else sys.stderr
     # redirectStandardIO=False: a broker started by a client must not grab its stdio.
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(log_file)], redirectStandardIO=False)
+    # Twisted's per-connection accept failures are replaced by one throttled warning.
+    quieter = FilteringLogObserver(
+        textFileLogObserver(log_file),
+        [lambda event: PredicateResult.no if accept_failure(event) else PredicateResult.maybe],
+    )
+    globalLogBeginner.beginLoggingTo([quieter], redirectStandardIO=False)
 
     from twisted.internet import reactor
 

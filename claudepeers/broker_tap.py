@@ -10,7 +10,9 @@ listening, commits queued writes, closes the database and removes the socket.
 from __future__ import annotations
 
 import os
+import resource
 import secrets
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,28 @@ from twisted.application import service
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 from twisted.python import usage
 from twisted.python.lockfile import FilesystemLock
 
 from . import __version__
+from .ratelimit import WarningThrottle
 from .settings import SettingError, Settings, check_socket_path
+
+
+#: Twisted's own lines when accept() fails for want of descriptors (one each, at info level);
+#: the broker turns them into one throttled warning, and broker_main leaves them out.
+ACCEPT_FAILURES = frozenset({
+    "EMFILE encountered; releasing reserved file descriptor.",
+    "EMFILE recovery: Closed socket from {address}",
+    "Re-reserving EMFILE recovery file descriptor.",
+    "Could not accept new connection ({acceptError})",
+})
+
+
+def accept_failure(event: dict) -> bool:
+    """Whether a log event is one of Twisted's accept-failure lines."""
+    return event.get("log_format") in ACCEPT_FAILURES
 
 
 class StartupError(Exception):
@@ -88,9 +106,41 @@ def makeService(config: Options, reactor: Any = None) -> service.MultiService:
 
 
 def secure_directory(path: Path) -> None:
-    """Create ``path`` if needed and make it 0700 (makedirs' mode is masked by the umask)."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Create ``path`` 0700 if it is missing; an existing one must already be private.
+
+    Only a directory the broker created gets its mode changed (makedirs' mode is masked by
+    the umask). An existing directory that others may enter (a 1777 /tmp, say) is refused,
+    not chmod'ed: it is not ours to change, and a private subdirectory instead would move
+    the socket away from the path every client computes from CLAUDE_PEERS_SOCKET.
+    """
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        info = path.stat()
+        if not stat.S_ISDIR(info.st_mode):
+            raise StartupError(f"the run directory {path} is not a directory") from None
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise StartupError(
+                f"the run directory {path} (which holds the socket) is not private: mode "
+                f"{stat.S_IMODE(info.st_mode):04o}, owner uid {info.st_uid}; the broker only changes the mode of a "
+                "directory it creates. Point CLAUDE_PEERS_SOCKET into a directory of your own (mode 0700), "
+                f"or make this one private (chmod 700 {path})"
+            ) from None
+        return
     os.chmod(path, 0o700)
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open descriptors to the hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):  # macOS caps it below an unlimited hard limit
+        return soft
+    return wanted
 
 
 def ensure_token(path: Path) -> str:
@@ -105,6 +155,11 @@ def ensure_token(path: Path) -> str:
     with os.fdopen(descriptor, "w") as handle:
         handle.write(token + "\n")
     return token
+
+
+def tcp_key_path(settings: Settings) -> Path:
+    """The key that signs TCP peers' secrets: beside the database, whose peers it signs for."""
+    return settings.db_path.with_name(settings.db_path.name + ".tcp-key")
 
 
 class BrokerService(service.Service):
@@ -128,11 +183,20 @@ class BrokerService(service.Service):
         self._locks: list[FilesystemLock] = []
         self._pinger: LoopingCall | None = None
         self._tcp_factory: Any = None
+        self._unix_factory: Any = None
+        self._token: str | None = None
+        self._tcp_key: bytes | None = None
+        self._socket_id: tuple[int, int] | None = None
+        self._watch_socket: LoopingCall | None = None
+        self.fd_limit = 0
+        self._fd_warning_due = False
+        self._throttle = WarningThrottle(self.log, reactor, 10.0)
         self.ready: Any = None
 
     def startService(self) -> None:
         """Take the locks and open the database synchronously, then load peers and listen."""
         super().startService()
+        globalLogPublisher.addObserver(self._watch_accept_failures)
         try:
             self._prepare()
         except StartupError as exc:
@@ -183,6 +247,14 @@ class BrokerService(service.Service):
             # We hold the socket's lock, so whatever is there was left by a crashed broker.
             self.log.info("removing stale socket {path}", path=str(settings.socket_path))
             os.unlink(settings.socket_path)
+        self.fd_limit = raise_fd_limit()
+        if settings.tcp_enabled:
+            try:
+                # Written before any listener accepts: a client that finds the broker finds the token.
+                self._token = ensure_token(settings.token_path)
+                self._tcp_key = ensure_token(tcp_key_path(settings)).encode()
+            except OSError as exc:
+                raise StartupError(f"cannot write the TCP token or key: {exc}") from None
 
     @inlineCallbacks
     def _start_listening(self) -> Any:
@@ -202,18 +274,10 @@ class BrokerService(service.Service):
             "manhole": str(settings.manhole_path) if settings.manhole_path else None,
         }
         self.broker = Broker(self.store, self._reactor, settings.limits, reactor=self._reactor, info=info,
-                             stop=self._reactor.stop)
+                             stop=self._reactor.stop, tcp_key=self._tcp_key)
         yield self.broker.start()
-        factory = BrokerFactory(self.broker)
-        old_umask = os.umask(0o177)  # the socket is created 0600, never briefly wider
-        try:
-            port = yield UNIXServerEndpoint(self._reactor, str(settings.socket_path), mode=0o600).listen(factory)
-        finally:
-            os.umask(old_umask)
-        self.ports.append(port)
         if settings.tcp_enabled:
-            token = ensure_token(settings.token_path)
-            self._tcp_factory = BrokerFactory(self.broker, token=token)
+            self._tcp_factory = BrokerFactory(self.broker, token=self._token)
             tcp = yield TCP4ServerEndpoint(self._reactor, settings.tcp_port, interface="127.0.0.1").listen(self._tcp_factory)
             self.ports.append(tcp)
             self._pinger = LoopingCall(self._ping_tcp)
@@ -232,10 +296,50 @@ class BrokerService(service.Service):
             finally:
                 os.umask(old_umask)
             self.ports.append(manhole_port)
+        # The socket last: a client that reaches it finds TCP and the manhole listening too.
+        factory = self._unix_factory = BrokerFactory(self.broker)
+        old_umask = os.umask(0o177)  # the socket is created 0600, never briefly wider
+        try:
+            port = yield UNIXServerEndpoint(self._reactor, str(settings.socket_path), mode=0o600).listen(factory)
+        finally:
+            os.umask(old_umask)
+        self.ports.append(port)
+        self._socket_id = _file_id(settings.socket_path)
+        self._watch_socket = LoopingCall(self._check_socket)
+        self._watch_socket.clock = self._reactor
+        self._watch_socket.start(settings.limits.socket_check_seconds, now=False)
         self.log.info(
-            "claude-peers {version} listening on {socket} (tcp: {tcp}, manhole: {manhole})",
+            "claude-peers {version} listening on {socket} (tcp: {tcp}, manhole: {manhole}, descriptors: {fds})",
             version=__version__, socket=str(settings.socket_path), tcp=info["tcp"], manhole=info["manhole"],
+            fds=self.fd_limit,
         )
+
+    def _watch_accept_failures(self, event: dict) -> None:
+        """A log observer: Twisted could not accept a connection (descriptors ran out)."""
+        if accept_failure(event) and not self._fd_warning_due:
+            self._fd_warning_due = True  # one warning per burst, outside the observer
+            self._reactor.callLater(0, self._out_of_descriptors)
+
+    def _out_of_descriptors(self) -> None:
+        self._fd_warning_due = False
+        held = sum(len(factory.connections) for factory in (self._unix_factory, self._tcp_factory) if factory)
+        self._throttle.warn("descriptors", (
+            f"out of file descriptors (limit {self.fd_limit}): new connections are closed at once while the "
+            f"{held} open connections are served; raise the limit (ulimit -n, LimitNOFILE) or find who holds them"))
+
+    def _check_socket(self) -> None:
+        """Periodic: is our socket still the file at its path? If the run directory or the
+        socket was removed (a /tmp cleaner, an ``rm -r``), nobody can reach or stop this
+        broker: stop cleanly so that the next client starts a fresh one. (Not recreated in
+        place: the socket's lock lived there too, so another broker may have started.)"""
+        path = self.settings.socket_path
+        now = _file_id(path)
+        if now == self._socket_id:
+            return
+        what = "was removed" if now is None else "was replaced by another file"
+        self.log.critical("the socket {path} {what} while the broker ran; stopping (clients start a new broker)",
+                          path=str(path), what=what)
+        self.broker.request_stop()
 
     def _ping_tcp(self) -> None:
         """TCP has no kernel liveness signal: ping every connection, drop the silent ones."""
@@ -257,8 +361,10 @@ class BrokerService(service.Service):
     def stopService(self) -> Any:
         """Stop accepting, finish in-flight writes, close the database, remove the socket."""
         super().stopService()
-        if self._pinger is not None and self._pinger.running:
-            self._pinger.stop()
+        globalLogPublisher.removeObserver(self._watch_accept_failures)
+        for timer in (self._pinger, self._watch_socket):
+            if timer is not None and timer.running:
+                timer.stop()
         ports, self.ports = self.ports, []
         yield DeferredList([port.stopListening() for port in ports], consumeErrors=True)
         if self.broker is not None:
@@ -268,6 +374,8 @@ class BrokerService(service.Service):
         if self.store is not None:
             yield self.store.close()
         for path in (self.settings.socket_path, self.settings.manhole_path):
+            if path == self.settings.socket_path and _file_id(path) != self._socket_id:
+                continue  # not ours any more (removed, or another broker's): leave it
             if path is not None and self.failed is None and os.path.lexists(path):
                 try:
                     os.unlink(path)
@@ -279,5 +387,17 @@ class BrokerService(service.Service):
     def _release_locks(self) -> None:
         for lock in self._locks:
             if lock.locked:
-                lock.unlock()
+                try:
+                    lock.unlock()
+                except (OSError, ValueError):  # removed with its directory, or taken over
+                    pass
         self._locks = []
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, None when there is none."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)

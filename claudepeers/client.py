@@ -47,6 +47,33 @@ def read_token(settings: Settings) -> str:
         ) from None
 
 
+def tcp_secret_path(settings: Settings, agent_pid: int, agent_start: float) -> "os.PathLike[str]":
+    """Where a bridge keeps the secret of its agent session's TCP peer, beside the token, so
+    that a restarted bridge of the same session can resume the peer (the broker asks for it)."""
+    return settings.token_path.with_name(f"claude-peers.tcp-{agent_pid}-{round(agent_start * 100)}.secret")
+
+
+def load_tcp_secret(settings: Settings, agent_pid: int, agent_start: float) -> str | None:
+    """The secret an earlier bridge of this agent session saved, if any."""
+    try:
+        return open(tcp_secret_path(settings, agent_pid, agent_start)).read().strip() or None
+    except OSError:
+        return None
+
+
+def save_tcp_secret(settings: Settings, agent_pid: int, agent_start: float, secret: str) -> bool:
+    """Keep the secret in a 0600 file; False when that is not possible (a read-only sandbox:
+    then only this bridge process can resume the peer)."""
+    try:
+        descriptor = os.open(tcp_secret_path(settings, agent_pid, agent_start),
+                             os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secret + "\n")
+    except OSError:
+        return False
+    return True
+
+
 @inlineCallbacks
 def authenticate(protocol: amp.AMP, settings: Settings) -> Any:
     """Present the token when the connection is TCP (no-op on the UNIX socket)."""

@@ -12,7 +12,7 @@ errors; it interoperates with ``amp.AMP`` and is checked against it in
 :class:`Schema`) or in one tight loop:
 
 - :meth:`LeanAMP.dataReceived` splits boxes in a single loop (key lengths above 255
-  drop the connection with ``TooLong``, as in Twisted);
+  drop the connection with ``TooLong``, as in Twisted; so does a box past its bounds);
 - responders are built once per connection and command, parse their arguments through
   the command's schema, and answer without a Deferred when the responder returns a
   plain value;
@@ -24,6 +24,7 @@ and commands with positional arguments (``callRemote`` hands those to Twisted's 
 
 from __future__ import annotations
 
+import sys
 from types import MethodType
 from typing import Any, Callable
 
@@ -175,6 +176,13 @@ class LeanAMP(amp.AMP):
     _partial_key: bytes | None = None
     _arrived_while_parsing: list[bytes] | None = None
     _responders: dict[bytes, Callable[[amp.AmpBox], Any]] | None = None
+    #: The largest box (keys and values with their 2-byte lengths) and the most keys; checked
+    #: before a string is buffered (see boxTooLarge). Unbounded by default, as in Twisted.
+    max_box_bytes: int = sys.maxsize
+    max_box_keys: int = sys.maxsize
+    _box_size = 0
+    _box_keys = 0
+    _refused = False
 
     # --- receiving boxes ---------------------------------------------------------------------
 
@@ -196,11 +204,15 @@ class LeanAMP(amp.AMP):
             self._parsing = False
 
     def _parse(self, data: bytes) -> None:
+        if self._refused:
+            return
         if self._unparsed:
             data = self._unparsed + data
         end = len(data)
         at = 0
         box, key = self._partial_box, self._partial_key
+        size, keys = self._box_size, self._box_keys
+        limit, key_limit = self.max_box_bytes, self.max_box_keys
         receiver = self.boxReceiver
         try:
             while end - at >= 2:
@@ -209,18 +221,29 @@ class LeanAMP(amp.AMP):
                     if length == 0:  # end of a box
                         at += 2
                         complete, box = box, None
+                        size = keys = 0
                         receiver.ampBoxReceived(complete if complete is not None else _Box())
+                        # The bounds may change with a box (an Authenticate, a Register).
+                        limit, key_limit = self.max_box_bytes, self.max_box_keys
                         continue
                     if length > amp.MAX_KEY_LENGTH:
                         at, box = end, None
                         self.lengthLimitExceeded(length)
                         return
+                    if keys >= key_limit:
+                        at, box, size, keys = end, None, 0, 0
+                        return self._refuse_box(f"a box of more than {key_limit} keys")
+                if size + 2 + length > limit:
+                    at, box, size, keys = end, None, 0, 0
+                    return self._refuse_box(f"a box of more than {limit} bytes")
                 start = at + 2
                 if end - start < length:
                     break
                 at = start + length
+                size += 2 + length
                 if key is None:
                     key = data[start:at]
+                    keys += 1
                     if box is None:
                         box = _Box()
                 else:
@@ -231,6 +254,16 @@ class LeanAMP(amp.AMP):
             # length prefix and string (< 64 KiB), and the box and key it belongs to.
             self._unparsed = data[at:]
             self._partial_box, self._partial_key = box, key
+            self._box_size, self._box_keys = size, keys
+
+    def _refuse_box(self, what: str) -> None:
+        self._refused = True  # the rest of the stream is not read
+        self.boxTooLarge(what)
+
+    def boxTooLarge(self, what: str) -> None:  # noqa: N802 - AMP's style
+        """A box grew past ``max_box_bytes`` or ``max_box_keys``: drop the connection."""
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     # --- answering commands --------------------------------------------------------------------
 

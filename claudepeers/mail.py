@@ -31,7 +31,8 @@ class Mail:
     def __init__(self, broker: "Broker") -> None:
         self._broker = broker
 
-    def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None) -> Deferred:
+    def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None,
+             verified: bool = True) -> Deferred:
         """Commit a message and report what happened: fires with a dict for the Send answer.
 
         With ``client_key`` a repeat of the same send (after a lost connection) is answered
@@ -39,7 +40,7 @@ class Mail:
         inlineCallbacks: this runs for every message.)
         """
         try:
-            new, recipient = self._checked(sender, target, body, client_key)
+            new, recipient = self._checked(sender, target, body, client_key, verified)
         except Exception:
             return fail()
         answered: Deferred = Deferred()
@@ -53,7 +54,7 @@ class Mail:
         return answered
 
     def _checked(
-        self, sender: PeerActor | None, target: str, body: str, client_key: str | None,
+        self, sender: PeerActor | None, target: str, body: str, client_key: str | None, verified: bool = True,
     ) -> tuple[NewMessage, PeerActor]:
         """Check a send against the rules and limits; the message to store and its recipient."""
         if client_key is not None and not (0 < len(client_key) <= 64 and client_key.isprintable()):
@@ -67,7 +68,7 @@ class Mail:
             raise LimitExceeded(
                 f"message is {size} bytes; the limit is {limit} (max_body_bytes, CLAUDE_PEERS_MAX_BODY_BYTES)"
             )
-        recipient = self._broker.resolve(target)
+        recipient = self._broker.resolve(target, caller=sender)
         if sender is not None and recipient is sender:
             raise InvalidArgument("you cannot send a message to yourself")
         if recipient.unread >= self._broker.limits.max_unread:
@@ -93,7 +94,7 @@ class Mail:
             new = NewMessage(CLI_ID, "cli", "", "", "cli", False, recipient.id, body, now)
         else:
             record = sender.record
-            new = NewMessage(record.id, record.name, record.summary, record.cwd, record.client_type, True,
+            new = NewMessage(record.id, record.name, record.summary, record.cwd, record.client_type, verified,
                              recipient.id, body, now)
         return new, recipient
 

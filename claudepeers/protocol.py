@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import socket
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
@@ -19,10 +18,13 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from . import __version__, platforms, wire
+from . import __version__, wire
 from .broker import Broker, Claim, Credentials, check_delivery
+from .admission import WARN_EVERY_SECONDS, Admission
+from .credentials import peer_credentials
 from .lean_amp import LeanAMP
 from .peers import WOKE, PeerActor
+from .ratelimit import WarningThrottle
 from .storage.store import StoreError
 
 #: Error descriptions are cut to this many bytes (AMP's limit per value is 65,535).
@@ -32,24 +34,11 @@ MAX_ERROR_DESCRIPTION = 2000
 OPEN_COMMANDS = {b"Authenticate", b"Hello", b"Ping"}
 
 
-def peer_credentials(transport: Any) -> Credentials:
-    """The kernel's view of the other end: (pid, uid) on UNIX sockets, nothing on TCP."""
-    try:
-        handle = transport.getHandle()
-    except AttributeError:
-        return Credentials("tcp")
-    if getattr(handle, "family", None) != socket.AF_UNIX:
-        return Credentials("tcp")
-    try:
-        pid, uid = platforms.peer_credentials(handle)
-    except OSError:
-        # The kernel would not say who it is: no uid, so the connection is refused.
-        return Credentials("unix")
-    return Credentials("unix", pid=pid, uid=uid)
+class BrokerProtocol(Admission, LeanAMP):
+    """One client connection: a bridge, a hook, a watcher or the CLI.
 
-
-class BrokerProtocol(LeanAMP):
-    """One client connection: a bridge, a hook, a watcher or the CLI."""
+    What it may cost before it is bound (token, or a first real command): admission.py.
+    """
 
     log = Logger()
 
@@ -72,6 +61,7 @@ class BrokerProtocol(LeanAMP):
         self.authenticated = False
         self.refusal: str | None = None
         self.closed = False
+        self.bound = False
         self._guarded: dict[bytes, Any] = {}
 
     # --- connection ----------------------------------------------------------------------
@@ -79,13 +69,14 @@ class BrokerProtocol(LeanAMP):
     def connectionMade(self) -> None:
         """Read the kernel's credentials; refuse other users; TCP must authenticate."""
         super().connectionMade()
-        factory = getattr(self, "factory", None)
-        if factory is not None:
-            factory.connections.add(self)
+        self.callLater = self.broker.clock.callLater  # Admission's deadline, on the broker's clock
+        self._admit(self.broker.limits)
         self.creds = self._credentials(self.transport)
         if self.creds.transport == "unix":
             self.authenticated = True
-            if self.creds.uid != self._uid:
+            if self.creds.uid == self._uid:
+                self._trust_boxes()  # the kernel vouches for the user: the protocol's own bounds
+            else:
                 self.refusal = (
                     f"uid {self.creds.uid} may not use this broker (it serves uid {self._uid} only)"
                 )
@@ -123,9 +114,7 @@ class BrokerProtocol(LeanAMP):
         """Tell the broker the bridge is gone; stop any event stream."""
         self.closed = True
         super().connectionLost(reason)
-        factory = getattr(self, "factory", None)
-        if factory is not None:
-            factory.connections.discard(self)
+        self._leave()
         self.broker.events.unwatch(self)
         if self.actor is not None and self.bridge:
             self.broker.disconnected(self.actor, self)
@@ -155,6 +144,8 @@ class BrokerProtocol(LeanAMP):
             refusal = self._gate(name)
             if refusal is not None:
                 return fail(refusal)
+            if not self.bound and name not in OPEN_COMMANDS:
+                self._bind()
             try:
                 answer = responder(box)
             except (KeyError, ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError) as exc:
@@ -223,6 +214,7 @@ class BrokerProtocol(LeanAMP):
             self.log.warn("TCP client presented a wrong token")
             raise wire.PermissionDenied("wrong token (see the token file next to the broker's socket)")
         self.authenticated = True
+        self._bind()
         return {}
 
     @wire.Hello.responder
@@ -246,18 +238,21 @@ class BrokerProtocol(LeanAMP):
             actor, resumed = result
             self.actor = actor
             self.bridge = claim.delivery != "none"
+            secret = self.broker.tcp_secrets.secret(actor.id) if self.creds.transport == "tcp" else None
             return {"peer_id": actor.id, "name": actor.name, "resumed": resumed,
-                    "peer": actor.record.to_wire(actor.unread)}
+                    "peer": actor.record.to_wire(actor.unread), "secret": secret}
 
         return maybeDeferred(self.broker.register, self, self.creds, claim).addCallback(bound)
 
     @wire.Attach.responder
-    def attach(self, agent_pid: int, agent_start: float, thread_id: str | None = None) -> dict:
+    def attach(self, agent_pid: int, agent_start: float, thread_id: str | None = None,
+               secret: str | None = None) -> dict:
         """Bind to an existing peer of the caller's agent session, without taking pushes (hooks)."""
         self.broker.verify_session(self.creds, agent_pid, agent_start)
         actor = self.broker.session(agent_pid, agent_start, thread_id)
         if actor is None:
             raise wire.UnknownPeer(f"no peer is registered for agent pid {agent_pid}")
+        self.broker.tcp_secrets.check(self.creds, actor, secret)
         self.actor = actor
         self.bridge = False
         return {"peer_id": actor.id, "name": actor.name, "online": actor.connection is not None}
@@ -295,8 +290,9 @@ class BrokerProtocol(LeanAMP):
 
     @wire.Send.responder
     def send(self, to: str, body: str, client_key: str | None = None) -> Deferred:
-        """Send as this connection's peer (or as the unverified CLI when unbound)."""
-        return self.broker.send(self.actor, to, body, client_key)
+        """Send as this connection's peer (or as the unverified CLI when unbound); over TCP
+        the message is marked unverified (the kernel cannot vouch for the sender)."""
+        return self.broker.send(self.actor, to, body, client_key, verified=self.creds.transport == "unix")
 
     @wire.FetchUnread.responder
     def fetch_unread(self, limit: int | None = None) -> Deferred:
@@ -356,7 +352,10 @@ class BrokerProtocol(LeanAMP):
 
     @wire.StopBroker.responder
     def stop_broker(self) -> dict:
-        """Answer, then stop the broker cleanly."""
+        """Answer, then stop the broker cleanly (only from the socket: a TCP client, which the
+        kernel does not vouch for, may not stop every peer's broker)."""
+        if self.creds.transport != "unix":
+            raise wire.PermissionDenied("stopping the broker needs the UNIX socket")
         self.broker.request_stop()
         return {"pid": os.getpid()}
 
@@ -369,6 +368,10 @@ class BrokerFactory(Factory):
         self.token = token
         self.credentials = credentials
         self.connections: set[BrokerProtocol] = set()
+        #: Connections not yet authenticated (TCP) or registered (UNIX), oldest first: at
+        #: most max_unbound.
+        self.unbound: dict[BrokerProtocol, None] = {}
+        self.throttle = WarningThrottle(BrokerProtocol.log, broker.clock, WARN_EVERY_SECONDS)
 
     def buildProtocol(self, addr: Any) -> BrokerProtocol:
         """A protocol for one connection."""

@@ -122,6 +122,10 @@ class Credentials:
     transport: str  # "unix" or "tcp"
     pid: int | None = None
     uid: int | None = None
+    #: The connecting process's start time, read at accept (None: not known, as in tests).
+    start: float | None = None
+    #: True when the connecting process had already ended at accept (its pid may be reused).
+    ended: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,3 +143,5 @@ class Claim:
     name: str | None = None
     delivery: str = "push"
     thread_id: str | None = None
+    #: Over TCP: the secret the peer's first registration received (to resume it).
+    secret: str | None = None

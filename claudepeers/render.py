@@ -57,7 +57,7 @@ _HEADER_UNSAFE = str.maketrans({"[": "(", "]": ")", '"': "'"})
 
 def _sender(message: Mapping[str, Any]) -> str:
     """Who sent it, as verified by the broker."""
-    if not message.get("verified") or message.get("from_id") == "cli":
+    if message.get("from_id") in (None, "", "cli"):
         return "the operator's terminal (claude-peers CLI; UNVERIFIED sender, not a peer)"
     name = _field(message.get("from_name")) or "?"
     parts = [f"id {_field(message.get('from_id'))}"]
@@ -67,6 +67,9 @@ def _sender(message: Mapping[str, Any]) -> str:
     cwd = _field(message.get("from_cwd"))
     if cwd:
         parts.append(f"cwd {cwd}")
+    if not message.get("verified"):
+        # A TCP connection: the broker knows the peer, but the kernel did not vouch for it.
+        return f'peer "{name}" ({", ".join(parts)}), sent over TCP: UNVERIFIED sender'
     return f'peer "{name}" ({", ".join(parts)}), verified'
 
 
@@ -85,7 +88,7 @@ def render_message(message: Mapping[str, Any]) -> str:
     body = clean_text(str(message.get("body", "")))
     for line in body.split("\n"):
         lines.append(BODY_BAR + line)
-    if message.get("verified") and message.get("from_id") not in (None, "", "cli"):
+    if message.get("from_id") not in (None, "", "cli"):
         reply = f'reply with send_message(to_id="{_field(message.get("from_id"))}", message=...)'
     else:
         reply = "the sender is not a peer and cannot receive a reply"

@@ -42,6 +42,13 @@ class Limits:
     db_check_seconds: float = 1.0
     #: How long a bridge tool call waits for the broker's answer before it says so.
     call_timeout_seconds: float = 5.0
+    #: Before a connection authenticates (TCP) or binds (UNIX): its largest box, how long
+    #: it may stay so, and how many such connections one listener holds (DESIGN 4, Security).
+    unbound_box_bytes: int = 8192
+    unbound_seconds: float = 10.0
+    max_unbound: int = 256
+    #: How often the broker checks that its socket is still the file at its path.
+    socket_check_seconds: float = 5.0
 
     #: environment name -> (field, type)
     ENV = {
@@ -61,6 +68,10 @@ class Limits:
         "CLAUDE_PEERS_MAX_SENDER_UNREAD_BYTES": ("max_sender_unread_bytes", int),
         "CLAUDE_PEERS_DB_CHECK_SECONDS": ("db_check_seconds", float),
         "CLAUDE_PEERS_CALL_TIMEOUT_SECONDS": ("call_timeout_seconds", float),
+        "CLAUDE_PEERS_UNBOUND_BOX_BYTES": ("unbound_box_bytes", int),
+        "CLAUDE_PEERS_UNBOUND_SECONDS": ("unbound_seconds", float),
+        "CLAUDE_PEERS_MAX_UNBOUND": ("max_unbound", int),
+        "CLAUDE_PEERS_SOCKET_CHECK_SECONDS": ("socket_check_seconds", float),
     }
 
     @classmethod

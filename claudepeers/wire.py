@@ -211,6 +211,8 @@ class Register(amp.Command):
     :class:`SetDelivery`). The older words ``push`` and ``inline`` are descriptions too.
     ``thread_id`` names one thread of an agent process that runs several (interactive
     Codex's shared app-server): the peer is then that thread, not the process.
+    Over TCP the answer carries a ``secret``; resuming that peer over TCP later needs it
+    (a TCP client never binds to a peer registered over the UNIX socket).
     """
 
     arguments = [
@@ -225,12 +227,14 @@ class Register(amp.Command):
         (b"name", amp.Unicode(optional=True)),
         (b"delivery", amp.Unicode()),
         (b"thread_id", amp.Unicode(optional=True)),
+        (b"secret", amp.Unicode(optional=True)),
     ]
     response = [
         (b"peer_id", amp.Unicode()),
         (b"name", amp.Unicode()),
         (b"resumed", amp.Boolean()),
         (b"peer", JSONValue()),
+        (b"secret", amp.Unicode(optional=True)),
     ]
     errors = _errors(
         {
@@ -251,7 +255,7 @@ class Attach(amp.Command):
     """
 
     arguments = [(b"agent_pid", amp.Integer()), (b"agent_start", amp.Float()),
-                 (b"thread_id", amp.Unicode(optional=True))]
+                 (b"thread_id", amp.Unicode(optional=True)), (b"secret", amp.Unicode(optional=True))]
     response = [(b"peer_id", amp.Unicode()), (b"name", amp.Unicode()), (b"online", amp.Boolean())]
     errors = _errors({IdentityRejected: b"IDENTITY_REJECTED"}, PEER_ERRORS)
 

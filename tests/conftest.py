@@ -93,6 +93,8 @@ class BrokerProcess:
     env: dict[str, str]
     args: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
+    #: A command the broker runs under (e.g. ``prlimit --nofile=64:128``).
+    wrapper: list[str] = field(default_factory=list)
 
     @property
     def settings(self) -> Settings:
@@ -113,7 +115,7 @@ class BrokerProcess:
         """Start the broker and wait until it listens."""
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "claudepeers.broker_main", *self.args],
+            [*self.wrapper, sys.executable, "-m", "claudepeers.broker_main", *self.args],
             env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
         log.close()

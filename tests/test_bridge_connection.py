@@ -50,7 +50,7 @@ class FakeBroker(amp.AMP):
 
     @wire.Register.responder
     def register(self, **arguments: Any) -> dict:
-        self.record.registrations.append(arguments)
+        self.record.registrations.append({k: v for k, v in arguments.items() if k != "secret" or v is not None})
         return {"peer_id": "ab12cd34", "name": arguments["name"], "resumed": len(self.record.registrations) > 1,
                 "peer": {"id": "ab12cd34"}}
 

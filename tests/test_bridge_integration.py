@@ -337,7 +337,8 @@ async def test_delivery_can_be_forced_and_follows_the_server_name(make_agent: Ca
 
 @asyncio_test
 async def test_a_bridge_over_tcp_with_the_token(short_dir: Path) -> None:
-    """With CLAUDE_PEERS_URL the bridge uses TCP and presents the token; peers mix freely."""
+    """With CLAUDE_PEERS_URL the bridge uses TCP and presents the token; peers mix freely, a TCP
+    sender is framed unverified, and a restarted TCP bridge resumes its peer with the saved secret."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -353,6 +354,12 @@ async def test_a_bridge_over_tcp_with_the_token(short_dir: Path) -> None:
             await cb.text("send_message", {"to_id": "alpha", "message": "over tcp"})
             [note] = await ca.channel.wait_for(1)
             assert note.meta["from_name"] == "beta" and body_of(note.content) == "over tcp"
+            assert note.meta["verified"] == "false" and "sent over TCP: UNVERIFIED" in note.content
+            first = await cb.text("whoami")
+        async with open_bridge(b, "codex-mcp-client", registered=False) as again:
+            await ready(again)
+            assert [line for line in (await again.text("whoami")).splitlines() if "ID" in line] == \
+                   [line for line in first.splitlines() if "ID" in line]
     finally:
         for agent in agents:
             agent.cleanup()

@@ -177,6 +177,18 @@ def test_unknown_target_lists_candidates(world: World) -> None:
 
 
 @pytest_twisted.inlineCallbacks
+def test_unknown_target_does_not_list_the_caller(world: World) -> None:
+    """The candidates of an unknown target a peer sent to are the other live peers."""
+    agent, bridge = world.agent()
+    caller, _ = yield world.register(agent, bridge, FakeBridge(), name="caller")
+    other_agent, other_bridge = world.agent()
+    yield world.register(other_agent, other_bridge, FakeBridge(), name="other")
+    with pytest.raises(wire.UnknownPeer) as caught:
+        yield world.broker.send(caller, "nobody", "hi")
+    assert "other" in str(caught.value) and "caller" not in str(caught.value)
+
+
+@pytest_twisted.inlineCallbacks
 def test_ambiguous_prefix_lists_the_matches(world: World) -> None:
     """A target matching several peers by prefix is ambiguous, with the candidates named."""
     for name in ("api-one", "api-two"):

@@ -84,10 +84,17 @@ def stand_ins() -> Iterator[StandIns]:
         agents.end_all()
 
 
+#: The secret each stand-in's first TCP registration received: resuming its peer needs it.
+SECRETS: dict[tuple[int, float], str] = {}
+
+
 def register(client: RawAMP, agent: tuple[int, float], cwd: str, delivery: str = "none") -> dict[str, Any]:
-    """Register ``client`` as the peer of the stand-in ``agent``."""
-    return client.call(wire.Register, agent_pid=agent[0], agent_start=agent[1], client_type="codex",
-                       cwd=cwd, delivery=delivery)
+    """Register ``client`` as the peer of the stand-in ``agent`` (with its secret, once it has one)."""
+    extra = {"secret": SECRETS[agent]} if agent in SECRETS else {}
+    answer = client.call(wire.Register, agent_pid=agent[0], agent_start=agent[1], client_type="codex",
+                         cwd=cwd, delivery=delivery, **extra)
+    SECRETS[agent] = answer.get("secret") or SECRETS.get(agent, "")
+    return answer
 
 
 # --- kill -9 of the broker during traffic ------------------------------------------------------

@@ -197,8 +197,10 @@ async def test_stop_guard_blocks_at_most_three_times_a_turn(make_agent: Callable
 
 
 @asyncio_test
-async def test_the_hook_speaks_tcp_with_the_token_when_told_to(short_dir: Path) -> None:
-    """With CLAUDE_PEERS_URL the hook presents the token over TCP, then shows and acknowledges as on the socket."""
+async def test_a_hook_over_tcp_cannot_attach_to_a_peer_registered_on_the_socket(short_dir: Path) -> None:
+    """With CLAUDE_PEERS_URL the hook presents the token over TCP, but the broker does not let a
+    TCP client attach to a kernel-verified peer (issue 11): it shows nothing, and the mail waits
+    for the hook on the socket, which shows and acknowledges it."""
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
@@ -211,9 +213,10 @@ async def test_the_hook_speaks_tcp_with_the_token_when_told_to(short_dir: Path) 
             await ready(ca, cb)
             await cb.text("send_message", {"to_id": "alpha", "message": "over tcp"})
             tcp = {"CLAUDE_PEERS_URL": f"tcp://127.0.0.1:{port}"}
-            run = await run_hook(agents[0], "UserPromptSubmit", env=tcp)
-            assert "\u2502 over tcp" in context_of(run, "UserPromptSubmit")
             assert (await run_hook(agents[0], "UserPromptSubmit", env=tcp)).stdout == ""
+            run = await run_hook(agents[0], "UserPromptSubmit")
+            assert "\u2502 over tcp" in context_of(run, "UserPromptSubmit")
+            assert (await run_hook(agents[0], "UserPromptSubmit")).stdout == ""
     finally:
         for agent in agents:
             agent.cleanup()

@@ -186,6 +186,25 @@ def test_a_key_longer_than_255_bytes_drops_the_connection_with_too_long() -> Non
     assert recorder._keyLengthLimitExceeded
 
 
+def test_a_box_over_its_bounds_is_dropped_before_it_is_buffered() -> None:
+    """With max_box_bytes / max_box_keys set, a box that grows past them closes the
+    connection at the string that would cross the bound; boxes within them arrive."""
+    for limits, stream in (
+        ((100, 50), b"\x00\x01k\x00\xc8" + b"v" * 200),  # one value too long for the byte bound
+        ((10_000, 3), b"".join(b"\x00\x01" + bytes([65 + i]) + b"\x00\x01v" for i in range(4))),  # a 4th key
+    ):
+        recorder = Recorder()
+        recorder.max_box_bytes, recorder.max_box_keys = limits
+        transport = StringTransport()
+        recorder.makeConnection(transport)
+        recorder.dataReceived(serialize({b"a": b"1"}))
+        recorder.dataReceived(stream[:7])  # the refusal comes with the length, not the whole value
+        recorder.dataReceived(stream[7:])
+        assert recorder.boxes == [{b"a": b"1"}] and transport.disconnecting
+        recorder.dataReceived(serialize({b"b": b"2"}))  # nothing more is read
+        assert recorder.boxes == [{b"a": b"1"}]
+
+
 def test_serialize_refuses_what_twisted_refuses() -> None:
     """Text keys or values and values over 65,535 bytes are refused before anything is sent."""
     with pytest.raises(TypeError):

@@ -106,6 +106,8 @@ def test_the_broker_reads_credentials_through_the_platform(monkeypatch: pytest.M
     handle = RecordedSocket({(0, 1): XUCRED_501, (0, 2): PID_4242})
     handle.family = socket.AF_UNIX  # type: ignore[attr-defined]
     monkeypatch.setattr(platforms, "peer_credentials", credentials.darwin_peer)
+    # The start time read at accept (issue 11) is not this test's business: pid 4242 is made up.
+    monkeypatch.setattr("claudepeers.credentials.connecting_process_start", lambda handle, pid: (None, False))
     assert peer_credentials(Transport()) == Credentials("unix", pid=4242, uid=501)
     monkeypatch.setattr(platforms, "peer_credentials", credentials.unsupported_peer)
     assert peer_credentials(Transport()) == Credentials("unix")

@@ -225,6 +225,7 @@ class BrokerLink:
         self._call_wait = call_wait
         self._call_timeout = settings.limits.call_timeout_seconds
         self.identity: dict[str, Any] | None = None
+        self._tcp_secret: str | None = None
         self.last_error = "still connecting"
         self.current: BridgeAMP | None = None
         factory = Factory.forProtocol(lambda: BridgeAMP(self))  # type: ignore[arg-type]
@@ -267,6 +268,13 @@ class BrokerLink:
                     "broker with `claude-peers kill-broker` (the next tool call starts a new one)"
                 )
             arguments = yield self._registration()
+            if self._settings.url:
+                # Over TCP, resuming our peer needs the secret its first registration got
+                # (kept by us, or saved by an earlier bridge of the same agent session).
+                session = (self._settings, arguments["agent_pid"], arguments["agent_start"])
+                secret = self._tcp_secret or client.load_tcp_secret(*session)
+                if secret is not None:
+                    arguments = {**arguments, "secret": secret}
             answer = yield protocol.callRemote(wire.Register, **arguments)
         except Exception as error:
             self._note(f"registration failed: {error}")
@@ -275,6 +283,12 @@ class BrokerLink:
                 protocol.transport.loseConnection()  # ClientService forgets it: close it here
             raise
         self.identity = answer
+        if answer.get("secret") and answer["secret"] != self._tcp_secret:
+            self._tcp_secret = answer["secret"]
+            if not client.save_tcp_secret(self._settings, arguments["agent_pid"], arguments["agent_start"],
+                                          answer["secret"]):
+                self.log.warn("could not save the TCP peer's secret beside the token; a restarted bridge "
+                              "of this session will not resume its peer")
         protocol.become_current()
         self.last_error = ""
         self.log.info(
