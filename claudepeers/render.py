@@ -141,6 +141,9 @@ def _channel_meta(message: Mapping[str, Any]) -> dict[str, str]:
         "sent_at": clean_line(message.get("sent_at"), 64),
         "message_id": str(int(message.get("id", 0))),
         "verified": "true" if verified else "false",
+        # The frame's words in one attribute (the content is the body alone): a TCP sender
+        # reads "sent over TCP: UNVERIFIED sender", the CLI "the operator's terminal ...".
+        "sender": clean_line(_sender(message), 1024),
     }
 
 

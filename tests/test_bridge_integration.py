@@ -354,7 +354,7 @@ async def test_a_bridge_over_tcp_with_the_token(short_dir: Path) -> None:
             await cb.text("send_message", {"to_id": "alpha", "message": "over tcp"})
             [note] = await ca.channel.wait_for(1)
             assert note.meta["from_name"] == "beta" and body_of(note.content) == "over tcp"
-            assert note.meta["verified"] == "false" and "sent over TCP: UNVERIFIED" in note.content
+            assert note.meta["verified"] == "false" and "sent over TCP: UNVERIFIED" in note.meta["sender"]
             first = await cb.text("whoami")
         async with open_bridge(b, "codex-mcp-client", registered=False) as again:
             await ready(again)

@@ -77,7 +77,8 @@ def test_sender_fields_cannot_close_the_header() -> None:
 
 
 def test_channel_meta_is_a_flat_map_of_strings() -> None:
-    """meta carries sender id, name, summary, cwd, client, time, message id and verified."""
+    """meta carries sender id, name, summary, cwd, client, time, message id, verified, and the
+    frame's description of the sender (the content is the body alone)."""
     meta = channel_meta(message())
     assert meta == {
         "from_id": "ab12cd34",
@@ -88,6 +89,7 @@ def test_channel_meta_is_a_flat_map_of_strings() -> None:
         "sent_at": "2026-11-24T21:00:00.000Z",
         "message_id": "42",
         "verified": "true",
+        "sender": 'peer "api" (id ab12cd34, claude-code, cwd /home/u/api), verified',
     }
     assert all(key.isidentifier() for key in meta)
 
