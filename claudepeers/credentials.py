@@ -1,7 +1,7 @@
 """Who is on the other end of a connection: the kernel's word on UNIX, a secret on TCP.
 
-Small functions on purpose: the platform-specific parts (SO_PEERCRED, SO_PEERPIDFD,
-/proc) are read here and nowhere else in the broker.
+Small functions on purpose; the platform-specific reads (SO_PEERCRED, SO_PEERPIDFD, /proc)
+are claudepeers.platforms' and are asked for here, nowhere else in the broker.
 """
 
 from __future__ import annotations
@@ -18,10 +18,6 @@ from . import agents, platforms
 from .naming import ID_ALPHABET
 from .records import Credentials
 from .wire import IdentityRejected
-
-
-#: SO_PEERPIDFD (Linux 6.5+; Python 3.11 does not name it): a pidfd of the connecting process.
-SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
 
 
 def peer_credentials(transport: Any) -> Credentials:
@@ -50,7 +46,7 @@ def connecting_process_start(handle: socket.socket, pid: int) -> tuple[float | N
     time read while the pidfd shows it alive is its own, even if it exits a moment later.
     Without it, the start time is read at once (the window is the accept latency).
     """
-    pidfd = _peer_pidfd(handle)
+    pidfd = platforms.peer_pidfd(handle)
     try:
         start = agents.process_start(pid)
         if pidfd is not None and _pidfd_ended(pidfd):
@@ -61,15 +57,6 @@ def connecting_process_start(handle: socket.socket, pid: int) -> tuple[float | N
         if pidfd is not None:
             os.close(pidfd)
     return start, start is None
-
-
-def _peer_pidfd(handle: socket.socket) -> int | None:
-    if platforms.SYSTEM != "linux":
-        return None  # the option number means something else elsewhere
-    try:
-        return handle.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
-    except OSError:  # not Linux 6.5+ (ENOPROTOOPT), or no descriptor left (EMFILE)
-        return None
 
 
 def _pidfd_ended(pidfd: int) -> bool:

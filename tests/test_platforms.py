@@ -307,3 +307,20 @@ def test_a_real_kqueue_reports_the_agents_end(child: subprocess.Popen) -> None:
     assert select.select([fd], [], [], 5.0)[0] == [fd]
     watcher.doRead()
     assert ended == [1] and watcher not in reactor.getReaders()
+
+
+def test_the_peer_pidfd_is_asked_for_only_on_linux() -> None:
+    """SO_PEERPIDFD's number means something else elsewhere: only Linux's reader asks the kernel."""
+    from claudepeers.platforms import credentials as platform_credentials
+
+    class Socket:
+        asked: list[tuple[int, int]] = []
+
+        def getsockopt(self, level: int, option: int) -> int:
+            self.asked.append((level, option))
+            raise OSError(92, "Protocol not available")  # a kernel before 6.5
+
+    sock = Socket()
+    assert platform_credentials.pidfd_reader_for("darwin")(sock) is None and sock.asked == []
+    assert platform_credentials.pidfd_reader_for("linux")(sock) is None
+    assert sock.asked == [(socket.SOL_SOCKET, platform_credentials.SO_PEERPIDFD)]

@@ -33,6 +33,8 @@ PORTABLE = (os.environ.get("CLAUDE_PEERS_PORTABLE") or "").strip().lower() in {"
 
 #: (pid, uid) of the peer of a connected UNIX socket (``OSError`` when the kernel will not say).
 peer_credentials = credentials.reader_for(SYSTEM)
+#: A pidfd naming the process that connected a UNIX socket (Linux 6.5+), else None.
+peer_pidfd = credentials.pidfd_reader_for(SYSTEM)
 #: True when a pid runs and started at the given time (zombies and reused pids are dead).
 is_alive = processes.chosen(PORTABLE)
 #: The longest UNIX socket path this platform can bind or connect to, in bytes.

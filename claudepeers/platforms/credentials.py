@@ -92,3 +92,26 @@ def reader_for(system: str) -> Callable[[Any], tuple[int, int]]:
     if system == "darwin":
         return darwin_peer
     return unsupported_peer
+
+
+#: SO_PEERPIDFD (Linux 6.5+; Python 3.11 does not name it): a pidfd of the connecting process.
+SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
+
+
+def linux_peer_pidfd(sock: Any) -> int | None:
+    """A pidfd of the process that connected ``sock``, or None where the kernel has none
+    (before Linux 6.5: ENOPROTOOPT) or no descriptor is left (EMFILE)."""
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+    except OSError:
+        return None
+
+
+def no_peer_pidfd(sock: Any) -> int | None:
+    """Elsewhere the option number means something else: never ask."""
+    return None
+
+
+def pidfd_reader_for(system: str) -> Callable[[Any], int | None]:
+    """The peer-pidfd reader of ``system``."""
+    return linux_peer_pidfd if system == "linux" else no_peer_pidfd
