@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -48,6 +48,19 @@ def short_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def world(short_dir: Path) -> Iterator[Any]:
+    """A started in-process broker world (``broker_fakes.World``), closed after the test."""
+    import pytest_twisted
+
+    from broker_fakes import World
+
+    w = World(short_dir)
+    pytest_twisted.blockon(w.broker.start())
+    yield w
+    pytest_twisted.blockon(w.close())
 
 
 def broker_env(base: Path, **extra: str) -> dict[str, str]:

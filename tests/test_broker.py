@@ -17,15 +17,6 @@ from claudepeers.settings import Limits
 from broker_fakes import FakeBridge, World
 
 
-@pytest.fixture
-def world(short_dir: Path):
-    """A started broker world, closed after the test."""
-    w = World(short_dir)
-    pytest_twisted.blockon(w.broker.start())
-    yield w
-    pytest_twisted.blockon(w.close())
-
-
 @inlineCallbacks
 def failure_of(d: Deferred):
     """The exception a Deferred fails with (the test fails if it succeeds)."""

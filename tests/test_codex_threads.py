@@ -5,7 +5,6 @@ Broker logic with a real store, a Clock and a fake process table (as test_broker
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,15 +22,6 @@ from broker_fakes import FakeBridge, World
 
 THREAD_A = "01a23386-f16d-7791-a4fa-be56ab23ec4b"
 THREAD_B = "01a23388-1881-7d13-9d08-182c9b1d0a72"
-
-
-@pytest.fixture
-def world(short_dir: Path):
-    """A started broker world, closed after the test."""
-    w = World(short_dir)
-    pytest_twisted.blockon(w.broker.start())
-    yield w
-    pytest_twisted.blockon(w.close())
 
 
 def bridge_under(world: World, app_server: int) -> int:

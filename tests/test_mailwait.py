@@ -5,7 +5,6 @@ Broker logic over a real store with a Clock and stand-in connections (no sockets
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,15 +16,6 @@ from broker_fakes import FakeBridge, World
 
 class HookConnection:
     """A hook's connection (after Attach): it only needs an identity."""
-
-
-@pytest.fixture
-def world(short_dir: Path):
-    """A started broker world, closed after the test."""
-    w = World(short_dir)
-    pytest_twisted.blockon(w.broker.start())
-    yield w
-    pytest_twisted.blockon(w.close())
 
 
 @inlineCallbacks
