@@ -1,10 +1,10 @@
 """The benchmarks' load generators' event loop: AMP connections on non-blocking sockets, one epoll.
 
-The broker benchmark needs clients that speak the real wire (``claudepeers/wire.py``) while
+The broker benchmark needs clients that speak the real wire (``claudepeers/wire/commands.py``) while
 spending as little CPU per message as possible, so that the load generators leave the
 machine's cores to the broker they measure: Twisted's AMP builds a ``Command`` argument
 parse, a Deferred and several dicts for every box. Boxes are framed and parsed by
-:mod:`claudepeers.ampbox`, the project's one Twisted-free codec; this module only moves
+:mod:`claudepeers.wire.box`, the project's one Twisted-free codec; this module only moves
 bytes. Nothing here imports Twisted.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import select
 import socket
 
-from claudepeers.ampbox import Box, BoxReader
+from claudepeers.wire.box import Box, BoxReader
 
 class Connection:
     """One AMP connection on a non-blocking socket: parser, output queue, ask counter."""

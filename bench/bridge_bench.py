@@ -179,7 +179,7 @@ async def run(messages: int, burst: int, startups: int) -> dict[str, Any]:
         CLAUDE_PEERS_LOG_LEVEL="warn", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
     )
     broker_log = open(base / "broker.log", "ab")
-    broker = subprocess.Popen([sys.executable, "-m", "claudepeers.broker_main"], env=env,
+    broker = subprocess.Popen([sys.executable, "-m", "claudepeers.broker.main"], env=env,
                               stdin=subprocess.DEVNULL, stdout=broker_log, stderr=broker_log)
     clients: list[RawClient] = []
     try:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/broker_bench.py [--quick] [--workers N] [--peers N] ...
 
-It starts a real broker subprocess (``python -m claudepeers.broker_main``) in a short
+It starts a real broker subprocess (``python -m claudepeers.broker.main``) in a short
 temporary directory and measures, through AMP on the broker's UNIX socket:
 
 1. durable messages per second: simulated peers in several load-generator processes send
@@ -31,7 +31,7 @@ The machine has 2 cores: the load generators compete with the broker for CPU, so
 report shows the CPU each side used during the measurement. To leave the broker as much
 of it as possible, the load generators do not use Twisted (its AMP cost them ~130 us of
 CPU per message): they speak the same boxes, argument by argument as ``wire.py`` declares
-them, through the project's Twisted-free codec (``claudepeers/ampbox.py``) on non-blocking sockets
+them, through the project's Twisted-free codec (``claudepeers/wire/box.py``) on non-blocking sockets
 and one epoll per process, at about a fifth of that cost.
 """
 
@@ -63,7 +63,7 @@ import psutil  # noqa: E402
 
 import amp_poller  # noqa: E402
 
-from claudepeers import ampbox  # noqa: E402
+from claudepeers.wire import box as ampbox  # noqa: E402
 
 BODY = "benchmark message: " + "x" * 80  # about 100 bytes, a short agent-to-agent note
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -435,7 +435,7 @@ class Bench:
         socket_path = run / "run" / "cp.sock"
         log = open(run / "broker.log", "ab")
         self.broker = subprocess.Popen(
-            [sys.executable, "-m", "claudepeers.broker_main", "--socket", str(socket_path),
+            [sys.executable, "-m", "claudepeers.broker.main", "--socket", str(socket_path),
              "--db", str(run / "peers.db")],
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(run),
         )

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from claudepeers import wire  # noqa: E402
+from claudepeers.wire import commands as wire  # noqa: E402
 from codex_tui import CodexTuis  # noqa: E402
 from conftest import BrokerProcess, broker_env  # noqa: E402
 from raw_amp import RawAMP  # noqa: E402

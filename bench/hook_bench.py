@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from claudepeers.ampbox import json_value, text
+from claudepeers.wire.box import json_value, text
 from claudepeers.hooks.amp_socket import AmpSocket  # noqa: E402
 
 #: The stand-in agent: starts a bridge, then runs each command it reads (one JSON per line).
@@ -92,7 +92,7 @@ class Bench:
                    PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.env = env
         self.socket = self.base / "run" / "cp.sock"
-        self.broker = subprocess.Popen([sys.executable, "-m", "claudepeers.broker_main"], env=env,
+        self.broker = subprocess.Popen([sys.executable, "-m", "claudepeers.broker.main"], env=env,
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=open(self.base / "broker.log", "ab"))
         wait_until(self.socket.exists, 15, "the broker's start")

@@ -26,7 +26,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from claudepeers import wire  # noqa: E402
+from claudepeers.wire import commands as wire  # noqa: E402
 from conftest import BrokerProcess, broker_env  # noqa: E402
 from raw_amp import Closed, RawAMP  # noqa: E402
 from hostile_support import (  # noqa: E402

@@ -4,7 +4,7 @@
                                    [--bridge-rate 1] [--sim-rate 200] [--window SECONDS] [--replot JSON]
 
 What runs:
-- one broker (``python -m claudepeers.broker_main``) with its UNIX socket and TCP (token);
+- one broker (``python -m claudepeers.broker.main``) with its UNIX socket and TCP (token);
 - ``--bridges`` real bridges (``python -m claudepeers.bridge.main``), each the child of its own
   stand-in ``claude`` agent started with the channels flag (tests/fake_agent.py), driven
   over their stdin/stdout by this process (tests/raw_mcp.py): they send with the
@@ -61,7 +61,7 @@ def run_sims(options: argparse.Namespace) -> int:
     from twisted.internet.task import LoopingCall
     from twisted.protocols import amp
 
-    from claudepeers import wire
+    from claudepeers.wire import commands as wire
 
     received: list[tuple[str, str, float]] = []  # (recipient, key, at)
     sent: list[tuple[str, str, float, bool]] = []  # (sender, key, at, ok)

@@ -6,7 +6,7 @@ the Application and its one root service.
 
 from twisted.application import service
 
-from claudepeers.broker_tap import Options, makeService
+from claudepeers.broker.service import Options, makeService
 
 options = Options()
 options.parseOptions([])

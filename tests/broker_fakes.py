@@ -11,10 +11,10 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from claudepeers.agents import same_start
-from claudepeers.broker import Broker, Claim, Credentials
-from claudepeers.settings import Limits
-from claudepeers.storage import Store, open_pool, prepare
+from claudepeers.common.agents import same_start
+from claudepeers.broker.core import Broker, Claim, Credentials
+from claudepeers.common.settings import Limits
+from claudepeers.broker.storage import Store, open_pool, prepare
 
 
 class FakeProcesses:

@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from claudepeers.ampbox import json_value, text
+from claudepeers.wire.box import json_value, text
 from claudepeers.hooks.amp_socket import AmpSocket
 
 API_KEY = "sk-ant-test-rewake-0123456789abcdef"

@@ -20,9 +20,9 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.protocols import amp
 
-from claudepeers import wire
-from claudepeers.client import connect
-from claudepeers.settings import Settings
+from claudepeers.wire import commands as wire
+from claudepeers.common.client import connect
+from claudepeers.common.settings import Settings
 
 
 def make_locator(shown: bool) -> amp.CommandLocator:

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from claudepeers.settings import Settings
+from claudepeers.common.settings import Settings
 
 # One Hypothesis profile for every run: the machine is shared (2 cores, often several test
 # runs at once), so generation speed and per-example time say nothing about the code. Tests
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def pytest_report_header() -> str:
     """Say which platform implementations this run uses (CLAUDE_PEERS_PORTABLE=1 forces psutil's)."""
-    from claudepeers import platforms
+    from claudepeers.common import platforms
 
     return f"claude-peers platforms: {platforms.SYSTEM}, portable={platforms.PORTABLE}, is_alive={platforms.is_alive.__name__}"
 
@@ -128,7 +128,7 @@ class BrokerProcess:
         """Start the broker and wait until it listens."""
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [*self.wrapper, sys.executable, "-m", "claudepeers.broker_main", *self.args],
+            [*self.wrapper, sys.executable, "-m", "claudepeers.broker.main", *self.args],
             env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
         log.close()

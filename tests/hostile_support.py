@@ -73,7 +73,8 @@ for line in sys.stdin:
 
 BRIDGE_OF_A = """
 import os, sys
-from claudepeers import agents, wire
+from claudepeers.common import agents
+from claudepeers.wire import commands as wire
 from raw_amp import Closed, RawAMP
 client = RawAMP.unix(os.environ["CLAUDE_PEERS_SOCKET"], timeout=30)
 parent = agents.describe(os.getppid())
@@ -92,12 +93,13 @@ except (Closed, OSError):
 #: Runs inside a fresh pid namespace, so that setting ns_last_pid races nobody.
 PID_REUSE_DRIVER = """
 import json, os, socket, subprocess, sys, time
-from claudepeers import agents, wire
+from claudepeers.common import agents
+from claudepeers.wire import commands as wire
 from raw_amp import RawAMP, RemoteError
 from conftest import wait_for_socket
 path = os.environ["CLAUDE_PEERS_SOCKET"]
 log = open(sys.argv[1], "ab")
-broker = subprocess.Popen([sys.executable, "-m", "claudepeers.broker_main"], stdout=log, stderr=log)
+broker = subprocess.Popen([sys.executable, "-m", "claudepeers.broker.main"], stdout=log, stderr=log)
 wait_for_socket(path, broker)
 a = subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[3]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                      text=True)

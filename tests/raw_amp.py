@@ -1,6 +1,6 @@
 """A blocking AMP client on a plain socket, for fault, fuzz and soak tests of a real broker.
 
-It frames boxes with :mod:`claudepeers.ampbox` (unchecked where a fuzzer asks), so it can send well-formed commands (:meth:`RawAMP.call`) and
+It frames boxes with :mod:`claudepeers.wire.box` (unchecked where a fuzzer asks), so it can send well-formed commands (:meth:`RawAMP.call`) and
 anything else (:meth:`RawAMP.send_bytes`). Pushes from the broker (``Deliver``) that
 arrive while waiting for an answer are answered ``shown`` (or held) and recorded.
 """
@@ -15,7 +15,9 @@ from typing import Any
 
 from twisted.protocols import amp
 
-from claudepeers import ampbox, wire
+from claudepeers.wire import box as ampbox
+
+from claudepeers.wire import commands as wire
 from claudepeers.hooks.amp_socket import AmpError as RemoteError  # the broker's error box, as the hook raises it
 
 

@@ -16,8 +16,10 @@ from typing import Iterator
 import psutil
 import pytest
 
-from claudepeers import agents, platforms
-from claudepeers.platforms import processes
+from claudepeers.common import agents
+
+from claudepeers.common import platforms
+from claudepeers.common.platforms import processes
 
 
 @pytest.fixture(autouse=True, params=[

@@ -1,4 +1,4 @@
-"""The one Twisted-free AMP codec (``claudepeers.ampbox``) held to Twisted's ``amp`` and the wire:
+"""The one Twisted-free AMP codec (``claudepeers.wire.box``) held to Twisted's ``amp`` and the wire:
 the same bytes, each side parses the other's boxes, long values chunk as ``wire.BigText`` does."""
 
 from __future__ import annotations
@@ -7,7 +7,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from twisted.protocols import amp
 
-from claudepeers import ampbox, wire
+from claudepeers.wire import box as ampbox
+
+# Long keys and values are built from a short random part, so that hypothesis stays fast.
+
+from claudepeers.wire import commands as wire
 
 # Long keys and values are built from a short random part, so that hypothesis stays fast.
 keys = st.binary(min_size=1, max_size=20) | st.builds(lambda b, n: (b * n)[:n], st.binary(min_size=1, max_size=4),

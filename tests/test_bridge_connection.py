@@ -14,10 +14,10 @@ from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
-from claudepeers import wire
+from claudepeers.wire import commands as wire
 from claudepeers.bridge.connection import BrokerLink
 from claudepeers.bridge.tools import BrokerTimeout, BrokerUnreachable
-from claudepeers.settings import Settings
+from claudepeers.common.settings import Settings
 
 REGISTRATION = {
     "agent_pid": 1234,

@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from claudepeers.gitinfo import RepoInfo, repo_info
+from claudepeers.common.gitinfo import RepoInfo, repo_info
 
 GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}

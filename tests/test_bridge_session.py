@@ -12,11 +12,11 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.task import deferLater
 
-from claudepeers import wire
+from claudepeers.wire import commands as wire
 from claudepeers.bridge.connection import AsyncBroker
 from claudepeers.bridge.session import Bridge
 from claudepeers.bridge.tools import BrokerUnreachable, PeerTools
-from claudepeers.settings import Settings
+from claudepeers.common.settings import Settings
 
 from bridge_support import asyncio_test
 

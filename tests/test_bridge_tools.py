@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from claudepeers import wire
+from claudepeers.wire import commands as wire
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -20,7 +20,7 @@ from bridge_support import transcript_line, transcript_path
 from claudepeers.bridge.channel import CONFIRMED, UNCONFIRMED, ChannelConfirmations, describe
 from claudepeers.bridge.delivery import Inbox, Offer
 from claudepeers.bridge.transcript import TranscriptWatch, channel_message_ids, project_folder, session_of
-from claudepeers.render import channel_content, channel_meta
+from claudepeers.common.render import channel_content, channel_meta
 
 
 def message(message_id: int, body: str = "hello") -> dict[str, Any]:

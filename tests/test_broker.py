@@ -9,10 +9,12 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 
-from claudepeers import peers, wire
-from claudepeers.broker import Claim, Credentials
-from claudepeers.records import GONE, OFFLINE, ONLINE
-from claudepeers.settings import Limits
+from claudepeers.broker import peers
+
+from claudepeers.wire import commands as wire
+from claudepeers.broker.core import Claim, Credentials
+from claudepeers.broker.records import GONE, OFFLINE, ONLINE
+from claudepeers.common.settings import Limits
 
 from broker_fakes import FakeBridge, World
 

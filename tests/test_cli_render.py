@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from claudepeers import wire
+from claudepeers.wire import commands as wire
 from claudepeers.cli import main as cli_main
 from claudepeers.cli import render
 from claudepeers.cli.follow import EventPrinter
 from claudepeers.cli.runner import describe_failure
-from claudepeers.client import BrokerNotRunning
+from claudepeers.common.client import BrokerNotRunning
 from cli_support import ROOT
 
 PEER = {

@@ -24,8 +24,8 @@ from claudepeers.bridge.connection import AutostartEndpoint
 from claudepeers.cli import agent_config
 from claudepeers.cli.doctor import check_codex_reach
 from claudepeers.cli.install import InstallOptions
-from claudepeers.platforms import sandbox
-from claudepeers.settings import Settings
+from claudepeers.common.platforms import sandbox
+from claudepeers.common.settings import Settings
 from cli_support import cli
 from conftest import broker_env
 

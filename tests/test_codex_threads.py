@@ -11,12 +11,12 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 
-from claudepeers import broker as broker_module
-from claudepeers import wire
-from claudepeers.agents import AgentProcess
-from claudepeers.broker import Credentials
-from claudepeers.protocol import _shown_flags
-from claudepeers.records import GONE, OFFLINE, ONLINE
+from claudepeers.broker import core as broker_module
+from claudepeers.wire import commands as wire
+from claudepeers.common.agents import AgentProcess
+from claudepeers.broker.core import Credentials
+from claudepeers.broker.protocol import _shown_flags
+from claudepeers.broker.records import GONE, OFFLINE, ONLINE
 
 from broker_fakes import FakeBridge, World
 

@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from claudepeers.agents import AgentProcess
+from claudepeers.common.agents import AgentProcess
 from claudepeers.bridge import codexproc
 from claudepeers.bridge.connection import _shown_answer
 from claudepeers.bridge.wake import NOTICE_CHARS, WOKE, Waker, notice

@@ -31,11 +31,11 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
-from claudepeers import wire
-from claudepeers.broker import Broker, Credentials
-from claudepeers.protocol import BrokerProtocol
-from claudepeers.settings import Limits
-from claudepeers.storage import Store, prepare
+from claudepeers.wire import commands as wire
+from claudepeers.broker.core import Broker, Credentials
+from claudepeers.broker.protocol import BrokerProtocol
+from claudepeers.common.settings import Limits
+from claudepeers.broker.storage import Store, prepare
 
 from broker_fakes import FakeProcesses
 from conftest import ROOT, BrokerProcess, broker_env
@@ -245,7 +245,7 @@ def test_twenty_five_broker_kills_during_traffic_lose_and_duplicate_nothing(shor
 
 # --- twenty clients, no broker ------------------------------------------------------------------
 
-ENSURE = "from claudepeers.client import ensure_broker; print(ensure_broker(__import__('claudepeers.settings').settings.Settings.from_env(), wait=30))"
+ENSURE = "from claudepeers.common.client import ensure_broker; print(ensure_broker(__import__('claudepeers.common.settings').common.settings.Settings.from_env(), wait=30))"
 
 
 def brokers_for(socket_path: Path) -> list[psutil.Process]:
@@ -301,7 +301,7 @@ def many_clients_start_one_broker(short_dir: Path, count: int) -> None:
 def start_broker_expecting_refusal(base: Path, db_path: Path, prefix: list[str] | None = None) -> str:
     """Run a broker on ``db_path``; it must exit 1 promptly; return what it said."""
     env = broker_env(base)
-    command = [*(prefix or []), sys.executable, "-m", "claudepeers.broker_main",
+    command = [*(prefix or []), sys.executable, "-m", "claudepeers.broker.main",
                "--socket", env["CLAUDE_PEERS_SOCKET"], "--db", str(db_path)]
     completed = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert completed.returncode == 1, (completed.returncode, completed.stderr[-500:])

@@ -32,11 +32,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.protocols import amp
 
-from claudepeers import wire
+from claudepeers.wire import commands as wire
 from claudepeers.bridge.tools import TOOLS
-from claudepeers.admission import UNBOUND_BOX_KEYS
-from claudepeers.protocol import OPEN_COMMANDS, BrokerProtocol
-from claudepeers.settings import Limits
+from claudepeers.broker.admission import UNBOUND_BOX_KEYS
+from claudepeers.broker.protocol import OPEN_COMMANDS, BrokerProtocol
+from claudepeers.common.settings import Limits
 
 from bridge_support import FakeAgent
 from conftest import BrokerProcess, broker_env

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from claudepeers.hooks import output
 from claudepeers.hooks.run import StopCounter, main
-from claudepeers.settings import Settings
+from claudepeers.common.settings import Settings
 from conftest import broker_env
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from bridge_support import asyncio_test, open_bridge, ready
 from claudepeers.cli.install import installed_command
-from claudepeers.ampbox import json_value
+from claudepeers.wire.box import json_value
 from claudepeers.hooks.amp_socket import AmpSocket
 from conftest import BrokerProcess
 from hook_support import HookAgent, HookRun, hook_log, payload, run_hook, run_hook_blocking
@@ -167,9 +167,9 @@ def test_print_mode_never_waits(short_dir: Path, monkeypatch: pytest.MonkeyPatch
     """Under ``claude -p`` (asyncRewake hooks block there) the waiter returns 0 without even connecting."""
     import io
 
-    from claudepeers.agents import AgentProcess
+    from claudepeers.common.agents import AgentProcess
     from claudepeers.hooks import wait
-    from claudepeers.settings import Settings
+    from claudepeers.common.settings import Settings
 
     printing = AgentProcess(1, 0.0, "claude-code", ("claude", "-p", "hello"))
     monkeypatch.setattr(wait.agents, "session_of", lambda pid: printing)

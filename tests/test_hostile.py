@@ -23,7 +23,7 @@ from typing import Iterator
 import psutil
 import pytest
 
-from claudepeers import wire
+from claudepeers.wire import commands as wire
 
 from conftest import ROOT, BrokerProcess, broker_env, wait_for_socket
 from hostile_support import (
@@ -155,7 +155,7 @@ def test_a_shared_socket_directory_is_refused_and_left_as_it_was(short_dir: Path
     shared.mkdir()
     os.chmod(shared, 0o1777)
     env = broker_env(short_dir, CLAUDE_PEERS_SOCKET=str(shared / "cp.sock"))
-    result = subprocess.run([sys.executable, "-m", "claudepeers.broker_main"], env=env,
+    result = subprocess.run([sys.executable, "-m", "claudepeers.broker.main"], env=env,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert f"the run directory {shared} (which holds the socket) is not private: mode 1777" in result.stderr
@@ -187,7 +187,7 @@ def test_the_token_and_tcp_are_ready_when_the_socket_answers(short_dir: Path) ->
     port = free_port()
     broker = BrokerProcess(short_dir, broker_env(short_dir), args=["--tcp", str(port)])
     log = open(broker.log_path, "ab")
-    broker.process = subprocess.Popen([sys.executable, "-m", "claudepeers.broker_main", "--tcp", str(port)],
+    broker.process = subprocess.Popen([sys.executable, "-m", "claudepeers.broker.main", "--tcp", str(port)],
                                       env=broker.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     log.close()
     try:
@@ -203,7 +203,7 @@ def test_the_token_and_tcp_are_ready_when_the_socket_answers(short_dir: Path) ->
 
 def unix_peer(broker: BrokerProcess) -> tuple[RawAMP, tuple[int, float], str]:
     """A peer registered over the UNIX socket for this test process's session (its parent)."""
-    from claudepeers import agents
+    from claudepeers.common import agents
 
     session = agents.session_of(os.getpid())
     client = RawAMP.unix(str(broker.socket_path))
@@ -276,7 +276,7 @@ def test_a_tcp_squatter_of_a_session_ends_when_its_agent_registers_on_the_socket
     """A TCP client registers first as a live agent's session; when that agent's own bridge
     registers over the socket, the squatter's peer ends and the agent gets a peer of its own,
     which the squatter cannot take back with its secret."""
-    from claudepeers import agents
+    from claudepeers.common import agents
 
     broker, port = tcp_broker
     session = agents.session_of(os.getpid())

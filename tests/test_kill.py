@@ -15,10 +15,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from claudepeers import wire
-from claudepeers.broker import Credentials
-from claudepeers.records import GONE
-from claudepeers.settings import Limits
+from claudepeers.wire import commands as wire
+from claudepeers.broker.core import Credentials
+from claudepeers.broker.records import GONE
+from claudepeers.common.settings import Limits
 
 from broker_fakes import FakeBridge, World
 

@@ -13,8 +13,8 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
-from claudepeers import wire
-from claudepeers.lean_amp import LeanAMP, serialize
+from claudepeers.wire import commands as wire
+from claudepeers.wire.fastamp import LeanAMP, serialize
 
 
 class Boom(Exception):

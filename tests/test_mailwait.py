@@ -121,7 +121,7 @@ def test_the_waiter_hears_when_its_peer_ends(world: World) -> None:
 @pytest_twisted.inlineCallbacks
 def test_a_bad_how_or_limit_is_refused_clearly(world: World) -> None:
     """Acknowledge's how is shown or woke; WaitForMail's limit is 1 to 1000."""
-    from claudepeers.wire import InvalidArgument
+    from claudepeers.wire.commands import InvalidArgument
 
     alice, _, _ = yield two_peers(world)
     with pytest.raises(InvalidArgument, match="how must be shown or woke"):

@@ -51,12 +51,12 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
-from claudepeers import wire
-from claudepeers.broker import Broker, Credentials
-from claudepeers.protocol import BrokerProtocol
-from claudepeers.records import GONE, OFFLINE, ONLINE
-from claudepeers.settings import Limits
-from claudepeers.storage import Store, database, prepare
+from claudepeers.wire import commands as wire
+from claudepeers.broker.core import Broker, Credentials
+from claudepeers.broker.protocol import BrokerProtocol
+from claudepeers.broker.records import GONE, OFFLINE, ONLINE
+from claudepeers.common.settings import Limits
+from claudepeers.broker.storage import Store, database, prepare
 
 from broker_fakes import FakeProcesses
 

@@ -29,7 +29,7 @@ def test_wheel_installs_the_twistd_plugin_and_the_data_files(short_dir: Path) ->
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "twisted/plugins/claude_peers.py" in names
     assert not any(name in names for name in ("twisted/__init__.py", "twisted/plugins/__init__.py"))
-    for expected in ("claudepeers/storage/schema/v1.sql", "claudepeers/storage/schema/upgrade_to_v3.sql",
+    for expected in ("claudepeers/broker/storage/schema/v1.sql", "claudepeers/broker/storage/schema/upgrade_to_v3.sql",
                      "claudepeers/skill/SKILL.md", "claudepeers/bridge/main.py", "claudepeers/hooks/__init__.py",
                      "claudepeers/cli/main.py"):
         assert expected in names, expected

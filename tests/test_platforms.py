@@ -20,11 +20,11 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from claudepeers import platforms
-from claudepeers.platforms import credentials, exitwatch, paths, processes
-from claudepeers.protocol import peer_credentials
-from claudepeers.records import Credentials
-from claudepeers.settings import SettingError, Settings
+from claudepeers.common import platforms
+from claudepeers.common.platforms import credentials, exitwatch, paths, processes
+from claudepeers.broker.protocol import peer_credentials
+from claudepeers.broker.records import Credentials
+from claudepeers.common.settings import SettingError, Settings
 
 # struct xucred for uid 501 with 16 groups (staff, everyone, ...): cr_version 0, cr_uid 501,
 # cr_ngroups 16, two bytes of padding, then cr_groups[16], all little-endian.
@@ -107,7 +107,7 @@ def test_the_broker_reads_credentials_through_the_platform(monkeypatch: pytest.M
     handle.family = socket.AF_UNIX  # type: ignore[attr-defined]
     monkeypatch.setattr(platforms, "peer_credentials", credentials.darwin_peer)
     # The start time read at accept (issue 11) is not this test's business: pid 4242 is made up.
-    monkeypatch.setattr("claudepeers.credentials.connecting_process_start", lambda handle, pid: (None, False))
+    monkeypatch.setattr("claudepeers.broker.credentials.connecting_process_start", lambda handle, pid: (None, False))
     assert peer_credentials(Transport()) == Credentials("unix", pid=4242, uid=501)
     monkeypatch.setattr(platforms, "peer_credentials", credentials.unsupported_peer)
     assert peer_credentials(Transport()) == Credentials("unix")
@@ -124,7 +124,7 @@ def test_without_proc_liveness_asks_psutil_and_a_live_process_stays_alive() -> N
 
 def test_the_portable_setting_is_read_at_import() -> None:
     """CLAUDE_PEERS_PORTABLE=1 in the environment selects the psutil paths."""
-    code = "import claudepeers.platforms as p; print(p.PORTABLE, p.is_alive.__name__)"
+    code = "import claudepeers.common.platforms as p; print(p.PORTABLE, p.is_alive.__name__)"
     env = {**os.environ, "CLAUDE_PEERS_PORTABLE": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "is_alive_portable"]
@@ -311,7 +311,7 @@ def test_a_real_kqueue_reports_the_agents_end(child: subprocess.Popen) -> None:
 
 def test_the_peer_pidfd_is_asked_for_only_on_linux() -> None:
     """SO_PEERPIDFD's number means something else elsewhere: only Linux's reader asks the kernel."""
-    from claudepeers.platforms import credentials as platform_credentials
+    from claudepeers.common.platforms import credentials as platform_credentials
 
     class Socket:
         asked: list[tuple[int, int]] = []

@@ -15,9 +15,9 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
-from claudepeers import wire
-from claudepeers.broker import Credentials
-from claudepeers.protocol import BrokerProtocol
+from claudepeers.wire import commands as wire
+from claudepeers.broker.core import Credentials
+from claudepeers.broker.protocol import BrokerProtocol
 
 from broker_fakes import World
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claudepeers.records import iso
+from claudepeers.broker.records import iso
 
 
 def reference(when: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claudepeers.render import BODY_BAR, channel_meta, clean_text, render_batch, render_message
+from claudepeers.common.render import BODY_BAR, channel_meta, clean_text, render_batch, render_message
 
 
 def message(**changes: object) -> dict:

@@ -20,7 +20,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.protocols import amp
 
-from claudepeers import agents, wire
+from claudepeers.common import agents
+
+from claudepeers.wire import commands as wire
 
 from conftest import ROOT, BrokerProcess, broker_env, wait_for_socket
 
@@ -81,7 +83,7 @@ def test_stale_socket_from_a_crash_is_replaced(short_dir: Path) -> None:
 def test_second_broker_on_same_socket_refuses_clearly(broker_process: BrokerProcess) -> None:
     """A second broker exits 1 naming the broker that owns the socket; the first keeps serving."""
     result = subprocess.run(
-        [sys.executable, "-m", "claudepeers.broker_main"], env=broker_process.env,
+        [sys.executable, "-m", "claudepeers.broker.main"], env=broker_process.env,
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 1
@@ -92,7 +94,7 @@ def test_second_broker_on_same_socket_refuses_clearly(broker_process: BrokerProc
 def test_second_broker_on_same_database_refuses_clearly(broker_process: BrokerProcess) -> None:
     """Another socket but the same database: refused, naming the database."""
     env = dict(broker_process.env, CLAUDE_PEERS_SOCKET=str(broker_process.base / "other" / "s.sock"))
-    result = subprocess.run([sys.executable, "-m", "claudepeers.broker_main"], env=env,
+    result = subprocess.run([sys.executable, "-m", "claudepeers.broker.main"], env=env,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and "database" in result.stderr and "another broker" in result.stderr
 
@@ -139,7 +141,7 @@ def test_client_of_another_uid_is_refused(broker_process: BrokerProcess) -> None
         from twisted.internet import task, defer
         from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
         from twisted.protocols import amp
-        from claudepeers import wire
+        from claudepeers.wire import commands as wire
         async def main(reactor):
             p = amp.AMP()
             await connectProtocol(UNIXClientEndpoint(reactor, {str(broker_process.socket_path)!r}), p)

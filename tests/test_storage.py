@@ -17,8 +17,8 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import DeferredList, gatherResults
 
-from claudepeers.records import GONE, OFFLINE, ONLINE, NewMessage, PeerRecord
-from claudepeers.storage import Store, StoreError, database, open_pool, prepare
+from claudepeers.broker.records import GONE, OFFLINE, ONLINE, NewMessage, PeerRecord
+from claudepeers.broker.storage import Store, StoreError, database, open_pool, prepare
 
 
 def new_message(to_id: str, body: str = "hello", from_id: str = "sender01", sent_at: float = 1000.0) -> NewMessage:

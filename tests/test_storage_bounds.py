@@ -12,9 +12,9 @@ from typing import Any, Iterator
 import pytest
 import pytest_twisted
 
-from claudepeers.settings import Limits, SettingError
-from claudepeers.storage import Guard
-from claudepeers.wire import LimitExceeded
+from claudepeers.common.settings import Limits, SettingError
+from claudepeers.broker.storage import Guard
+from claudepeers.wire.commands import LimitExceeded
 
 from broker_fakes import FakeBridge, World
 

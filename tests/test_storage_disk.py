@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from claudepeers import wire
+from claudepeers.wire import commands as wire
 
 from raw_amp import RemoteError
 from test_storage_hostile import Running

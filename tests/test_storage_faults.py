@@ -24,8 +24,8 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 
-from claudepeers.records import NewMessage
-from claudepeers.storage import DatabaseError, Store, StoreError, database, open_pool, prepare
+from claudepeers.broker.records import NewMessage
+from claudepeers.broker.storage import DatabaseError, Store, StoreError, database, open_pool, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,7 +151,7 @@ def test_failed_upgrade_rolls_back_completely_and_keeps_the_old_version(db_path:
 CHILD_PREPARE = textwrap.dedent(
     """
     import json, os, sys
-    from claudepeers.storage import DatabaseError, prepare
+    from claudepeers.broker.storage import DatabaseError, prepare
     path, guarded = sys.argv[1], sys.argv[2]
     result = {"writable": os.access(guarded, os.W_OK)}
     try:
@@ -430,8 +430,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     from twisted.internet import reactor
-    from claudepeers.records import NewMessage
-    from claudepeers.storage import Store, open_pool, prepare
+    from claudepeers.broker.records import NewMessage
+    from claudepeers.broker.storage import Store, open_pool, prepare
 
     path = sys.argv[1]
     prepare(path)

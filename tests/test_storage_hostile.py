@@ -21,8 +21,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from claudepeers import wire
-from claudepeers.storage import database, prepare
+from claudepeers.wire import commands as wire
+from claudepeers.broker.storage import database, prepare
 
 from cli_support import cli
 from conftest import BrokerProcess, broker_env

@@ -15,8 +15,10 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
-from claudepeers import peers, wire
-from claudepeers.wire import CHUNK_BYTES, MAX_BIG_TEXT_BYTES, BigText, JSONValue
+from claudepeers.broker import peers
+
+from claudepeers.wire import commands as wire
+from claudepeers.wire.commands import CHUNK_BYTES, MAX_BIG_TEXT_BYTES, BigText, JSONValue
 
 AMP_VALUE_LIMIT = 0xFFFF
 
@@ -347,7 +349,7 @@ def test_argument_names_fit_amp_keys_with_chunk_suffixes() -> None:
 
 def test_acknowledging_a_full_inbox_fits_in_one_amp_value() -> None:
     """Acknowledge/ShownElsewhere with 5,000 ten-digit ids (the default unread limit) stay under 64 KiB."""
-    from claudepeers.settings import Limits
+    from claudepeers.common.settings import Limits
 
     ids = list(range(9_000_000_000, 9_000_000_000 + Limits().max_unread))
     for command in (wire.Acknowledge, wire.ShownElsewhere, wire.MessageState):

@@ -1,4 +1,4 @@
-"""Noticing that our agent has gone: :func:`claudepeers.platforms.watch_exit`, :class:`HangupWatch`.
+"""Noticing that our agent has gone: :func:`claudepeers.common.platforms.watch_exit`, :class:`HangupWatch`.
 
 The kernel tells us where it can (a pidfd on Linux, a kqueue ``NOTE_EXIT`` on macOS);
 elsewhere the pid and its start time are checked once a second. The bridge watches its
@@ -17,8 +17,8 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from claudepeers import platforms
-from claudepeers.platforms.exitwatch import POLL_SECONDS
+from claudepeers.common import platforms
+from claudepeers.common.platforms.exitwatch import POLL_SECONDS
 
 __all__ = ["POLL_SECONDS", "HangupWatch", "watch_exit"]
 

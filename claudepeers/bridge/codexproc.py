@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from claudepeers import agents
+from claudepeers.common import agents
 
 #: Where the daemon's own copy of Codex lives under CODEX_HOME.
 DAEMON_DIR = os.sep + os.path.join("packages", "app-server-daemon") + os.sep

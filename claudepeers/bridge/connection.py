@@ -36,13 +36,15 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from claudepeers import client, wire
-from claudepeers.platforms import sandbox
-from claudepeers.lean_amp import LeanAMP
-from claudepeers.settings import Settings
+from claudepeers.common import client
 
-from .tools import BrokerTimeout, BrokerUnreachable
-from .wake import WOKE
+from claudepeers.wire import commands as wire
+from claudepeers.common.platforms import sandbox
+from claudepeers.wire.fastamp import LeanAMP
+from claudepeers.common.settings import Settings
+
+from claudepeers.bridge.tools import BrokerTimeout, BrokerUnreachable
+from claudepeers.bridge.wake import WOKE
 
 #: How long a tool call waits for the broker connection before it answers an error.
 CALL_WAIT_SECONDS = 5.0

@@ -19,10 +19,10 @@ from typing import NoReturn
 
 from twisted.python import usage
 
-from claudepeers import agents
-from claudepeers.settings import SettingError, Settings
+from claudepeers.common import agents
+from claudepeers.common.settings import SettingError, Settings
 
-from . import handshake, lifecycle
+from claudepeers.bridge import handshake, lifecycle
 
 
 class BridgeOptions(usage.Options):
@@ -173,12 +173,12 @@ def _run(
     asyncioreactor.install(loop)
     from twisted.internet import reactor
 
-    from .stdio import claim_stdout
+    from claudepeers.bridge.stdio import claim_stdout
 
     stdout_fd = claim_stdout()
     _start_logging(settings)
 
-    from .session import Bridge
+    from claudepeers.bridge.session import Bridge
 
     bridge = Bridge(
         reactor,

@@ -14,8 +14,8 @@ from typing import Any, Mapping
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from .channel import CONFIRMED, UNCONFIRMED, ChannelConfirmations
-from .server import channel_notification
+from claudepeers.bridge.channel import CONFIRMED, UNCONFIRMED, ChannelConfirmations
+from claudepeers.bridge.server import channel_notification
 
 
 class ChannelPushing:

@@ -28,12 +28,12 @@ from mcp.shared.message import SessionMessage
 from twisted.logger import Logger
 
 from claudepeers import __version__
-from claudepeers.render import channel_content, channel_meta
+from claudepeers.common.render import channel_content, channel_meta
 
-from .direct import DirectToolCalls, error_line
-from .handshake import DISCOVER_REFUSAL, IMPLEMENTATION_NAME
-from .stdio import MAX_LINE_BYTES, LineWriter
-from .tools import TOOLS, ToolResult
+from claudepeers.bridge.direct import DirectToolCalls, error_line
+from claudepeers.bridge.handshake import DISCOVER_REFUSAL, IMPLEMENTATION_NAME
+from claudepeers.bridge.stdio import MAX_LINE_BYTES, LineWriter
+from claudepeers.bridge.tools import TOOLS, ToolResult
 
 CHANNEL_METHOD = "notifications/claude/channel"
 CHANNEL_CAPABILITY: dict[str, dict[str, Any]] = {"claude/channel": {}}

@@ -19,20 +19,24 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from twisted.logger import Logger
 
-from claudepeers import agents, gitinfo, wire
-from claudepeers.render import render_batch, render_message
-from claudepeers.settings import Settings
+from claudepeers.common import agents
 
-from . import agentwatch, codexproc, handshake, transcript
-from .channel import ChannelConfirmations, describe
-from .connection import AsyncBroker, BrokerLink
-from .delivery import Inbox, Offer
-from .handshake import FirstMessage
-from .pushing import ChannelPushing
-from .server import McpPipe, build_server
-from .stdio import LineReader, LineWriter
-from .tools import BrokerUnreachable, PeerTools, ToolResult
-from .wake import Waker, codex_queue
+from claudepeers.common import gitinfo
+
+from claudepeers.wire import commands as wire
+from claudepeers.common.render import render_batch, render_message
+from claudepeers.common.settings import Settings
+
+from claudepeers.bridge import agentwatch, codexproc, handshake, transcript
+from claudepeers.bridge.channel import ChannelConfirmations, describe
+from claudepeers.bridge.connection import AsyncBroker, BrokerLink
+from claudepeers.bridge.delivery import Inbox, Offer
+from claudepeers.bridge.handshake import FirstMessage
+from claudepeers.bridge.pushing import ChannelPushing
+from claudepeers.bridge.server import McpPipe, build_server
+from claudepeers.bridge.stdio import LineReader, LineWriter
+from claudepeers.bridge.tools import BrokerUnreachable, PeerTools, ToolResult
+from claudepeers.bridge.wake import Waker, codex_queue
 
 #: Messages appended to a tool result: few and short, so the agent's work goes on.
 FOOTER_MESSAGES = 5

@@ -21,8 +21,8 @@ from typing import Any, Awaitable, Callable, Protocol
 import jsonschema
 from twisted.protocols import amp
 
-from claudepeers import wire
-from claudepeers.render import clean_line
+from claudepeers.wire import commands as wire
+from claudepeers.common.render import clean_line
 
 
 class BrokerUnreachable(Exception):

@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
 
-from claudepeers.render import clean_line
+from claudepeers.common.render import clean_line
 
 #: The push-answer flag of a message the agent was woken for (peers.WOKE on the broker).
 WOKE = "woke"

@@ -52,7 +52,7 @@ class SendOptions(usage.Options):
         """Send the message as ``cli`` (unverified) and say whether it was shown, woke the agent, or is queued."""
 
         async def body(reactor: Any, protocol: Any, settings: Any) -> int:
-            from claudepeers import wire
+            from claudepeers.wire import commands as wire
 
             answer = await protocol.callRemote(wire.Send, to=self["target"], body=self["message"])
             if self["json"]:
@@ -110,7 +110,7 @@ class KillOptions(usage.Options):
         """Ask the broker to terminate the peer's agent session (it verifies pid and start)."""
 
         async def body(reactor: Any, protocol: Any, settings: Any) -> int:
-            from claudepeers import wire
+            from claudepeers.wire import commands as wire
 
             answer = await protocol.callRemote(wire.KillPeer, target=self["target"])
             if self["json"]:
@@ -139,7 +139,7 @@ class KillBrokerOptions(usage.Options):
         async def body(reactor: Any, protocol: Any, settings: Any) -> int:
             from twisted.internet.defer import Deferred
 
-            from claudepeers import wire
+            from claudepeers.wire import commands as wire
             from claudepeers.cli.follow import connection_closed
 
             closed: Deferred = connection_closed(protocol)

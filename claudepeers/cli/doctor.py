@@ -183,9 +183,9 @@ def check_codex_reach(settings: Any, home: Path, now: float | None = None) -> li
     import time
 
     from claudepeers.cli.install import Paths
-    from claudepeers.client import broker_answers
-    from claudepeers.platforms import sandbox
-    from claudepeers.settings import SettingError, parse_url
+    from claudepeers.common.client import broker_answers
+    from claudepeers.common.platforms import sandbox
+    from claudepeers.common.settings import SettingError, parse_url
 
     try:
         entry = agent_config.codex_entry(Paths(home).codex_config.read_text())
@@ -232,8 +232,9 @@ def check_codex_reach(settings: Any, home: Path, now: float | None = None) -> li
 
 def check_broker(settings: Any) -> list[Finding]:
     """Is a broker answering, on which version and protocol; is a socket stale?"""
-    from claudepeers import __version__, wire
-    from claudepeers.client import broker_answers
+    from claudepeers import __version__
+    from claudepeers.wire import commands as wire
+    from claudepeers.common.client import broker_answers
 
     where = settings.url or str(settings.socket_path)
     if not broker_answers(settings):
@@ -293,7 +294,7 @@ def check_mail_paths(answer: Any) -> list[Finding]:
 
 def _hello(settings: Any) -> list[Any]:
     """Ask the broker Hello and Status; each answer or the exception."""
-    from claudepeers import wire
+    from claudepeers.wire import commands as wire
     from claudepeers.cli.runner import call_in_turn
 
     return call_in_turn(settings, [wire.Hello, wire.Status])
@@ -319,7 +320,7 @@ class DoctorOptions(usage.Options):
     def run(self) -> int:
         """Diagnose, print each finding and the verdict; change nothing."""
         from claudepeers.cli.install import home_dir
-        from claudepeers.settings import SettingError, Settings
+        from claudepeers.common.settings import SettingError, Settings
 
         try:
             settings = Settings.from_env()

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.protocols import amp
 
-from claudepeers import wire
+from claudepeers.wire import commands as wire
 
 
 class EventPrinter:

@@ -269,7 +269,7 @@ class Installer:
 def tcp_settings(settings: Any) -> dict[str, str]:
     """The bridge's environment for reaching this broker over TCP: the URL, and the token
     file when it is not where the bridge would look by default."""
-    from claudepeers.settings import Settings
+    from claudepeers.common.settings import Settings
 
     env = {"CLAUDE_PEERS_URL": f"tcp://127.0.0.1:{settings.tcp_port}"}
     default = Settings.from_env({"HOME": str(home_dir())}).token_path
@@ -284,7 +284,7 @@ def _sha(text: str) -> str:
 
 def default_service_kind() -> str:
     """launchd on macOS, systemd elsewhere."""
-    from claudepeers import platforms
+    from claudepeers.common import platforms
 
     return platforms.SERVICE_KIND
 
@@ -326,7 +326,7 @@ class InstallOptions(usage.Options):
 
     def run(self) -> int:
         """Run the chosen steps, record them, print the channels launch line."""
-        from claudepeers.settings import SettingError, Settings
+        from claudepeers.common.settings import SettingError, Settings
 
         try:
             settings = Settings.from_env()

@@ -40,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 #: Commands handed over whole to another program's main(argv).
 PASSTHROUGH = {
-    "broker": ("claudepeers.broker_main", "main"),
+    "broker": ("claudepeers.broker.main", "main"),
     "mcp": ("claudepeers.bridge.main", "main"),
     "hook": ("claudepeers.hooks.run", "main"),
 }

@@ -35,8 +35,8 @@ def manhole_path(explicit: str | None, settings: Any) -> Path:
     default = settings.run_dir / "claude-peers.manhole"
     if os.path.lexists(default):
         return default
-    from claudepeers import wire
-    from claudepeers.client import broker_answers
+    from claudepeers.wire import commands as wire
+    from claudepeers.common.client import broker_answers
     from claudepeers.cli.runner import call_once
 
     if broker_answers(settings):
@@ -79,7 +79,7 @@ class ManholeOptions(usage.Options):
 
     def run(self) -> int:
         """Connect the terminal to the manhole and relay until the shell closes."""
-        from claudepeers.settings import SettingError, Settings
+        from claudepeers.common.settings import SettingError, Settings
 
         try:
             settings = Settings.from_env()

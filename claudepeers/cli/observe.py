@@ -25,7 +25,7 @@ class StatusOptions(usage.Options):
         """Ask the broker for its status and every peer, and print it."""
 
         async def body(reactor: Any, protocol: Any, settings: Any) -> int:
-            from claudepeers import wire
+            from claudepeers.wire import commands as wire
 
             answer = await protocol.callRemote(wire.Status)
             status = answer["status"]
@@ -51,7 +51,7 @@ class PeersOptions(usage.Options):
         """List the peers on this machine."""
 
         async def body(reactor: Any, protocol: Any, settings: Any) -> int:
-            from claudepeers import wire
+            from claudepeers.wire import commands as wire
 
             answer = await protocol.callRemote(
                 wire.ListPeers, scope="machine", include_offline=not self["online"]
@@ -81,7 +81,7 @@ class InboxOptions(usage.Options):
         """Print a peer's stored mail; nothing is marked read."""
 
         async def body(reactor: Any, protocol: Any, settings: Any) -> int:
-            from claudepeers import wire
+            from claudepeers.wire import commands as wire
 
             answer = await protocol.callRemote(wire.Inbox, target=self["target"], limit=self["limit"])
             if self["json"]:
@@ -119,7 +119,7 @@ class LogOptions(usage.Options):
         printer = EventPrinter(self._emit)
 
         async def body(reactor: Any, protocol: Any, settings: Any) -> int:
-            from claudepeers import wire
+            from claudepeers.wire import commands as wire
 
             closed = connection_closed(protocol)
             if self["follow"]:

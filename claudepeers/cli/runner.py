@@ -32,9 +32,9 @@ def describe_failure(exc: BaseException) -> tuple[str, int]:
     from twisted.internet.error import ConnectionDone, ConnectionLost
     from twisted.protocols import amp
 
-    from claudepeers import wire
-    from claudepeers.client import BrokerNotRunning
-    from claudepeers.settings import SettingError
+    from claudepeers.wire import commands as wire
+    from claudepeers.common.client import BrokerNotRunning
+    from claudepeers.common.settings import SettingError
 
     if isinstance(exc, BrokerNotRunning):
         text = error_text(exc)
@@ -62,7 +62,7 @@ def describe_failure(exc: BaseException) -> tuple[str, int]:
 
 def load_settings() -> Any:
     """Settings from the environment (raises SettingError on a bad value)."""
-    from claudepeers.settings import Settings
+    from claudepeers.common.settings import Settings
 
     return Settings.from_env()
 
@@ -82,8 +82,8 @@ def run_with_broker(
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
 
-    from claudepeers.client import connect
-    from claudepeers.settings import SettingError
+    from claudepeers.common.client import connect
+    from claudepeers.common.settings import SettingError
 
     try:
         settings = load_settings()
@@ -119,7 +119,7 @@ def call_once(settings: Any, command: Any, **arguments: Any) -> Any:
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
 
-    from claudepeers.client import connect
+    from claudepeers.common.client import connect
 
     result: dict[str, Any] = {}
 
@@ -149,7 +149,7 @@ def call_in_turn(settings: Any, commands: list[Any]) -> list[Any]:
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
 
-    from claudepeers.client import connect
+    from claudepeers.common.client import connect
 
     answers: list[Any] = []
 

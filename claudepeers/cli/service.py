@@ -1,8 +1,8 @@
-"""The broker as a user service: now :mod:`claudepeers.platforms.services` (these names stay)."""
+"""The broker as a user service: now :mod:`claudepeers.common.platforms.services` (these names stay)."""
 
 from __future__ import annotations
 
-from claudepeers.platforms.services import (
+from claudepeers.common.platforms.services import (
     LAUNCHD_LABEL,
     LAUNCHD_TEMPLATE,
     SYSTEMD_TEMPLATE,

@@ -2,7 +2,7 @@
 
 Importing Twisted costs a hook about 0.1 s on every prompt, so the hook speaks the few
 commands it needs (``Authenticate``, ``Attach``, ``Whoami``, ``FetchUnread``,
-``Acknowledge``, as declared in :mod:`claudepeers.wire`) through :mod:`claudepeers.ampbox`,
+``Acknowledge``, as declared in :mod:`claudepeers.wire.commands`) through :mod:`claudepeers.wire.box`,
 the project's one Twisted-free box codec.
 
 Calls can be pipelined: :meth:`AmpSocket.send` writes several boxes at once, and the broker
@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 from typing import Any, Sequence
 
-from claudepeers.ampbox import Box, BoxError, BoxReader, call_box, integer
+from claudepeers.wire.box import Box, BoxError, BoxReader, call_box, integer
 
 Pairs = Sequence[tuple[bytes, bytes]]
 

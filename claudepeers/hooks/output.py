@@ -13,7 +13,7 @@ stdout (exit status 0):
   stop guard blocks the other documented way, exit status 2 with the reason on stderr,
   which both 2.1.197 and 2.1.332 show once (see :func:`blocks_by_exit_status`).
 
-Messages are framed by :func:`claudepeers.render.render_message`, as the bridge frames them.
+Messages are framed by :func:`claudepeers.common.render.render_message`, as the bridge frames them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from claudepeers.render import render_message
+from claudepeers.common.render import render_message
 
 #: Events whose output adds context at the start of a session or turn.
 CONTEXT_EVENTS = frozenset({"UserPromptSubmit", "SessionStart"})

@@ -4,7 +4,7 @@ Claude Code and Codex run the command at fixed moments (``SessionStart``,
 ``UserPromptSubmit``, and ``Stop`` when the stop guard is installed), with the event's
 JSON on stdin, as a descendant of the agent process. One run:
 
-1. finds the agent session above this process (:func:`claudepeers.agents.session_of`);
+1. finds the agent session above this process (:func:`claudepeers.common.agents.session_of`);
 2. connects to the broker, never starting one, and pipelines ``Attach`` (the broker checks
    from the kernel that the agent is our ancestor), ``Whoami`` and ``FetchUnread``: one
    round trip;
@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
-from claudepeers import agents
-from claudepeers.ampbox import floating, integer, integer_list, json_value, read_boolean, text
+from claudepeers.common import agents
+from claudepeers.wire.box import floating, integer, integer_list, json_value, read_boolean, text
 from claudepeers.hooks import output
 from claudepeers.hooks.amp_socket import AmpError, AmpSocket, BrokerUnreachable
-from claudepeers.settings import Settings, parse_url
+from claudepeers.common.settings import Settings, parse_url
 
 #: Seconds the hook waits for the broker at each step; a hung broker costs the turn this much.
 CALL_TIMEOUT = 3.0

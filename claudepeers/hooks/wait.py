@@ -31,13 +31,13 @@ import sys
 import time
 from typing import Any, Callable, Mapping, TextIO
 
-from claudepeers import agents
-from claudepeers.ampbox import floating, integer, integer_list, json_value, text
+from claudepeers.common import agents
+from claudepeers.wire.box import floating, integer, integer_list, json_value, text
 from claudepeers.hooks import output
 from claudepeers.hooks.amp_socket import AmpError, AmpSocket, BrokerUnreachable
 from claudepeers.hooks.config import REWAKE_TIMEOUT
 from claudepeers.hooks.run import PAGE, connect, log_path, read_payload, write_log
-from claudepeers.settings import Settings
+from claudepeers.common.settings import Settings
 
 #: The waiter gives up this long before Claude Code's timeout would SIGTERM it.
 TIMEOUT_MARGIN = 30.0

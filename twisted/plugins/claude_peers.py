@@ -1,10 +1,10 @@
-"""twistd plugin: ``twistd -n claude-peers`` runs the broker (kept tiny; see broker_tap)."""
+"""twistd plugin: ``twistd -n claude-peers`` runs the broker (kept tiny; see claudepeers.broker.service)."""
 
 from twisted.application.service import ServiceMaker
 
 claudePeers = ServiceMaker(
     "claude-peers",
-    "claudepeers.broker_tap",
+    "claudepeers.broker.service",
     "claude-peers broker: peer discovery and messaging for AI coding agents",
     "claude-peers",
 )

@@ -123,7 +123,7 @@ def _ours(folder: Path) -> bool:
 def _agent_kind() -> str | None:
     """The agent above this process (claude-code, codex), if psutil may look."""
     try:
-        from claudepeers import agents
+        from claudepeers.common import agents
 
         agent = agents.find_agent(os.getpid())
     except Exception:  # a sandbox may deny the process table too; the record is a hint

@@ -8,8 +8,8 @@ import secrets
 import string
 from typing import Any, Iterable
 
-from .records import CLI_ID, GONE
-from .wire import InvalidArgument, LimitExceeded, NameTaken
+from claudepeers.broker.records import CLI_ID, GONE
+from claudepeers.common.errors import InvalidArgument, LimitExceeded, NameTaken
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: A thread id as agents make them (Codex: a UUID); bounded, printable, no spaces.

@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from .records import iso
+from claudepeers.broker.records import iso
 
 #: Events kept in memory.
 EVENT_HISTORY = 1000

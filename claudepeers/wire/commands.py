@@ -1,7 +1,7 @@
 """The wire: AMP commands and error types spoken between broker, bridges and the CLI.
 
 Pure data, no logic (STYLE habit 1). Everything here is imported by both sides, so it
-imports nothing of ours but the Twisted-free box codec (:mod:`claudepeers.ampbox`).
+imports nothing of ours but the Twisted-free box codec (:mod:`claudepeers.wire.box`).
 
 Structured values (peer lists, messages, status) travel as JSON text in a
 :class:`BigText` argument: AMP limits one value to 65,535 bytes, and ``BigText`` splits a
@@ -17,7 +17,7 @@ from typing import Any
 from twisted.protocols import amp
 
 # BigText chunks as the Twisted-free clients do: one layout, CHUNK_BYTES each, kept in ampbox.
-from claudepeers.ampbox import CHUNK_BYTES, chunk_key, split_chunks  # noqa: F401 - CHUNK_BYTES re-exported
+from claudepeers.wire.box import CHUNK_BYTES, chunk_key, split_chunks  # noqa: F401 - CHUNK_BYTES re-exported
 
 #: The largest BigText value accepted from the wire (bounds a hostile sender's memory).
 MAX_BIG_TEXT_BYTES = 8 * 1024 * 1024
@@ -96,68 +96,24 @@ class JSONValue(BigText):
 
 
 # --- errors -----------------------------------------------------------------------------
-# Each error is an exception type whose message travels to the caller; the tag names it.
-
-
-class PeersError(Exception):
-    """Base of the errors a broker command can answer with."""
-
-
-class UnknownPeer(PeersError):
-    """The target names no peer; the message lists the candidates."""
-
-
-class AmbiguousPeer(PeersError):
-    """The target matches several peers; the message lists them."""
-
-
-class PeerGone(PeersError):
-    """The target peer's agent session has ended."""
-
-
-class NotRegistered(PeersError):
-    """The command needs a registered peer on this connection."""
-
-
-class AlreadyRegistered(PeersError):
-    """This connection is already bound to a peer."""
-
-
-class InvalidArgument(PeersError):
-    """An argument is malformed, of the wrong type or out of range."""
-
-
-class LimitExceeded(PeersError):
-    """A configured limit (size, rate, inbox) was hit; the message names the limit."""
-
-
-class NameTaken(PeersError):
-    """Another live peer already uses that name."""
-
-
-class IdentityRejected(PeersError):
-    """The kernel's view of the connecting process does not support the claimed identity."""
-
-
-class PermissionDenied(PeersError):
-    """The connection belongs to another user, or the command is not allowed to it."""
-
-
-class AuthenticationRequired(PeersError):
-    """A TCP connection must present the token before any other command."""
-
-
-class KillRefused(PeersError):
-    """kill_peer refused: the target is the caller, elsewhere, or no longer the agent."""
-
-
-class BrokerUnavailable(PeersError):
-    """The broker is shutting down or its store failed; retry later."""
-
-
-class InternalError(PeersError):
-    """An unexpected failure inside the broker; it was logged there."""
-
+# Plain exceptions (claudepeers.common.errors); the tags below carry them over AMP.
+from claudepeers.common.errors import (  # noqa: E402  (re-exported: wire.UnknownPeer ...)
+    PeersError,
+    UnknownPeer,
+    AmbiguousPeer,
+    PeerGone,
+    NotRegistered,
+    AlreadyRegistered,
+    InvalidArgument,
+    LimitExceeded,
+    NameTaken,
+    IdentityRejected,
+    PermissionDenied,
+    AuthenticationRequired,
+    KillRefused,
+    BrokerUnavailable,
+    InternalError,
+)
 
 COMMON_ERRORS: dict[type[Exception], bytes] = {
     InvalidArgument: b"INVALID_ARGUMENT",

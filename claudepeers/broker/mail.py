@@ -15,12 +15,12 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .peers import PeerActor
-from .records import CLI_ID, GONE, Message, NewMessage, iso
-from .wire import InvalidArgument, LimitExceeded, PeerGone
+from claudepeers.broker.peers import PeerActor
+from claudepeers.broker.records import CLI_ID, GONE, Message, NewMessage, iso
+from claudepeers.common.errors import InvalidArgument, LimitExceeded, PeerGone
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from claudepeers.broker.core import Broker
 
 
 class Mail:

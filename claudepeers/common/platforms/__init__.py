@@ -14,7 +14,7 @@ Nothing else in claude-peers asks which platform it runs on; it calls these name
 
 ``CLAUDE_PEERS_PORTABLE=1`` turns the Linux fast paths off (psutil liveness, the psutil
 poll for exits): the code a macOS user runs, run here. The agent's process tree and argv
-are read with psutil on every platform (:mod:`claudepeers.agents`).
+are read with psutil on every platform (:mod:`claudepeers.common.agents`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from . import credentials, paths, processes
+from claudepeers.common.platforms import credentials, paths, processes
 
 #: "linux", "darwin" or another ``sys.platform`` value.
 SYSTEM = "linux" if sys.platform.startswith("linux") else sys.platform
@@ -52,6 +52,6 @@ def check_socket_path(path: Path | str, setting: str = "CLAUDE_PEERS_SOCKET") ->
 
 def watch_exit(reactor: Any, pid: int, start: float, on_exit: Callable[[], None]) -> Any:
     """Call ``on_exit`` once when process ``pid`` (started at ``start``) ends; has ``stop()``."""
-    from . import exitwatch  # Twisted: not for the hook, which imports this package too
+    from claudepeers.common.platforms import exitwatch  # Twisted: not for the hook, which imports this package too
 
     return exitwatch.watch_exit(reactor, pid, start, on_exit, is_alive, portable=PORTABLE)

@@ -166,7 +166,7 @@ class Settings:
 
 def check_socket_path(path: Path, setting: str) -> None:
     """A SettingError naming ``setting`` and this platform's limit when ``path`` is too long."""
-    from . import platforms
+    from claudepeers.common import platforms
 
     try:
         platforms.check_socket_path(path, setting)

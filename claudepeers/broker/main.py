@@ -16,7 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twisted.logger import FilteringLogObserver, PredicateResult, globalLogBeginner, textFileLogObserver
     from twisted.python import usage
 
-    from .broker_tap import Options, accept_failure, makeService
+    from claudepeers.broker.service import Options, accept_failure, makeService
 
     options = Options()
     try:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from . import platforms
-from .platforms import processes
+from claudepeers.common import platforms
+from claudepeers.common.platforms import processes
 
 #: Agent kinds we recognise, by process/argv basename.
 AGENT_NAMES = {"claude": "claude-code", "codex": "codex"}
@@ -145,7 +145,7 @@ def is_alive(pid: int, start: float) -> bool:
     """True when ``pid`` runs and is the same process that started at ``start``.
 
     A reused pid (a different start time) counts as dead; so does a zombie. The broker
-    checks every peer's agent every 10 s; :mod:`claudepeers.platforms` reads
+    checks every peer's agent every 10 s; :mod:`claudepeers.common.platforms` reads
     ``/proc/<pid>/stat`` once on Linux and asks psutil elsewhere.
     """
     return platforms.is_alive(pid, start)

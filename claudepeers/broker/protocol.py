@@ -1,7 +1,7 @@
 """Thin AMP responders: one BrokerProtocol per connection, calling into the Broker.
 
 This layer owns what only a connection knows: the kernel's credentials (on the UNIX
-socket, read by :mod:`claudepeers.platforms`), whether a TCP connection has shown the
+socket, read by :mod:`claudepeers.common.platforms`), whether a TCP connection has shown the
 token, which peer the connection is bound to, and turning every failure into a clear AMP
 error (never a dropped connection, which is what AMP does with an unexpected exception).
 """
@@ -18,14 +18,16 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from . import __version__, wire
-from .broker import Broker, Claim, Credentials, check_delivery
-from .admission import WARN_EVERY_SECONDS, Admission
-from .credentials import peer_credentials
-from .lean_amp import LeanAMP
-from .peers import WOKE, PeerActor
-from .ratelimit import WarningThrottle
-from .storage.store import StoreError
+from claudepeers import __version__
+
+from claudepeers.wire import commands as wire
+from claudepeers.broker.core import Broker, Claim, Credentials, check_delivery
+from claudepeers.broker.admission import WARN_EVERY_SECONDS, Admission
+from claudepeers.broker.credentials import peer_credentials
+from claudepeers.wire.fastamp import LeanAMP
+from claudepeers.broker.peers import WOKE, PeerActor
+from claudepeers.broker.ratelimit import WarningThrottle
+from claudepeers.broker.storage.store import StoreError
 
 #: Error descriptions are cut to this many bytes (AMP's limit per value is 65,535).
 MAX_ERROR_DESCRIPTION = 2000

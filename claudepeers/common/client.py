@@ -1,6 +1,6 @@
 """Reaching the broker from a client (bridge, hook, CLI): endpoint, token, autostart.
 
-Clients know the broker only through :mod:`claudepeers.wire` and this module.
+Clients know the broker only through :mod:`claudepeers.wire.commands` and this module.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.protocols import amp
 from twisted.internet.threads import deferToThread
 
-from . import platforms, wire
-from .platforms import sandbox
-from .settings import Settings, parse_url
+from claudepeers.common import platforms
+
+from claudepeers.wire import commands as wire
+from claudepeers.common.platforms import sandbox
+from claudepeers.common.settings import Settings, parse_url
 
 
 class BrokerNotRunning(Exception):

@@ -1,7 +1,7 @@
 """Who is on the other end of a connection: the kernel's word on UNIX, a secret on TCP.
 
 Small functions on purpose; the platform-specific reads (SO_PEERCRED, SO_PEERPIDFD, /proc)
-are claudepeers.platforms' and are asked for here, nowhere else in the broker.
+are claudepeers.common.platforms' and are asked for here, nowhere else in the broker.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import select
 import socket
 from typing import Any
 
-from . import agents, platforms
-from .naming import ID_ALPHABET
-from .records import Credentials
-from .wire import IdentityRejected
+from claudepeers.common import agents
+
+from claudepeers.common import platforms
+from claudepeers.broker.naming import ID_ALPHABET
+from claudepeers.broker.records import Credentials
+from claudepeers.common.errors import IdentityRejected
 
 
 def peer_credentials(transport: Any) -> Credentials:

@@ -25,9 +25,9 @@ from twisted.logger import Logger, globalLogPublisher
 from twisted.python import usage
 from twisted.python.lockfile import FilesystemLock
 
-from . import __version__
-from .ratelimit import WarningThrottle
-from .settings import SettingError, Settings, check_socket_path
+from claudepeers import __version__
+from claudepeers.broker.ratelimit import WarningThrottle
+from claudepeers.common.settings import SettingError, Settings, check_socket_path
 
 
 #: Twisted's own lines when accept() fails for want of descriptors (one each, at info level);
@@ -230,7 +230,7 @@ class BrokerService(service.Service):
         self._locks.append(lock)
 
     def _prepare(self) -> None:
-        from .storage import DatabaseError, prepare
+        from claudepeers.broker.storage import DatabaseError, prepare
 
         settings = self.settings
         try:
@@ -258,10 +258,10 @@ class BrokerService(service.Service):
 
     @inlineCallbacks
     def _start_listening(self) -> Any:
-        from .broker import Broker
-        from .manhole import manhole_factory
-        from .protocol import BrokerFactory
-        from .storage import Guard, Store, open_pool
+        from claudepeers.broker.core import Broker
+        from claudepeers.broker.manhole import manhole_factory
+        from claudepeers.broker.protocol import BrokerFactory
+        from claudepeers.broker.storage import Guard, Store, open_pool
 
         settings = self.settings
         self.store = Store(open_pool(str(settings.db_path)))
@@ -343,8 +343,8 @@ class BrokerService(service.Service):
 
     def _ping_tcp(self) -> None:
         """TCP has no kernel liveness signal: ping every connection, drop the silent ones."""
-        from .protocol import BrokerProtocol
-        from . import wire
+        from claudepeers.broker.protocol import BrokerProtocol
+        from claudepeers.wire import commands as wire
 
         interval = self.settings.limits.tcp_ping_interval_seconds
         for protocol in list(self._tcp_connections()):

@@ -22,7 +22,7 @@ from typing import Any
 
 from twisted.protocols import policies
 
-from . import wire
+from claudepeers.wire import commands as wire
 
 #: Once bound, a box is bounded by the protocol's own limits: the largest chunked value
 #: (wire.MAX_BIG_TEXT_BYTES) with room for the other arguments, and keys enough for any

@@ -34,8 +34,8 @@ from twisted.internet.error import ConnectionClosed, ConnectionDone, ConnectionL
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .mailwait import MailWaits
-from .records import GONE, OFFLINE, ONLINE, Message, PeerRecord
+from claudepeers.broker.mailwait import MailWaits
+from claudepeers.broker.records import GONE, OFFLINE, ONLINE, Message, PeerRecord
 
 #: Pushes in flight on one connection; what arrives meanwhile goes into the next push.
 PUSHES_IN_FLIGHT = 1

@@ -17,15 +17,21 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from . import __version__, agents, killing, naming
-from .credentials import TcpSecrets
-from .events import EventLog
-from .mail import Mail
-from .peers import PeerActor
-from .ratelimit import RateLimiter
-from .records import CLI_ID, GONE, OFFLINE, ONLINE, Claim, Credentials, PeerRecord, iso
-from .settings import Limits
-from .wire import (
+from claudepeers import __version__
+
+from claudepeers.common import agents
+
+from claudepeers.broker import killing
+
+from claudepeers.broker import naming
+from claudepeers.broker.credentials import TcpSecrets
+from claudepeers.broker.events import EventLog
+from claudepeers.broker.mail import Mail
+from claudepeers.broker.peers import PeerActor
+from claudepeers.broker.ratelimit import RateLimiter
+from claudepeers.broker.records import CLI_ID, GONE, OFFLINE, ONLINE, Claim, Credentials, PeerRecord, iso
+from claudepeers.common.settings import Limits
+from claudepeers.common.errors import (
     AmbiguousPeer,
     IdentityRejected,
     InvalidArgument,

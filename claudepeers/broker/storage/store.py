@@ -22,9 +22,9 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..records import GONE, Message, NewMessage, PeerRecord
-from . import database
-from .guard_sql import GuardQueries
+from claudepeers.broker.records import GONE, Message, NewMessage, PeerRecord
+from claudepeers.broker.storage import database
+from claudepeers.broker.storage.guard_sql import GuardQueries
 
 PEER_COLUMNS = [f.name for f in fields(PeerRecord)]
 MESSAGE_COLUMNS = [f.name for f in fields(Message)]

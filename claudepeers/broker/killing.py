@@ -12,7 +12,7 @@ import psutil
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 
-from .agents import agent_kind, same_start
+from claudepeers.common.agents import agent_kind, same_start
 
 TERMINATED = "terminated"  # ended on SIGTERM
 KILLED = "killed"  # needed SIGKILL

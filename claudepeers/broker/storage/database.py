@@ -20,7 +20,7 @@ from typing import Iterator
 
 from twisted.logger import Logger
 
-from . import walcheck
+from claudepeers.broker.storage import walcheck
 
 log = Logger()
 
@@ -30,12 +30,12 @@ class DatabaseError(Exception):
 
 
 def _schema_text(name: str) -> str:
-    return resources.files("claudepeers.storage").joinpath("schema", name).read_text("utf-8")
+    return resources.files("claudepeers.broker.storage").joinpath("schema", name).read_text("utf-8")
 
 
 def latest_version() -> int:
     """The highest ``vN.sql`` shipped with the package."""
-    names = [p.name for p in resources.files("claudepeers.storage").joinpath("schema").iterdir()]
+    names = [p.name for p in resources.files("claudepeers.broker.storage").joinpath("schema").iterdir()]
     versions = [int(m.group(1)) for n in names if (m := re.fullmatch(r"v(\d+)\.sql", n))]
     return max(versions)
 

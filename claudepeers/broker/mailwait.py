@@ -32,7 +32,7 @@ from typing import Any, Iterable
 
 from twisted.internet.defer import Deferred
 
-from .records import Message
+from claudepeers.broker.records import Message
 
 #: What a waiter is answered: mail to show, a newer waiter took over, the peer ended.
 MAIL = "mail"

@@ -1,5 +1,5 @@
 """The SQL the store's guard (guard.py) needs: unread bytes, the size in use, purging read
-mail oldest first, a rescue copy. A mixin of :class:`~claudepeers.storage.store.Store`
+mail oldest first, a rescue copy. A mixin of :class:`~claudepeers.broker.storage.store.Store`
 (it uses the store's ``_read``, ``_write``, ``_pool`` and ``_sql``)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 
-from .guard import ROW_OVERHEAD as _ROW_OVERHEAD
+from claudepeers.broker.storage.guard import ROW_OVERHEAD as _ROW_OVERHEAD
 
 
 class GuardQueries:

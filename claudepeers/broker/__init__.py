@@ -1,0 +1,2 @@
+"""The broker process: service, AMP protocol, actors, mail, naming, events, storage.
+"""

@@ -1,0 +1,2 @@
+"""Pieces every process uses: settings, the broker client, agent processes, git info, frames, platforms.
+"""
