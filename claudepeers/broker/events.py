@@ -16,6 +16,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from claudepeers.broker.records import iso
+from claudepeers.broker.views import concerns
 
 #: Events kept in memory.
 EVENT_HISTORY = 1000
@@ -65,10 +66,14 @@ class EventLog:
                 self.log.failure("watcher failed; dropping it")
                 self._watchers.discard(watcher)
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The latest events, oldest first (times as ISO strings)."""
+    def recent(self, limit: int, concerning: str | None = None) -> list[dict[str, Any]]:
+        """The latest events, oldest first (times as ISO strings); with ``concerning``, only
+        the events about that peer (its own, and messages to it)."""
         limit = max(1, min(limit, EVENT_HISTORY))
-        return [_shown(event) for event in list(self._events)[-limit:]]
+        events = list(self._events)
+        if concerning is not None:
+            events = [event for event in events if concerns(event, concerning)]
+        return [_shown(event) for event in events[-limit:]]
 
     def watch(self, watcher: Any) -> None:
         """Send future events to ``watcher.event(dict)``."""
