@@ -72,6 +72,8 @@ class Broker:
         self.store = store
         # The service keeps the key in a 0600 file, so TCP peers resume across restarts.
         self.tcp_secrets = TcpSecrets(tcp_key)
+        #: The bridges' files of those secrets (secretfiles.py), removed as their sessions end.
+        self.secret_files: Any = None
         self.limits = limits or Limits()
         self.host = host or socket.gethostname()
         self.actors: dict[str, PeerActor] = {}
@@ -430,6 +432,8 @@ class Broker:
     def _gone(self, actor: PeerActor) -> None:
         actor.mark_gone(self.now())
         self.rate.forget(actor.id)
+        if self.secret_files is not None and self.tcp_secrets.made(actor.record):
+            self.secret_files.forget(actor.record)
         self._save(actor)
         self.emit("gone", actor.id, f"{actor.name} ended ({actor.unread} unread messages kept)")
 

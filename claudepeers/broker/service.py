@@ -261,6 +261,7 @@ class BrokerService(service.Service):
         from claudepeers.broker.core import Broker
         from claudepeers.broker.manhole import manhole_factory
         from claudepeers.broker.protocol import BrokerFactory
+        from claudepeers.broker.secretfiles import SecretFiles
         from claudepeers.broker.storage import Guard, Store, open_pool
 
         settings = self.settings
@@ -275,6 +276,8 @@ class BrokerService(service.Service):
         }
         self.broker = Broker(self.store, self._reactor, settings.limits, reactor=self._reactor, info=info,
                              stop=self._reactor.stop, tcp_key=self._tcp_key)
+        self.broker.secret_files = SecretFiles(settings.token_path.parent)
+        self.broker.secret_files.sweep()
         yield self.broker.start()
         if settings.tcp_enabled:
             self._tcp_factory = BrokerFactory(self.broker, token=self._token)
