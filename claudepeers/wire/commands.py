@@ -21,6 +21,11 @@ from claudepeers.wire.box import CHUNK_BYTES, chunk_key, split_chunks  # noqa: F
 
 #: The largest BigText value accepted from the wire (bounds a hostile sender's memory).
 MAX_BIG_TEXT_BYTES = 8 * 1024 * 1024
+#: The largest box either end accepts (fastamp's LeanAMP checks it before buffering): the
+#: largest chunked value with room for the other arguments, and keys enough for any command
+#: (a dict of tiny keys costs ~150 bytes each: this caps it at a few MB).
+BOUND_BOX_BYTES = MAX_BIG_TEXT_BYTES + 1024 * 1024
+BOUND_BOX_KEYS = 16384
 
 
 class BigText(amp.Argument):
