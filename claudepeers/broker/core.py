@@ -187,6 +187,10 @@ class Broker:
                 raise IdentityRejected(
                     f"pid {agent_pid} is not an ancestor of the connecting process (pid {creds.pid})"
                 )
+        elif creds.address is not None and not self._processes.holds_connection(agent_pid, creds.address):
+            # Else a TCP client could take a local agent's session before that agent's bridge does.
+            raise IdentityRejected(f"no process of agent pid {agent_pid}'s session holds this TCP connection: "
+                                   "over TCP a client may claim only the agent session it runs in")
 
     def session(self, agent_pid: int, agent_start: float, thread_id: str | None = None,
                 revive: bool = False) -> PeerActor | None:

@@ -4,7 +4,7 @@ The operator is whoever holds the UNIX socket: same uid, vouched for by the kern
 these views show every peer there. A TCP client holds only the token, which a sandboxed
 agent is given, so it sees what concerns its own registered peer: its status line, its
 own inbox, the events about it. Anything else is a clear PermissionDenied (DESIGN 4,
-Security), never a silently shortened answer that looks whole.
+Security); a status says that it is partial.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from ..common.errors import PeersError, PermissionDenied
 
 #: The broker-wide fields of a status a TCP client gets (health, not other peers' data).
-TCP_STATUS_FIELDS = ("version", "pid", "host", "started_at", "uptime_seconds", "limits")
+TCP_STATUS_FIELDS = ("version", "pid", "host", "started_at", "uptime_seconds", "socket", "database", "tcp", "limits")
 #: Shown in a TCP client's status, so that a person reading it knows it is partial.
 TCP_VIEW = "over TCP: your own peer only (the operator's full view needs the UNIX socket)"
 
@@ -34,14 +34,14 @@ def own_peer(creds: Any, actor: Any, view: str) -> Any:
 
 
 def status(broker: Any, creds: Any, actor: Any) -> dict[str, Any]:
-    """The whole status on the socket; over TCP the broker's health and the caller's peer."""
+    """The whole status on the socket; over TCP the broker's health and the caller's own
+    peer (none before it registers: ``claude-peers status`` over TCP still says the broker runs)."""
     full = broker.status()
     if not over_tcp(creds):
         return full
-    me = own_peer(creds, actor, "status")
-    peers = [peer for peer in full["peers"] if peer.get("id") == me.id]
+    peers = [peer for peer in full["peers"] if actor is not None and peer.get("id") == actor.id]
     shown = {key: full[key] for key in TCP_STATUS_FIELDS if key in full}
-    shown.update(peers=peers, unread=me.unread, view=TCP_VIEW)
+    shown.update(peers=peers, unread=actor.unread if actor is not None else 0, view=TCP_VIEW)
     for state in ("online", "offline", "gone"):
         shown[state] = sum(1 for peer in peers if peer.get("state") == state)
     return shown

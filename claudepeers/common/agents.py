@@ -136,6 +136,30 @@ def is_ancestor(ancestor_pid: int, pid: int) -> bool:
     return False
 
 
+#: The most processes of a claimed agent's tree whose sockets a TCP claim looks at.
+MAX_TREE_FOR_TCP = 256
+
+
+def holds_connection(root_pid: int, address: tuple[str, int]) -> bool:
+    """True when ``root_pid`` or a process under it has a TCP socket bound to ``address``:
+    the client's end of a loopback connection the broker accepted. (The kernel does not
+    vouch for TCP as SO_PEERCRED does, but it does say which process holds a socket.)"""
+    try:
+        root = psutil.Process(root_pid)
+        tree = [root, *root.children(recursive=True)]
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    # An agent session is a handful of processes; a claim of a whole desktop's tree is not
+    # worth a look at every socket of it (each claim would cost the broker that much).
+    for proc in tree[:MAX_TREE_FOR_TCP]:
+        try:
+            if any(tuple(conn.laddr or ()) == address for conn in proc.net_connections(kind="tcp")):
+                return True
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return False
+
+
 def same_start(recorded: float, actual: float) -> bool:
     """Start times match at psutil's coarsest resolution (Linux: 1/100 s)."""
     return processes.same_start(recorded, actual)
