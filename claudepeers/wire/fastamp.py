@@ -8,7 +8,7 @@ on every call, copies boxes and chains six or seven callbacks per answer.
 
 :class:`LeanAMP` speaks exactly the same wire (the same boxes, commands, answers and
 errors; it interoperates with ``amp.AMP`` and is checked against it in
-``tests/test_lean_amp.py``), and does that work once per command class (a compiled
+``tests/test_fastamp.py``), and does that work once per command class (a compiled
 :class:`Schema`) or in one tight loop:
 
 - :meth:`LeanAMP.dataReceived` splits boxes in a single loop (key lengths above 255
@@ -68,6 +68,13 @@ def _error_box(failure: Failure, ask: bytes) -> amp.AmpBox:
     return box
 
 
+def _python_name(wire_name: bytes) -> str:
+    """The keyword a wire name is passed as, by Twisted's rule: dashes become underscores,
+    a Python keyword is capitalised (``from`` -> ``From``)."""
+    name = wire_name.replace(b"-", b"_").decode("ascii")
+    return name.title() if name in amp.PYTHON_KEYWORDS else name
+
+
 def _plain(argument: amp.Argument) -> bool:
     """Whether ``argument`` converts one value with the base class's box handling."""
     kind = type(argument)
@@ -85,9 +92,12 @@ class Schema:
         self.plain: list[tuple[bytes, str, amp.Argument]] = []
         self.custom: list[tuple[bytes, str, amp.Argument]] = []
         for wire_name, argument in arguments:
-            entry = (wire_name, amp._wireNameToPythonIdentifier(wire_name), argument)
+            entry = (wire_name, _python_name(wire_name), argument)
             (self.plain if _plain(argument) else self.custom).append(entry)
         self.names = frozenset(name for _, name, _ in self.plain + self.custom)
+        #: Python names of the arguments that must be given, in declaration order.
+        self.required = [name for wire_name, argument in arguments if not argument.optional
+                         for name in [_python_name(wire_name)]]
 
     def parse(self, box: dict[bytes, bytes], proto: Any) -> dict[str, Any]:
         """Values from a received box; KeyError names a missing argument, as Twisted's does."""
@@ -350,6 +360,9 @@ class LeanAMP(amp.AMP):
             unknown = kw.keys() - compiled.arguments.names
             if unknown:
                 raise amp.InvalidSignature(f"{sorted(unknown)[0]} is not a valid argument")
+            forgotten = [name for name in compiled.arguments.required if name not in kw]
+            if forgotten:  # Twisted's Command() says the same
+                raise amp.InvalidSignature(f"forgot {', '.join(forgotten)} for {commandType.commandName}")
             box = compiled.arguments.build(kw, self, _Box())
         except BaseException:
             return fail()
