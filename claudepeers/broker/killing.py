@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import psutil
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 
 from claudepeers.common.agents import agent_kind, same_start
@@ -72,4 +72,3 @@ def terminate(reactor: Any, proc: psutil.Process, grace: float, poll: float = 0.
     return SURVIVED
 
 
-__all__ = ["Deferred", "NotTheAgent", "check_agent", "terminate"]
