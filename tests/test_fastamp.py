@@ -240,3 +240,31 @@ def test_serialize_refuses_what_twisted_refuses() -> None:
         serialize({b"key": "text"})  # type: ignore[dict-item]
     with pytest.raises(amp.TooLong):
         serialize({b"key": b"x" * 65_536})
+
+
+def test_the_one_private_name_read_still_means_what_fastamp_reads() -> None:
+    """fastamp reads ``CommandLocator._commandDispatch`` (wire name -> (command, function)), the
+    table ``Command.responder`` fills; a Twisted that moves or reshapes it fails here, loudly.
+    Any other private name of Twisted's in the fast AMP's modules fails here too."""
+    import inspect
+    import re
+
+    from claudepeers.wire import fastamp, schemas
+
+    assert TwistedSide._commandDispatch[b"Echo"] == (Echo, vars(TwistedSide)["echo"])
+    assert LeanSide._commandDispatch[b"Fail"] == (Fail, vars(LeanSide)["fail_"])
+    private = set()
+    for module in (fastamp, schemas):
+        private |= set(re.findall(r"\bamp\._\w+|\._[a-zA-Z]\w*", inspect.getsource(module)))
+    ours = {"._commandDispatch"} | {name for name in private if name.lstrip(".").startswith(
+        ("_unparsed", "_parsing", "_partial", "_arrived", "_responders", "_box_", "_refuse", "_questions",
+         "_asked", "_no_more", "_parse", "_command_received", "_answer", "_emit", "_question", "_ask",
+         "_SCHEMAS"))}
+    assert private <= ours, sorted(private - ours)
+
+
+def test_start_tls_is_answered_as_unhandled() -> None:
+    """Protocol switching is not supported: StartTLS gets Twisted's unhandled-command answer."""
+    _, caller, pump = connected(LeanSide, LeanSide)
+    assert outcome(caller.callRemoteString(b"StartTLS"), pump).check(amp.UnhandledCommand)
+    assert outcome(caller.callRemote(Echo, **ECHO), pump)["text"] == "héllo"
