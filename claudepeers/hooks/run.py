@@ -31,7 +31,7 @@ from claudepeers.common import agents
 from claudepeers.wire.box import floating, integer, integer_list, json_value, read_boolean, text
 from claudepeers.hooks import output
 from claudepeers.hooks.amp_socket import AmpError, BrokerUnreachable
-from claudepeers.hooks.common import PAGE, connect, log_path, read_payload, write_log  # noqa: F401 (re-exported)
+from claudepeers.hooks.link import PAGE, connect, log_path, read_payload, write_log
 from claudepeers.common.settings import Settings
 
 USAGE = ("usage: claude-peers hook <SessionStart|UserPromptSubmit|Stop>  (the hook's JSON on stdin)\n"

@@ -1,7 +1,7 @@
-"""What the prompt hook (:mod:`.run`) and the rewake waiter (:mod:`.wait`) share: the
-broker connection without autostart, the hook's JSON input and the hooks' log.
+"""What every hook process shares: its link to the broker, its stdin, its log.
 
-No Twisted here: a hook starts in a few tens of milliseconds.
+The prompt hooks (:mod:`.run`) and the rewake waiter (:mod:`.wait`) both use these; neither
+imports the other for them. No Twisted here: a hook starts in a few tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ CALL_TIMEOUT = 3.0
 PAGE = 50
 #: The log is renamed to ``hooks.log.1`` beyond this size.
 MAX_LOG_BYTES = 1_000_000
+
 
 def log_path(settings: Settings | None) -> Path:
     """Where hook errors are logged: ``hooks.log`` next to the broker's socket."""
