@@ -20,7 +20,7 @@ from claudepeers.broker.records import iso
 #: Events kept in memory.
 EVENT_HISTORY = 1000
 #: Event kinds kept in the database (messages are only in the in-memory history).
-PERSISTENT_EVENTS = {"register", "leave", "gone", "kill", "rename", "broker"}
+PERSISTENT_EVENTS = {"register", "leave", "gone", "kill", "rename", "broker", "dashboard"}
 
 
 class EventLog:
@@ -64,6 +64,19 @@ class EventLog:
             except Exception:  # a broken watcher must not stop the others
                 self.log.failure("watcher failed; dropping it")
                 self._watchers.discard(watcher)
+
+    @property
+    def watching(self) -> bool:
+        """True while anything watches (a ``log -f``, a dashboard page)."""
+        return bool(self._watchers)
+
+    def touch(self) -> None:
+        """Something watchers show changed without an event (a summary, an unread count):
+        tell the watchers that care (the dashboard's stream has ``changed()``)."""
+        for watcher in self._watchers:
+            changed = getattr(watcher, "changed", None)
+            if changed is not None:
+                changed()
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The latest events, oldest first (times as ISO strings)."""
