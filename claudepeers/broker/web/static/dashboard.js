@@ -155,10 +155,15 @@ function addLog(items) {
   while (list.children.length > MAX_LOG) list.lastElementChild.remove();
 }
 
+function nameOf(peerId) {
+  const peer = state.peers.find((p) => p.id === peerId);
+  return peer ? `${peer.name} (${peerId})` : peerId;
+}
+
 function renderKills() {
   $("kills").replaceChildren(...state.kills.map((k) => el("li", {}, time(k.at),
     el("span", { class: `outcome outcome-${k.outcome}`, text: k.outcome }),
-    el("span", { text: ` ${k.target_id} (pid ${k.target_pid}) by ${k.by_id}: ${k.detail}` }))));
+    el("span", { text: ` ${nameOf(k.target_id)} (pid ${k.target_pid}) by ${nameOf(k.by_id)}: ${k.detail}` }))));
   $("kills-empty").hidden = state.kills.length > 0;
 }
 
@@ -211,6 +216,7 @@ async function askKill(peer) {
   $("kill-what").textContent = `${p.name} (${p.peer_id}, ${p.client_type}) — process ${p.pid} on ${p.host}, started as:`;
   $("kill-command").textContent = p.command;
   const confirm = $("kill-confirm");
+  $("kill-cancel").textContent = "Cancel";
   confirm.hidden = false;
   confirm.disabled = false;
   confirm.textContent = `Kill pid ${p.pid}`;
@@ -226,6 +232,9 @@ async function confirmKill() {
     const a = await post("/api/kill", { peer: p.peer_id, pid: p.pid, start: p.start });
     say($("kill-result"), `${a.outcome}: ${a.detail}`);
     pendingKill = null;
+    confirm.hidden = true;
+    $("kill-cancel").textContent = "Close";
+    $("kill-cancel").focus();
   } catch (e) {
     say($("kill-result"), `Not killed: ${e.message}`, true);
     confirm.disabled = false;
