@@ -41,7 +41,7 @@ def test_the_link_asked_for_under_an_agent_is_refused(broker_process: BrokerProc
     finally:
         agent.cleanup()
     assert run.status == 4, run.stderr
-    assert "for the person, not an agent" in run.stderr and f"agent session pid {agent.pid}" in run.stderr
+    assert "refusing to open the dashboard" in run.stderr and f"(pid {agent.pid}) is an agent" in run.stderr
     assert "token=" not in run.stdout
     status = cli(broker_process.env, "log")
     assert "dashboard link refused" in status.stdout

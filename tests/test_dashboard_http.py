@@ -10,12 +10,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from claudepeers.broker import operator
 from claudepeers.broker.records import Credentials
 from claudepeers.broker.web import auth
 from claudepeers.broker.web.server import Dashboard
 from claudepeers.broker.web.site import MAX_BODY_BYTES
-from claudepeers.common.agents import AgentProcess
 from claudepeers.common.errors import PermissionDenied
 
 from broker_fakes import FakeBridge
@@ -211,30 +209,36 @@ def test_no_open_page_costs_no_watcher_and_no_timer(dashboard: Dashboard, world:
     assert stream_timers(world) == []
 
 
+class FakeProcesses:
+    """A process table for operator.py: each pid's chain of (pid, ppid, name, kind)."""
+
+    def __init__(self, chains: dict[int, list[tuple[int, int, str, str | None]]]) -> None:
+        self._chains = chains
+
+    def chain(self, pid: int) -> list[dict[str, Any]]:
+        """``pid`` and its ancestors, nearest first."""
+        return [{"pid": p, "ppid": parent, "start": 1.0, "name": name, "kind": kind, "environ": {}}
+                for p, parent, name, kind in self._chains.get(pid, [])]
+
+
 @pytest_twisted.inlineCallbacks
 def test_the_open_dashboard_command_refuses_an_agent_and_says_so(dashboard: Dashboard, world: Any) -> None:
-    """OpenDashboard from a process under an agent is refused, and the refusal is an event."""
+    """OpenDashboard from a process under an agent (or over TCP) is refused, and the refusal is an event."""
     from claudepeers.broker.protocol import BrokerProtocol
 
-    agent = AgentProcess(500, 1.0, "claude-code", ("claude", "--resume"))
-    dashboard.find_agent = {77: agent}.get
+    dashboard.processes = FakeProcesses({
+        77: [(77, 60, "claude-peers", None), (60, 50, "bash", None), (50, 40, "claude", "claude-code")],
+        78: [(78, 61, "claude-peers", None), (61, 41, "bash", None), (41, 30, "tmux: server", None)],
+    })
     protocol = BrokerProtocol(world.broker)
     protocol.creds = Credentials("unix", pid=77, uid=0)
-    with pytest.raises(PermissionDenied, match="runs inside the agent session pid 500"):
+    with pytest.raises(PermissionDenied, match=r"claude \(pid 50\) is an agent"):
         protocol.open_dashboard()
     assert "dashboard link refused" in world.broker.events.recent(1)[0]["detail"]
+    protocol.creds = Credentials("tcp")
+    with pytest.raises(PermissionDenied, match="over TCP"):
+        protocol.open_dashboard()
     protocol.creds = Credentials("unix", pid=78, uid=0)
     answer = yield protocol.open_dashboard()
     assert answer["url"].startswith(f"http://127.0.0.1:{dashboard.port}/?token=")
-
-
-def test_the_person_check_refuses_agents_tcp_and_unknown_callers() -> None:
-    """require_person: an agent at or above the pid, a TCP client, or no pid at all is refused."""
-    finder = {77: AgentProcess(500, 1.0, "codex", ("codex",))}.get
-    with pytest.raises(PermissionDenied, match="agent session pid 500"):
-        operator.require_person(Credentials("unix", pid=77, uid=0), "the dashboard link", finder)
-    with pytest.raises(PermissionDenied, match="UNIX socket"):
-        operator.require_person(Credentials("tcp"), "the dashboard link", finder)
-    with pytest.raises(PermissionDenied, match="could not see"):
-        operator.require_person(Credentials("unix", pid=None), "the dashboard link", finder)
-    operator.require_person(Credentials("unix", pid=78, uid=0), "the dashboard link", finder)
+    assert "issued to pid 78 (claude-peers < bash < tmux: server)" in world.broker.events.recent(2)[0]["detail"]

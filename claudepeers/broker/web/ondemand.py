@@ -18,7 +18,8 @@ class DashboardOnDemand:
         self._broker = broker
         self._reactor = reactor
         self._port = port
-        self.find_agent: operator.AgentFinder = operator.agent_at_or_above
+        #: The process table the person-only check walks (None: the live one; tests stand in).
+        self.processes: operator.ProcessTable | None = None
         self.dashboard: Any = None
 
     def link(self) -> Deferred:
@@ -26,7 +27,7 @@ class DashboardOnDemand:
         if self.dashboard is None:
             from claudepeers.broker.web.server import Dashboard
 
-            self.dashboard = Dashboard(self._broker, self._reactor, self._port, find_agent=self.find_agent)
+            self.dashboard = Dashboard(self._broker, self._reactor, self._port)
         return self.dashboard.link()
 
     def stop(self) -> Deferred:

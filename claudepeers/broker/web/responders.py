@@ -15,7 +15,8 @@ from claudepeers.wire import commands as wire
 
 
 class DashboardResponders(amp.CommandLocator):
-    """``OpenDashboard``: for the person only (operator.py), never for an agent."""
+    """``OpenDashboard``: for the person only (operator.py, the same check as approvals),
+    never for an agent."""
 
     #: Set by the protocol: its broker (``broker.dashboard``) and the connection's credentials.
     broker: Any
@@ -28,12 +29,12 @@ class DashboardResponders(amp.CommandLocator):
         if dashboard is None:
             raise wire.InvalidArgument("this broker runs without a dashboard")
         try:
-            operator.require_person(self.creds, "the dashboard link", dashboard.find_agent)
+            asker = operator.require_operator(self.broker, self.creds, "open the dashboard", dashboard.processes)
         except wire.PermissionDenied as exc:
             # Recorded: an agent reaching for the operator's page is worth knowing about.
             self.broker.emit("dashboard", None, f"dashboard link refused: {exc}")
             raise
-        self.broker.emit("dashboard", None, f"dashboard link issued to pid {self.creds.pid}")
+        self.broker.emit("dashboard", None, f"dashboard link issued to {asker}")
         return maybeDeferred(dashboard.link).addCallbacks(
             lambda url: {"url": url, "expires_in": LINK_SECONDS}, _cannot_listen)
 

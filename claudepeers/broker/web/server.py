@@ -32,15 +32,16 @@ class Dashboard:
     log = Logger()
 
     def __init__(self, broker: Any, reactor: Any, port: int = 0, clock: Any = None,
-                 describe: Any = agents.describe, find_agent: operator.AgentFinder = operator.agent_at_or_above) -> None:
+                 describe: Any = agents.describe, processes: operator.ProcessTable | None = None) -> None:
         """``port``: where to listen (0: any free one); ``clock``: timers and expiry (the
-        reactor unless a test passes a Clock); ``describe`` and ``find_agent``: the process
-        table lookups (kill confirmations, the person-only check), for tests to stand in."""
+        reactor unless a test passes a Clock); ``describe`` and ``processes``: the process
+        table lookups (kill confirmations, the person-only check; None: the live one), for
+        tests to stand in."""
         self._broker = broker
         self._reactor = reactor
         self._wanted_port = port
         clock = reactor if clock is None else clock
-        self.find_agent = find_agent
+        self.processes = processes
         self.sessions = auth.Sessions(clock)
         self.stream = EventStream(broker, clock)
         self.actions = Actions(broker, describe)
