@@ -242,3 +242,48 @@ def test_the_open_dashboard_command_refuses_an_agent_and_says_so(dashboard: Dash
     answer = yield protocol.open_dashboard()
     assert answer["url"].startswith(f"http://127.0.0.1:{dashboard.port}/?token=")
     assert "issued to pid 78 (claude-peers < bash < tmux: server)" in world.broker.events.recent(2)[0]["detail"]
+
+
+class FakeCoordination:
+    """Stands for the coordination work's ``broker.coordination`` (groups and claims)."""
+
+    def annotate(self, peer: dict[str, Any]) -> dict[str, Any]:
+        """A listed peer with one group and one claim."""
+        return {**peer, "groups": ["reviewers"],
+                "claims": [{"pattern": "src/api/**", "reason": "refactor", "expires_at": "2027-01-01T00:00:00.000Z"}]}
+
+
+class FakeThreads:
+    """Stands for the threads work's ``broker.threads``: one thread of two messages."""
+
+    def read_thread(self, caller: Any, message_id: int, before: Any, limit: Any) -> Any:
+        """The operator's view of the thread of ``message_id``."""
+        from twisted.internet.defer import succeed
+
+        assert caller is None  # the page reads as the operator, like the CLI
+        return succeed({"thread_id": 7, "more": 0, "messages": [
+            {"id": 7, "from_id": "a", "from_name": "api", "to_id": "b", "to_name": "web", "body": "review?",
+             "sent_at": "x", "acked_at": "y", "reply_to": None},
+            {"id": message_id, "from_id": "b", "from_name": "web", "to_id": "a", "to_name": "api", "body": "done",
+             "sent_at": "x", "acked_at": None, "reply_to": 7}]})
+
+
+@pytest_twisted.inlineCallbacks
+def test_claims_groups_and_threads_show_when_the_broker_keeps_them(dashboard: Dashboard, world: Any) -> None:
+    """With coordination and threads on the broker, peers carry claims and groups, and a
+    message's thread is one request away; without them the thread route says so."""
+    yield peer(world, "api")
+    cookie = yield logged_in(dashboard)
+    answer = yield request(url(dashboard, "/api/thread?id=9"), headers={"Cookie": cookie})
+    assert answer.code == 404 and answer.json()["error"] == "this broker keeps no threads"
+    world.broker.coordination = FakeCoordination()
+    world.broker.threads = FakeThreads()
+    state = (yield request(url(dashboard, "/api/state"), headers={"Cookie": cookie})).json()
+    assert state["peers"][0]["claims"][0]["pattern"] == "src/api/**" and state["peers"][0]["groups"] == ["reviewers"]
+    assert state["health"]["threads"] is True
+    thread = (yield request(url(dashboard, "/api/thread?id=9"), headers={"Cookie": cookie})).json()
+    assert thread["thread_id"] == 7
+    assert [(i["from_name"], i["status"], i["body"]) for i in thread["items"]] == [("api", "shown", "review?"),
+                                                                                  ("web", "queued", "done")]
+    bad = yield request(url(dashboard, "/api/thread?id=x"), headers={"Cookie": cookie})
+    assert bad.code == 400

@@ -32,7 +32,7 @@ BY_DASHBOARD = "dashboard"
 
 #: HTTP status for each broker error the page can cause (anything else: 500, logged).
 ERROR_STATUS = {"UnknownPeer": http.NOT_FOUND, "PeerGone": http.GONE, "AmbiguousPeer": http.CONFLICT,
-                "KillRefused": http.FORBIDDEN, "LimitExceeded": 429}
+                "KillRefused": http.FORBIDDEN, "LimitExceeded": 429, "UnknownMessage": http.NOT_FOUND}
 
 
 class Actions:
@@ -48,6 +48,16 @@ class Actions:
     def state(self, request: Any) -> Any:
         """``GET /api/state``: everything the page shows."""
         return self._answer(request, views.state_view(self._broker))
+
+    def thread(self, request: Any) -> Any:
+        """``GET /api/thread?id=<message id>``: the thread of that message (brokers that keep threads)."""
+        if getattr(self._broker, "threads", None) is None:
+            request.setResponseCode(http.NOT_FOUND)
+            return answer_json(request, {"error": "this broker keeps no threads"})
+        raw = (request.args.get(b"id") or [b""])[0]
+        if not raw.isdigit() or len(raw) > 18:
+            return self._bad(request, "thread takes ?id=<message id>")
+        return self._answer(request, maybeDeferred(views.thread_view, self._broker, int(raw)))
 
     def send(self, request: Any, arguments: dict[str, Any]) -> Any:
         """``POST /api/send {to, body}``: the broker's answer (shown, woke or queued)."""

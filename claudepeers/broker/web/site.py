@@ -7,7 +7,7 @@ Routes (all need the session cookie and the right Host, except the first two):
 - anything without a valid cookie: a small page saying to open a new link (401);
 - ``GET /``, ``GET /static/<file>``: the page and its assets (shipped in the package);
 - ``GET /api/state``: everything the page shows, as JSON; ``GET /api/events``: the
-  server-sent event stream (stream.py);
+  server-sent event stream (stream.py); ``GET /api/thread?id=N``: a message's thread;
 - ``POST /api/send``, ``/api/kill/preview``, ``/api/kill`` (JSON bodies, same Origin):
   actions.py, through the broker's own methods.
 """
@@ -103,7 +103,8 @@ class DashboardResource(Resource):
         self._dashboard = dashboard
         self._static = load_static()
         self._get: dict[bytes, Callable[[Any], Any]] = {b"/api/state": dashboard.actions.state,
-                                                         b"/api/events": self._events}
+                                                         b"/api/events": self._events,
+                                                         b"/api/thread": dashboard.actions.thread}
         self._post: dict[bytes, Callable[[Any, dict], Any]] = {
             b"/api/send": dashboard.actions.send, b"/api/kill/preview": dashboard.actions.kill_preview,
             b"/api/kill": dashboard.actions.kill,

@@ -2,9 +2,10 @@
 
 The page gets one ``state`` (everything) when it connects and smaller updates after that
 (stream.py). Peers are shown by host and repository; each carries what ``claude-peers
-status`` shows plus, when the broker has them, the coordination fields (``claims``: a
-list of ``{path, reason, expires_at}``) that the page renders as they appear. A message
-of the flow carries ``thread_id`` when the broker's event names one.
+status`` shows plus, when the broker has them, the coordination fields (``groups``,
+``claims``: ``{pattern, reason, expires_at}``) that the page renders as they appear. A
+line of the flow carries ``thread_id`` when the broker's event names one; with a broker
+that keeps threads (``broker.threads``) every line opens the thread of its message.
 """
 
 from __future__ import annotations
@@ -21,18 +22,20 @@ from claudepeers.broker.records import GONE, OFFLINE, ONLINE, iso
 RECENT_FLOW = 100
 RECENT_LOG = 50
 RECENT_KILLS = 20
+#: Messages of a thread shown at once.
+THREAD_PAGE = 100
 
 _ORDER = {ONLINE: 0, OFFLINE: 1, GONE: 2}
 
 
 def peer_view(broker: Any, actor: Any) -> dict[str, Any]:
-    """One peer as the page shows it (a record's wire form, its unread count and delivery)."""
+    """One peer as the page shows it (a record's wire form, its unread count and delivery),
+    with its groups and claims where the broker keeps them (DESIGN 8: ``coordination``
+    annotates a listed peer with ``groups`` and ``claims``)."""
     view = {**actor.record.to_wire(actor.unread), "delivery": actor.delivery,
             "repo": actor.record.git_root or actor.record.cwd}
-    claims = getattr(broker, "claims_of", None)  # the coordination work adds claims (DESIGN 8)
-    if claims is not None:
-        view["claims"] = claims(actor.id)
-    return view
+    coordination = getattr(broker, "coordination", None)
+    return coordination.annotate(view) if coordination is not None else view
 
 
 def peers_view(broker: Any) -> list[dict[str, Any]]:
@@ -63,6 +66,7 @@ def health_view(broker: Any) -> dict[str, Any]:
         # Writes waiting for the next group commit, and messages waiting to be pushed.
         "queued_writes": store.queued_writes,
         "queued_pushes": sum(a.queued for a in actors),
+        "threads": getattr(broker, "threads", None) is not None,
     }
 
 
@@ -119,3 +123,17 @@ def state_view(broker: Any) -> Deferred:
                 "log": other[-RECENT_LOG:], "kills": kills}
 
     return kills_view(broker).addCallback(complete)
+
+
+def thread_view(broker: Any, message_id: int) -> Deferred:
+    """The whole thread of a message (the operator's view, as the CLI's), oldest first."""
+
+    def shaped(thread: dict[str, Any]) -> dict[str, Any]:
+        items = [{"at": m.get("sent_at"), "message_id": m.get("id"), "from_id": m.get("from_id"),
+                  "from_name": m.get("from_name"), "to_id": m.get("to_id"), "to_name": m.get("to_name"),
+                  "status": "shown" if m.get("acked_at") else "queued", "body": m.get("body"),
+                  "thread_id": thread.get("thread_id"), "reply_to": m.get("reply_to")}
+                 for m in thread.get("messages", [])]
+        return {"thread_id": thread.get("thread_id"), "items": items, "more": thread.get("more", 0)}
+
+    return broker.threads.read_thread(None, message_id, None, THREAD_PAGE).addCallback(shaped)

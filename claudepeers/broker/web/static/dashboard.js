@@ -59,6 +59,9 @@ function peerCard(peer) {
   card.append(el("div", { class: "summary", text: peer.summary || "(no summary)" }));
   const where = [peer.cwd, peer.branch ? `branch ${peer.branch}` : null, peer.delivery ? `delivery: ${peer.delivery}` : null];
   card.append(el("div", { class: "meta", text: where.filter(Boolean).join(" · ") }));
+  if (Array.isArray(peer.groups) && peer.groups.length) {
+    card.append(el("div", { class: "meta", text: `groups: ${peer.groups.map((g) => g.name || g).join(", ")}` }));
+  }
   if (Array.isArray(peer.claims) && peer.claims.length) {
     card.append(el("ul", { class: "claims", "aria-label": `claims of ${peer.name}` },
       ...peer.claims.map((c) => el("li", { text: `${c.path || c.pattern || ""}${c.reason ? ` (${c.reason})` : ""}${c.expires_at ? `, until ${clock(c.expires_at)}` : ""}` }))));
@@ -112,13 +115,15 @@ function pickRecipient(peer) {
 }
 
 // --- the message flow, threads, events, kills ------------------------------------------
-function flowLine(item) {
+function flowLine(item, withBody) {
   const line = el("li", { "data-message-id": String(item.message_id ?? "") },
     time(item.at), el("span", { class: "who", text: `${item.from_name} → ${item.to_name} ` }),
     el("span", { class: `outcome outcome-${item.status}`, text: item.status }));
-  if (item.thread_id != null) {
-    line.append(" ", el("button", { type: "button", class: "thread-link", text: `thread ${item.thread_id}`,
-      onclick: () => openThread(item.thread_id), "aria-label": `open thread ${item.thread_id}` }));
+  if (withBody && item.body != null) line.append(el("div", { class: "body", text: item.body }));
+  if (!withBody && (item.thread_id != null || state.health.threads) && item.message_id != null) {
+    const label = item.thread_id != null ? `thread ${item.thread_id}` : "thread";
+    line.append(" ", el("button", { type: "button", class: "thread-link", text: label,
+      onclick: () => openThread(item.message_id), "aria-label": `open the thread of message ${item.message_id}` }));
   }
   return line;
 }
@@ -138,15 +143,24 @@ function addFlow(items, skipped) {
   }
 }
 
-async function openThread(threadId) {
-  let items = state.flow.filter((item) => item.thread_id === threadId);
+async function openThread(messageId) {
+  let title = `Thread of message ${messageId}`, items = [], note = "";
   try {
-    const answer = await fetch(`/api/thread?id=${encodeURIComponent(threadId)}`, { credentials: "same-origin" });
-    if (answer.ok) items = (await answer.json()).items || items;
-  } catch (e) { /* the flow the page has seen is shown */ }
-  $("thread-title").textContent = `Thread ${threadId}`;
-  $("thread").replaceChildren(...items.map(flowLine));
+    const answer = await fetch(`/api/thread?id=${encodeURIComponent(messageId)}`, { credentials: "same-origin" });
+    const value = await answer.json();
+    if (!answer.ok) throw new Error(value.error || `HTTP ${answer.status}`);
+    items = value.items;
+    title = `Thread ${value.thread_id}`;
+    if (value.more) note = `${value.more} older messages are not shown.`;
+  } catch (e) {
+    items = state.flow.filter((item) => item.message_id === messageId);
+    note = `The broker did not give the thread: ${e.message}`;
+  }
+  $("thread-title").textContent = title;
+  $("thread").replaceChildren(...items.map((item) => flowLine(item, true)));
+  $("thread-note").textContent = note;
   $("thread-dialog").showModal();
+  $("thread-close").focus();
 }
 
 function addLog(items) {
