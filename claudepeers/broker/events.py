@@ -57,9 +57,16 @@ class EventLog:
             )
         if not self._watchers:
             return
-        shown = _shown(event)
+        shown = None
         for watcher in list(self._watchers):
             try:
+                if getattr(watcher, "raw_events", False):
+                    # The dashboard keeps a few of the many events it gets and formats
+                    # only those: it gets the history's own dict (times as numbers), to read.
+                    watcher.event(event)
+                    continue
+                if shown is None:
+                    shown = _shown(event)
                 watcher.event(shown)
             except Exception:  # a broken watcher must not stop the others
                 self.log.failure("watcher failed; dropping it")

@@ -28,7 +28,7 @@ from claudepeers.broker.web import views
 #: How long events gather before one write to every page.
 FLUSH_SECONDS = 0.1
 #: Flow lines sent per write at most; the rest are counted (the page shows "N more").
-MAX_FLOW_PER_FLUSH = 50
+MAX_FLOW_PER_FLUSH = 25
 #: Pages one broker serves at once (a newcomer closes the oldest).
 MAX_PAGES = 16
 
@@ -88,6 +88,8 @@ class EventStream:
         self._changed = False
         self._timer: Any = None
         self._last_peers = b""
+        self._last_signature: list[Any] = []
+        self._peer_views = views.PeerViews()
 
     # --- pages ------------------------------------------------------------------------
 
@@ -118,7 +120,7 @@ class EventStream:
                 self._timer.cancel()
             self._timer = None
             self._flow, self._other, self._skipped, self._changed = [], [], 0, False
-            self._last_peers = b""
+            self._last_peers, self._last_signature = b"", []
 
     def send_state(self, page: Page) -> Deferred:
         """Send ``page`` everything the page shows now."""
@@ -139,8 +141,12 @@ class EventStream:
 
     # --- what the broker tells us -----------------------------------------------------------
 
+    #: The event log hands us its own event dicts (time as a number), not formatted copies.
+    raw_events = True
+
     def event(self, event: dict[str, Any]) -> None:
-        """An event of the broker's log (called for every one while a page is open)."""
+        """An event of the broker's log (called for every one while a page is open); read,
+        never changed: it is the log's own dict."""
         if event.get("kind") == "message":
             if len(self._flow) < MAX_FLOW_PER_FLUSH:
                 self._flow.append(event)
@@ -168,13 +174,17 @@ class EventStream:
         try:
             parts = []
             if flow or skipped:
-                parts.append(sse("flow", {"items": [views.flow_item(broker, e) for e in flow], "skipped": skipped}))
+                parts.append(sse("flow", {"items": [views.flow_item(broker, views.shown(e)) for e in flow],
+                                          "skipped": skipped}))
             if other:
-                parts.append(sse("log", {"items": [views.log_item(e) for e in other]}))
-            peers = sse("peers", {"peers": views.peers_view(broker)})
-            if peers != self._last_peers:  # unchanged peers are not sent again
-                self._last_peers = peers
-                parts.append(peers)
+                parts.append(sse("log", {"items": [views.log_item(views.shown(e)) for e in other]}))
+            signature = [(a.record, a.unread, a.delivery) for a in broker.actors.values()]
+            if other or signature != self._last_signature:  # unchanged peers are not sent again
+                self._last_signature = signature
+                peers = sse("peers", {"peers": views.peers_view(broker, self._peer_views)})
+                if peers != self._last_peers:
+                    self._last_peers = peers
+                    parts.append(peers)
             parts.append(sse("health", {"health": views.health_view(broker)}))
             self._write(b"".join(parts))
             if any(e.get("kind") == "kill" for e in other):

@@ -38,11 +38,37 @@ def peer_view(broker: Any, actor: Any) -> dict[str, Any]:
     return coordination.annotate(view) if coordination is not None else view
 
 
-def peers_view(broker: Any) -> list[dict[str, Any]]:
-    """Every known peer, by host, repository, state and name."""
+def peers_view(broker: Any, views: "PeerViews | None" = None) -> list[dict[str, Any]]:
+    """Every known peer, by host, repository, state and name (``views`` reuses the view of
+    a peer whose record, unread count and delivery are unchanged)."""
     actors = sorted(broker.actors.values(), key=lambda a: (a.record.host, a.record.git_root or a.record.cwd,
                                                            _ORDER.get(a.state, 3), a.name))
-    return [peer_view(broker, actor) for actor in actors]
+    if views is None:
+        return [peer_view(broker, actor) for actor in actors]
+    return [views.view(broker, actor) for actor in actors]
+
+
+class PeerViews:
+    """The last view of each peer, rebuilt only when the peer changed: the stream writes the
+    peers up to ten times a second under traffic, and a record's wire form (``asdict``) is
+    most of that work. Records are frozen and replaced on change, so identity says enough."""
+
+    def __init__(self) -> None:
+        self._views: dict[str, tuple[Any, int, str, dict[str, Any]]] = {}
+
+    def view(self, broker: Any, actor: Any) -> dict[str, Any]:
+        """The page's view of ``actor`` (with groups and claims when the broker keeps them)."""
+        kept = self._views.get(actor.id)
+        if kept is not None and kept[0] is actor.record and kept[1] == actor.unread and kept[2] == actor.delivery:
+            base = kept[3]
+        else:
+            base = {**actor.record.to_wire(actor.unread), "delivery": actor.delivery,
+                    "repo": actor.record.git_root or actor.record.cwd}
+            if len(self._views) > 2 * len(broker.actors) + 16:  # ended peers' views go
+                self._views = {key: value for key, value in self._views.items() if key in broker.actors}
+            self._views[actor.id] = (actor.record, actor.unread, actor.delivery, base)
+        coordination = getattr(broker, "coordination", None)
+        return coordination.annotate(dict(base)) if coordination is not None else base
 
 
 def health_view(broker: Any) -> dict[str, Any]:
@@ -87,6 +113,11 @@ def flow_item(broker: Any, event: dict[str, Any]) -> dict[str, Any]:
         if event.get(key) is not None:
             item[key] = event[key]
     return item
+
+
+def shown(event: dict[str, Any]) -> dict[str, Any]:
+    """A raw event of the log (time as a number) with its time as an ISO string."""
+    return {**event, "at": iso(event["at"])} if not isinstance(event.get("at"), str) else event
 
 
 def log_item(event: dict[str, Any]) -> dict[str, Any]:
