@@ -287,3 +287,46 @@ def test_claims_groups_and_threads_show_when_the_broker_keeps_them(dashboard: Da
                                                                                   ("web", "queued", "done")]
     bad = yield request(url(dashboard, "/api/thread?id=x"), headers={"Cookie": cookie})
     assert bad.code == 400
+
+
+class FakeRequest:
+    """A page's streaming request: records what is written; finishes on demand."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.finished: Any = None
+        self.producer: Any = None
+
+    def write(self, data: bytes) -> None:
+        """Record one write."""
+        self.written.append(data)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:  # noqa: N802 - Twisted's name
+        """Keep the producer (the page) to pause and resume it."""
+        self.producer = producer
+
+    def notifyFinish(self) -> Any:  # noqa: N802
+        """A Deferred that never fires here (the page stays open)."""
+        from twisted.internet.defer import Deferred
+
+        self.finished = Deferred()
+        return self.finished
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_page_that_stops_reading_is_paused_then_sent_the_state_afresh(dashboard: Dashboard, world: Any) -> None:
+    """While a page's connection is backed up nothing is written to it; when it drains it gets one fresh state."""
+    yield peer(world, "api")
+    page_request = FakeRequest()
+    page = dashboard.stream.add(page_request)
+    yield until(lambda: any(b"event: state" in chunk for chunk in page_request.written))
+    page_request.producer.pauseProducing()
+    before = len(page_request.written)
+    for n in range(5):
+        yield world.broker.send(None, "api", f"while paused {n}")
+    world.clock.advance(0.2)
+    assert len(page_request.written) == before  # nothing piles up for a paused page
+    page_request.producer.resumeProducing()
+    yield until(lambda: len(page_request.written) > before)
+    assert page_request.written[before].startswith(b"event: state")
+    dashboard.stream.remove(page)

@@ -47,7 +47,7 @@ class DashboardOptions(usage.Options):
                              f"within {minutes:g} min.\n")
             return 0
 
-        return run_with_broker(body, autostart=True)
+        return run_with_broker(body)
 
 
 def has_display() -> bool:
