@@ -280,7 +280,7 @@ def main_bench(args: argparse.Namespace) -> int:
                   f"the event path costs {1e6 * cost['baseline']:.2f} us per message with no page open, "
                   f"{1e6 * cost['pages']:.2f} us with {args.pages} pages ({1e6 * extra:.2f} us more: "
                   f"{100 * extra * rate:.2f}% of a core; {cost['bytes']:.0f} bytes written per message), "
-                  f"{100 * extra / (1e-4 * saturated[False]):.1f}% of the broker's {1e4 * saturated[False]:.0f} us "
+                  f"{100 * extra / (1e-2 * saturated[False]):.1f}% of the broker's {1e4 * saturated[False]:.0f} us "
                   "per message")
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         return 0

@@ -36,15 +36,27 @@ function duration(seconds) {
 }
 
 // --- broker health ---------------------------------------------------------------------
+// The broker sends its health when something happens; the page counts the uptime itself.
+function uptime() {
+  const started = Date.parse(state.health.started_at || "");
+  return isNaN(started) ? state.health.uptime_seconds : (Date.now() - started) / 1000;
+}
+
+function tickUptime() {
+  const cell = document.querySelector("#health [data-figure='Up'] dd");
+  if (cell) cell.textContent = duration(uptime());
+}
+
 function renderHealth() {
   const h = state.health, c = h.counters || {};
   const rows = [
-    ["Host", h.host], ["Version", h.version], ["Broker pid", h.pid], ["Up", duration(h.uptime_seconds)],
+    ["Host", h.host], ["Version", h.version], ["Broker pid", h.pid], ["Up", duration(uptime())],
     ["Online / offline / gone", `${h.online} / ${h.offline} / ${h.gone}`], ["Unread", h.unread],
     ["Sent / shown / woke", `${c.sent || 0} / ${c.shown || 0} / ${c.woke || 0}`], ["Refused", c.refused || 0],
     ["Commits", h.commits], ["Writes", h.writes], ["Queued writes", h.queued_writes], ["Queued pushes", h.queued_pushes],
   ];
-  $("health").replaceChildren(...rows.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: String(v ?? "") }))));
+  $("health").replaceChildren(...rows.map(([k, v]) => el("div", { "data-figure": k },
+    el("dt", { text: k }), el("dd", { text: String(v ?? "") }))));
 }
 
 // --- peers, by host and repository -----------------------------------------------------
@@ -286,4 +298,5 @@ document.addEventListener("DOMContentLoaded", () => {
   $("kill-cancel").addEventListener("click", () => $("kill-dialog").close());
   $("thread-close").addEventListener("click", () => $("thread-dialog").close());
   connect();
+  setInterval(tickUptime, 1000);
 });
