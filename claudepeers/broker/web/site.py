@@ -131,7 +131,7 @@ class DashboardResource(Resource):
                 body, content_type = self._static[path]
                 request.setHeader(b"content-type", content_type)
                 return body
-            if path in self._get:
+            if path in self._get and request.method == b"GET":
                 return self._get[path](request)
             return refuse(request, http.NOT_FOUND, "no such page")
         if request.method != b"POST" or path not in self._post:

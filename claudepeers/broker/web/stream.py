@@ -85,7 +85,6 @@ class EventStream:
         self._flow: list[dict[str, Any]] = []
         self._skipped = 0
         self._other: list[dict[str, Any]] = []
-        self._changed = False
         self._timer: Any = None
         self._last_peers = b""
         self._last_signature: list[Any] = []
@@ -119,7 +118,7 @@ class EventStream:
             if self._timer is not None and self._timer.active():
                 self._timer.cancel()
             self._timer = None
-            self._flow, self._other, self._skipped, self._changed = [], [], 0, False
+            self._flow, self._other, self._skipped = [], [], 0
             self._last_peers, self._last_signature = b"", []
 
     def send_state(self, page: Page) -> Deferred:
@@ -154,13 +153,11 @@ class EventStream:
                 self._skipped += 1
         else:
             self._other.append(event)
-        self._changed = True
         if self._timer is None:
             self._timer = self._clock.callLater(self._flush_seconds, self._flush)
 
     def changed(self) -> None:
         """Something shown changed without an event (a summary, an unread count)."""
-        self._changed = True
         if self._timer is None and self.pages:
             self._timer = self._clock.callLater(self._flush_seconds, self._flush)
 
@@ -169,7 +166,6 @@ class EventStream:
         flow, self._flow = self._flow, []
         other, self._other = self._other, []
         skipped, self._skipped = self._skipped, 0
-        self._changed = False
         broker = self._broker
         try:
             parts = []
