@@ -90,6 +90,8 @@ class Broker:
         self.counters = {"sent": 0, "shown": 0, "woke": 0, "refused": 0}
         self._names: dict[str, list[PeerActor]] | None = None
         self.mail = Mail(self)
+        #: The operator's web page (web/ondemand.py), set by the service; None: no dashboard.
+        self.dashboard: Any = None
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -128,6 +130,7 @@ class Broker:
 
     def _records_changed(self) -> None:
         self._names = None
+        self.events.touch()  # a summary or state the dashboard shows changed
 
     def _live_by_name(self) -> dict[str, list[PeerActor]]:
         """Live peers by name, rebuilt after any record changes (resolve() runs for every send)."""
@@ -396,7 +399,12 @@ class Broker:
 
     def acknowledge(self, actor: PeerActor, message_ids: Iterable[int], via: Any = None, how: str | None = None) -> Deferred:
         """Mark messages shown (or ``how="woke"``); fires with how many were newly marked."""
-        return self.mail.acknowledge(actor, message_ids, via, how)
+        d = self.mail.acknowledge(actor, message_ids, via, how)
+        return d.addCallback(self._acknowledged) if self.events.watching else d
+
+    def _acknowledged(self, count: int) -> int:
+        self.events.touch()  # unread counts the dashboard shows changed
+        return count
 
 
     def message_states(self, sender: PeerActor | None, message_ids: Iterable[int]) -> Deferred:
@@ -463,12 +471,14 @@ class Broker:
     # --- kill -------------------------------------------------------------------------------------
 
     @inlineCallbacks
-    def kill(self, caller: PeerActor | None, creds: Credentials, target: str) -> Any:
-        """Verified kill of a peer's agent session; fires with (outcome, peer_id, detail)."""
+    def kill(self, caller: PeerActor | None, creds: Credentials, target: str, by: str | None = None) -> Any:
+        """Verified kill of a peer's agent session; fires with (outcome, peer_id, detail).
+
+        ``by`` names an operator other than the CLI in the audit (the dashboard)."""
         if creds.transport != "unix":
             raise KillRefused("kill_peer needs the UNIX socket: over TCP the kernel cannot vouch for the caller")
         actor = self.resolve(target, caller=caller)
-        caller_id = caller.id if caller is not None else CLI_ID
+        caller_id = caller.id if caller is not None else (by or CLI_ID)
         record = actor.record
         if caller is actor:
             raise KillRefused("you cannot kill your own session")

@@ -21,7 +21,7 @@ from claudepeers.broker.views import concerns
 #: Events kept in memory.
 EVENT_HISTORY = 1000
 #: Event kinds kept in the database (messages are only in the in-memory history).
-PERSISTENT_EVENTS = {"register", "leave", "gone", "kill", "rename", "broker"}
+PERSISTENT_EVENTS = {"register", "leave", "gone", "kill", "rename", "broker", "dashboard"}
 
 
 class EventLog:
@@ -58,13 +58,33 @@ class EventLog:
             )
         if not self._watchers:
             return
-        shown = _shown(event)
+        shown = None
         for watcher in list(self._watchers):
             try:
+                if getattr(watcher, "raw_events", False):
+                    # The dashboard keeps a few of the many events it gets and formats
+                    # only those: it gets the history's own dict (times as numbers), to read.
+                    watcher.event(event)
+                    continue
+                if shown is None:
+                    shown = _shown(event)
                 watcher.event(shown)
             except Exception:  # a broken watcher must not stop the others
                 self.log.failure("watcher failed; dropping it")
                 self._watchers.discard(watcher)
+
+    @property
+    def watching(self) -> bool:
+        """True while anything watches (a ``log -f``, a dashboard page)."""
+        return bool(self._watchers)
+
+    def touch(self) -> None:
+        """Something watchers show changed without an event (a summary, an unread count):
+        tell the watchers that care (the dashboard's stream has ``changed()``)."""
+        for watcher in self._watchers:
+            changed = getattr(watcher, "changed", None)
+            if changed is not None:
+                changed()
 
     def recent(self, limit: int, concerning: str | None = None) -> list[dict[str, Any]]:
         """The latest events, oldest first (times as ISO strings); with ``concerning``, only

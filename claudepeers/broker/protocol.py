@@ -29,6 +29,7 @@ from claudepeers.wire.fastamp import LeanAMP
 from claudepeers.broker.peers import WOKE, PeerActor
 from claudepeers.broker.ratelimit import WarningThrottle
 from claudepeers.broker.storage.store import StoreError
+from claudepeers.broker.web.responders import DashboardResponders
 
 #: Error descriptions are cut to this many bytes (AMP's limit per value is 65,535).
 MAX_ERROR_DESCRIPTION = 2000
@@ -37,8 +38,11 @@ MAX_ERROR_DESCRIPTION = 2000
 OPEN_COMMANDS = {b"Authenticate", b"Hello", b"Ping"}
 
 
-class BrokerProtocol(Admission, LeanAMP):
-    """One client connection: a bridge, a hook, a watcher or the CLI (before it is bound: admission.py)."""
+class BrokerProtocol(Admission, LeanAMP, DashboardResponders):
+    """One client connection: a bridge, a hook, a watcher or the CLI.
+
+    What it may cost before it is bound (token, or a first real command): admission.py.
+    """
 
     log = Logger()
 

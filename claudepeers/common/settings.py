@@ -114,6 +114,8 @@ class Settings:
     peer_name: str | None = None
     manhole_path: Path | None = None
     log_path: Path | None = None
+    #: The dashboard's port on 127.0.0.1 (0: any free port), CLAUDE_PEERS_DASHBOARD_PORT.
+    dashboard_port: int = 0
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -144,6 +146,13 @@ class Settings:
             raise SettingError(f"CLAUDE_PEERS_PORT={port_raw!r} is not a port number") from None
         if not 0 < port < 65536:
             raise SettingError(f"CLAUDE_PEERS_PORT={port_raw!r} is not a port number")
+        dashboard_raw = env.get("CLAUDE_PEERS_DASHBOARD_PORT") or "0"
+        try:
+            dashboard_port = int(dashboard_raw)
+        except ValueError:
+            raise SettingError(f"CLAUDE_PEERS_DASHBOARD_PORT={dashboard_raw!r} is not a port number (0: any free port)") from None
+        if not 0 <= dashboard_port < 65536:
+            raise SettingError(f"CLAUDE_PEERS_DASHBOARD_PORT={dashboard_raw!r} is not a port number (0: any free port)")
         url = env.get("CLAUDE_PEERS_URL") or None
         if url is not None:
             parse_url(url)
@@ -160,6 +169,7 @@ class Settings:
             peer_name=env.get("CLAUDE_PEER_NAME") or None,
             manhole_path=Path(env["CLAUDE_PEERS_MANHOLE"]) if env.get("CLAUDE_PEERS_MANHOLE") else None,
             log_path=Path(env["CLAUDE_PEERS_LOG"]) if env.get("CLAUDE_PEERS_LOG") else None,
+            dashboard_port=dashboard_port,
             limits=Limits.from_env(env),
         )
 

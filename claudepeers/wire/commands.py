@@ -435,3 +435,16 @@ class Event(amp.Command):
 
 #: Bumped when a command changes incompatibly; clients compare it in Hello.
 PROTOCOL_VERSION = 2
+
+
+# --- the operator's dashboard (DESIGN 9; claudepeers/broker/web/) ----------------------
+
+
+class OpenDashboard(amp.Command):
+    """Start the broker's dashboard on 127.0.0.1 if it is not running; answer a link with a
+    one-time token (valid ``expires_in`` seconds). Refused (PermissionDenied) over TCP and to
+    a process with an agent session among its ancestors: only the person may open it."""
+
+    arguments: list = []
+    response = [(b"url", amp.Unicode()), (b"expires_in", amp.Float())]
+    errors = _errors()

@@ -106,6 +106,11 @@ class Store(GuardQueries):
         #: The guard (guard.py) watching the file and its bounds, when one is attached.
         self.guard: Any = None
 
+    @property
+    def queued_writes(self) -> int:
+        """Writes waiting for the next group commit (the dashboard's queue depth)."""
+        return len(self._pending)
+
     # --- plumbing ---------------------------------------------------------------------
 
     def _sql(self, statement: str) -> str:
