@@ -43,6 +43,7 @@ from claudepeers.common.platforms import sandbox
 from claudepeers.wire.fastamp import LeanAMP
 from claudepeers.common.settings import Settings
 
+from claudepeers.bridge.permissions import PermissionAnswers
 from claudepeers.bridge.tools import BrokerTimeout, BrokerUnreachable
 from claudepeers.bridge.wake import WOKE
 
@@ -57,7 +58,7 @@ SAFE_TO_REPEAT = frozenset(
 RETRY_POLICY = backoffPolicy(initialDelay=0.05, maxDelay=2.0, factor=1.6, jitter=lambda: random.random() * 0.05)
 
 
-class BridgeAMP(LeanAMP):
+class BridgeAMP(PermissionAnswers, LeanAMP):
     """The bridge's end of the AMP connection: it answers the broker's remote callbacks.
 
     LeanAMP speaks Twisted's AMP wire with less work per box; in a burst of sends the
@@ -200,6 +201,9 @@ class AutostartEndpoint:
 
 class BrokerLink:
     """One reconnecting, registered AMP connection to the broker."""
+
+    #: The bridge's permission relay (:mod:`.permissions`), which the broker's answers reach.
+    permissions: Any = None
 
     log = Logger()
 

@@ -24,6 +24,7 @@ from claudepeers.common import agents
 from claudepeers.broker import killing
 
 from claudepeers.broker import naming
+from claudepeers.broker.approvals import Approvals
 from claudepeers.broker.credentials import TcpSecrets
 from claudepeers.broker.events import EventLog
 from claudepeers.broker.mail import Mail
@@ -87,6 +88,7 @@ class Broker:
         self.counters = {"sent": 0, "shown": 0, "woke": 0, "refused": 0}
         self._names: dict[str, list[PeerActor]] | None = None
         self.mail = Mail(self)
+        self.approvals = Approvals(clock, store, self.emit, lambda peer_id: self.actors[peer_id].name if peer_id in self.actors else peer_id)
 
     # --- start and stop ---------------------------------------------------------------
 
