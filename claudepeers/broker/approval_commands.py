@@ -62,7 +62,8 @@ class ApprovalCommands(amp.CommandLocator):
             raise InvalidArgument(f"behavior must be allow or deny, not {behavior!r}")
         try:
             who = operator.require_operator(self.broker, self.creds, f"{behavior} a tool request")
-        except PermissionDenied as refusal:
+        except PermissionDenied as error:
+            refusal = error  # the except clause unbinds its own name
             d = approvals.refused(request, behavior, str(refusal))
             return d.addCallback(lambda _: Failure(refusal))
         by = f"the operator, {who},"
