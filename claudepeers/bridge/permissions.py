@@ -19,8 +19,9 @@ answer is dropped ("no pending entry").
 So the bridge finds out from the session transcript: the assistant's ``tool_use`` block
 (id, name, input) is written before the dialog opens, its ``tool_result`` once the call ends
 (run, denied, or interrupted). :class:`ToolCalls` follows the open calls; a request is tied
-to the open calls of its tool whose input the preview shows, and ends (``PermissionEnded``)
-when they all have a result. A request that matches no open call stays until it is answered
+to the open calls of its tool whose input the preview shows (Claude Code writes the transcript
+in batches, so the ``tool_use`` line may come a little after the request), and ends
+(``PermissionEnded``) when they all have a result. A request that matches no open call stays until it is answered
 or the bridge disconnects (without a transcript to read, as with a forced ``--delivery push``,
 that is the only way it ends).
 """
@@ -157,7 +158,8 @@ class PermissionRelay:
         while len(self.pending) >= MAX_HELD:
             self.pending.pop(next(iter(self.pending)))
         self.pending[key] = {**request, "calls": self.calls.match(request["tool_name"], request["input_preview"])}
-        self.log.info("permission request {id} for {tool} relayed", id=request["request_id"], tool=request["tool_name"])
+        self.log.info("permission request {id} for {tool} relayed (its tool call: {calls})", id=request["request_id"],
+                      tool=request["tool_name"], calls=", ".join(sorted(self.pending[key]["calls"])) or "not found")
         self._forward(key)
 
     def _forward(self, key: str) -> None:
@@ -175,7 +177,13 @@ class PermissionRelay:
 
     def transcript_line(self, line: bytes) -> None:
         """A new line of the agent's transcript: a request whose calls all ended leaves the list."""
+        known = len(self.calls.open)
         ended = self.calls.feed(line)
+        if len(self.calls.open) > known:
+            # Claude Code writes its transcript in batches: the tool_use may come after the request.
+            for request in self.pending.values():
+                if not request["calls"]:
+                    request["calls"] = self.calls.match(request["tool_name"], request["input_preview"])
         if not ended:
             return
         for key, request in list(self.pending.items()):
