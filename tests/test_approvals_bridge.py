@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -203,3 +204,14 @@ def test_an_agents_environment_is_refused_too(session: Callable, broker_process:
     done = cli({**broker_process.env, "CLAUDECODE": "1"}, "deny", "fbenr")
     assert done.returncode == 4 and "CLAUDECODE is set" in done.stderr, done.stderr
     assert len(pending(broker_process.env, 1)) == 1
+
+
+def test_a_process_detached_to_init_is_refused(session: Callable, broker_process: BrokerProcess) -> None:
+    """The double fork that leaves an agent's tree (``(cmd &)`` in a shell): re-parented to init, refused."""
+    out = broker_process.base / "detached.out"
+    subprocess.run(["/bin/sh", "-c", f"({os.sys.executable} -m claudepeers approve fbenr > {out} 2>&1 &)"],
+                   env=broker_process.env, check=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "claude-peers:" not in (out.read_text() if out.exists() else ""):
+        time.sleep(0.05)  # the detached process writes when it is done
+    assert "detached from the process that started it (its parent is init)" in out.read_text()

@@ -64,7 +64,7 @@ class ApprovalCommands(amp.CommandLocator):
             who = operator.require_operator(self.broker, self.creds, f"{behavior} a tool request")
         except PermissionDenied as error:
             refusal = error  # the except clause unbinds its own name
-            d = approvals.refused(request, behavior, str(refusal))
+            d = approvals.refused(request, behavior, str(refusal).split(": ", 1)[-1])
             return d.addCallback(lambda _: Failure(refusal))
         by = f"the operator, {who},"
         return approvals.answer(request, behavior, by).addCallback(
