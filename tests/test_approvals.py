@@ -18,7 +18,9 @@ from twisted.internet.task import Clock
 from twisted.protocols import amp
 
 from claudepeers.broker import operator
-from claudepeers.broker.approvals import ANSWER_TIMEOUT_SECONDS, MAX_PENDING_PER_PEER, Approvals
+from claudepeers.broker.approvals import (
+    ANSWER_TIMEOUT_SECONDS, MAX_PENDING_PER_PEER, MAX_STORED_REFUSALS_PER_MINUTE, Approvals,
+)
 from claudepeers.broker.core import Credentials
 from claudepeers.common.errors import (
     AmbiguousPeer, BrokerUnavailable, InvalidArgument, LimitExceeded, PermissionDenied, UnknownApproval,
@@ -185,6 +187,18 @@ def test_observers_hear_every_change(registry: Any) -> None:
     stop()
     approvals.ask("p1", bridge, "ccccc", "Bash", "", "")
     assert heard == [("asked", "aaaaa"), ("asked", "bbbbb"), ("answered", "aaaaa"), ("ended", "bbbbb")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_refusals_are_recorded_but_a_loop_of_them_does_not_fill_the_store(registry: Any) -> None:
+    """Each refusal is stored, up to a bound per minute; the ones past it are counted."""
+    approvals, clock, store, _ = registry
+    for _ in range(MAX_STORED_REFUSALS_PER_MINUTE + 5):
+        yield approvals.refused("fbenr", "allow", "an agent asked")
+    assert len(store.events) == MAX_STORED_REFUSALS_PER_MINUTE
+    clock.advance(61)
+    yield approvals.refused("fbenr", "allow", "an agent asked")
+    assert store.events[-1][3] == "refused to allow 'fbenr': an agent asked (5 more refusals since the last one stored)"
 
 
 # --- who may answer ---------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from claudepeers.broker.records import iso
@@ -45,6 +45,9 @@ MAX_TEXT_CHARS = 4000
 MAX_PENDING_PER_PEER = 32
 #: How long an answer waits for the bridge to say it wrote the line to the agent.
 ANSWER_TIMEOUT_SECONDS = 5.0
+#: Refusals stored per minute at most (an agent retrying in a loop must not fill the database;
+#: the rest are counted and the count is stored with the next one).
+MAX_STORED_REFUSALS_PER_MINUTE = 20
 #: Event kinds: ``approval`` (answers and refusals: stored), ``permission`` (asked, ended: memory only).
 ANSWER_EVENT = "approval"
 REQUEST_EVENT = "permission"
@@ -83,6 +86,8 @@ class Approvals:
         self._peer_name = peer_name
         self._pending: dict[tuple[str, str], Approval] = {}  # insertion order: oldest first
         self._observers: list[Observer] = []
+        self._refusals: list[float] = []  # when the refusals of the last minute were stored
+        self._unstored_refusals = 0
 
     # --- what bridges report ------------------------------------------------------------
 
@@ -178,10 +183,18 @@ class Approvals:
             detail += " (the agent's pipe was closed: it may not have seen the answer)"
         return shown, detail[0].upper() + detail[1:]
 
-    @inlineCallbacks
-    def refused(self, request: str, behavior: str, why: str) -> Any:
-        """Record an answer the broker refused (an agent's process tree asked)."""
-        yield self._record(None, f"refused to {behavior} {request!r}: {why}")
+    def refused(self, request: str, behavior: str, why: str) -> Deferred:
+        """Record an answer the broker refused (an agent's process tree asked); past
+        MAX_STORED_REFUSALS_PER_MINUTE only counted, the count stored with the next one."""
+        now = self._clock.seconds()
+        self._refusals = [at for at in self._refusals if now - at < 60]
+        if len(self._refusals) >= MAX_STORED_REFUSALS_PER_MINUTE:
+            self._unstored_refusals += 1
+            return succeed(None)
+        self._refusals.append(now)
+        more, self._unstored_refusals = self._unstored_refusals, 0
+        note = f" ({more} more refusals since the last one stored)" if more else ""
+        return self._record(None, f"refused to {behavior} {request!r}: {why}{note}")
 
     # --- observers (the dashboard) ---------------------------------------------------------
 
