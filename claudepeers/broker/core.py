@@ -9,6 +9,7 @@ so that tests can stand in for the process table.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from typing import Any, Callable, Iterable
@@ -100,7 +101,7 @@ class Broker:
         self.events.load((yield self.store.recent_events(200)))
         for record in records:
             if record.state == ONLINE:
-                record = PeerRecord(**{**record.__dict__, "state": OFFLINE})
+                record = dataclasses.replace(record, state=OFFLINE)
             self.actors[record.id] = self._actor(record, counts.get(record.id, 0))
         self._names = None
         self.emit("broker", None, f"broker {__version__} started (pid {os.getpid()})")

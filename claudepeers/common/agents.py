@@ -81,14 +81,12 @@ def agent_kind(proc: psutil.Process) -> str | None:
 def find_agent(pid: int) -> AgentProcess | None:
     """The nearest agent ancestor of ``pid`` (not ``pid`` itself), or None."""
     try:
-        proc = psutil.Process(pid).parent()
-        depth = 0
-        while proc is not None and proc.pid > 1 and depth < MAX_DEPTH:
+        for proc in psutil.Process(pid).parents()[:MAX_DEPTH]:
+            if proc.pid <= 1:
+                break
             kind = agent_kind(proc)
             if kind is not None:
                 return AgentProcess(proc.pid, proc.create_time(), kind, tuple(proc.cmdline()))
-            proc = proc.parent()
-            depth += 1
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
     return None
@@ -124,16 +122,10 @@ def session_of(pid: int) -> AgentProcess | None:
 def is_ancestor(ancestor_pid: int, pid: int) -> bool:
     """True when ``ancestor_pid`` is ``pid`` or one of its ancestors."""
     try:
-        proc: psutil.Process | None = psutil.Process(pid)
-        depth = 0
-        while proc is not None and depth <= MAX_DEPTH + 4:
-            if proc.pid == ancestor_pid:
-                return True
-            proc = proc.parent()
-            depth += 1
+        proc = psutil.Process(pid)  # a pid that names no process is nobody's descendant
+        return pid == ancestor_pid or any(parent.pid == ancestor_pid for parent in proc.parents()[: MAX_DEPTH + 4])
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
-    return False
 
 
 def same_start(recorded: float, actual: float) -> bool:

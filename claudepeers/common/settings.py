@@ -32,6 +32,9 @@ class Limits:
     delivery_wait_seconds: float = 2.0
     #: How long a bridge waits for Claude Code's transcript to show a channel push.
     channel_confirm_seconds: float = 1.5
+    #: The same while no push was confirmed yet and the session has no transcript yet
+    #: (Claude Code writes a session's first line seconds after accepting its first message).
+    channel_first_confirm_seconds: float = 6.0
     reap_interval_seconds: float = 10.0
     tcp_ping_interval_seconds: float = 30.0
     #: The database's bound, and stored bytes of unread mail per recipient and per sender.
@@ -61,6 +64,7 @@ class Limits:
         "CLAUDE_PEERS_KILL_GRACE_SECONDS": ("kill_grace_seconds", float),
         "CLAUDE_PEERS_DELIVERY_WAIT_SECONDS": ("delivery_wait_seconds", float),
         "CLAUDE_PEERS_CHANNEL_CONFIRM_SECONDS": ("channel_confirm_seconds", float),
+        "CLAUDE_PEERS_CHANNEL_FIRST_CONFIRM_SECONDS": ("channel_first_confirm_seconds", float),
         "CLAUDE_PEERS_TCP_PING_SECONDS": ("tcp_ping_interval_seconds", float),
         "CLAUDE_PEERS_REAP_SECONDS": ("reap_interval_seconds", float),
         "CLAUDE_PEERS_MAX_DB_BYTES": ("max_db_bytes", int),

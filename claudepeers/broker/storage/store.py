@@ -53,7 +53,7 @@ def reported_error(text: str) -> StoreError:
     return error
 
 
-def open_pool(path: str, paramstyle: str = "qmark") -> adbapi.ConnectionPool:
+def open_pool(path: str) -> adbapi.ConnectionPool:
     """One sqlite3 connection (SQLite wants a single writer), configured for WAL."""
     return adbapi.ConnectionPool(
         "sqlite3",
