@@ -89,7 +89,9 @@ class Broker:
         self.counters = {"sent": 0, "shown": 0, "woke": 0, "refused": 0}
         self._names: dict[str, list[PeerActor]] | None = None
         self.mail = Mail(self)
-        self.approvals = Approvals(clock, store, self.emit, lambda peer_id: self.actors[peer_id].name if peer_id in self.actors else peer_id)
+        # Pending tool approvals (approvals.py); a peer reaped meanwhile is named by its id.
+        self.approvals = Approvals(clock, store, self.emit,
+                                   lambda peer_id: self.actors[peer_id].name if peer_id in self.actors else peer_id)
 
     # --- start and stop ---------------------------------------------------------------
 
