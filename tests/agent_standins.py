@@ -60,6 +60,24 @@ def streamed_text(text: str) -> bytes:
     return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
 
 
+def streamed_tool_use(number: int, name: str, arguments: dict) -> bytes:
+    """An Anthropic Messages API streaming answer that calls one tool (``stop_reason`` tool_use)."""
+    events = [
+        ("message_start", {"type": "message_start", "message": {
+            "id": f"msg_{number}", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": [], "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+            "type": "tool_use", "id": f"toolu_{number:024d}", "name": name, "input": {}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+            "type": "input_json_delta", "partial_json": json.dumps(arguments)}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                           "usage": {"output_tokens": 1}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return "".join(f"event: {event}\ndata: {json.dumps(data)}\n\n" for event, data in events).encode()
+
+
 class StandInApi:
     """A local Messages and Responses API that records every model request.
 
@@ -69,11 +87,13 @@ class StandInApi:
     """
 
     def __init__(self, on_request: Callable[["StandInApi", dict], Any] | None = None,
-                 respond: Callable[[int, dict], bytes | None] | None = None) -> None:
+                 respond: Callable[[int, dict], bytes | None] | None = None,
+                 respond_messages: Callable[[int, dict], bytes | None] | None = None) -> None:
         """Serve on a free localhost port in a thread.
 
         ``respond(number, request)`` may answer a Responses API request itself (e.g. with
-        :func:`streamed_function_call`); None keeps the default "done".
+        :func:`streamed_function_call`), ``respond_messages`` a Messages API one (e.g. with
+        :func:`streamed_tool_use`); None keeps the default "done".
         """
         self.requests: list[dict] = []
         self.arrivals: list[float] = []
@@ -102,7 +122,8 @@ class StandInApi:
                     data = (respond(len(api.requests), request) if respond else None) or \
                         streamed_response(len(api.requests))
                 else:
-                    data = streamed_text("done")
+                    data = (respond_messages(len(api.requests), request) if respond_messages else None) or \
+                        streamed_text("done")
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("content-length", str(len(data)))

@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from conftest import ROOT
 
@@ -39,7 +40,8 @@ def seed_home(home: Path, cwd: Path, gate: bool = True) -> None:
         "projects": {str(cwd): {"hasTrustDialogAccepted": True, "allowedTools": []}},
     }
     if gate:
-        config["cachedGrowthBookFeatures"] = {"tengu_harbor": True}
+        # tengu_harbor: channels; tengu_harbor_permissions: the permission relay to channels.
+        config["cachedGrowthBookFeatures"] = {"tengu_harbor": True, "tengu_harbor_permissions": True}
     (home / ".claude.json").write_text(json.dumps(config))
 
 
@@ -167,6 +169,8 @@ class Scenario:
     gate: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
     hooks: bool = True
+    #: Answers the stand-in Messages API gives (``StandInApi(respond_messages=...)``).
+    respond_messages: Any = None
     broker: object = None
     api: object = None
     session: ClaudeSession | None = None
@@ -181,7 +185,7 @@ class Scenario:
         work.mkdir()
         env = broker_env(self.base, CLAUDE_PEERS_LOG_LEVEL="info")
         self.broker = BrokerProcess(self.base, env).start()
-        self.api = StandInApi()
+        self.api = StandInApi(respond_messages=self.respond_messages)
         seed_home(self.base, work, gate=self.gate)
         installed = cli(env, "install", "--claude", *(["--hooks"] if self.hooks else []))
         assert installed.returncode == 0, installed.stderr

@@ -122,7 +122,8 @@ async def test_send_reaches_a_channel_claude_as_one_notification(make_agent: Cal
     b = make_agent("beta", "codex")
     async with open_bridge(a, registered=False) as ca, open_bridge(b, "codex-mcp-client", registered=False) as cb:
         await ready(ca, cb)
-        assert ca.client.server_capabilities.experimental == {"claude/channel": {}}
+        # As a channel the bridge also offers Claude Code's permission relay (bridge/permissions.py).
+        assert ca.client.server_capabilities.experimental == {"claude/channel": {}, "claude/channel/permission": {}}
         assert 'source="claude-peers"' in (ca.client.instructions or "")
         b_id = await my_id(cb)
         await cb.text("set_summary", {"summary": "porting the parser"})

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from claudepeers import __version__
 
@@ -28,6 +28,25 @@ LATEST_HANDSHAKE_VERSION = "2025-11-25"
 IMPLEMENTATION_NAME = "claude-peers"
 #: Capabilities: tools, and the experimental channel that Claude Code listens to.
 CAPABILITIES: dict[str, Any] = {"experimental": {"claude/channel": {}}, "tools": {"listChanged": False}}
+#: Declared beside ``claude/channel`` when we run as a channel: Claude Code then relays its
+#: permission prompts to us (``notifications/claude/channel/permission_request``) and takes
+#: an answer back (:mod:`.permissions`). ``CLAUDE_PEERS_RELAY_PERMISSIONS=0`` leaves it out.
+PERMISSION_CAPABILITY = "claude/channel/permission"
+
+
+def capabilities(permissions: bool) -> dict[str, Any]:
+    """The capabilities of our ``initialize`` answer (a fresh copy)."""
+    declared = json.loads(json.dumps(CAPABILITIES))
+    if permissions:
+        declared["experimental"][PERMISSION_CAPABILITY] = {}
+    return declared
+
+
+def relays_permissions(delivery: str, environ: Mapping[str, str]) -> bool:
+    """True when this bridge offers Claude Code's permission relay: as a channel (push), unless
+    ``CLAUDE_PEERS_RELAY_PERMISSIONS`` says no."""
+    wanted = environ.get("CLAUDE_PEERS_RELAY_PERMISSIONS", "1").strip().lower()
+    return delivery == "push" and wanted not in ("0", "no", "false", "off")
 
 #: ``clientInfo.name`` values of the agents we know -> our client type.
 CLIENT_NAMES = {"claude-code": "claude-code", "codex-mcp-client": "codex", "codex": "codex"}
@@ -184,14 +203,14 @@ def parse_first(line: bytes) -> FirstMessage:
     return FirstMessage(line, request if isinstance(request, dict) else None)
 
 
-def initialize_result(request: dict[str, Any], instructions: str) -> dict[str, Any]:
+def initialize_result(request: dict[str, Any], instructions: str, permissions: bool = False) -> dict[str, Any]:
     """The ``result`` of our ``initialize`` answer, as the SDK would build it."""
     params = request.get("params") or {}
     requested = params.get("protocolVersion")
     version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
     return {
         "protocolVersion": version,
-        "capabilities": json.loads(json.dumps(CAPABILITIES)),
+        "capabilities": capabilities(permissions),
         "serverInfo": {"name": IMPLEMENTATION_NAME, "version": __version__},
         "instructions": instructions,
     }
@@ -203,9 +222,9 @@ def discover_refusal(request: dict[str, Any]) -> bytes:
     return json.dumps(answer, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
-def initialize_answer(request: dict[str, Any], instructions: str) -> bytes:
+def initialize_answer(request: dict[str, Any], instructions: str, permissions: bool = False) -> bytes:
     """The complete JSON-RPC answer line to an ``initialize`` request."""
-    answer = {"jsonrpc": "2.0", "id": request["id"], "result": initialize_result(request, instructions)}
+    answer = {"jsonrpc": "2.0", "id": request["id"], "result": initialize_result(request, instructions, permissions)}
     return json.dumps(answer, separators=(",", ":")).encode("utf-8") + b"\n"
 
 

@@ -136,17 +136,18 @@ def _main(argv: list[str]) -> int:
     channels = agent is not None and agent.client_type == "claude-code" and agent.channels_enabled(server_name)
     delivery = handshake.delivery_of(options["delivery"], client_type, channels)
     instructions = handshake.instructions_for(delivery, server_name)
+    permissions = handshake.relays_permissions(delivery, os.environ)
     answered = first is not None and first.is_initialize
     era = None
     if answered:
         assert first is not None and first.request is not None
         try:
-            handshake.write_all(1, handshake.initialize_answer(first.request, instructions))
+            handshake.write_all(1, handshake.initialize_answer(first.request, instructions, permissions))
         except OSError:
             return 0  # the agent closed our stdout: nobody is left to serve
         era = handshake.initialize_result(first.request, instructions)["protocolVersion"]
     return _run(settings, agent, client_type, delivery, instructions, first, answered, pending,
-                era, server_name, options["delivery"] != "push")
+                era, server_name, options["delivery"] != "push", permissions)
 
 
 def _run(
@@ -161,6 +162,7 @@ def _run(
     era: str | None,
     server_name: str,
     confirm: bool,
+    permissions: bool = False,
 ) -> int:
     """Everything after the handshake: the reactor, the SDK server, the broker link."""
     import asyncio
@@ -199,6 +201,7 @@ def _run(
         era=era,
         server_name=server_name,
         confirm=confirm,
+        permissions=permissions,
     )
     bridge.log.info(
         "claude-peers mcp {pid}: client {client}, delivery {delivery}, agent {agent}",

@@ -31,12 +31,13 @@ from claudepeers import __version__
 from claudepeers.common.render import channel_content, channel_meta
 
 from claudepeers.bridge.direct import DirectToolCalls, error_line
-from claudepeers.bridge.handshake import DISCOVER_REFUSAL, IMPLEMENTATION_NAME
+from claudepeers.bridge.handshake import DISCOVER_REFUSAL, IMPLEMENTATION_NAME, capabilities
 from claudepeers.bridge.stdio import MAX_LINE_BYTES, LineWriter
 from claudepeers.bridge.tools import TOOLS, ToolResult
 
 CHANNEL_METHOD = "notifications/claude/channel"
 CHANNEL_CAPABILITY: dict[str, dict[str, Any]] = {"claude/channel": {}}
+PERMISSION_REQUEST_METHOD = "notifications/claude/channel/permission_request"
 
 CallTool = Callable[[str, Mapping[str, Any] | None], Awaitable[ToolResult]]
 
@@ -45,11 +46,13 @@ def build_server(
     instructions: str,
     call_tool: CallTool,
     on_initialized: Callable[[str], None],
+    permissions: bool = False,
 ) -> tuple[Server, InitializationOptions]:
     """The SDK server with our tools, and the options its ``initialize`` answer uses.
 
     ``on_initialized`` gets the session's protocol version when the agent has sent
-    ``notifications/initialized``.
+    ``notifications/initialized``. With ``permissions`` the answer declares the permission
+    relay too (as :func:`~claudepeers.bridge.handshake.capabilities` does on the fast path).
     """
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
@@ -87,7 +90,7 @@ def build_server(
 
     server.add_request_handler("server/discover", types.RequestParams, discover)
     options = server.create_initialization_options(
-        NotificationOptions(), experimental_capabilities=CHANNEL_CAPABILITY
+        NotificationOptions(), experimental_capabilities=capabilities(permissions)["experimental"]
     )
     return server, options
 
@@ -154,8 +157,10 @@ class McpPipe:
         call_tool: CallTool,
         on_modern: Callable[[str], None] = lambda version: None,
         on_thread: Callable[[str], None] = lambda thread_id: None,
+        on_permission_request: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self._server = server
+        self._on_permission_request = on_permission_request
         self._on_modern = on_modern
         self._modern: str | None = None
         self._on_thread = on_thread
@@ -190,6 +195,11 @@ class McpPipe:
         if isinstance(message, types.JSONRPCRequest) and message.method == "tools/call":
             self._thread_of(message.params)
         if self.direct.offer(message):
+            return
+        if (self._on_permission_request is not None and isinstance(message, types.JSONRPCNotification)
+                and message.method == PERMISSION_REQUEST_METHOD):
+            # Claude Code's permission prompt for us to relay (the SDK has no use for it).
+            self._on_permission_request(message.params if isinstance(message.params, Mapping) else {})
             return
         self._read_send.send_nowait(SessionMessage(message))
 

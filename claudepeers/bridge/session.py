@@ -32,6 +32,7 @@ from claudepeers.bridge.channel import ChannelConfirmations, describe
 from claudepeers.bridge.connection import AsyncBroker, BrokerLink
 from claudepeers.bridge.delivery import Inbox, Offer
 from claudepeers.bridge.handshake import FirstMessage
+from claudepeers.bridge.permissions import PermissionRelay
 from claudepeers.bridge.pushing import ChannelPushing
 from claudepeers.bridge.server import McpPipe, build_server
 from claudepeers.bridge.stdio import LineReader, LineWriter
@@ -72,6 +73,7 @@ class Bridge(ChannelPushing):
         server_name: str = handshake.IMPLEMENTATION_NAME,
         confirm: bool = True,
         environ: Mapping[str, str] | None = None,
+        permissions: bool = False,
     ) -> None:
         self._reactor = reactor
         self._settings = settings
@@ -119,9 +121,11 @@ class Bridge(ChannelPushing):
             self._connection_lost, in_thread=self._in_thread, on_superseded=self._superseded,
         )
         self.tools = PeerTools(AsyncBroker(self.link), self._check_messages)
-        server, options = build_server(instructions, self._call_tool, self._initialized)
+        relay = PermissionRelay(self.link.call, self.writer, self.transcript) if permissions else None
+        self.permissions = self.link.permissions = relay  # the broker's PermissionAnswer comes by the link
+        server, options = build_server(instructions, self._call_tool, self._initialized, permissions)
         self.pipe = McpPipe(server, options, self.writer, self._call_tool, on_modern=self._modern_era,
-                            on_thread=self._thread_seen)
+                            on_thread=self._thread_seen, on_permission_request=relay.requested if relay else None)
         self._stopping = False
         self._watches: list[Any] = []
         self._task: asyncio.Future | None = None
@@ -256,6 +260,8 @@ class Bridge(ChannelPushing):
 
     def _registered(self, answer: Mapping[str, Any]) -> None:
         self.log.info("peer {peer_id} ({name}) ready", peer_id=answer["peer_id"], name=answer["name"])
+        if self.permissions is not None:
+            self.permissions.registered()
 
     # --- showing messages ----------------------------------------------------------------
 

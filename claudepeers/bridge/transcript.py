@@ -133,6 +133,8 @@ class TranscriptWatch:
         self._poller: LoopingCall | None = None
         self.session_id: str | None = None
         self.folder: Path | None = None
+        #: Also called with every complete new line (the permission relay follows tool calls).
+        self.line_observers: list[Callable[[bytes], None]] = []
 
     def start(self) -> None:
         """Note where every transcript ends now (only later lines count), then watch.
@@ -285,6 +287,8 @@ class TranscriptWatch:
         for line in lines[:-1]:
             for message_id in channel_message_ids(line, self._server):
                 self._on_seen(message_id)
+            for observe in self.line_observers:
+                observe(line)
 
 
 def _size(path: Path) -> int:

@@ -25,6 +25,7 @@ from claudepeers.common import agents
 from claudepeers.broker import killing
 
 from claudepeers.broker import naming
+from claudepeers.broker.approvals import Approvals
 from claudepeers.broker.credentials import TcpSecrets
 from claudepeers.broker.events import EventLog
 from claudepeers.broker.mail import Mail
@@ -92,6 +93,9 @@ class Broker:
         self.mail = Mail(self)
         #: The operator's web page (web/ondemand.py), set by the service; None: no dashboard.
         self.dashboard: Any = None
+        # Pending tool approvals (approvals.py); a peer reaped meanwhile is named by its id.
+        self.approvals = Approvals(clock, store, self.emit,
+                                   lambda peer_id: self.actors[peer_id].name if peer_id in self.actors else peer_id)
 
     # --- start and stop ---------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from claudepeers.wire import commands as wire
 from claudepeers.broker.core import Broker, Claim, Credentials, check_delivery
 from claudepeers.broker import views
 from claudepeers.broker.admission import WARN_EVERY_SECONDS, Admission
+from claudepeers.broker.approval_commands import ApprovalCommands
 from claudepeers.broker.credentials import peer_credentials
 from claudepeers.wire.fastamp import LeanAMP
 from claudepeers.broker.peers import WOKE, PeerActor
@@ -38,7 +39,7 @@ MAX_ERROR_DESCRIPTION = 2000
 OPEN_COMMANDS = {b"Authenticate", b"Hello", b"Ping"}
 
 
-class BrokerProtocol(Admission, LeanAMP, DashboardResponders):
+class BrokerProtocol(Admission, ApprovalCommands, LeanAMP, DashboardResponders):
     """One client connection: a bridge, a hook, a watcher or the CLI.
 
     What it may cost before it is bound (token, or a first real command): admission.py.

@@ -65,3 +65,7 @@ class BrokerUnavailable(PeersError):
 
 class InternalError(PeersError):
     """An unexpected failure inside the broker; it was logged there."""
+
+
+class UnknownApproval(PeersError):
+    """No pending tool approval has that request id (answered, ended, or never asked)."""

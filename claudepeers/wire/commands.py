@@ -448,3 +448,71 @@ class OpenDashboard(amp.Command):
     arguments: list = []
     response = [(b"url", amp.Unicode()), (b"expires_in", amp.Float())]
     errors = _errors()
+
+
+# --- tool approvals relayed from Claude Code (claude/channel/permission) -----------------
+# The bridge forwards each permission prompt Claude Code relays to its channel; the person
+# answers with ``claude-peers approve|deny`` (or the dashboard); the broker pushes the answer
+# back to that bridge, which tells Claude Code. See claudepeers/broker/approvals.py.
+
+
+from claudepeers.common.errors import UnknownApproval  # noqa: E402  (re-exported)
+
+APPROVAL_ERRORS: dict[type[Exception], bytes] = {UnknownApproval: b"UNKNOWN_APPROVAL"}
+
+
+class PermissionRequest(amp.Command):
+    """A bridge relays one of its agent's permission prompts (pending until answered or ended).
+
+    ``request_id`` is Claude Code's (five letters); ``description`` and ``input_preview`` are
+    its words for the tool call, cut short by the bridge. Only the bridge that takes the
+    peer's pushes may ask; asking again with the same id replaces the request.
+    """
+
+    arguments = [
+        (b"request_id", amp.Unicode()),
+        (b"tool_name", amp.Unicode()),
+        (b"description", BigText()),
+        (b"input_preview", BigText()),
+    ]
+    response: list = []
+    errors = _errors({LimitExceeded: b"LIMIT_EXCEEDED"})
+
+
+class PermissionEnded(amp.Command):
+    """The bridge saw the tool call of a pending request end (answered in the terminal,
+    interrupted, or run): it leaves the list. ``reason`` says which, in words."""
+
+    arguments = [(b"request_id", amp.Unicode()), (b"reason", amp.Unicode())]
+    response = [(b"ended", amp.Boolean())]
+    errors = _errors()
+
+
+class ListApprovals(amp.Command):
+    """Every pending approval, oldest first: request id, peer, tool, description, preview, age."""
+
+    arguments: list = []
+    response = [(b"approvals", JSONValue())]
+    errors = _errors()
+
+
+class AnswerApproval(amp.Command):
+    """The person allows or denies a pending request (``behavior`` ``allow`` or ``deny``).
+
+    ``request`` is a request id, or ``<peer id or name>:<request id>`` where two peers drew
+    the same id. Refused (PERMISSION_DENIED) over TCP and to any process with an agent among
+    its ancestors: only the person may answer. Every answer and every refusal is recorded.
+    """
+
+    arguments = [(b"request", amp.Unicode()), (b"behavior", amp.Unicode())]
+    response = [(b"approval", JSONValue()), (b"detail", amp.Unicode())]
+    errors = _errors(APPROVAL_ERRORS, PEER_ERRORS)
+
+
+class PermissionAnswer(amp.Command):
+    """The broker hands the person's answer to the bridge that asked; ``written`` is True once
+    the ``notifications/claude/channel/permission`` line is in the agent's pipe."""
+
+    arguments = [(b"request_id", amp.Unicode()), (b"behavior", amp.Unicode())]
+    response = [(b"written", amp.Boolean())]
+    errors = _errors()
