@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
 
 from claudepeers.broker.storage import DatabaseError, database, prepare
 from claudepeers.broker.storage.dialect import POSTGRESQL, SQLITE, SchemaError, translate
@@ -230,3 +231,32 @@ def test_the_url_form_of_a_dsn_works(pg_server: Any) -> None:
         assert "messages" in tables(pg_server.url(name))
     finally:
         pg_server.drop_database(name)
+
+
+# --- input PostgreSQL's text cannot hold ------------------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_nul_character_is_refused_alike_on_both_engines(db_target: str, short_dir: Path) -> Any:
+    """PostgreSQL's text cannot hold U+0000: a body, summary or cwd with one is InvalidArgument on
+    both engines (not a database error on one of them), and nothing else is affected."""
+    from claudepeers.common.errors import InvalidArgument
+
+    from broker_fakes import FakeBridge, World
+
+    world = World(short_dir, database=db_target if dsns.is_postgres(db_target) else None)
+    try:
+        yield world.broker.start()
+        alice_pid, alice_bridge = world.agent()
+        bob_pid, bob_bridge = world.agent()
+        alice, _ = yield world.register(alice_pid, alice_bridge, FakeBridge())
+        bob, _ = yield world.register(bob_pid, bob_bridge, FakeBridge(delivery="none"), delivery="none")
+        for attempt, text in ((lambda: world.broker.send(alice, bob.id, "bad\x00body"), "message contains a NUL"),
+                              (lambda: world.broker.set_summary(alice, "bad\x00summary"), "summary contains a NUL"),
+                              (lambda: world.register(*world.agent(), FakeBridge(), cwd="/work/\x00x"), "cwd contains a NUL")):
+            with pytest.raises(InvalidArgument, match=text):
+                yield attempt()
+        answer = yield world.broker.send(alice, bob.id, "fine")
+        assert answer["status"] == "queued"
+    finally:
+        yield world.close()
