@@ -88,6 +88,25 @@ def test_a_started_broker_gets_the_dsn_in_its_environment_not_its_command_line(t
     assert broker_env(settings)["CLAUDE_PEERS_DB"] == dsn
 
 
+@pytest.mark.parametrize("dsn, kept", [
+    ("postgresql://peer:s3cret@db:5/peers?password=s3cret&sslmode=require", "postgresql://peer@db:5/peers?sslmode=require"),
+    ("host=db password='s3 cret' dbname=peers", "host=db dbname=peers"),
+    ("postgresql://peer@db/peers", "postgresql://peer@db/peers"),
+])
+def test_a_service_file_gets_the_dsn_without_its_password(dsn: str, kept: str) -> None:
+    """What install writes into a service file (readable by others): the DSN, no password in it."""
+    assert dsns.without_password(dsn) == kept
+
+
+def test_doctor_names_the_postgresql_database_masked_and_checks_no_file(tmp_path: Path) -> None:
+    """doctor with CLAUDE_PEERS_DB a DSN: one line naming it (password masked), no file findings."""
+    from claudepeers.cli.doctor import check_files
+
+    settings = Settings.from_env({"HOME": str(tmp_path), "CLAUDE_PEERS_DB": "postgresql://peer:s3cret@db/peers"})
+    findings = [f for f in check_files(settings, tmp_path) if f.check == "database"]
+    assert [f.text for f in findings] == ["PostgreSQL: postgresql://peer:***@db/peers"]
+
+
 # --- the schema translation ------------------------------------------------------------------------
 
 
