@@ -176,6 +176,20 @@ class Store(GuardQueries):
         # Consecutive new messages (most of a busy batch) go in as multi-row INSERTs: one
         # statement per run instead of one or three each, and the thread gives up the GIL
         # once per statement, not per row.
+        if _AckWrite in self._groups:
+            # PostgreSQL: the acknowledgements first, in one statement, and then the new messages
+            # form longer runs. Safe to move: an acknowledgement names messages already committed
+            # (their ids were answered), and it touches only their acked_at, which no other
+            # write of the batch reads.
+            order = sorted(range(len(operations)), key=lambda i: type(operations[i]) is not _AckWrite)
+            ran = self._txn_run(cursor, [operations[i] for i in order])
+            results: list[Any] = [None] * len(operations)
+            for position, index in enumerate(order):
+                results[index] = ran[position]
+            return results
+        return self._txn_run(cursor, operations)
+
+    def _txn_run(self, cursor: Any, operations: list[Callable[[Any], Any]]) -> list[Any]:
         results: list[Any] = []
         index, count = 0, len(operations)
         while index < count:
