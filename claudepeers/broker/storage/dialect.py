@@ -145,7 +145,7 @@ class Dialect:
         """
         if not self.postgresql:
             return None
-        arrays = ", ".join(f"%s::{types.get(column, 'text')}[]" for column in columns)
+        arrays = ", ".join(f"%b::{types.get(column, 'text')}[]" for column in columns)
         names = ", ".join(columns)
         return (f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) WITH ORDINALITY "
                 f"AS row ({names}, position) ORDER BY position {suffix}")

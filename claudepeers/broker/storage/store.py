@@ -99,7 +99,7 @@ class Store(GuardQueries):
             "messages", KEYED_MESSAGE_COLUMNS, {"verified": "bigint", "sent_at": "float8"},
             "ON CONFLICT DO NOTHING RETURNING id, from_id, client_key")
         self._acknowledge_arrays = (
-            "UPDATE messages SET acked_at = v.at FROM unnest(%s::text[], %s::bigint[], %s::float8[]) AS v (to_id, id, at) "
+            "UPDATE messages SET acked_at = v.at FROM unnest(%b::text[], %b::bigint[], %b::float8[]) AS v (to_id, id, at) "
             "WHERE messages.id = v.id AND messages.to_id = v.to_id AND messages.acked_at IS NULL "
             "RETURNING messages.id, messages.from_id, octet_length(messages.body), messages.to_id"
         ) if self.dialect.postgresql else None
