@@ -18,7 +18,7 @@ from operator import attrgetter
 from typing import Any, Callable, Iterable, Sequence
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -449,6 +449,14 @@ class Store(GuardQueries):
             (from_id, *ids),
         )
         return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+
+    def notify(self, channel: str, payload: str = "") -> Deferred:
+        """PostgreSQL: ``pg_notify(channel, payload)`` in the next group commit, so listeners
+        (storage/listener.py) are woken when, and only if, the writes queued before it commit.
+        SQLite has no other host to wake: nothing is done. Fires after the commit."""
+        if not self.dialect.postgresql:
+            return succeed(None)
+        return self._write(lambda cursor: cursor.execute("SELECT pg_notify(%s, %s)", (channel, payload)) and None)
 
     # --- events and kills ---------------------------------------------------------------
 
