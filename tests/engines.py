@@ -6,6 +6,7 @@ turn). Statements are written with ``?`` placeholders, as in the store.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -64,4 +65,11 @@ def dump_schema(target: str | Path) -> list[Any]:
         from claudepeers.broker.storage import pgdatabase
 
         return pgdatabase.dump_schema(str(target))
-    return database.dump_schema(Path(target))
+    connection = sqlite3.connect(target)
+    try:
+        rows = connection.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").fetchall()
+    finally:
+        connection.close()
+    # ALTER TABLE splices its text into the stored CREATE statement; compare the
+    # statements with white space around punctuation removed.
+    return [(name, re.sub(r"\s*([,()])\s*", r"\1", re.sub(r"\s+", " ", sql)).strip()) for name, sql in rows]

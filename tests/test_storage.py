@@ -9,7 +9,6 @@ SQLite. Faults (corrupt, read-only, locked, disk full) live in ``test_storage_fa
 
 from __future__ import annotations
 
-import sqlite3
 import stat
 from dataclasses import replace
 from pathlib import Path
