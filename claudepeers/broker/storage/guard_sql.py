@@ -1,6 +1,7 @@
 """The SQL the store's guard (guard.py) needs: unread bytes, the size in use, purging read
 mail oldest first, a rescue copy. A mixin of :class:`~claudepeers.broker.storage.store.Store`
-(it uses the store's ``_read``, ``_write``, ``_pool`` and ``_sql``)."""
+(it uses the store's ``_read``, ``_write``, ``_pool``, ``_sql`` and ``dialect``). The backup and
+the WAL truncation are SQLite's; the guard asks for them only for a database file."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import sqlite3
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from claudepeers.broker.storage.guard import ROW_OVERHEAD as _ROW_OVERHEAD
 
@@ -35,6 +36,7 @@ class GuardQueries:
     _read: Callable[..., Deferred]
     _write: Callable[[Callable[[Any], Any]], Deferred]
     _sql: Callable[[str], str]
+    dialect: Any
 
     def unread_bytes(self) -> Deferred:
         """({to_id: bytes}, {from_id: bytes}) of unread message bodies."""
@@ -43,17 +45,20 @@ class GuardQueries:
     def _txn_unread_bytes(self, cursor: Any) -> tuple[dict[str, int], dict[str, int]]:
         sums: list[dict[str, int]] = []
         for column in ("to_id", "from_id"):
-            cursor.execute(f"SELECT {column}, SUM(length(CAST(body AS BLOB))) FROM messages "
+            cursor.execute(f"SELECT {column}, SUM({self.dialect.octets('body')}) FROM messages "
                            f"WHERE acked_at IS NULL GROUP BY {column}")
             sums.append({row[0]: int(row[1]) for row in cursor.fetchall()})
         return sums[0], sums[1]
 
     def used_bytes(self) -> Deferred:
         """Bytes of the database in use: its pages less the free ones, and its write-ahead log
-        (up to a checkpoint's worth, ~4 MB, until a purge truncates it)."""
+        (up to a checkpoint's worth, ~4 MB, until a purge truncates it); on PostgreSQL see
+        Dialect.used_bytes."""
         return self._pool.runInteraction(self._txn_used_bytes)
 
     def _txn_used_bytes(self, cursor: Any) -> int:
+        if self.dialect.postgresql:
+            return self.dialect.used_bytes(cursor)
         values = [cursor.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "freelist_count", "page_size")]
         return (values[0] - values[1]) * values[2] + _wal_bytes(cursor)
 
@@ -66,7 +71,7 @@ class GuardQueries:
         return self._write(lambda cursor: self._txn_purge_read(cursor, wanted))
 
     def _txn_purge_read(self, cursor: Any, wanted: int) -> tuple[int, int, int]:
-        cursor.execute(self._sql("SELECT id, length(CAST(body AS BLOB)) + ? FROM messages "
+        cursor.execute(self._sql(f"SELECT id, {self.dialect.octets('body')} + ? FROM messages "
                                  "WHERE acked_at IS NOT NULL ORDER BY id"), (_ROW_OVERHEAD,))
         freed = count = last = events = 0
         while freed < wanted and (row := cursor.fetchone()) is not None:
@@ -78,7 +83,7 @@ class GuardQueries:
             cursor.execute(self._sql("SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?"), (KEPT_EVENTS - 1,))
             row = cursor.fetchone()
             if row is not None:
-                cursor.execute(self._sql("SELECT COUNT(*), COALESCE(SUM(length(CAST(detail AS BLOB)) + ?), 0) "
+                cursor.execute(self._sql(f"SELECT COUNT(*), COALESCE(SUM({self.dialect.octets('detail')} + ?), 0) "
                                          "FROM events WHERE id < ?"), (_EVENT_OVERHEAD, row[0]))
                 events, event_bytes = cursor.fetchone()
                 cursor.execute(self._sql("DELETE FROM events WHERE id < ?"), (row[0],))
@@ -99,7 +104,9 @@ class GuardQueries:
 
     def shrink_wal(self) -> Deferred:
         """After a purge: fold the WAL into the database and truncate it, so that the bytes
-        counted in it are given back (our one connection is the only reader)."""
+        counted in it are given back (our one connection is the only reader). SQLite only."""
+        if self.dialect.postgresql:
+            return succeed(None)
         return self._pool.runInteraction(lambda cursor: cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
 
     def truncate_wal(self) -> Deferred:

@@ -7,23 +7,25 @@ fsync-free WAL commit per batch rather than per message; no write's Deferred fir
 before its transaction has committed.
 
 SQL is written with ``?`` placeholders and translated in one place (:meth:`Store._sql`)
-so a PostgreSQL pool can use the same statements (DESIGN 7).
+so a PostgreSQL pool runs the same statements (DESIGN 7); what differs between the engines
+is asked of the pool's :mod:`dialect <.dialect>`.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import astuple, fields
 from operator import attrgetter
 from typing import Any, Callable, Iterable, Sequence
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from claudepeers.broker.records import GONE, Message, NewMessage, PeerRecord
 from claudepeers.broker.storage import database
+from claudepeers.broker.storage.dialect import Dialect, for_pool
+from claudepeers.common import dsn as dsns
 from claudepeers.broker.storage.guard_sql import GuardQueries
 
 PEER_COLUMNS = [f.name for f in fields(PeerRecord)]
@@ -54,7 +56,12 @@ def reported_error(text: str) -> StoreError:
 
 
 def open_pool(path: str) -> adbapi.ConnectionPool:
-    """One sqlite3 connection (SQLite wants a single writer), configured for WAL."""
+    """The store's pool for ``path``: one sqlite3 connection (SQLite wants a single writer),
+    configured for WAL; for a PostgreSQL DSN, psycopg's (:mod:`.pgpool`)."""
+    if dsns.is_postgres(path):
+        from claudepeers.broker.storage import pgpool
+
+        return pgpool.open_pool(path)
     return adbapi.ConnectionPool(
         "sqlite3",
         path,
@@ -71,9 +78,10 @@ class Store(GuardQueries):
 
     log = Logger()
 
-    def __init__(self, pool: adbapi.ConnectionPool, paramstyle: str = "qmark") -> None:
+    def __init__(self, pool: adbapi.ConnectionPool, dialect: Dialect | None = None) -> None:
         self._pool = pool
-        self._paramstyle = paramstyle
+        #: The engine's words where SQL differs; found from the pool unless given.
+        self.dialect = dialect or for_pool(pool)
         # Multi-row INSERT ... RETURNING, one statement per power-of-two run of rows: few
         # distinct statements, so they all stay in sqlite3's statement cache. A row whose
         # (from_id, client_key) exists is skipped (ON CONFLICT DO NOTHING) and looked up.
@@ -85,11 +93,25 @@ class Store(GuardQueries):
             )
             for size in _RUN_SIZES
         }
+        # PostgreSQL takes any number of rows in one short statement of column arrays instead,
+        # and so the acknowledgements of a batch (one round trip to the server for all of them).
+        self._insert_arrays = self.dialect.insert_arrays(
+            "messages", KEYED_MESSAGE_COLUMNS, {"verified": "bigint", "sent_at": "float8"},
+            "ON CONFLICT DO NOTHING RETURNING id, from_id, client_key")
+        self._acknowledge_arrays = (
+            "UPDATE messages SET acked_at = v.at FROM unnest(%b::text[], %b::bigint[], %b::float8[]) AS v (to_id, id, at) "
+            "WHERE messages.id = v.id AND messages.to_id = v.to_id AND messages.acked_at IS NULL "
+            "RETURNING messages.id, messages.from_id, octet_length(messages.body), messages.to_id"
+        ) if self.dialect.postgresql else None
+        #: Writes of one kind that a batch runs together (consecutive ones) in fewer statements.
+        self._groups: dict[type, Callable[[Any, list[Any]], list[Any]]] = {_NewMessageWrite: self._txn_add_messages}
+        if self._acknowledge_arrays is not None:
+            self._groups[_AckWrite] = self._txn_acknowledge_many
         # One UPDATE per push answered shown: built once per padded size (see _txn_acknowledge).
         self._acknowledge = {
             size: self._sql(
                 "UPDATE messages SET acked_at = ? WHERE to_id = ? AND acked_at IS NULL "
-                f"AND id IN ({', '.join('?' * size)}) RETURNING id, from_id, length(CAST(body AS BLOB))"
+                f"AND id IN ({', '.join('?' * size)}) RETURNING id, from_id, {self.dialect.octets('body')}"
             )
             for size in _ACK_SIZES
         }
@@ -115,9 +137,7 @@ class Store(GuardQueries):
 
     def _sql(self, statement: str) -> str:
         """Translate ``?`` placeholders to the pool's parameter style (one place only)."""
-        if self._paramstyle == "qmark":
-            return statement
-        return statement.replace("?", "%s")
+        return self.dialect.sql(statement)
 
     def _read(self, fn: Callable[..., Any], *args: Any) -> Deferred:
         if self._closed:
@@ -161,17 +181,33 @@ class Store(GuardQueries):
         # Consecutive new messages (most of a busy batch) go in as multi-row INSERTs: one
         # statement per run instead of one or three each, and the thread gives up the GIL
         # once per statement, not per row.
+        if _AckWrite in self._groups:
+            # PostgreSQL: the acknowledgements first, in one statement, and then the new messages
+            # form longer runs. Safe to move: an acknowledgement names messages already committed
+            # (their ids were answered), and it touches only their acked_at, which no other
+            # write of the batch reads.
+            order = sorted(range(len(operations)), key=lambda i: type(operations[i]) is not _AckWrite)
+            ran = self._txn_run(cursor, [operations[i] for i in order])
+            results: list[Any] = [None] * len(operations)
+            for position, index in enumerate(order):
+                results[index] = ran[position]
+            return results
+        return self._txn_run(cursor, operations)
+
+    def _txn_run(self, cursor: Any, operations: list[Callable[[Any], Any]]) -> list[Any]:
         results: list[Any] = []
         index, count = 0, len(operations)
         while index < count:
-            if type(operations[index]) is not _NewMessageWrite:
+            kind = type(operations[index])
+            group = self._groups.get(kind)
+            if group is None:
                 results.append(operations[index](cursor))
                 index += 1
                 continue
             end = index + 1
-            while end < count and type(operations[end]) is _NewMessageWrite:
+            while end < count and type(operations[end]) is kind:
                 end += 1
-            results += self._txn_add_messages(cursor, operations[index:end])  # type: ignore[arg-type]
+            results += group(cursor, operations[index:end])
             index = end
         return results
 
@@ -192,7 +228,7 @@ class Store(GuardQueries):
         reported = self.guard is not None and self.guard.write_failed(failure)
         if len(batch) == 1:
             self._next()
-            batch[0][1].errback(_as_store_error(failure, reported))
+            batch[0][1].errback(self._as_store_error(failure, reported))
             return
         if not reported:
             self.log.warn("group commit of {n} writes failed ({err}); retrying one by one",
@@ -205,7 +241,7 @@ class Store(GuardQueries):
                 return
             fn, done = remaining.pop(0)
             d = self._pool.runInteraction(lambda cursor: fn(cursor))
-            d.addCallbacks(done.callback, lambda f: done.errback(_as_store_error(f, reported)))
+            d.addCallbacks(done.callback, lambda f: done.errback(self._as_store_error(f, reported)))
             d.addBoth(one_by_one)
 
         one_by_one()
@@ -214,6 +250,9 @@ class Store(GuardQueries):
         self._flushing = False
         if self._pending:
             self._flush(checked)
+
+    def _as_store_error(self, failure: Failure, reported: bool = False) -> Failure:
+        return as_store_error(failure, self.dialect, reported, getattr(self._pool, "dsn", None))
 
     def close(self) -> Deferred:
         """Wait for queued writes to commit, then close the pool; later reads and writes fail.
@@ -285,6 +324,8 @@ class Store(GuardQueries):
 
     def _txn_add_messages(self, cursor: Any, writes: list[_NewMessageWrite]) -> list[Any]:
         """Insert messages in order with as few statements as possible; each write's result."""
+        if self._insert_arrays is not None:
+            return self._txn_insert_run(cursor, writes)
         results: list[Any] = []
         start = 0
         while start < len(writes):
@@ -295,10 +336,14 @@ class Store(GuardQueries):
 
     def _txn_insert_run(self, cursor: Any, writes: list[_NewMessageWrite]) -> list[Any]:
         rows = [_new_message_values(write.message) for write in writes]
-        cursor.execute(
-            self._insert_messages[len(writes)],
-            [value for write, values in zip(writes, rows) for value in (*values, write.client_key)],
-        )
+        if self._insert_arrays is not None:
+            cursor.execute(self._insert_arrays, [list(column) for column in zip(
+                *((*values, write.client_key) for write, values in zip(writes, rows)))])
+        else:
+            cursor.execute(
+                self._insert_messages[len(writes)],
+                [value for write, values in zip(writes, rows) for value in (*values, write.client_key)],
+            )
         returned = cursor.fetchall()
         # Rows are inserted, and their ids given, in VALUES order; RETURNING lists them in no
         # promised order, so sort. A keyed row that is not among them already existed (or
@@ -321,7 +366,7 @@ class Store(GuardQueries):
     def acknowledge(self, peer_id: str, message_ids: Sequence[int], when: float) -> Deferred:
         """Mark messages of ``peer_id`` shown; fires with the ids that were newly marked."""
         ids = sorted(set(int(i) for i in message_ids))
-        d = self._write(lambda cursor: self._txn_acknowledge(cursor, peer_id, ids, when))
+        d = self._write(_AckWrite(self, peer_id, ids, when))
         return d.addCallback(self._acknowledged, peer_id)
 
     def _acknowledged(self, rows: list[tuple[int, str, int]], peer_id: str) -> list[int]:
@@ -342,6 +387,23 @@ class Store(GuardQueries):
             cursor.execute(self._acknowledge[size], (when, peer_id, *chunk))
             marked += sorted(cursor.fetchall())
         return marked
+
+    def _txn_acknowledge_many(self, cursor: Any, writes: list[_AckWrite]) -> list[list[tuple[int, str, int]]]:
+        """PostgreSQL: consecutive acknowledgements in one UPDATE; each write's newly marked rows.
+
+        An id asked for twice in the batch is marked by the first asker, as one by one.
+        """
+        askers: dict[tuple[str, int], int] = {}
+        for number, write in enumerate(writes):
+            for message_id in write.ids:
+                askers.setdefault((write.peer_id, message_id), number)
+        keys = list(askers)
+        whens = [writes[askers[key]].when for key in keys]
+        cursor.execute(self._acknowledge_arrays, ([key[0] for key in keys], [key[1] for key in keys], whens))
+        marked: list[list[tuple[int, str, int]]] = [[] for _ in writes]
+        for message_id, from_id, size, to_id in cursor.fetchall():
+            marked[askers[(to_id, message_id)]].append((message_id, from_id, size))
+        return [sorted(rows) for rows in marked]
 
     def unread(self, peer_id: str, limit: int | None = None, after_id: int = 0) -> Deferred:
         """Unacknowledged messages of ``peer_id`` in order (ids above ``after_id``)."""
@@ -392,6 +454,14 @@ class Store(GuardQueries):
             (from_id, *ids),
         )
         return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+
+    def notify(self, channel: str, payload: str = "") -> Deferred:
+        """PostgreSQL: ``pg_notify(channel, payload)`` in the next group commit, so listeners
+        (storage/listener.py) are woken when, and only if, the writes queued before it commit.
+        SQLite has no other host to wake: nothing is done. Fires after the commit."""
+        if not self.dialect.postgresql:
+            return succeed(None)
+        return self._write(lambda cursor: cursor.execute("SELECT pg_notify(%s, %s)", (channel, payload)) and None)
 
     # --- events and kills ---------------------------------------------------------------
 
@@ -492,14 +562,32 @@ class _NewMessageWrite:
         return self._store._txn_add_messages(cursor, [self])[0]
 
 
+class _AckWrite:
+    """A queued ``acknowledge``: consecutive ones share one UPDATE on PostgreSQL; callable alone."""
+
+    __slots__ = ("ids", "peer_id", "when", "_store")
+
+    def __init__(self, store: Store, peer_id: str, ids: list[int], when: float) -> None:
+        self._store = store
+        self.peer_id = peer_id
+        self.ids = ids
+        self.when = when
+
+    def __call__(self, cursor: Any) -> Any:
+        return self._store._txn_acknowledge(cursor, self.peer_id, self.ids, self.when)
+
+
 def _message(row: Sequence[Any]) -> Message:
     values = list(row)
     values[6] = bool(values[6])
     return Message(*values)
 
 
-def _as_store_error(failure: Failure, reported: bool = False) -> Failure:
-    if failure.check(sqlite3.Error):
-        text = f"database error: {failure.getErrorMessage()}"
+def as_store_error(failure: Failure, dialect: Dialect, reported: bool = False, dsn: str | None = None) -> Failure:
+    """A driver's error as a StoreError (with any password of ``dsn`` masked); others unchanged."""
+    if failure.check(*dialect.errors):
+        text = f"database error: {failure.getErrorMessage() or failure.type.__name__}"
+        if dsn:
+            text = dsns.scrub(text, dsn)
         return Failure(reported_error(text) if reported else StoreError(text))
     return failure
