@@ -88,9 +88,19 @@ def stand_ins() -> Iterator[StandIns]:
 SECRETS: dict[tuple[int, float], str] = {}
 
 
-def register(client: RawAMP, agent: tuple[int, float], cwd: str, delivery: str = "none") -> dict[str, Any]:
-    """Register ``client`` as the peer of the stand-in ``agent`` (with its secret, once it has one)."""
+def tcp_session(label: str) -> tuple[int, float, str]:
+    """A session a TCP client of this process may claim: over TCP the broker accepts only the
+    agent whose process tree holds the connection, so this process is the agent, and each
+    peer is one thread of it (``label``), as a Codex app-server's threads are."""
+    return os.getpid(), psutil.Process().create_time(), label
+
+
+def register(client: RawAMP, agent: tuple, cwd: str, delivery: str = "none") -> dict[str, Any]:
+    """Register ``client`` as the peer of ``agent`` ((pid, start) or, over TCP, a
+    :func:`tcp_session`), with its secret once it has one."""
     extra = {"secret": SECRETS[agent]} if agent in SECRETS else {}
+    if len(agent) > 2:
+        extra["thread_id"] = agent[2]
     answer = client.call(wire.Register, agent_pid=agent[0], agent_start=agent[1], client_type="codex",
                          cwd=cwd, delivery=delivery, **extra)
     SECRETS[agent] = answer.get("secret") or SECRETS.get(agent, "")
@@ -158,20 +168,20 @@ def kill_rounds(base: Path, rounds: int, seed: int) -> Ledger:
     agents = StandIns()
     ledger = Ledger()
     try:
-        senders = [agents.start() for _ in range(3)]
-        reader_agent = agents.start()
-        ids: dict[int, str] = {}
+        senders = [tcp_session(f"sender-{index}") for index in range(3)]
+        reader_agent = tcp_session("reader")
+        ids: dict[tuple, str] = {}
         for round_number in range(rounds + 1):
             broker.start()
             token = broker.settings.token_path.read_text().strip()
             reader = RawAMP.tcp(port, token)
             reader_id = register(reader, reader_agent, "/work/reader")["peer_id"]
-            assert ids.setdefault(reader_agent[0], reader_id) == reader_id, "ids survive a kill -9"
+            assert ids.setdefault(reader_agent, reader_id) == reader_id, "ids survive a kill -9"
             clients = []
             for index, agent in enumerate(senders):
                 client = RawAMP.tcp(port, token)
                 peer_id = register(client, agent, f"/work/s{index}")["peer_id"]
-                assert ids.setdefault(agent[0], peer_id) == peer_id, "ids survive a kill -9"
+                assert ids.setdefault(agent, peer_id) == peer_id, "ids survive a kill -9"
                 clients.append(client)
             stop = threading.Event()
             last = round_number == rounds

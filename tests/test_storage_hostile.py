@@ -27,7 +27,7 @@ from claudepeers.broker.storage import database, prepare
 from cli_support import cli
 from conftest import BrokerProcess, broker_env
 from raw_amp import RawAMP, RemoteError
-from test_faults import StandIns, free_port, register
+from test_faults import StandIns, free_port, register, tcp_session
 
 
 class Running:
@@ -55,7 +55,7 @@ class Running:
                     raise
                 time.sleep(0.01)  # another process's start; nothing to subscribe to
         self.bob = RawAMP.tcp(self.port, self.broker.settings.token_path.read_text().strip())
-        self.bob_id = register(self.bob, self.agent, "/work/bob")["peer_id"]
+        self.bob_id = register(self.bob, tcp_session("bob"), "/work/bob")["peer_id"]
         self.cli = RawAMP.unix(str(self.broker.socket_path))
         return self
 
