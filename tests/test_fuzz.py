@@ -103,11 +103,10 @@ def target() -> Iterator[Target]:
     result = Target(broker, port, broker.settings.token_path.read_text().strip())
     try:
         for name in ("alice", "bob"):
-            sleeper = subprocess.Popen(["sleep", "3600"])
-            result.sleepers.append(sleeper)
+            # Over TCP a client may claim only a session of its own tree: this process, one thread each.
             client = RawAMP.tcp(port, result.token)
-            client.call(wire.Register, agent_pid=sleeper.pid, agent_start=psutil.Process(sleeper.pid).create_time(),
-                        client_type="codex", cwd=f"/fuzz/{name}", name=name, delivery="none")
+            client.call(wire.Register, agent_pid=os.getpid(), agent_start=psutil.Process().create_time(),
+                        thread_id=name, client_type="codex", cwd=f"/fuzz/{name}", name=name, delivery="none")
             setattr(result, name, client)
         result.check_healthy()
         yield result
@@ -320,7 +319,7 @@ def test_amp_batches_leave_the_healthy_peers_served(target: Target) -> None:
     (that connection is dropped, which is all a stray answer deserves)."""
     target.check_healthy()
     unexpected = [chunk for chunk in target.broker.log_text().split("Unhandled Error")[1:]
-                  if "_answerReceived" not in chunk and "_errorReceived" not in chunk]
+                  if not any(name in chunk for name in ("_answerReceived", "_errorReceived", "in _question"))]
     assert not unexpected, unexpected[0][:3000]
     print("FUZZ-COUNTS " + json.dumps(COUNTS, sort_keys=True))
 
