@@ -65,3 +65,7 @@ class BrokerUnavailable(PeersError):
 
 class InternalError(PeersError):
     """An unexpected failure inside the broker; it was logged there."""
+
+
+class UnknownMessage(PeersError):
+    """A message id names no message of the caller's own mail (none, someone else's, expired)."""
