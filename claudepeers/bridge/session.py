@@ -36,6 +36,7 @@ from claudepeers.bridge.pushing import ChannelPushing
 from claudepeers.bridge.server import McpPipe, build_server
 from claudepeers.bridge.stdio import LineReader, LineWriter
 from claudepeers.bridge.tools import BrokerUnreachable, PeerTools, ToolResult
+from claudepeers.bridge.tools_threads import ThreadTools
 from claudepeers.bridge.wake import Waker, codex_queue
 
 #: Messages appended to a tool result: few and short, so the agent's work goes on.
@@ -114,7 +115,7 @@ class Bridge(ChannelPushing):
             reactor, settings, self._registration, self._deliver, self._registered, self._shown_elsewhere,
             self._connection_lost, in_thread=self._in_thread, on_superseded=self._superseded,
         )
-        self.tools = PeerTools(AsyncBroker(self.link), self._check_messages)
+        self.tools = PeerTools(AsyncBroker(self.link), self._check_messages, [ThreadTools(self.link, self.inbox, self._shown)])
         server, options = build_server(instructions, self._call_tool, self._initialized)
         self.pipe = McpPipe(server, options, self.writer, self._call_tool, on_modern=self._modern_era,
                             on_thread=self._thread_seen)
