@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "kill": ("act", "KillOptions", "Terminate a peer's agent session (verified)"),
     "kill-broker": ("act", "KillBrokerOptions", "Stop the broker cleanly, through the broker"),
     "inbox": ("observe", "InboxOptions", "Read a peer's stored mail without acknowledging it"),
+    "thread": ("threads", "ThreadOptions", "Read a thread of messages (give any message id of it)"),
     "log": ("observe", "LogOptions", "Recent messages and events; -f follows new ones"),
     "manhole": ("manhole", "ManholeOptions", "Open the broker's Python shell in this terminal"),
     "install": ("install", "InstallOptions", "Register the bridge with Claude Code and Codex"),
