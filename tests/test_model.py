@@ -464,6 +464,8 @@ class BrokerModel(RuleBasedStateMachine):
         #: ids shown to their agents by a wait_for_reply (a later push of one is answered shown)
         self.wait_shown: set[int] = set()
         self.thread_violations: list[str] = []
+        #: (answer, agent, id waited after) of the waits answered since the last check
+        self.wait_answers: list[tuple[dict[str, Any], Agent, int]] = []
 
     def _mail_of(self, agent: Agent, own: bool) -> list[int]:
         return sorted(i for i, (sender, to, _) in self.threads.items() if (agent.peer_id in (sender, to)) == own)
@@ -515,14 +517,8 @@ class BrokerModel(RuleBasedStateMachine):
             self.reply(recipient, agent, 0, False, True, "the result")
 
     def _wait_answered(self, answer: dict[str, Any], agent: Agent, client: ModelBridge, after: int) -> None:
-        thread = self.threads[after][2]
-        if answer["thread_id"] != thread:
-            self.thread_violations.append(f"wait on #{after} answered for thread {answer['thread_id']}, not {thread}")
-        for message in answer["messages"] + answer["shown_before"]:
-            known = self.threads.get(message["id"])
-            if known is None or known[2] != thread or known[1] != agent.peer_id or message["id"] <= after:
-                self.thread_violations.append(f"wait on #{after} (thread {thread}) of {agent.peer_id} returned "
-                                              f"#{message['id']} ({known})")
+        # Checked by the invariant: a reply's Send may not be answered yet (its wait is answered first).
+        self.wait_answers.append((answer, agent, after))
         for message in answer["shown_before"]:
             if message["id"] not in self.acked:
                 self.thread_violations.append(f"#{message['id']} named as shown before, but it was not")
@@ -540,6 +536,16 @@ class BrokerModel(RuleBasedStateMachine):
     def waits_returned_only_replies_of_their_own_thread(self) -> None:
         """Every message a wait returned (or named) is a reply to its peer, in its thread, after the
         message waited on; every reply it named as shown before had been."""
+        answers, self.wait_answers = self.wait_answers, []
+        for answer, agent, after in answers:
+            thread = self.threads[after][2]
+            if answer["thread_id"] != thread:
+                self.thread_violations.append(f"wait on #{after} answered for thread {answer['thread_id']}, not {thread}")
+            for message in answer["messages"] + answer["shown_before"]:
+                known = self.threads.get(message["id"])
+                if known is None or known[2] != thread or known[1] != agent.peer_id or message["id"] <= after:
+                    self.thread_violations.append(f"wait on #{after} (thread {thread}) of {agent.peer_id} returned "
+                                                  f"#{message['id']} ({known})")
         assert not self.thread_violations, self.thread_violations
 
     # --- the model's view --------------------------------------------------------------------
