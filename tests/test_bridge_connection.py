@@ -61,7 +61,7 @@ class FakeBroker(amp.AMP):
         return {"peer": {"id": "ab12cd34", "name": "api"}}
 
     @wire.Send.responder
-    def send(self, to: str, body: str, client_key: str | None = None) -> Any:
+    def send(self, to: str, body: str, client_key: str | None = None, reply_to: int | None = None) -> Any:
         """The first send dies with the connection (unanswered); later ones are answered."""
         self.record.sends.append(client_key)
         if len(self.record.sends) == 1:
@@ -229,7 +229,7 @@ def test_a_broker_speaking_another_protocol_is_named_and_not_registered_with(lis
     link = make_link(settings, Registered(), call_wait=0.5)
     link.start()
     try:
-        with pytest.raises(BrokerUnreachable, match=r"pid 4242.*protocol 1.*kill-broker"):
+        with pytest.raises(BrokerUnreachable, match=rf"pid 4242.*protocol {wire.PROTOCOL_VERSION - 1}.*kill-broker"):
             yield link.call(wire.Whoami)
         assert record.registrations == []
     finally:

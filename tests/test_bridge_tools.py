@@ -106,7 +106,7 @@ async def test_bad_arguments_are_is_error_texts_without_a_broker_call() -> None:
         assert result.is_error, name
         assert expected in result.text, result.text
     assert broker.calls == []
-    assert "Call it as send_message(to_id: string, message: string)" in validation_error(
+    assert "Call it as send_message(to_id: string, message: string, reply_to: integer (optional))" in validation_error(
         "send_message", {"to_id": 1}
     )
 
@@ -200,16 +200,20 @@ async def test_set_summary_set_name_kill_and_whoami() -> None:
 
 
 def test_tool_names_are_the_seeds() -> None:
-    """The seed's five tools are there with their argument names, plus whoami and set_name."""
+    """The seed's five tools are there with their argument names, plus whoami and set_name,
+    and the thread tools (send_message's reply_to among them)."""
     props = {name: set(tool["inputSchema"]["properties"]) for name, tool in TOOLS.items()}
     assert props == {
         "list_peers": {"scope"},
-        "send_message": {"to_id", "message"},
+        "send_message": {"to_id", "message", "reply_to"},
         "set_summary": {"summary"},
         "check_messages": set(),
         "kill_peer": {"peer_id"},
         "whoami": set(),
         "set_name": {"name"},
+        "wait_for_reply": {"message_id", "timeout_seconds"},
+        "read_thread": {"thread_id", "before"},
+        "search_messages": {"text"},
     }
 
 

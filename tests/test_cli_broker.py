@@ -119,6 +119,29 @@ def test_send_to_polling_peer_is_queued_and_readable_in_inbox(network: Network) 
     assert f"#{answer['message_id']}" in text.stdout and "docs for the CLI?" in text.stdout
 
 
+def test_send_reply_to_and_thread_show_a_thread_to_the_operator(network: Network) -> None:
+    """send --reply-to joins a thread of the recipient's own mail (another peer's is refused);
+    thread <id> prints the whole thread, oldest first, read-only."""
+    first = cli_json(network.env, "send", "--json", "alpha-codex", "which branch?")
+    reply = cli_json(network.env, "send", "--json", "--reply-to", str(first["message_id"]), "alpha-codex", "p1")
+    assert reply["thread_id"] == first["message_id"]
+    done = cli(network.env, "send", "-r", str(reply["message_id"]), "alpha-codex", "thanks")
+    assert done.returncode == 0 and f"(a reply in thread #{first['message_id']})" in done.stdout, done.stderr
+    refused = cli(network.env, "send", "--reply-to", str(first["message_id"]), "alpha-claude", "not yours")
+    assert refused.returncode == EXIT_FAILED and "is not in the mail of alpha-claude" in one_line(refused.stderr)
+    assert cli(network.env, "send", "--reply-to", "x", "alpha-codex", "hi").returncode == EXIT_USAGE
+    thread = cli(network.env, "thread", str(reply["message_id"]))
+    assert thread.returncode == 0, thread.stderr
+    out = thread.stdout
+    assert out.startswith(f"Thread #{first['message_id']}: 3 messages")
+    assert out.index("which branch?") < out.index("    p1") < out.index("thanks")
+    assert f"reply to #{first['message_id']}" in out and "not shown yet" in out
+    listed = cli_json(network.env, "thread", "--json", str(first["message_id"]))
+    assert [m["body"] for m in listed["messages"]] == ["which branch?", "p1", "thanks"]
+    missing = cli(network.env, "thread", "99999999")
+    assert missing.returncode == EXIT_FAILED and "no message #99999999" in one_line(missing.stderr)
+
+
 def test_send_reads_the_message_from_stdin(network: Network) -> None:
     """send <peer> - takes the message body from stdin, newlines kept."""
     done = cli(network.env, "send", "alpha-claude", "-", stdin="line one\nline two\n")

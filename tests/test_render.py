@@ -37,7 +37,7 @@ def test_frame_names_the_verified_sender_and_how_to_reply() -> None:
     assert header.startswith("[claude-peers message #42 from peer \"api\" (id ab12cd34, claude-code, cwd /home/u/api), verified")
     assert "2026-11-24T21:00:00.000Z" in header
     assert "[sender's summary: fixing the login flow]" in text
-    assert text.split("\n")[-1] == '[end of claude-peers message #42; reply with send_message(to_id="ab12cd34", message=...)]'
+    assert text.split("\n")[-1] == '[end of claude-peers message #42; reply with send_message(to_id="ab12cd34", reply_to=42, message=...)]'
     assert BODY_BAR + "please review my diff" in text
 
 
@@ -107,3 +107,12 @@ def test_any_body_stays_inside_the_frame(body: str) -> None:
     text = render_message(message(body=body))
     assert len(frame_lines(text)) == 3
     assert clean_text(text) == text
+
+
+def test_a_reply_names_what_it_answers_and_its_thread() -> None:
+    """A reply's frame says which message it answers and in which thread; so does the meta."""
+    message = {"id": 43, "from_id": "ab12cd34", "from_name": "api", "verified": True, "body": "done",
+               "reply_to": 42, "thread_id": 40}
+    assert render_message(message).split("\n")[1] == "[reply to message #42 in thread #40]"
+    meta = channel_meta(message)
+    assert (meta["message_id"], meta["reply_to"], meta["thread_id"]) == ("43", "42", "40")

@@ -71,7 +71,7 @@ class EchoServer(amp.AMP):
         return {"value": value}
 
     @wire.Send.responder
-    def send(self, to: str, body: str, client_key: str | None = None) -> dict[str, Any]:
+    def send(self, to: str, body: str, client_key: str | None = None, reply_to: int | None = None) -> dict[str, Any]:
         self.received.append(("Send", {"to": to, "body": body}))
         if to == "nobody":
             raise wire.UnknownPeer("no peer is called 'nobody'; candidates: api, web")
@@ -290,7 +290,7 @@ def test_send_with_a_200_kib_body_works_end_to_end() -> None:
     answer = call(client, pump, wire.Send, to="api", body=body)
     assert server.received == [("Send", {"to": "api", "body": body})]
     assert answer == {"message_id": 7, "status": "queued", "detail": "polls",
-                      "to_id": "abcd1234", "to_name": "api"}
+                      "to_id": "abcd1234", "to_name": "api", "thread_id": None}
 
 
 def test_fetch_unread_answer_larger_than_64k_crosses_without_dropping_the_connection() -> None:

@@ -237,7 +237,7 @@ class BrokerLink:
         self._on_lost = on_lost
         self.on_superseded = on_superseded
         self._call_wait = call_wait
-        self._call_timeout = settings.limits.call_timeout_seconds
+        self.reactor, self.call_timeout = reactor, settings.limits.call_timeout_seconds  # also for tools_threads
         self.identity: dict[str, Any] | None = None
         self._tcp_secret: str | None = None
         self.last_error = "still connecting"
@@ -320,7 +320,7 @@ class BrokerLink:
             self._note("the connection to the broker was lost; reconnecting")
             self._on_lost()
 
-    def call(self, command: type[amp.Command], **arguments: Any) -> Deferred:
+    def call(self, command: type[amp.Command], deadline: float | None = None, **arguments: Any) -> Deferred:
         """Call ``command`` once registered; BrokerUnreachable when that takes too long.
 
         A connection that dies under a call is detected only when the reactor reads its
@@ -336,7 +336,8 @@ class BrokerLink:
         else:
             d = protocol.callRemote(command, **arguments)
             d.addErrback(self._lost_during_call, protocol, command, arguments, True)
-        return d.addTimeout(self._call_timeout, self._reactor, onTimeoutCancel=self._timed_out)
+        deadline = self.call_timeout if deadline is None else deadline  # a long wait_for_reply has its own
+        return d.addTimeout(deadline, self._reactor, onTimeoutCancel=self._timed_out)
 
     def _timed_out(self, result: Any, timeout: float) -> Any:
         if isinstance(result, Failure) and result.check(CancelledError):

@@ -72,7 +72,11 @@ INSTRUCTIONS_PUSH = (
     'to the result of your next claude-peers tool call instead, framed as "[claude-peers message '
     '#N from ...]", so call check_messages() when you start a task and whenever you wait for an '
     "answer. When one arrives, read it and act on it right away (a question deserves an answer, "
-    "a task deserves the work); reply with send_message(to_id=<from_id>, message=...). Tools: list_peers(scope: "
+    "a task deserves the work); reply with send_message(to_id=<from_id>, reply_to=<its message_id>, "
+    "message=...). "
+    "When you delegate a task, say what to send back, then call wait_for_reply(message_id=<the #N "
+    "send_message gave>) to block until the answer comes (no need to check repeatedly); "
+    "read_thread(thread_id) and search_messages(text) read back your own mail. Tools: list_peers(scope: "
     "machine|directory|repo) shows who else is working and on what; send_message(to_id, message) "
     "where to_id is a peer id or its unique name; set_summary(summary) tells others what you are "
     "doing - set it when you start a task; check_messages() shows anything still waiting; "
@@ -88,7 +92,10 @@ INSTRUCTIONS_INLINE = (
     "the start of every turn and whenever you finish a step. Waiting messages are also appended "
     'to the result of any claude-peers tool call, framed as "[claude-peers message #N from ...]". '
     "Act on each message (a question deserves an answer, a task deserves the work) and reply "
-    "with send_message(to_id=<from_id>, message=...). Tools: list_peers(scope: "
+    "with send_message(to_id=<from_id>, reply_to=<its #N>, message=...). When you delegate a task, "
+    "call wait_for_reply(message_id=<the #N send_message gave>) to block until the answer comes "
+    "instead of checking repeatedly; read_thread(thread_id) and search_messages(text) read back "
+    "your own mail. Tools: list_peers(scope: "
     "machine|directory|repo) shows who else is working and on what; send_message(to_id, message) "
     "where to_id is a peer id or its unique name; set_summary(summary) tells others what you are "
     "doing - set it when you start a task; whoami(); set_name(name); kill_peer(peer_id) ends a "

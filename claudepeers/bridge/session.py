@@ -37,6 +37,7 @@ from claudepeers.bridge.pushing import ChannelPushing
 from claudepeers.bridge.server import McpPipe, build_server
 from claudepeers.bridge.stdio import LineReader, LineWriter
 from claudepeers.bridge.tools import BrokerUnreachable, PeerTools, ToolResult
+from claudepeers.bridge.tools_threads import ThreadTools
 from claudepeers.bridge.wake import Waker, codex_queue
 
 #: Messages appended to a tool result: few and short, so the agent's work goes on.
@@ -120,7 +121,7 @@ class Bridge(ChannelPushing):
             reactor, settings, self._registration, self._deliver, self._registered, self._shown_elsewhere,
             self._connection_lost, in_thread=self._in_thread, on_superseded=self._superseded,
         )
-        self.tools = PeerTools(AsyncBroker(self.link), self._check_messages)
+        self.tools = PeerTools(AsyncBroker(self.link), self._check_messages, [ThreadTools(self.link, self.inbox, self._shown)])
         relay = PermissionRelay(self.link.call, self.writer, self.transcript) if permissions else None
         self.permissions = self.link.permissions = relay  # the broker's PermissionAnswer comes by the link
         server, options = build_server(instructions, self._call_tool, self._initialized, permissions)

@@ -16,7 +16,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from collections.abc import Mapping
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import jsonschema
 from twisted.protocols import amp
@@ -82,13 +82,15 @@ TOOLS: dict[str, dict[str, Any]] = {
         "description": (
             "Send a message to another agent. to_id is a peer id or its unique name (from "
             "list_peers). A Claude Code peer sees it at once, a Codex peer on its next turn; "
-            "the result says which."
+            "the result says which. To answer a message, pass its # as reply_to (the reply "
+            "joins its thread); to get the answer to yours, call wait_for_reply."
         ),
         "inputSchema": {
             "type": "object",
             "properties": {
                 "to_id": {**_STRING, "minLength": 1, "description": "peer id or unique name"},
                 "message": {**_STRING, "minLength": 1, "description": "the text to send"},
+                "reply_to": {"type": "integer", "minimum": 1, "description": "the # of the message this answers"},
             },
             "required": ["to_id", "message"],
             "additionalProperties": False,
@@ -184,6 +186,14 @@ class _QuickCheck:
 _QUICK_CHECKS = {name: _QuickCheck(tool["inputSchema"]) for name, tool in TOOLS.items()}
 
 
+def register_tools(tools: Mapping[str, dict[str, Any]]) -> None:
+    """Add tools declared in another module (tools_threads.py, ...) to TOOLS and their checks."""
+    for name, tool in tools.items():
+        TOOLS[name] = dict(tool)
+        _VALIDATORS[name] = jsonschema.Draft202012Validator(tool["inputSchema"])
+        _QUICK_CHECKS[name] = _QuickCheck(tool["inputSchema"])
+
+
 def validation_error(name: str, arguments: Mapping[str, Any] | None) -> str | None:
     """None when the arguments fit the tool's schema, else a text saying how to fix them."""
     validator = _VALIDATORS.get(name)
@@ -218,17 +228,20 @@ ShowWaiting = Callable[[], Awaitable[str]]
 class PeerTools:
     """Runs one tool call against the broker and words the answer for the agent."""
 
-    def __init__(self, broker: BrokerCalls, check_messages: ShowWaiting) -> None:
+    def __init__(self, broker: BrokerCalls, check_messages: ShowWaiting, more: Sequence[Any] = ()) -> None:
         self._broker = broker
         self._check_messages = check_messages
         self._retry_keys: OrderedDict[tuple[str, bytes], str] = OrderedDict()
+        #: Objects with the ``_tool_*`` methods of registered tools (tools_threads.ThreadTools).
+        self._more = tuple(more)
 
     async def call(self, name: str, arguments: Mapping[str, Any] | None) -> ToolResult:
         """Validate, run, and turn every failure into an ``isError`` text."""
         problem = validation_error(name, arguments)
         if problem is not None:
             return ToolResult(problem, is_error=True)
-        method = getattr(self, "_tool_" + name)
+        method = getattr(self, "_tool_" + name, None) or next(
+            getattr(tools, "_tool_" + name) for tools in self._more if hasattr(tools, "_tool_" + name))
         try:
             return await method(**dict(arguments or {}))
         except BrokerTimeout as error:
@@ -277,7 +290,7 @@ class PeerTools:
         blocks += [format_peer(peer) for peer in peers]
         return ToolResult("\n\n".join(blocks))
 
-    async def _tool_send_message(self, to_id: str, message: str) -> ToolResult:
+    async def _tool_send_message(self, to_id: str, message: str, reply_to: int | None = None) -> ToolResult:
         # A fresh key per call: if the connection dies mid-send the link repeats the call,
         # and the broker stores and pushes the message only once. (128 random bits, as a
         # uuid4 has, at a quarter of uuid4's cost.) A send whose outcome is unknown keeps
@@ -294,7 +307,8 @@ class PeerTools:
         unsettled = (to_id, hashlib.sha256(message.encode("utf-8", "surrogatepass")).digest())
         key = self._retry_keys.pop(unsettled, None) or os.urandom(16).hex()
         try:
-            answer = await self._broker.call(wire.Send, to=to_id, body=message, client_key=key)
+            threading = {} if reply_to is None else {"reply_to": reply_to}
+            answer = await self._broker.call(wire.Send, to=to_id, body=message, client_key=key, **threading)
         except BrokerUnreachable:
             self._retry_keys[unsettled] = key
             while len(self._retry_keys) > RETRY_KEYS:
@@ -303,6 +317,8 @@ class PeerTools:
         target = f"{clean_line(answer['to_name'])} ({answer['to_id']})"
         detail = clean_line(answer.get("detail"), 400)
         status = answer["status"]
+        if reply_to is not None:
+            target += f" (a reply in thread #{answer.get('thread_id') or reply_to})"
         if status == "shown":
             text = f"Message #{answer['message_id']} shown to {target}"
             text += f": {detail}." if detail else ": that agent's session received it."
@@ -378,3 +394,6 @@ def _explain(name: str, error: wire.PeersError) -> str:
     text = clean_line(str(error), 2000) or type(error).__name__
     advice = _ADVICE.get(type(error), "")
     return f"{name} failed: {text}" + (f" {advice}" if advice else "")
+
+
+from claudepeers.bridge import tools_threads  # noqa: E402,F401 - registers the thread tools

@@ -29,6 +29,7 @@ from claudepeers.broker.approvals import Approvals
 from claudepeers.broker.credentials import TcpSecrets
 from claudepeers.broker.events import EventLog
 from claudepeers.broker.mail import Mail
+from claudepeers.broker.threads import Threads
 from claudepeers.broker.peers import PeerActor
 from claudepeers.broker.ratelimit import RateLimiter
 from claudepeers.broker.records import CLI_ID, GONE, OFFLINE, ONLINE, Claim, Credentials, PeerRecord, iso
@@ -96,6 +97,7 @@ class Broker:
         # Pending tool approvals (approvals.py); a peer reaped meanwhile is named by its id.
         self.approvals = Approvals(clock, store, self.emit,
                                    lambda peer_id: self.actors[peer_id].name if peer_id in self.actors else peer_id)
+        self.threads = Threads(self)
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -396,10 +398,11 @@ class Broker:
     # --- messages (mail.py) --------------------------------------------------------------------
 
     def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None,
-             verified: bool = True) -> Deferred:
+             verified: bool = True, reply_to: int | None = None) -> Deferred:
         """Commit a message and report what happened (see :meth:`Mail.send`); ``verified``
-        is False for a sender the kernel cannot vouch for (a TCP connection)."""
-        return self.mail.send(sender, target, body, client_key, verified)
+        is False for a sender the kernel cannot vouch for (a TCP connection); ``reply_to``
+        makes it a reply (threads.py)."""
+        return self.mail.send(sender, target, body, client_key, verified, reply_to)
 
     def fetch_unread(self, actor: PeerActor, limit: int | None, claimer: Any = None) -> Deferred:
         """Unacknowledged messages of ``actor`` and how many more there are."""
@@ -427,6 +430,7 @@ class Broker:
 
     def disconnected(self, actor: PeerActor, connection: Any) -> None:
         """A bridge connection closed: offline if the agent lives, gone if it ended."""
+        self.threads.closed(actor, connection)
         if actor.detach(connection, self.now()):
             if actor.record.thread_id is not None:
                 # One bridge per thread, alive as long as the app-server keeps the thread
@@ -473,6 +477,7 @@ class Broker:
                 self._names = None
             self.store.purge(cutoff).addErrback(
                 lambda f: None if getattr(f.value, "reported", False) else self.log.failure("purge failed", f))
+            self.threads.index()
         except Exception:  # periodic jobs log and carry on (STYLE habit 6)
             self.log.failure("reaping failed")
 

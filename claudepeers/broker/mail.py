@@ -52,18 +52,28 @@ class Mail:
         self._broker = broker
 
     def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None,
-             verified: bool = True) -> Deferred:
+             verified: bool = True, reply_to: int | None = None) -> Deferred:
         """Commit a message and report what happened: fires with a dict for the Send answer.
 
         With ``client_key`` a repeat of the same send (after a lost connection) is answered
-        with the first message and stores and pushes nothing. (Plain callbacks rather than
-        inlineCallbacks: this runs for every message.)
+        with the first message and stores and pushes nothing. With ``reply_to`` it joins
+        that message's thread, if its sender may answer it (threads.py). (Plain callbacks
+        rather than inlineCallbacks: this runs for every message.)
         """
         try:
             new, recipient = self._checked(sender, target, body, client_key, verified)
+            if reply_to is not None:
+                threaded = self._broker.threads.thread_for_reply(sender, recipient, new, reply_to)
         except Exception:
             return fail()
         answered: Deferred = Deferred()
+        if reply_to is not None:
+            threaded.addCallback(self._store, client_key, recipient, answered).addErrback(answered.errback)
+            return answered
+        self._store(new, client_key, recipient, answered)
+        return answered
+
+    def _store(self, new: NewMessage, client_key: str | None, recipient: PeerActor, answered: Deferred) -> None:
         if client_key is None:
             stored = self._broker.store.add_message(new)
             stored.addCallback(self._stored, recipient, answered)
@@ -71,7 +81,6 @@ class Mail:
             stored = self._broker.store.add_message_once(new, client_key)
             stored.addCallback(self._stored_once, recipient, answered)
         stored.addErrback(self._not_stored, answered)
-        return answered
 
     def _checked(
         self, sender: PeerActor | None, target: str, body: str, client_key: str | None, verified: bool = True,
@@ -149,7 +158,7 @@ class Mail:
         self._broker.emit("message", message.from_id, f"{message.from_name} -> {recipient.name}: {status}",
                   message_id=message.id, to_id=recipient.id)
         answered.callback({"message_id": message.id, "status": status, "detail": detail,
-                           "to_id": recipient.id, "to_name": recipient.name})
+                           "to_id": recipient.id, "to_name": recipient.name, "thread_id": message.thread_id or message.id})
 
     def _repeated(self, message: Any) -> dict[str, Any]:
         """The answer to a repeated send: what became of the first one."""
@@ -159,7 +168,8 @@ class Mail:
             status, detail = "shown", f"already sent as message {message.id} and shown to {name}"
         else:
             status, detail = "queued", f"already sent as message {message.id}; it waits for {name}"
-        return {"message_id": message.id, "status": status, "detail": detail, "to_id": message.to_id, "to_name": name}
+        return {"message_id": message.id, "status": status, "detail": detail, "to_id": message.to_id, "to_name": name,
+                "thread_id": message.thread_id or message.id}
 
     def fetch_unread(self, actor: PeerActor, limit: int | None, claimer: Any = None) -> Deferred:
         """Unacknowledged messages of ``actor`` (oldest first) and how many more there are.

@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 
 from claudepeers.broker.mailwait import MailWaits
 from claudepeers.broker.records import GONE, OFFLINE, ONLINE, Message, PeerRecord
+from claudepeers.broker.replywait import ReplyWaits
 
 #: Pushes in flight on one connection; what arrives meanwhile goes into the next push.
 PUSHES_IN_FLIGHT = 1
@@ -96,6 +97,8 @@ class PeerActor:
         self.delivery = "push"
         #: Mail no one shows, for the rewake hook's WaitForMail (see mailwait.py).
         self.waits = MailWaits()
+        #: The peer's wait_for_reply calls (see replywait.py); what they take is not pushed.
+        self.replies = ReplyWaits(self.waits.claim)
         self.bridge_pid: int | None = None  # the process of the current bridge connection (UNIX only)
 
     # --- facts --------------------------------------------------------------------------
@@ -199,6 +202,10 @@ class PeerActor:
         answer is one Deferred already.)
         """
         self.unread += 1
+        if self.replies.take(message):
+            # A wait_for_reply call answers with it; the bridge acknowledges it once shown.
+            self._await(message.id, outcome)
+            return
         if self._connection is None:
             if message.id in self.waits.held([message]):
                 self._await(message.id, outcome)  # a rewake hook shows it and acknowledges

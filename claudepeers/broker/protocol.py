@@ -19,7 +19,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from claudepeers import __version__
-
+from claudepeers.broker.thread_responders import ThreadResponders
 from claudepeers.wire import commands as wire
 from claudepeers.broker.core import Broker, Claim, Credentials, check_delivery
 from claudepeers.broker import views
@@ -39,7 +39,7 @@ MAX_ERROR_DESCRIPTION = 2000
 OPEN_COMMANDS = {b"Authenticate", b"Hello", b"Ping"}
 
 
-class BrokerProtocol(Admission, ApprovalCommands, LeanAMP, DashboardResponders):
+class BrokerProtocol(Admission, ApprovalCommands, ThreadResponders, LeanAMP, DashboardResponders):
     """One client connection: a bridge, a hook, a watcher or the CLI.
 
     What it may cost before it is bound (token, or a first real command): admission.py.
@@ -295,10 +295,10 @@ class BrokerProtocol(Admission, ApprovalCommands, LeanAMP, DashboardResponders):
         return self.broker.set_name(self._peer(), name).addCallback(lambda new: {"name": new})
 
     @wire.Send.responder
-    def send(self, to: str, body: str, client_key: str | None = None) -> Deferred:
+    def send(self, to: str, body: str, client_key: str | None = None, reply_to: int | None = None) -> Deferred:
         """Send as this connection's peer (or as the unverified CLI when unbound); over TCP
         the message is marked unverified (the kernel cannot vouch for the sender)."""
-        return self.broker.send(self.actor, to, body, client_key, verified=self.creds.transport == "unix")
+        return self.broker.send(self.actor, to, body, client_key, self.creds.transport == "unix", reply_to)
 
     @wire.FetchUnread.responder
     def fetch_unread(self, limit: int | None = None) -> Deferred:

@@ -87,16 +87,22 @@ class Message:
     to_id: str
     body: str
     sent_at: float
+    #: The message this one answers, and its thread (the id of the thread's first message;
+    #: None for that first message, whose thread is its own id).
+    reply_to: int | None = None
+    thread_id: int | None = None
     acked_at: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        """The JSON form pushed to bridges and returned by FetchUnread."""
+        """The JSON form pushed to bridges and returned by FetchUnread (``thread_id`` always
+        set: a first message's is its own id)."""
         # Built by hand: this runs for every push, and asdict deep-copies every field.
         return {
             "id": self.id, "from_id": self.from_id, "from_name": self.from_name,
             "from_summary": self.from_summary, "from_cwd": self.from_cwd, "from_client": self.from_client,
             "verified": self.verified, "to_id": self.to_id, "body": self.body,
             "sent_at": iso(self.sent_at), "acked_at": iso(self.acked_at),
+            "reply_to": self.reply_to, "thread_id": self.thread_id or self.id,
         }
 
 
@@ -113,6 +119,8 @@ class NewMessage:
     to_id: str
     body: str
     sent_at: float
+    reply_to: int | None = None
+    thread_id: int | None = None
 
 
 @dataclass(frozen=True)

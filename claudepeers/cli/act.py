@@ -11,11 +11,21 @@ from claudepeers.cli.main import EXIT_FAILED, error
 from claudepeers.cli.runner import print_json, run_with_broker
 
 
+def _message_id(text: str) -> int:
+    """A message id option: a positive number (usage.Options reports the ValueError)."""
+    value = int(text)
+    if value <= 0:
+        raise ValueError("a message id is a positive number")
+    return value
+
+
 class SendOptions(usage.Options):
     """``claude-peers send <id|name> <message...>`` (``-`` reads the message from stdin)."""
 
-    synopsis = "Usage: claude-peers send [--json] <id|name> <message...>   (message '-' reads stdin)"
+    synopsis = "Usage: claude-peers send [--json] [--reply-to ID] <id|name> <message...>   (message '-' reads stdin)"
     optFlags = [("json", "j", "Print the broker's answer as JSON")]
+    optParameters = [("reply-to", "r", None, "Reply to message ID (of the recipient's own mail): it joins that thread",
+                      _message_id)]
 
     def parseArgs(self, target: str, *words: str) -> None:
         """A target and the message (several words are joined by spaces).
@@ -54,11 +64,14 @@ class SendOptions(usage.Options):
         async def body(reactor: Any, protocol: Any, settings: Any) -> int:
             from claudepeers.wire import commands as wire
 
-            answer = await protocol.callRemote(wire.Send, to=self["target"], body=self["message"])
+            threading = {} if self["reply-to"] is None else {"reply_to": self["reply-to"]}
+            answer = await protocol.callRemote(wire.Send, to=self["target"], body=self["message"], **threading)
             if self["json"]:
                 print_json(dict(answer))
                 return 0
             who = f"{answer['to_name']} ({answer['to_id']})"
+            if self["reply-to"] is not None:
+                who += f" (a reply in thread #{answer.get('thread_id')})"
             if answer["status"] == "shown":
                 print(f"Shown to {who}, message {answer['message_id']}.")
             elif answer["status"] == "woke":

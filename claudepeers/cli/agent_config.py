@@ -27,6 +27,9 @@ ALLOWED_TOOLS = (
     "check_messages",
     "whoami",
     "set_name",
+    "wait_for_reply",
+    "read_thread",
+    "search_messages",
 )
 
 

@@ -69,3 +69,5 @@ class InternalError(PeersError):
 
 class UnknownApproval(PeersError):
     """No pending tool approval has that request id (answered, ended, or never asked)."""
+class UnknownMessage(PeersError):
+    """A message id names no message of the caller's own mail (none, someone else's, expired)."""

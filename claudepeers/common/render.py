@@ -82,6 +82,9 @@ def render_message(message: Mapping[str, Any]) -> str:
         header += f", sent {sent_at}"
     header += "]"
     lines = [header]
+    if message.get("reply_to"):
+        lines.append(f"[reply to message #{_number(message['reply_to'])} in thread "
+                     f"#{_number(message.get('thread_id') or message['reply_to'])}]")
     summary = _field(message.get("from_summary"))
     if summary and message.get("verified"):
         lines.append(f"[sender's summary: {summary}]")
@@ -89,11 +92,19 @@ def render_message(message: Mapping[str, Any]) -> str:
     for line in body.split("\n"):
         lines.append(BODY_BAR + line)
     if message.get("from_id") not in (None, "", "cli"):
-        reply = f'reply with send_message(to_id="{_field(message.get("from_id"))}", message=...)'
+        reply = f'reply with send_message(to_id="{_field(message.get("from_id"))}", reply_to={number}, message=...)'
     else:
         reply = "the sender is not a peer and cannot receive a reply"
     lines.append(f"[end of claude-peers message #{number}; {reply}]")
     return "\n".join(lines)
+
+
+def _number(value: Any) -> int:
+    """A message or thread id as shown in a frame (anything else shows as 0)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 #: The longest channel content; a longer body (a raised body limit) is cut, and says so.

@@ -54,6 +54,8 @@ class Limits:
     max_unbound: int = 256
     #: How often the broker checks that its socket is still the file at its path.
     socket_check_seconds: float = 5.0
+    #: The longest wait_for_reply (a tool call that long must also fit the agent's own bound).
+    max_wait_seconds: float = 600.0
 
     #: environment name -> (field, type)
     ENV = {
@@ -78,6 +80,7 @@ class Limits:
         "CLAUDE_PEERS_UNBOUND_SECONDS": ("unbound_seconds", float),
         "CLAUDE_PEERS_MAX_UNBOUND": ("max_unbound", int),
         "CLAUDE_PEERS_SOCKET_CHECK_SECONDS": ("socket_check_seconds", float),
+        "CLAUDE_PEERS_MAX_WAIT_SECONDS": ("max_wait_seconds", float),
     }
 
     @classmethod

@@ -118,6 +118,7 @@ from claudepeers.common.errors import (  # noqa: E402  (re-exported: wire.Unknow
     KillRefused,
     BrokerUnavailable,
     InternalError,
+    UnknownMessage,
 )
 
 COMMON_ERRORS: dict[type[Exception], bytes] = {
@@ -262,17 +263,22 @@ class Send(amp.Command):
     understands.
     ``client_key`` (optional, at most 64 characters, unique per sender) makes the send
     safe to repeat after a lost connection: a repeat answers with the first message.
+    ``reply_to`` (optional) makes it a reply: the id of a message the sender received or
+    sent (else UNKNOWN_MESSAGE); the answer's ``thread_id`` is the thread it joined (a
+    first message's thread is its own id).
     """
 
-    arguments = [(b"to", amp.Unicode()), (b"body", BigText()), (b"client_key", amp.Unicode(optional=True))]
+    arguments = [(b"to", amp.Unicode()), (b"body", BigText()), (b"client_key", amp.Unicode(optional=True)),
+                 (b"reply_to", amp.Integer(optional=True))]
     response = [
         (b"message_id", amp.Integer()),
         (b"status", amp.Unicode()),
         (b"detail", amp.Unicode()),
         (b"to_id", amp.Unicode()),
         (b"to_name", amp.Unicode()),
+        (b"thread_id", amp.Integer(optional=True)),
     ]
-    errors = _errors(PEER_ERRORS, {LimitExceeded: b"LIMIT_EXCEEDED"})
+    errors = _errors(PEER_ERRORS, {LimitExceeded: b"LIMIT_EXCEEDED", UnknownMessage: b"UNKNOWN_MESSAGE"})
 
 
 class SetDelivery(amp.Command):
@@ -433,8 +439,9 @@ class Event(amp.Command):
     requiresAnswer = False
 
 
-#: Bumped when a command changes incompatibly; clients compare it in Hello.
-PROTOCOL_VERSION = 2
+#: Bumped when a command changes incompatibly; clients compare it in Hello. 3: replies
+#: (Send's reply_to) and the thread commands, which a bridge of 3 relies on.
+PROTOCOL_VERSION = 3
 
 
 # --- the operator's dashboard (DESIGN 9; claudepeers/broker/web/) ----------------------
@@ -516,3 +523,51 @@ class PermissionAnswer(amp.Command):
     arguments = [(b"request_id", amp.Unicode()), (b"behavior", amp.Unicode())]
     response = [(b"written", amp.Boolean())]
     errors = _errors()
+# --- threads (issue 14): replies, waiting for a reply, the history of one's own mail -----
+# A message id in these is the ``#N`` of a frame; a thread's id is its first message's id.
+
+
+class WaitForReply(amp.Command):
+    """Wait (a bridge, for its agent's tool call) for replies after ``message_id`` in its thread.
+
+    ``message_id`` must be a message this peer sent or received. Answered as soon as a reply
+    to this peer with a higher id is in that thread (those that are, if several) or after
+    ``timeout_seconds`` (0 to the broker's max_wait_seconds). ``outcome`` is ``replies``
+    (``messages``: not shown before, in full, oldest first; ``shown_before``: replies already
+    shown to the agent, named by id, sender and when) or ``timeout``. A returned message is
+    not pushed: the bridge acknowledges it once its agent has it. One per tool call; several
+    may wait at once; each ends with its connection (the bridge asks again after reconnecting).
+    """
+
+    arguments = [(b"message_id", amp.Integer()), (b"timeout_seconds", amp.Float())]
+    response = [(b"outcome", amp.Unicode()), (b"thread_id", amp.Integer()), (b"messages", JSONValue()),
+                (b"shown_before", JSONValue())]
+    errors = _errors({UnknownMessage: b"UNKNOWN_MESSAGE"})
+
+
+class ReadThread(amp.Command):
+    """The thread of ``thread_id`` (a thread id or any message id in it), oldest first.
+
+    A peer gets the messages it sent or received (mail to it not shown yet comes without its
+    body, ``unread`` true: delivery shows it); the CLI, every message. The newest ``limit``
+    (default 50, at most 200) below ``before`` (if given); ``more`` counts the earlier ones.
+    Each message carries ``to_name`` and ``mine`` (sent by the caller).
+    """
+
+    arguments = [(b"thread_id", amp.Integer()), (b"before", amp.Integer(optional=True)),
+                 (b"limit", amp.Integer(optional=True))]
+    response = [(b"thread_id", amp.Integer()), (b"messages", JSONValue()), (b"more", amp.Integer())]
+    errors = _errors({UnknownMessage: b"UNKNOWN_MESSAGE"})
+
+
+class SearchMessages(amp.Command):
+    """This peer's messages (sent or received) containing every word of ``text``, newest first.
+
+    A word also matches the longer words it begins. At most ``limit`` (default 20, at most
+    200); shaped as in :class:`ReadThread`.
+    """
+
+    arguments = [(b"text", amp.Unicode()), (b"limit", amp.Integer(optional=True))]
+    response = [(b"messages", JSONValue())]
+    errors = _errors()
+

@@ -27,6 +27,8 @@ from claudepeers.broker.storage import database
 from claudepeers.broker.storage.dialect import Dialect, for_pool
 from claudepeers.common import dsn as dsns
 from claudepeers.broker.storage.guard_sql import GuardQueries
+from claudepeers.broker.storage.search_fts5 import Fts5Search
+from claudepeers.broker.storage.threads_sql import ThreadQueries
 
 PEER_COLUMNS = [f.name for f in fields(PeerRecord)]
 MESSAGE_COLUMNS = [f.name for f in fields(Message)]
@@ -73,10 +75,12 @@ def open_pool(path: str) -> adbapi.ConnectionPool:
     )
 
 
-class Store(GuardQueries):
+class Store(GuardQueries, ThreadQueries, Fts5Search):
     """Asynchronous access to the broker's tables; every method returns a Deferred."""
 
     log = Logger()
+    #: For the query mixins (threads_sql.py, search_fts5.py): a message's columns, and its row's Message.
+    _message_columns = ", ".join(MESSAGE_COLUMNS)
 
     def __init__(self, pool: adbapi.ConnectionPool, dialect: Dialect | None = None) -> None:
         self._pool = pool
@@ -581,6 +585,9 @@ def _message(row: Sequence[Any]) -> Message:
     values = list(row)
     values[6] = bool(values[6])
     return Message(*values)
+
+
+Store._to_message = staticmethod(_message)  # type: ignore[assignment]
 
 
 def as_store_error(failure: Failure, dialect: Dialect, reported: bool = False, dsn: str | None = None) -> Failure:
