@@ -22,6 +22,8 @@ import jsonschema
 from twisted.protocols import amp
 
 from claudepeers.wire import commands as wire
+from claudepeers.bridge import tools_coord
+from claudepeers.bridge.tools_coord import CoordTools, coord_lines, fanout_result, is_fanout
 from claudepeers.common.render import clean_line
 
 
@@ -81,13 +83,14 @@ TOOLS: dict[str, dict[str, Any]] = {
     "send_message": {
         "description": (
             "Send a message to another agent. to_id is a peer id or its unique name (from "
-            "list_peers). A Claude Code peer sees it at once, a Codex peer on its next turn; "
+            "list_peers), or one of " + tools_coord.FANOUT_TARGETS + " to send it to each "
+            "of those peers. A Claude Code peer sees it at once, a Codex peer on its next turn; "
             "the result says which."
         ),
         "inputSchema": {
             "type": "object",
             "properties": {
-                "to_id": {**_STRING, "minLength": 1, "description": "peer id or unique name"},
+                "to_id": {**_STRING, "minLength": 1, "description": "peer id or unique name, scope:... or group:..."},
                 "message": {**_STRING, "minLength": 1, "description": "the text to send"},
             },
             "required": ["to_id", "message"],
@@ -135,6 +138,7 @@ TOOLS: dict[str, dict[str, Any]] = {
             "additionalProperties": False,
         },
     },
+    **tools_coord.TOOLS,
 }
 
 _VALIDATORS = {name: jsonschema.Draft202012Validator(tool["inputSchema"]) for name, tool in TOOLS.items()}
@@ -215,7 +219,7 @@ def _usage(name: str) -> str:
 ShowWaiting = Callable[[], Awaitable[str]]
 
 
-class PeerTools:
+class PeerTools(CoordTools):
     """Runs one tool call against the broker and words the answer for the agent."""
 
     def __init__(self, broker: BrokerCalls, check_messages: ShowWaiting) -> None:
@@ -294,12 +298,16 @@ class PeerTools:
         unsettled = (to_id, hashlib.sha256(message.encode("utf-8", "surrogatepass")).digest())
         key = self._retry_keys.pop(unsettled, None) or os.urandom(16).hex()
         try:
-            answer = await self._broker.call(wire.Send, to=to_id, body=message, client_key=key)
+            many = is_fanout(to_id)
+            answer = await self._broker.call(wire.SendMany if many else wire.Send, to=to_id, body=message,
+                                             client_key=key)
         except BrokerUnreachable:
             self._retry_keys[unsettled] = key
             while len(self._retry_keys) > RETRY_KEYS:
                 self._retry_keys.popitem(last=False)
             raise
+        if many:
+            return fanout_result(answer)
         target = f"{clean_line(answer['to_name'])} ({answer['to_id']})"
         detail = clean_line(answer.get("detail"), 400)
         status = answer["status"]
@@ -357,7 +365,7 @@ def format_peer(peer: Mapping[str, Any]) -> str:
         lines.append(f"Unread messages: {peer['unread']}")
     if peer.get("delivery") and state == "online":
         lines.append(f"Gets mail by: {clean_line(peer['delivery'], 200)}")
-    return "\n".join(lines)
+    return "\n".join(lines + coord_lines(peer))
 
 
 _ADVICE: dict[type[Exception], str] = {
@@ -368,6 +376,7 @@ _ADVICE: dict[type[Exception], str] = {
     wire.InvalidArgument: "Check the arguments and call again.",
     wire.NameTaken: "Choose another name.",
     wire.KillRefused: "",
+    wire.ClaimConflict: "Ask the holder (send_message), wait for its claim to end, or claim other paths.",
     wire.NotRegistered: "The bridge is still registering with the broker; try again in a moment.",
     wire.BrokerUnavailable: "The broker is busy or shutting down; try again in a moment.",
 }

@@ -24,6 +24,7 @@ from claudepeers.common import agents
 from claudepeers.broker import killing
 
 from claudepeers.broker import naming
+from claudepeers.broker.coordination import Coordination
 from claudepeers.broker.credentials import TcpSecrets
 from claudepeers.broker.events import EventLog
 from claudepeers.broker.mail import Mail
@@ -87,6 +88,8 @@ class Broker:
         self.counters = {"sent": 0, "shown": 0, "woke": 0, "refused": 0}
         self._names: dict[str, list[PeerActor]] | None = None
         self.mail = Mail(self)
+        #: Groups, claims and sends to many (coordination.py).
+        self.coordination = Coordination(self)
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -101,6 +104,7 @@ class Broker:
                 record = PeerRecord(**{**record.__dict__, "state": OFFLINE})
             self.actors[record.id] = self._actor(record, counts.get(record.id, 0))
         self._names = None
+        yield self.coordination.load()
         self.emit("broker", None, f"broker {__version__} started (pid {os.getpid()})")
         self.reap()
         self._reaper = LoopingCall(self.reap)
@@ -111,6 +115,7 @@ class Broker:
         """Stop periodic work (the service closes listeners and the store)."""
         if self._reaper is not None and self._reaper.running:
             self._reaper.stop()
+        self.coordination.stop()
 
     def request_stop(self) -> None:
         """Ask the process to shut down (StopBroker)."""
@@ -373,7 +378,7 @@ class Broker:
             chosen.append(actor)
         order = {ONLINE: 0, OFFLINE: 1, GONE: 2}
         chosen.sort(key=lambda a: (order[a.state], a.name))
-        return [_with_delivery(a) for a in chosen]
+        return [self.coordination.annotate(_with_delivery(a)) for a in chosen]
 
     # --- messages (mail.py) --------------------------------------------------------------------
 
@@ -430,6 +435,7 @@ class Broker:
     def _gone(self, actor: PeerActor) -> None:
         actor.mark_gone(self.now())
         self.rate.forget(actor.id)
+        self.coordination.peer_gone(actor.id)
         self._save(actor)
         self.emit("gone", actor.id, f"{actor.name} ended ({actor.unread} unread messages kept)")
 

@@ -23,6 +23,7 @@ from claudepeers import __version__
 from claudepeers.wire import commands as wire
 from claudepeers.broker.core import Broker, Claim, Credentials, check_delivery
 from claudepeers.broker.admission import WARN_EVERY_SECONDS, Admission
+from claudepeers.broker.coord_protocol import CoordResponders
 from claudepeers.broker.credentials import peer_credentials
 from claudepeers.wire.fastamp import LeanAMP
 from claudepeers.broker.peers import WOKE, PeerActor
@@ -36,7 +37,7 @@ MAX_ERROR_DESCRIPTION = 2000
 OPEN_COMMANDS = {b"Authenticate", b"Hello", b"Ping"}
 
 
-class BrokerProtocol(Admission, LeanAMP):
+class BrokerProtocol(CoordResponders, Admission, LeanAMP):
     """One client connection: a bridge, a hook, a watcher or the CLI.
 
     What it may cost before it is bound (token, or a first real command): admission.py.

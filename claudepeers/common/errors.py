@@ -65,3 +65,10 @@ class BrokerUnavailable(PeersError):
 
 class InternalError(PeersError):
     """An unexpected failure inside the broker; it was logged there."""
+
+
+# --- coordination (issue 14) ------------------------------------------------------------
+
+
+class ClaimConflict(PeersError):
+    """A claim overlaps a live claim of another peer; the message names the holder and its reason."""

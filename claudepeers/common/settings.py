@@ -49,6 +49,9 @@ class Limits:
     max_unbound: int = 256
     #: How often the broker checks that its socket is still the file at its path.
     socket_check_seconds: float = 5.0
+    #: The most recipients of one message to a scope or group, and the longest claim on files.
+    max_fanout: int = 100
+    max_claim_seconds: float = 24 * 3600.0
 
     #: environment name -> (field, type)
     ENV = {
@@ -72,6 +75,8 @@ class Limits:
         "CLAUDE_PEERS_UNBOUND_SECONDS": ("unbound_seconds", float),
         "CLAUDE_PEERS_MAX_UNBOUND": ("max_unbound", int),
         "CLAUDE_PEERS_SOCKET_CHECK_SECONDS": ("socket_check_seconds", float),
+        "CLAUDE_PEERS_MAX_FANOUT": ("max_fanout", int),
+        "CLAUDE_PEERS_MAX_CLAIM_SECONDS": ("max_claim_seconds", float),
     }
 
     @classmethod

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from claudepeers.broker.records import GONE, Message, NewMessage, PeerRecord
 from claudepeers.broker.storage import database
+from claudepeers.broker.storage.coord_sql import CoordQueries
 from claudepeers.broker.storage.guard_sql import GuardQueries
 
 PEER_COLUMNS = [f.name for f in fields(PeerRecord)]
@@ -66,7 +67,7 @@ def open_pool(path: str, paramstyle: str = "qmark") -> adbapi.ConnectionPool:
     )
 
 
-class Store(GuardQueries):
+class Store(GuardQueries, CoordQueries):
     """Asynchronous access to the broker's tables; every method returns a Deferred."""
 
     log = Logger()
