@@ -31,6 +31,7 @@ def make_agent(broker_process: BrokerProcess) -> Any:
     for agent in started:
         agent.cleanup()
         print(f"--- stderr of agent {agent.name} and its bridges ---\n{agent.log_text()[-4000:]}")
+    print(f"--- the broker's log ---\n{broker_process.log_text()[-6000:]}")
 
 
 def git(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -49,6 +50,7 @@ def new_repo(base: Path) -> Path:
     return repo
 
 
+@pytest.mark.slow  # six bridges: about 10 s on a quiet 2-core machine, far more under load
 @asyncio_test
 async def test_scope_send_groups_and_claims_through_the_bridges(make_agent: Callable,
                                                                broker_process: BrokerProcess) -> None:

@@ -83,6 +83,13 @@ def uninstall(cwd: str | Path) -> str:
     return f"claims guard removed from {folder}"
 
 
+def step(action: str, other_steps: list[bool]) -> bool:
+    """``claude-peers install/uninstall --claims-guard`` in the current repository (per
+    repository, so not in the user's install manifest); True when nothing else was asked."""
+    print((install if action == "install" else uninstall)(os.getcwd()))
+    return not any(other_steps)
+
+
 def check(cwd: str | Path, settings: Settings, stderr: TextIO) -> int:
     """The guard's run: 0 lets the commit through, 1 refuses it."""
     if os.environ.get(OVERRIDE) == "1":

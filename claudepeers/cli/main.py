@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "kill": ("act", "KillOptions", "Terminate a peer's agent session (verified)"),
     "kill-broker": ("act", "KillBrokerOptions", "Stop the broker cleanly, through the broker"),
     "inbox": ("observe", "InboxOptions", "Read a peer's stored mail without acknowledging it"),
+    "claims": ("coord", "ClaimsOptions", "The agents' live claims on files"),
+    "groups": ("coord", "GroupsOptions", "The agents' groups and their members"),
     "log": ("observe", "LogOptions", "Recent messages and events; -f follows new ones"),
     "manhole": ("manhole", "ManholeOptions", "Open the broker's Python shell in this terminal"),
     "install": ("install", "InstallOptions", "Register the bridge with Claude Code and Codex"),
