@@ -63,11 +63,12 @@ class CoordRules:
             assert answer["left"] == (agent.peer_id in groups.get(group, set()))
             groups.get(group, set()).discard(agent.peer_id)
 
-    @rule(sender=agents, target=st.sampled_from(["scope:machine", "scope:directory", "group:g1", "group:g2"]),
+    @rule(sender=agents, audience=st.sampled_from(["scope:machine", "scope:directory", "group:g1", "group:g2"]),
           body=st.text(min_size=1, max_size=20).filter(lambda b: b.strip()))
-    def send_to_many(self, sender: Any, target: str, body: str) -> None:
+    def send_to_many(self, sender: Any, audience: str, body: str) -> None:
         """A send to many: every expected recipient exactly once, never the sender, each its own
         message with the outcome a single send would have had."""
+        target = audience
         if sender.client is None:
             return
         groups, _ = self._coord_state()
@@ -82,6 +83,8 @@ class CoordRules:
         try:
             answer = self.call(sender, wire.SendMany, to=target, body=body)  # type: ignore[attr-defined]
         except Exception as error:
+            if not hasattr(error, "failure"):
+                raise
             assert not expected, f"send to {target} failed: {error}"
             assert error.failure.check(wire.UnknownPeer), error  # type: ignore[attr-defined]
             return
@@ -106,12 +109,15 @@ class CoordRules:
         _, claims = self._coord_state()
         now = self.clock.seconds()
         alive = self._alive_ids()
+        same_repo = {a.peer_id for a in self.all_agents if a.cwd == agent.cwd}  # the model's repos: cwds
         clash = any(overlapping(mine, theirs)
-                    for holder, held in claims.items() if holder != agent.peer_id and holder in alive
+                    for holder, held in claims.items() if holder != agent.peer_id and holder in alive & same_repo
                     for theirs, until in held.items() if until > now for mine in patterns)
         try:
             self.call(agent, wire.ClaimPaths, paths=patterns, reason="model", ttl_seconds=ttl)  # type: ignore[attr-defined]
         except Exception as error:
+            if not hasattr(error, "failure"):
+                raise
             assert clash, f"claim {patterns} refused: {error}"
             assert error.failure.check(wire.ClaimConflict), error  # type: ignore[attr-defined]
             return
@@ -144,7 +150,7 @@ class CoordRules:
         live = self.broker.coordination.claims.live()
         for index, first in enumerate(live):
             for second in live[index + 1:]:
-                if first.peer_id != second.peer_id:
+                if first.peer_id != second.peer_id and first.repo == second.repo:
                     assert pathglob.overlap(first.pattern, second.pattern) is None, (first, second)
         _, claims = self._coord_state()
         now = self.clock.seconds()
