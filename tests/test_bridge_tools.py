@@ -200,7 +200,8 @@ async def test_set_summary_set_name_kill_and_whoami() -> None:
 
 
 def test_tool_names_are_the_seeds() -> None:
-    """The seed's five tools are there with their argument names, plus whoami and set_name."""
+    """The seed's five tools are there with their argument names, plus whoami, set_name and the
+    coordination tools (groups, claims)."""
     props = {name: set(tool["inputSchema"]["properties"]) for name, tool in TOOLS.items()}
     assert props == {
         "list_peers": {"scope"},
@@ -210,6 +211,11 @@ def test_tool_names_are_the_seeds() -> None:
         "kill_peer": {"peer_id"},
         "whoami": set(),
         "set_name": {"name"},
+        "join_group": {"name"},
+        "leave_group": {"name"},
+        "list_groups": set(),
+        "claim_paths": {"paths", "reason", "ttl_seconds"},
+        "release_paths": {"paths", "all"},
     }
 
 

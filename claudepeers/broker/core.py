@@ -509,7 +509,7 @@ class Broker:
             "host": self.host,
             "started_at": iso(self.started_at),
             "uptime_seconds": round(self.now() - self.started_at, 3),
-            "peers": [{**_with_delivery(a), "rewake_pid": a.waits.waiter_pid} for a in peers],
+            "peers": [self.coordination.annotate({**_with_delivery(a), "rewake_pid": a.waits.waiter_pid}) for a in peers],
             "online": sum(1 for a in peers if a.state == ONLINE),
             "offline": sum(1 for a in peers if a.state == OFFLINE),
             "gone": sum(1 for a in peers if a.state == GONE),
