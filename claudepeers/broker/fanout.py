@@ -101,17 +101,18 @@ class FanOut:
         except Exception:
             return fail()
         outcomes: list[Deferred] = []
-        store = self._broker.store
+        writes = [(new, None if client_key is None else f"{client_key}{KEY_SEPARATOR}{recipient.id}")
+                  for recipient, new, refusal in plan if refusal is None]
+        committed = iter(self._broker.store.add_messages_together(writes))  # one group commit
         for recipient, new, refusal in plan:
             if refusal is not None:
                 outcomes.append(Deferred())
                 outcomes[-1].callback(_outcome(None, recipient, REFUSED, refusal))
                 continue
             answered: Deferred = Deferred()
+            stored = next(committed)
             if client_key is None:
-                stored = store.add_message(new).addCallback(lambda m: (m, True))
-            else:
-                stored = store.add_message_once(new, f"{client_key}{KEY_SEPARATOR}{recipient.id}")
+                stored.addCallback(lambda m: (m, True))
             stored.addCallback(self._stored, recipient, answered)
             stored.addErrback(lambda failure, d=answered, r=recipient: d.called or d.callback(
                 _outcome(None, r, REFUSED, f"not stored: {failure.getErrorMessage()}")))
