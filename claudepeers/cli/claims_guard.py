@@ -13,6 +13,7 @@ the prompt hooks. An existing ``pre-commit`` is kept, renamed, and run first.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -95,9 +96,8 @@ def check(cwd: str | Path, settings: Settings, stderr: TextIO) -> int:
     if os.environ.get(OVERRIDE) == "1":
         stderr.write(f"claude-peers: {OVERRIDE}=1: claims not checked\n")
         return 0
-    repo = os.path.realpath(git(["rev-parse", "--git-common-dir"], cwd).strip() or ".git")
-    if not os.path.isabs(repo):
-        repo = os.path.realpath(os.path.join(cwd, repo))
+    # Absolute and real, as the bridge reports its peer's repository (common/gitinfo.py).
+    repo = os.path.realpath(os.path.join(cwd, git(["rev-parse", "--git-common-dir"], cwd).strip() or ".git"))
     paths = [p for p in git(["diff", "--cached", "--name-only", "--no-renames", "-z"], cwd).split("\0") if p]
     if not paths:
         return 0
@@ -111,17 +111,16 @@ def check(cwd: str | Path, settings: Settings, stderr: TextIO) -> int:
         agent = agents.find_agent(os.getpid())
         if agent is not None:
             calls.append(("Attach", [(b"agent_pid", integer(agent.pid)), (b"agent_start", floating(agent.start))]))
-        import json
-
         payload = json.dumps(paths, ensure_ascii=False).encode("utf-8")
         calls.append(("CheckPaths", [(b"repo", text(repo)), *split_chunks(b"paths", payload)]))
         tags = sock.send(calls)
-        for tag in tags[:-1]:
+        for tag in tags[:len(first)]:
+            sock.answer(tag)  # the TCP token
+        if agent is not None:
             try:
-                sock.answer(tag)
-            except AmpError as error:
-                if error.code != "UNKNOWN_PEER":  # an agent with no peer: every claim counts
-                    raise
+                sock.answer(tags[len(first)])
+            except AmpError:
+                pass  # the agent has no peer (or is not accepted as one): every claim counts
         conflicts = json_value(sock.answer(tags[-1]), b"conflicts")
     except (BrokerUnreachable, AmpError) as error:
         stderr.write(f"claude-peers: claims not checked ({error})\n")
