@@ -252,3 +252,11 @@ def test_list_peers_shows_groups_and_claims(world: World) -> None:
     (listed,) = world.broker.list_peers(a, "machine")
     assert listed["groups"] == ["ops"]
     assert [(c["pattern"], c["reason"]) for c in listed["claims"]] == [("deploy", "release 1.2")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_single_send_to_a_scope_says_to_send_to_many(world: World) -> None:
+    """An old client's Send to scope:... or group:... is refused with what to use instead."""
+    (a, *_), _ = yield peers(world, 2)
+    error = yield failure_of(world.broker.send(a, "scope:repo", "hi"))
+    assert isinstance(error, wire.InvalidArgument) and "SendMany" in str(error)

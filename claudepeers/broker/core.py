@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any, Callable, Iterable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -386,6 +386,8 @@ class Broker:
              verified: bool = True) -> Deferred:
         """Commit a message and report what happened (see :meth:`Mail.send`); ``verified``
         is False for a sender the kernel cannot vouch for (a TCP connection)."""
+        if target.startswith(("scope:", "group:")):  # names no single peer (names hold no ':')
+            return fail(InvalidArgument(f"{target!r} names many peers: send it with SendMany (send_message does)"))
         return self.mail.send(sender, target, body, client_key, verified)
 
     def fetch_unread(self, actor: PeerActor, limit: int | None, claimer: Any = None) -> Deferred:
