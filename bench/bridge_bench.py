@@ -34,6 +34,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: The stand-in Claude Code's session id (its transcript's name).
+TRANSCRIPT_SESSION = "bench-session"
+
 STAND_IN = f"""#!{sys.executable}
 import subprocess, sys
 sys.exit(subprocess.call([sys.executable, "-m", "claudepeers", "mcp"]))
@@ -119,6 +122,21 @@ class RawClient:
             elif message.get("method") == "notifications/claude/channel":
                 self.notifications.append((now, message["params"]))
                 self._notified.set()
+                if self.transcript is not None:
+                    self._accept(message["params"])
+
+    #: Where this client, standing in for Claude Code, writes the channel messages it accepts.
+    transcript: Path | None = None
+
+    def _accept(self, params: dict[str, Any]) -> None:
+        """Write the transcript line Claude Code writes for an accepted channel message (its
+        ``queue-operation`` enqueue): the bridge's evidence that the push was shown."""
+        attributes = "".join(f' {key}="{value}"' for key, value in params["meta"].items())
+        tag = f'<channel source="claude-peers"{attributes}>\n{params["content"]}\n</channel>'
+        entry = {"type": "queue-operation", "operation": "enqueue", "timestamp": "2026-12-01T00:00:00.000Z",
+                 "sessionId": TRANSCRIPT_SESSION, "content": tag}
+        with open(self.transcript, "ab") as handle:
+            handle.write(json.dumps(entry).encode() + b"\n")
 
     async def close(self) -> None:
         assert self.process.stdin is not None
@@ -201,7 +219,13 @@ async def run(messages: int, burst: int, startups: int) -> dict[str, Any]:
             script.write_text(STAND_IN)
             script.chmod(0o755)
         agent_a = [str(base / "claude" / "claude"), "--dangerously-load-development-channels", "server:claude-peers"]
-        a, _ = await RawClient.start(agent_a, {**env, "CLAUDE_PEER_NAME": "a"}, base, "claude-code")
+        # A's bridge confirms each channel push in Claude Code's session transcript (since
+        # session 3): this client writes it there as Claude Code does.
+        projects = base / ".claude" / "projects" / "".join(ch if ch.isalnum() else "-" for ch in str(base))
+        projects.mkdir(parents=True)
+        a, _ = await RawClient.start(agent_a, {**env, "CLAUDE_PEER_NAME": "a",
+                                               "CLAUDE_CODE_SESSION_ID": TRANSCRIPT_SESSION}, base, "claude-code")
+        a.transcript = projects / f"{TRANSCRIPT_SESSION}.jsonl"
         b, _ = await RawClient.start([str(base / "codex" / "codex")], {**env, "CLAUDE_PEER_NAME": "b"}, base,
                                      "codex-mcp-client")
         clients += [a, b]
@@ -247,7 +271,7 @@ async def run(messages: int, burst: int, startups: int) -> dict[str, Any]:
         cpu_after = cpu_seconds(roles)
         got = [params for _, params in a.notifications[before:]]
         arrivals = [at - started for at, _ in a.notifications[before:]]
-        bodies = [n["content"].split("\n")[-2][2:] for n in got]
+        bodies = [n["content"] for n in got]  # the content is the body alone (the frame is in meta)
         ids = [n["meta"]["message_id"] for n in got]
         expected = {f"burst {i}" for i in range(burst)}
         results["burst"] = {

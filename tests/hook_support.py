@@ -13,9 +13,10 @@ import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import anyio
+import pytest
 
 from bridge_support import FakeAgent
 from claudepeers.cli.install import installed_command
@@ -37,6 +38,26 @@ class HookRun:
 
 class HookAgent(FakeAgent):
     """A fake ``claude``/``codex`` session used to run hook commands."""
+
+
+@pytest.fixture
+def make_agent(broker_process: Any, request: pytest.FixtureRequest) -> Iterator[Callable[..., HookAgent]]:
+    """Start stand-in agents (able to run hooks) in the broker's environment; end them afterwards.
+
+    The kind is the test module's ``AGENT_KIND`` unless the test names one (default codex).
+    """
+    started: list[HookAgent] = []
+    default_kind = getattr(request.module, "AGENT_KIND", "codex")
+
+    def make(name: str, kind: str | None = None, channels: bool = False) -> HookAgent:
+        agent = HookAgent(broker_process.base, name, kind or default_kind, broker_process.base,
+                          dict(broker_process.env), channels).start()
+        started.append(agent)
+        return agent
+
+    yield make
+    for agent in started:
+        agent.cleanup()
 
 
 def hook_command(event: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import pytest
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 
 from claudepeers.bridge.server import McpPipe, build_server
 from claudepeers.bridge.stdio import LineWriter
@@ -85,7 +86,7 @@ class PipeUnderTest:
         self.to_sdk.clear()
 
     async def lines(self, count: int, timeout: float = 10.0) -> list[bytes]:
-        """The first ``count`` answer lines after initialize's (all lines: count + 1)."""
+        """The first ``count`` lines written (the initialize answer is the first)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while self._received.count(b"\n") < count:
             assert asyncio.get_running_loop().time() < deadline, self._received
@@ -95,23 +96,29 @@ class PipeUnderTest:
                 await asyncio.sleep(0.005)
         return self._received.splitlines()[:count]
 
-    async def quiet(self, seconds: float = 0.1) -> list[bytes]:
-        """Everything written until nothing more comes for a while."""
-        await asyncio.sleep(seconds)
-        try:
-            self._received += os.read(self.read_fd, 1 << 20)
-        except BlockingIOError:
-            pass
-        return self._received.splitlines()
+    async def running(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` tool calls have started."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.tool.calls) < count:
+            assert asyncio.get_running_loop().time() < deadline, self.tool.calls
+            await asyncio.sleep(0.005)
 
     async def close(self) -> list[bytes]:
-        """End of input; what was written until the SDK finished."""
+        """End of input; every line written until the SDK finished (nothing comes after)."""
         self.pipe.feed_eof()
         await asyncio.wait_for(self.task, 10)
-        lines = await self.quiet(0.05)
+        drained = Deferred.asFuture(self.writer.drained(), asyncio.get_running_loop())
+        while True:  # read while the writer empties its queue into the pipe (it may be full)
+            finished = drained.done()
+            try:
+                self._received += os.read(self.read_fd, 1 << 20)
+            except BlockingIOError:
+                if finished:
+                    break
+                await asyncio.sleep(0.005)
         os.close(self.read_fd)
         os.close(self._write_fd)
-        return lines
+        return self._received.splitlines()
 
 
 def by_id(lines: list[bytes]) -> dict[Any, bytes]:
@@ -123,6 +130,11 @@ def tool_call(request_id: Any, name: Any, arguments: Any = None, **params: Any) 
     if arguments is not None:
         body["arguments"] = arguments
     return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": body}
+
+
+#: Requests of requests() that get no answer at all: a float id and a boolean id are no
+#: JSON-RPC request ids, and the SDK drops such a message.
+UNANSWERED = 2
 
 
 def requests() -> list[Any]:
@@ -175,12 +187,13 @@ async def test_direct_answers_are_the_sdks_byte_for_byte(version: str) -> None:
     for direct in (False, True):
         pipe = PipeUnderTest(direct, version)
         await pipe.ready()
-        for request in requests():
+        sent = requests()
+        for request in sent:
             pipe.send(request)
-        lines = await pipe.quiet(0.5)
-        answers.append(by_id(lines[1:]))
+        lines = await pipe.lines(1 + len(sent) - UNANSWERED)
         taken_by_sdk = len(pipe.to_sdk)
-        await pipe.close()
+        assert await pipe.close() == lines  # and nothing else was answered
+        answers.append(sorted(lines[1:]))
     sdk, direct_answers = answers
     assert direct_answers == sdk
     assert len(sdk) > 150
@@ -194,14 +207,14 @@ async def test_a_cancelled_call_is_interrupted_and_never_answered() -> None:
         pipe = PipeUnderTest(direct)
         await pipe.ready()
         pipe.send(tool_call(7, "wait", {}))
-        await asyncio.sleep(0.05)
+        await pipe.running(1)
         assert pipe.pipe.direct.running == (1 if direct else 0)
         pipe.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "7"}})
         pipe.send(tool_call(8, "whoami", {}))
-        lines = await pipe.quiet(0.3)
+        lines = await pipe.lines(2)
         assert list(by_id(lines[1:])) == [8], direct
+        assert await pipe.close() == lines  # 7 is never answered, not even at the end of input
         assert pipe.tool.cancelled == 1
-        assert await pipe.close() == lines
 
 
 @asyncio_test
@@ -213,7 +226,7 @@ async def test_calls_running_at_end_of_input_are_answered_connection_closed() ->
         await pipe.ready()
         pipe.send(tool_call(9, "wait", {}))
         pipe.send(tool_call(9, "wait", {}))  # a duplicate id: both are answered
-        await asyncio.sleep(0.05)
+        await pipe.running(2)
         assert pipe.pipe.direct.running == (2 if direct else 0)
         ends.append((await pipe.close())[1:])
         assert pipe.tool.cancelled == 2

@@ -367,12 +367,15 @@ async def test_a_bridge_over_tcp_with_the_token(short_dir: Path) -> None:
         broker.stop()
 
 
+# Three bridges race for the autostart lock in the quick suite (the lock itself is raced by
+# ten plain clients in test_faults.py); ten real bridges, each importing the SDK, are slow.
+@pytest.mark.parametrize("count", [3, pytest.param(10, marks=pytest.mark.slow)])
 @asyncio_test
-async def test_ten_bridges_starting_at_once_start_one_broker(short_dir: Path) -> None:
+async def test_bridges_starting_at_once_start_one_broker(short_dir: Path, count: int) -> None:
     """With no broker running, the first bridges start one (a lock), and all of them register."""
     env = broker_env(short_dir)
     del env["CLAUDE_PEERS_NO_AUTOSTART"]
-    agents = [FakeAgent(short_dir, f"p{index}", "codex", short_dir, dict(env)).start() for index in range(10)]
+    agents = [FakeAgent(short_dir, f"p{index}", "codex", short_dir, dict(env)).start() for index in range(count)]
     socket_path = Path(env["CLAUDE_PEERS_SOCKET"])
     try:
         async with AsyncExitStack() as stack:
@@ -380,9 +383,9 @@ async def test_ten_bridges_starting_at_once_start_one_broker(short_dir: Path) ->
                       for agent in agents]
             await ready(*opened, patience=30)
             ids = {await my_id(bridge) for bridge in opened}
-            assert len(ids) == 10
+            assert len(ids) == count
             listing = await opened[0].text("list_peers", {"scope": "machine"})
-            assert len(ids_in(listing)) == 9
+            assert len(ids_in(listing)) == count - 1
             assert len(brokers_on(socket_path)) == 1
     finally:
         for agent in agents:

@@ -152,3 +152,57 @@ def test_a_prompt_started_by_our_channel_names_its_message_ids() -> None:
     assert pushes_at_once("channel (confirmed); MCP 2025-11-25") and pushes_at_once("channel (not confirmed yet)")
     assert not pushes_at_once("channel (unconfirmed, falling back to inline); MCP 2025-11-25")
     assert not pushes_at_once("inline (MCP 2026-07-28: no channel path)")
+
+
+def test_a_first_push_into_a_session_without_a_transcript_waits_the_longer_bound() -> None:
+    """Claude Code writes a session's first transcript line seconds after accepting the
+    message: while nothing was confirmed and no transcript exists, a push waits
+    ``first_bound``; once the transcript exists (or a push was confirmed) the usual bound."""
+    clock, exists = Clock(), [False]
+    channel = ChannelConfirmations(clock, 1.5, first_bound=6.0, slow_start=lambda: not exists[0])
+    first = results(channel.wait_for(1, lambda _: None))
+    clock.advance(1.6)
+    assert first == [] and channel.state != UNCONFIRMED  # still waiting: no fallback yet
+    clock.advance(1.4)  # 3 s: the first line appears
+    exists[0] = True
+    assert channel.confirmed(1) and first == [True] and channel.state == CONFIRMED
+    second = results(channel.wait_for(2, lambda _: None))
+    clock.advance(1.5)
+    assert second == [False]
+
+
+def test_a_skipped_channel_without_a_transcript_falls_back_after_the_longer_bound() -> None:
+    """The longer wait ends too: a skipped channel (no transcript ever) still falls back."""
+    clock = Clock()
+    channel = ChannelConfirmations(clock, 1.5, first_bound=6.0, slow_start=lambda: True)
+    answer = results(channel.wait_for(1, lambda _: None))
+    clock.advance(5.99)
+    assert answer == []
+    clock.advance(0.01)
+    assert answer == [False] and channel.state == UNCONFIRMED
+
+
+def test_a_starting_watch_reports_the_messages_its_session_already_shows(tmp_path: Path) -> None:
+    """History: the channel messages already in this session's transcript (pushed by an
+    earlier bridge) are reported once at start, and are not reported again as new lines."""
+    home, cwd = tmp_path, tmp_path / "work"
+    path = transcript_path(home, cwd, "sess")
+    path.parent.mkdir(parents=True)
+    with open(path, "ab") as handle:
+        handle.write(transcript_line("one", channel_meta(message(7))))
+        handle.write(b'{"type":"user","message":{"content":"typed"}}\n')
+        handle.write(transcript_line("two", channel_meta(message(9))))
+    other = transcript_path(home, cwd, "another-session")
+    other.write_bytes(transcript_line("not ours", channel_meta(message(11))))
+    history: list[list[int]] = []
+    seen: list[int] = []
+    watch = TranscriptWatch(reactor, home / ".claude", str(cwd), None, "claude-peers", seen.append,
+                            environ={"CLAUDE_CODE_SESSION_ID": "sess"}, use_inotify=False,
+                            on_history=history.append)
+    watch.start()
+    try:
+        assert history == [[7, 9]] and watch.exists()
+        watch.scan()
+        assert seen == []
+    finally:
+        watch.stop()

@@ -8,7 +8,10 @@ writes nothing. The confirmation bound is short here (0.4 s) to keep the tests q
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +22,8 @@ from conftest import BrokerProcess
 from raw_mcp import StdioBridge
 
 BOUND = "0.4"
+#: The bound of a session's first push while it has no transcript (short here too).
+FIRST_BOUND = "0.8"
 
 
 @pytest.fixture
@@ -27,7 +32,8 @@ def make_agent(broker_process: BrokerProcess) -> Any:
     started: list[FakeAgent] = []
 
     def make(name: str, kind: str = "claude", channels: bool = False, accepts: bool = True) -> FakeAgent:
-        env = {**broker_process.env, "CLAUDE_PEERS_CHANNEL_CONFIRM_SECONDS": BOUND}
+        env = {**broker_process.env, "CLAUDE_PEERS_CHANNEL_CONFIRM_SECONDS": BOUND,
+               "CLAUDE_PEERS_CHANNEL_FIRST_CONFIRM_SECONDS": FIRST_BOUND}
         agent = FakeAgent(broker_process.base, name, kind, broker_process.base, env, channels)
         agent.accepts_channel = accepts
         started.append(agent.start())
@@ -101,6 +107,54 @@ async def test_a_late_confirmation_is_never_shown_again_inline(make_agent: Calla
         assert delivery_of(listing, "alpha").startswith("channel (confirmed)"), listing
         assert "slow to confirm" not in await ca.text("whoami")
         assert "No new messages." in await ca.text("check_messages")
+
+
+@asyncio_test
+async def test_a_first_line_written_late_still_confirms_the_first_push(make_agent: Callable) -> None:
+    """Claude Code writes a new session's first transcript line seconds after accepting: the
+    first push waits the longer bound, so the sender hears shown and nothing falls back."""
+    a, b = make_agent("alpha", channels=True, accepts=False), make_agent("beta", "codex")
+    slow = {"CLAUDE_PEERS_CHANNEL_FIRST_CONFIRM_SECONDS": "20"}
+    async with open_bridge(a, registered=False, env=slow) as ca, \
+            open_bridge(b, "codex-mcp-client", registered=False) as cb:
+        await ready(ca, cb)
+        assert not a.transcript.exists()
+        sending = asyncio.ensure_future(cb.text("send_message", {"to_id": "alpha", "message": "first of a session"}))
+        [note] = await ca.channel.wait_for(1)
+        # Later than the usual bound (0.4 s): Claude Code's own delay, a real process's time.
+        await asyncio.sleep(1.0)
+        assert not sending.done()
+        a.transcript.parent.mkdir(parents=True, exist_ok=True)
+        with open(a.transcript, "ab") as handle:
+            handle.write(transcript_line(note.content, note.meta))
+        sent = await sending
+        assert " shown to alpha " in sent, sent
+        assert "first of a session" not in await ca.text("whoami")
+
+
+@asyncio_test
+async def test_a_restarted_bridge_does_not_show_again_what_the_transcript_holds(make_agent: Callable) -> None:
+    """A bridge pushed a message, the agent got it, and the bridge died before the broker had
+    the acknowledgement: its successor finds the message in the session's transcript, so the
+    broker's push again is answered shown and the agent never sees it twice."""
+    a, b = make_agent("alpha", channels=True, accepts=False), make_agent("beta", "codex")
+    async with open_bridge(b, "codex-mcp-client", registered=False) as cb:
+        async with open_bridge(a, registered=False) as ca:
+            await ready(ca, cb)
+            sent = await cb.text("send_message", {"to_id": "alpha", "message": "got it before the crash"})
+            assert "channel push not confirmed" in sent, sent
+            [note] = await ca.channel.wait_for(1)
+            pid = await ca.bridge_pid()
+            os.kill(pid, signal.SIGKILL)  # gone before anything acknowledged the message
+        # What Claude Code had written when it accepted the push.
+        a.transcript.parent.mkdir(parents=True, exist_ok=True)
+        with open(a.transcript, "ab") as handle:
+            handle.write(transcript_line(note.content, note.meta))
+        async with open_bridge(a, registered=False) as again:
+            await ready(again)
+            assert "got it before the crash" not in await again.text("whoami")
+            assert "No new messages." in await again.text("check_messages")
+            assert again.channel.items == []
 
 
 def test_a_client_of_the_2026_era_alone_is_served_inline(make_agent: Callable, short_dir: Path) -> None:

@@ -10,26 +10,13 @@ import socket
 from pathlib import Path
 from typing import Any, Callable
 
-import pytest
 
 from bridge_support import asyncio_test, open_bridge, ready
 from conftest import BrokerProcess, broker_env
+from hook_support import make_agent  # noqa: F401 - a fixture
 from hook_support import HookAgent, hook_log, payload, run_hook
 
 
-@pytest.fixture
-def make_agent(broker_process: BrokerProcess) -> Any:
-    """Start stand-in agents (able to run hooks) in the broker's environment; end them afterwards."""
-    started: list[HookAgent] = []
-
-    def make(name: str, kind: str = "codex", channels: bool = False) -> HookAgent:
-        agent = HookAgent(broker_process.base, name, kind, broker_process.base, dict(broker_process.env), channels).start()
-        started.append(agent)
-        return agent
-
-    yield make
-    for agent in started:
-        agent.cleanup()
 
 
 def context_of(run: Any, event: str) -> str:

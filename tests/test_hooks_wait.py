@@ -12,7 +12,7 @@ import concurrent.futures
 import shlex
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import anyio
 import psutil
@@ -23,22 +23,12 @@ from claudepeers.cli.install import installed_command
 from claudepeers.wire.box import json_value
 from claudepeers.hooks.amp_socket import AmpSocket
 from conftest import BrokerProcess
+from hook_support import make_agent  # noqa: F401 - a fixture
 from hook_support import HookAgent, HookRun, hook_log, payload, run_hook, run_hook_blocking
 
 
-@pytest.fixture
-def make_agent(broker_process: BrokerProcess) -> Any:
-    """Start stand-in agents (able to run hooks) in the broker's environment; end them afterwards."""
-    started: list[HookAgent] = []
-
-    def make(name: str, kind: str = "claude", channels: bool = False) -> HookAgent:
-        agent = HookAgent(broker_process.base, name, kind, broker_process.base, dict(broker_process.env), channels).start()
-        started.append(agent)
-        return agent
-
-    yield make
-    for agent in started:
-        agent.cleanup()
+#: The kind of agent make_agent starts unless told: Claude Code runs the rewake hook.
+AGENT_KIND = "claude"
 
 
 class Waiter:

@@ -246,9 +246,9 @@ def test_a_tcp_peer_resumes_only_with_its_secret_and_its_messages_say_tcp(tcp_br
     broker, port = tcp_broker
     token = broker.settings.token_path.read_text().strip()
     alpha, _, _ = unix_peer(broker)
-    sleeper = subprocess.Popen(["sleep", "600"])
     try:
-        agent = dict(agent_pid=sleeper.pid, agent_start=psutil.Process(sleeper.pid).create_time(),
+        # The TCP client's own session: this process, under alpha's (the test's parent).
+        agent = dict(agent_pid=os.getpid(), agent_start=psutil.Process().create_time(),
                      client_type="codex", cwd="/work/sandboxed", delivery="push")
         first = RawAMP.tcp(port, token)
         answer = first.call(wire.Register, **agent)
@@ -266,9 +266,31 @@ def test_a_tcp_peer_resumes_only_with_its_secret_and_its_messages_say_tcp(tcp_br
         for client in (first, other, again):
             client.close()
     finally:
-        sleeper.kill()
-        sleeper.wait()
         alpha.close()
+
+
+def test_a_tcp_client_cannot_claim_a_session_it_does_not_run_in(tcp_broker: tuple[BrokerProcess, int]) -> None:
+    """A live agent whose bridge has not registered yet (here a sleep) cannot be squatted
+    over TCP: no process of its tree holds the TCP connection, so the claim is refused and
+    mail for that agent can never reach the squatter; its own bridge then registers."""
+    broker, port = tcp_broker
+    token = broker.settings.token_path.read_text().strip()
+    agent = subprocess.Popen(["sleep", "600"])
+    try:
+        claim = dict(agent_pid=agent.pid, agent_start=psutil.Process(agent.pid).create_time(),
+                     client_type="claude-code", cwd="/work/victim", delivery="push", name="victim")
+        squatter = RawAMP.tcp(port, token)
+        with pytest.raises(RemoteError, match="IDENTITY_REJECTED: no process of agent pid .* holds this TCP connection"):
+            squatter.call(wire.Register, **claim)
+        with pytest.raises(RemoteError, match="IDENTITY_REJECTED"):
+            squatter.call(wire.Attach, agent_pid=claim["agent_pid"], agent_start=claim["agent_start"])
+        operator = RawAMP.unix(str(broker.socket_path))
+        assert not [p for p in operator.call(wire.Status)["status"]["peers"] if p["name"] == "victim"]
+        for client in (squatter, operator):
+            client.close()
+    finally:
+        agent.kill()
+        agent.wait()
 
 
 def test_a_tcp_squatter_of_a_session_ends_when_its_agent_registers_on_the_socket(

@@ -324,3 +324,21 @@ def test_the_peer_pidfd_is_asked_for_only_on_linux() -> None:
     assert platform_credentials.pidfd_reader_for("darwin")(sock) is None and sock.asked == []
     assert platform_credentials.pidfd_reader_for("linux")(sock) is None
     assert sock.asked == [(socket.SOL_SOCKET, platform_credentials.SO_PEERPIDFD)]
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_send_signal_reaches_only_the_process_that_started_at_the_given_time(portable: bool) -> None:
+    """A start time that is not the process's (a reused pid) gets no signal; the right one
+    does; a pid that has ended answers False (the pidfd path, then psutil's)."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = psutil.Process(process.pid).create_time()
+        assert not processes.send_signal(process.pid, start - 5.0, 15, portable=portable)
+        assert process.poll() is None
+        assert processes.send_signal(process.pid, start, 15, portable=portable)
+        assert process.wait(10) == -15
+        assert not processes.send_signal(process.pid, start, 15, portable=portable)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

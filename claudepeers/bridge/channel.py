@@ -37,9 +37,23 @@ DESCRIPTIONS = {
 class ChannelConfirmations:
     """Each channel push waits for its confirmation, at most ``bound`` seconds."""
 
-    def __init__(self, clock: Any, bound: float, on_state: Callable[[str], None] = lambda state: None) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        bound: float,
+        on_state: Callable[[str], None] = lambda state: None,
+        first_bound: float | None = None,
+        slow_start: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._clock = clock
         self._bound = bound
+        # Claude Code 2.1.332 writes a session's first transcript line about 3 s after it
+        # accepted the channel message that started the session's first turn. Giving up at
+        # the usual bound then would hand the message to the inline paths (a rewake waiter
+        # shows it again): so while no push was confirmed and the transcript does not exist
+        # yet (``slow_start``), a push waits ``first_bound``.
+        self._first_bound = bound if first_bound is None else max(bound, first_bound)
+        self._slow_start = slow_start
         self._on_state = on_state
         self.state = AWAITING
         self._waits: dict[int, tuple[Deferred, Any]] = {}
@@ -68,7 +82,8 @@ class ChannelConfirmations:
             first.addBoth(lambda result: (joined.callback(result), result)[1])
             return joined
         done: Deferred = Deferred()
-        timer = self._clock.callLater(self._bound, self._expired, message_id, on_timeout)
+        bound = self._first_bound if self.state == AWAITING and self._slow_start() else self._bound
+        timer = self._clock.callLater(bound, self._expired, message_id, on_timeout)
         self._waits[message_id] = (done, timer)
         return done
 

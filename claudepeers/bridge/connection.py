@@ -58,15 +58,19 @@ RETRY_POLICY = backoffPolicy(initialDelay=0.05, maxDelay=2.0, factor=1.6, jitter
 
 
 class BridgeAMP(LeanAMP):
-    """The bridge's end of the AMP connection: it answers the broker's remote callbacks.
+    """The bridge's end of the AMP connection (LeanAMP: Twisted's AMP took a third of a burst)."""
 
-    LeanAMP speaks Twisted's AMP wire with less work per box; in a burst of sends the
-    bridge's AMP work (a box out and an answer in per message) was a third of its time.
-    """
+    #: The protocol's own limits on a box from the other end (checked before buffering it).
+    max_box_bytes, max_box_keys = wire.BOUND_BOX_BYTES, wire.BOUND_BOX_KEYS
 
     def __init__(self, link: "BrokerLink") -> None:
         super().__init__()
         self._link = link
+
+    def boxTooLarge(self, what: str) -> None:  # noqa: N802 - LeanAMP's name
+        """A box past those limits: one log line, and the connection is dropped."""
+        self._link.log.warn("dropping the connection to the broker: it sent {what}", what=what)
+        super().boxTooLarge(what)
 
     @wire.Deliver.responder
     def deliver(self, messages: list[dict[str, Any]]) -> Any:
@@ -375,11 +379,8 @@ class BrokerLink:
         return protocol
 
     def acknowledge(self, ids: list[int]) -> Deferred:
-        """Tell the broker these messages were shown; a failure is only logged.
-
-        A lost acknowledgement is repaired after the reconnect: the broker pushes the
-        message again and the inbox answers "already shown".
-        """
+        """Tell the broker these messages were shown; a failure is only logged (a lost one is
+        repaired after the reconnect: the broker pushes again, the inbox says "already shown")."""
         d = self.call(wire.Acknowledge, message_ids=ids)
         d.addErrback(lambda failure: self.log.warn("acknowledge failed: {f}", f=failure.getErrorMessage()))
         return d

@@ -84,6 +84,14 @@ class ChannelPushing:
                           id=message_id)
         self._maybe_idle()
 
+    def _seen_before(self, ids: list[int]) -> None:
+        """The transcript already shows these (a bridge before us pushed them, and the agent
+        got them; their acknowledgement may have been lost with that bridge): when the
+        broker pushes them again they count as shown, and are not shown a second time."""
+        if self.channel is not None and ids:
+            self.inbox.mark_shown(ids)
+            self.channel.confirmed(ids[-1])
+
     def _not_confirmed(self, message_id: int) -> None:
         """A push saw no confirmation in time: it waits for the next tool result or prompt."""
         self.inbox.fall_back(message_id)

@@ -94,11 +94,15 @@ class Bridge(ChannelPushing):
         self.channel: ChannelConfirmations | None = None
         self.transcript: transcript.TranscriptWatch | None = None
         if delivery == "push" and confirm:
-            self.channel = ChannelConfirmations(reactor, settings.limits.channel_confirm_seconds, self._channel_state)
+            self.channel = ChannelConfirmations(
+                reactor, settings.limits.channel_confirm_seconds, self._channel_state,
+                first_bound=settings.limits.channel_first_confirm_seconds,
+                slow_start=lambda: self.transcript is not None and not self.transcript.exists(),
+            )
             environ = os.environ if environ is None else environ
             self.transcript = transcript.TranscriptWatch(
                 reactor, transcript.config_dir(environ), self._cwd, agent.pid if agent is not None else None,
-                server_name, self._seen, environ=environ,
+                server_name, self._seen, environ=environ, on_history=self._seen_before,
             )
         self.writer = LineWriter(reactor, stdout_fd, on_broken=lambda: self.stop("stdout closed"))
         # Blocking work (git, starting a broker) runs in threads of our own: the

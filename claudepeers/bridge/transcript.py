@@ -34,6 +34,8 @@ _TAG = re.compile(r'^<channel source="(?P<server>[^"]*)"(?P<attributes>[^>]*)>')
 _MESSAGE_ID = re.compile(r'\smessage_id="(\d+)"')
 #: The longest partial line kept while waiting for its end (a transcript line may be big).
 MAX_PARTIAL = 8 << 20
+#: How much of the end of a transcript a starting bridge reads for messages already shown.
+HISTORY_BYTES = 16 << 20
 
 
 def config_dir(environ: Mapping[str, str]) -> Path:
@@ -112,6 +114,7 @@ class TranscriptWatch:
         environ: Mapping[str, str] | None = None,
         poll_seconds: float = 0.1,
         use_inotify: bool = True,
+        on_history: Callable[[list[int]], None] = lambda ids: None,
     ) -> None:
         self._reactor = reactor
         self._config = config
@@ -119,6 +122,7 @@ class TranscriptWatch:
         self._agent_pid = agent_pid
         self._server = server
         self._on_seen = on_seen
+        self._on_history = on_history
         self._environ = dict(os.environ if environ is None else environ)
         self._poll_seconds = poll_seconds
         self._use_inotify = use_inotify
@@ -131,13 +135,39 @@ class TranscriptWatch:
         self.folder: Path | None = None
 
     def start(self) -> None:
-        """Note where every transcript ends now (only later lines count), then watch."""
+        """Note where every transcript ends now (only later lines count), then watch.
+
+        The session's own transcript is read first (its last ``HISTORY_BYTES``): the channel
+        messages it already holds reach ``on_history``, so a restarted bridge does not show
+        again what its predecessor pushed and the agent got."""
         session_id, session_cwd = session_of(self._config, self._agent_pid, self._environ)
         self.session_id = session_id
         self.folder = project_folder(self._config, session_cwd or self._cwd)
+        if session_id is not None:
+            seen = self._history(self.folder / f"{session_id}.jsonl")
+            if seen:
+                self._on_history(seen)
         for path in self._transcripts():
             self._offsets[str(path)] = _size(path)
         self._arm()
+
+    def exists(self) -> bool:
+        """True when this session's transcript exists (unknown session: any in the folder)."""
+        return any(path.exists() for path in self._transcripts()) if self.folder is not None else False
+
+    def _history(self, path: Path) -> list[int]:
+        """Our message ids in the last ``HISTORY_BYTES`` of one transcript, in order."""
+        try:
+            with open(path, "rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, size - HISTORY_BYTES))
+                data = handle.read(HISTORY_BYTES)
+        except OSError:
+            return []
+        lines = data.split(b"\n")
+        if len(data) == HISTORY_BYTES:
+            lines = lines[1:]  # the first may be cut
+        return [message_id for line in lines for message_id in channel_message_ids(line, self._server)]
 
     def stop(self) -> None:
         """Stop watching."""

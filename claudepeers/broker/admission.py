@@ -24,11 +24,8 @@ from twisted.protocols import policies
 
 from claudepeers.wire import commands as wire
 
-#: Once bound, a box is bounded by the protocol's own limits: the largest chunked value
-#: (wire.MAX_BIG_TEXT_BYTES) with room for the other arguments, and keys enough for any
-#: command (a dict of tiny keys costs ~150 bytes each: this caps it at a few MB).
-BOUND_BOX_BYTES = wire.MAX_BIG_TEXT_BYTES + 1024 * 1024
-BOUND_BOX_KEYS = 16384
+#: Once bound, a box is bounded by the protocol's own limits (the bridge's are the same).
+BOUND_BOX_BYTES, BOUND_BOX_KEYS = wire.BOUND_BOX_BYTES, wire.BOUND_BOX_KEYS
 #: Before the token (Authenticate, Hello, Ping are tiny) a box has at most this many keys.
 UNBOUND_BOX_KEYS = 16
 #: A repeated warning (connections refused, boxes dropped) is logged at most this often.

@@ -9,6 +9,7 @@ so that tests can stand in for the process table.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from typing import Any, Callable, Iterable
@@ -73,6 +74,8 @@ class Broker:
         self.store = store
         # The service keeps the key in a 0600 file, so TCP peers resume across restarts.
         self.tcp_secrets = TcpSecrets(tcp_key)
+        #: The bridges' files of those secrets (secretfiles.py), removed as their sessions end.
+        self.secret_files: Any = None
         self.limits = limits or Limits()
         self.host = host or socket.gethostname()
         self.actors: dict[str, PeerActor] = {}
@@ -90,6 +93,8 @@ class Broker:
         self.mail = Mail(self)
         #: Groups, claims and sends to many (coordination.py).
         self.coordination = Coordination(self)
+        #: The operator's web page (web/ondemand.py), set by the service; None: no dashboard.
+        self.dashboard: Any = None
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -101,7 +106,7 @@ class Broker:
         self.events.load((yield self.store.recent_events(200)))
         for record in records:
             if record.state == ONLINE:
-                record = PeerRecord(**{**record.__dict__, "state": OFFLINE})
+                record = dataclasses.replace(record, state=OFFLINE)
             self.actors[record.id] = self._actor(record, counts.get(record.id, 0))
         self._names = None
         yield self.coordination.load()
@@ -130,6 +135,7 @@ class Broker:
 
     def _records_changed(self) -> None:
         self._names = None
+        self.events.touch()  # a summary or state the dashboard shows changed
 
     def _live_by_name(self) -> dict[str, list[PeerActor]]:
         """Live peers by name, rebuilt after any record changes (resolve() runs for every send)."""
@@ -190,6 +196,10 @@ class Broker:
                 raise IdentityRejected(
                     f"pid {agent_pid} is not an ancestor of the connecting process (pid {creds.pid})"
                 )
+        elif creds.address is not None and not self._processes.holds_connection(agent_pid, creds.address):
+            # Else a TCP client could take a local agent's session before that agent's bridge does.
+            raise IdentityRejected(f"no process of agent pid {agent_pid}'s session holds this TCP connection: "
+                                   "over TCP a client may claim only the agent session it runs in")
 
     def session(self, agent_pid: int, agent_start: float, thread_id: str | None = None,
                 revive: bool = False) -> PeerActor | None:
@@ -396,7 +406,12 @@ class Broker:
 
     def acknowledge(self, actor: PeerActor, message_ids: Iterable[int], via: Any = None, how: str | None = None) -> Deferred:
         """Mark messages shown (or ``how="woke"``); fires with how many were newly marked."""
-        return self.mail.acknowledge(actor, message_ids, via, how)
+        d = self.mail.acknowledge(actor, message_ids, via, how)
+        return d.addCallback(self._acknowledged) if self.events.watching else d
+
+    def _acknowledged(self, count: int) -> int:
+        self.events.touch()  # unread counts the dashboard shows changed
+        return count
 
 
     def message_states(self, sender: PeerActor | None, message_ids: Iterable[int]) -> Deferred:
@@ -438,6 +453,8 @@ class Broker:
         actor.mark_gone(self.now())
         self.rate.forget(actor.id)
         self.coordination.peer_gone(actor.id)
+        if self.secret_files is not None and self.tcp_secrets.made(actor.record):
+            self.secret_files.forget(actor.record)
         self._save(actor)
         self.emit("gone", actor.id, f"{actor.name} ended ({actor.unread} unread messages kept)")
 
@@ -462,12 +479,14 @@ class Broker:
     # --- kill -------------------------------------------------------------------------------------
 
     @inlineCallbacks
-    def kill(self, caller: PeerActor | None, creds: Credentials, target: str) -> Any:
-        """Verified kill of a peer's agent session; fires with (outcome, peer_id, detail)."""
+    def kill(self, caller: PeerActor | None, creds: Credentials, target: str, by: str | None = None) -> Any:
+        """Verified kill of a peer's agent session; fires with (outcome, peer_id, detail).
+
+        ``by`` names an operator other than the CLI in the audit (the dashboard)."""
         if creds.transport != "unix":
             raise KillRefused("kill_peer needs the UNIX socket: over TCP the kernel cannot vouch for the caller")
         actor = self.resolve(target, caller=caller)
-        caller_id = caller.id if caller is not None else CLI_ID
+        caller_id = caller.id if caller is not None else (by or CLI_ID)
         record = actor.record
         if caller is actor:
             raise KillRefused("you cannot kill your own session")

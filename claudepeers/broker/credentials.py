@@ -24,14 +24,16 @@ from claudepeers.common.errors import IdentityRejected
 
 def peer_credentials(transport: Any) -> Credentials:
     """The kernel's view of the other end: (pid, uid) and the process's start time on UNIX
-    sockets, nothing on TCP. Read at accept, so that a later claim is checked against the
-    process that connected, not whatever holds its pid by then."""
+    sockets; on TCP the client's address, whose owner the broker looks for when a claim
+    comes. Read at accept, so that a later claim is checked against the process that
+    connected, not whatever holds its pid by then."""
     try:
         handle = transport.getHandle()
     except AttributeError:
         return Credentials("tcp")
     if getattr(handle, "family", None) != socket.AF_UNIX:
-        return Credentials("tcp")
+        peer = transport.getPeer()
+        return Credentials("tcp", address=(peer.host, peer.port) if hasattr(peer, "port") else None)
     try:
         pid, uid = platforms.peer_credentials(handle)
     except OSError:

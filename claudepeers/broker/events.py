@@ -16,11 +16,12 @@ from typing import Any
 from twisted.logger import Logger
 
 from claudepeers.broker.records import iso
+from claudepeers.broker.views import concerns
 
 #: Events kept in memory.
 EVENT_HISTORY = 1000
 #: Event kinds kept in the database (messages are only in the in-memory history).
-PERSISTENT_EVENTS = {"register", "leave", "gone", "kill", "rename", "broker"}
+PERSISTENT_EVENTS = {"register", "leave", "gone", "kill", "rename", "broker", "dashboard"}
 
 
 class EventLog:
@@ -57,18 +58,42 @@ class EventLog:
             )
         if not self._watchers:
             return
-        shown = _shown(event)
+        shown = None
         for watcher in list(self._watchers):
             try:
+                if getattr(watcher, "raw_events", False):
+                    # The dashboard keeps a few of the many events it gets and formats
+                    # only those: it gets the history's own dict (times as numbers), to read.
+                    watcher.event(event)
+                    continue
+                if shown is None:
+                    shown = _shown(event)
                 watcher.event(shown)
             except Exception:  # a broken watcher must not stop the others
                 self.log.failure("watcher failed; dropping it")
                 self._watchers.discard(watcher)
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The latest events, oldest first (times as ISO strings)."""
+    @property
+    def watching(self) -> bool:
+        """True while anything watches (a ``log -f``, a dashboard page)."""
+        return bool(self._watchers)
+
+    def touch(self) -> None:
+        """Something watchers show changed without an event (a summary, an unread count):
+        tell the watchers that care (the dashboard's stream has ``changed()``)."""
+        for watcher in self._watchers:
+            changed = getattr(watcher, "changed", None)
+            if changed is not None:
+                changed()
+
+    def recent(self, limit: int, concerning: str | None = None) -> list[dict[str, Any]]:
+        """The latest events, oldest first (times as ISO strings); with ``concerning``, only
+        the events about that peer (its own, and messages to it)."""
         limit = max(1, min(limit, EVENT_HISTORY))
-        return [_shown(event) for event in list(self._events)[-limit:]]
+        events = list(self._events)
+        if concerning is not None:
+            events = [event for event in events if concerns(event, concerning)]
+        return [_shown(event) for event in events[-limit:]]
 
     def watch(self, watcher: Any) -> None:
         """Send future events to ``watcher.event(dict)``."""

@@ -9,7 +9,7 @@ answer): this runs for every message.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable, Protocol
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
@@ -17,10 +17,30 @@ from twisted.python.failure import Failure
 
 from claudepeers.broker.peers import PeerActor
 from claudepeers.broker.records import CLI_ID, GONE, Message, NewMessage, iso
+from claudepeers.broker.ratelimit import RateLimiter
 from claudepeers.common.errors import InvalidArgument, LimitExceeded, PeerGone
+from claudepeers.common.settings import Limits
 
-if TYPE_CHECKING:
-    from claudepeers.broker.core import Broker
+
+class MailHost(Protocol):
+    """What the message path needs of the broker (:class:`~claudepeers.broker.core.Broker`
+    is one): its actors, store, limits, counters, clock and target resolution. Declared
+    here so that mail does not import the broker that owns it."""
+
+    actors: dict[str, PeerActor]
+    store: Any
+    limits: Limits
+    rate: RateLimiter
+    counters: dict[str, int]
+
+    def now(self) -> float:
+        """The broker clock's time."""
+
+    def emit(self, kind: str, peer_id: str | None, detail: str, **extra: Any) -> None:
+        """Record one event (the live log, the events table)."""
+
+    def resolve(self, target: str, allow_gone: bool = False, caller: PeerActor | None = None) -> PeerActor:
+        """The peer a target names, or an error that lists the candidates."""
 
 
 class Mail:
@@ -28,7 +48,7 @@ class Mail:
 
     log = Logger()
 
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: MailHost) -> None:
         self._broker = broker
 
     def send(self, sender: PeerActor | None, target: str, body: str, client_key: str | None = None,

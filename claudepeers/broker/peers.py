@@ -116,6 +116,11 @@ class PeerActor:
         return self.record.state
 
     @property
+    def queued(self) -> int:
+        """Messages waiting for a push (the dashboard's queue depth)."""
+        return len(self._queue)
+
+    @property
     def connection(self) -> PeerConnection | None:
         """The bridge connection pushes go to, if any."""
         return self._connection

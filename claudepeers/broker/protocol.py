@@ -22,6 +22,7 @@ from claudepeers import __version__
 
 from claudepeers.wire import commands as wire
 from claudepeers.broker.core import Broker, Claim, Credentials, check_delivery
+from claudepeers.broker import views
 from claudepeers.broker.admission import WARN_EVERY_SECONDS, Admission
 from claudepeers.broker.coord_protocol import CoordResponders
 from claudepeers.broker.credentials import peer_credentials
@@ -29,6 +30,7 @@ from claudepeers.wire.fastamp import LeanAMP
 from claudepeers.broker.peers import WOKE, PeerActor
 from claudepeers.broker.ratelimit import WarningThrottle
 from claudepeers.broker.storage.store import StoreError
+from claudepeers.broker.web.responders import DashboardResponders
 
 #: Error descriptions are cut to this many bytes (AMP's limit per value is 65,535).
 MAX_ERROR_DESCRIPTION = 2000
@@ -37,7 +39,7 @@ MAX_ERROR_DESCRIPTION = 2000
 OPEN_COMMANDS = {b"Authenticate", b"Hello", b"Ping"}
 
 
-class BrokerProtocol(CoordResponders, Admission, LeanAMP):
+class BrokerProtocol(CoordResponders, Admission, LeanAMP, DashboardResponders):
     """One client connection: a bridge, a hook, a watcher or the CLI.
 
     What it may cost before it is bound (token, or a first real command): admission.py.
@@ -66,6 +68,7 @@ class BrokerProtocol(CoordResponders, Admission, LeanAMP):
         self.closed = False
         self.bound = False
         self._guarded: dict[bytes, Any] = {}
+        self._events_of: str | None = None  # over TCP, Watch streams only this peer's events
 
     # --- connection ----------------------------------------------------------------------
 
@@ -194,7 +197,7 @@ class BrokerProtocol(CoordResponders, Admission, LeanAMP):
 
     def event(self, event: dict[str, Any]) -> None:
         """Stream one event to a watcher (no answer expected)."""
-        if not self.closed:
+        if not self.closed and (self._events_of is None or views.concerns(event, self._events_of)):
             self.callRemote(wire.Event, event=event)
 
     def close(self, reason: str) -> None:
@@ -334,29 +337,31 @@ class BrokerProtocol(CoordResponders, Admission, LeanAMP):
 
     @wire.Status.responder
     def status(self) -> dict:
-        """Broker health and peers."""
-        return {"status": self.broker.status()}
+        """Broker health and peers (over TCP, the caller's own peer only: views.py)."""
+        return {"status": views.status(self.broker, self.creds, self.actor)}
 
     @wire.Inbox.responder
     def inbox(self, target: str, limit: int | None = None) -> Deferred:
         """A peer's stored mail, read-only."""
+        views.check_inbox(self.broker, self.creds, self.actor, target)
         return self.broker.inbox(target, limit).addCallback(lambda messages: {"messages": messages})
 
     @wire.RecentEvents.responder
     def recent_events(self, limit: int | None = None) -> dict:
         """Recent events, oldest first."""
-        return {"events": self.broker.events.recent(limit or 100)}
+        only = views.events_for(self.creds, self.actor, "the event log")
+        return {"events": self.broker.events.recent(limit or 100, only)}
 
     @wire.Watch.responder
     def watch(self) -> dict:
         """Stream future events to this connection."""
+        self._events_of = views.events_for(self.creds, self.actor, "the event stream")
         self.broker.events.watch(self)
         return {}
 
     @wire.StopBroker.responder
     def stop_broker(self) -> dict:
-        """Answer, then stop the broker cleanly (only from the socket: a TCP client, which the
-        kernel does not vouch for, may not stop every peer's broker)."""
+        """Answer, then stop the broker cleanly (the socket only: TCP may not stop every peer's broker)."""
         if self.creds.transport != "unix":
             raise wire.PermissionDenied("stopping the broker needs the UNIX socket")
         self.broker.request_stop()
@@ -371,8 +376,7 @@ class BrokerFactory(Factory):
         self.token = token
         self.credentials = credentials
         self.connections: set[BrokerProtocol] = set()
-        #: Connections not yet authenticated (TCP) or registered (UNIX), oldest first: at
-        #: most max_unbound.
+        #: Connections not yet authenticated (TCP) or registered (UNIX), oldest first (max_unbound).
         self.unbound: dict[BrokerProtocol, None] = {}
         self.throttle = WarningThrottle(BrokerProtocol.log, broker.clock, WARN_EVERY_SECONDS)
 

@@ -126,6 +126,8 @@ class Credentials:
     start: float | None = None
     #: True when the connecting process had already ended at accept (its pid may be reused).
     ended: bool = False
+    #: TCP: the client's end of the connection (host, port); a claim's agent must hold it.
+    address: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)

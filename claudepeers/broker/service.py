@@ -261,6 +261,8 @@ class BrokerService(service.Service):
         from claudepeers.broker.core import Broker
         from claudepeers.broker.manhole import manhole_factory
         from claudepeers.broker.protocol import BrokerFactory
+        from claudepeers.broker.secretfiles import SecretFiles
+        from claudepeers.broker.web.ondemand import DashboardOnDemand
         from claudepeers.broker.storage import Guard, Store, open_pool
 
         settings = self.settings
@@ -275,7 +277,11 @@ class BrokerService(service.Service):
         }
         self.broker = Broker(self.store, self._reactor, settings.limits, reactor=self._reactor, info=info,
                              stop=self._reactor.stop, tcp_key=self._tcp_key)
+        self.broker.secret_files = SecretFiles(settings.token_path.parent)
+        self.broker.secret_files.sweep()
         yield self.broker.start()
+        # The dashboard listens only once the operator asks for a link (OpenDashboard).
+        self.broker.dashboard = DashboardOnDemand(self.broker, self._reactor, settings.dashboard_port)
         if settings.tcp_enabled:
             self._tcp_factory = BrokerFactory(self.broker, token=self._token)
             tcp = yield TCP4ServerEndpoint(self._reactor, settings.tcp_port, interface="127.0.0.1").listen(self._tcp_factory)
@@ -368,6 +374,9 @@ class BrokerService(service.Service):
         ports, self.ports = self.ports, []
         yield DeferredList([port.stopListening() for port in ports], consumeErrors=True)
         if self.broker is not None:
+            dashboard = getattr(self.broker, "dashboard", None)
+            if dashboard is not None:
+                yield dashboard.stop()
             self.broker.stop()
         if self.guard is not None:
             self.guard.stop()

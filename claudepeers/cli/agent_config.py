@@ -13,6 +13,8 @@ import re
 import tomllib
 from typing import Iterable
 
+from claudepeers.common.jsonconfig import ConfigError, load_json_object
+
 #: The MCP server name in every agent config, and the prefix of its tools' names.
 SERVER_NAME = "claude-peers"
 TOOL_PREFIX = f"mcp__{SERVER_NAME}__"
@@ -28,24 +30,7 @@ ALLOWED_TOOLS = (
 )
 
 
-class ConfigError(Exception):
-    """A config file cannot be parsed or edited safely; it was left untouched."""
-
-
 # --- Claude Code: ~/.claude.json ------------------------------------------------------
-
-
-def load_json_object(text: str | None, where: str) -> dict:
-    """Parse a JSON config file's text as an object; ConfigError (file untouched) if it is not one."""
-    if text is None or not text.strip():
-        return {}
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}); left untouched") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} does not hold a JSON object; left untouched")
-    return data
 
 
 def _dump_json(data: dict) -> str:

@@ -124,7 +124,7 @@ def check_storage(status: Any) -> list[Finding]:
 
 def check_agent_configs(home: Path) -> list[Finding]:
     """Claude Code and Codex registrations, the skill and the service file."""
-    from claudepeers.cli.install import Paths
+    from claudepeers.cli.configfiles import Paths
 
     paths = Paths(home)
     findings = []
@@ -182,7 +182,7 @@ def check_codex_reach(settings: Any, home: Path, now: float | None = None) -> li
     """Can Codex reach the broker? Its TCP settings answer, and no sandbox refused the socket."""
     import time
 
-    from claudepeers.cli.install import Paths
+    from claudepeers.cli.configfiles import Paths
     from claudepeers.common.client import broker_answers
     from claudepeers.common.platforms import sandbox
     from claudepeers.common.settings import SettingError, parse_url
@@ -319,7 +319,7 @@ class DoctorOptions(usage.Options):
 
     def run(self) -> int:
         """Diagnose, print each finding and the verdict; change nothing."""
-        from claudepeers.cli.install import home_dir
+        from claudepeers.cli.configfiles import home_dir
         from claudepeers.common.settings import SettingError, Settings
 
         try:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from claudepeers.cli.agent_config import ConfigError
-from claudepeers.cli.install import edit_file, read_text, short_path
+from claudepeers.common.jsonconfig import ConfigError
+from claudepeers.cli.configfiles import edit_file, read_text, short_path
 from claudepeers.hooks import config
 
 CODEX_TRUST_LINE = "  Codex runs new hooks only once trusted: open /hooks in Codex and trust the claude-peers hooks"
@@ -61,9 +61,9 @@ def remove_hooks(remover: Any) -> None:
         where = short_path(remover.paths, path)
         try:
             if edit_file(path, lambda text: config.hooks_remove(text, where)):
-                remover._done(f"{label}: removed the claude-peers hooks from {where}")
+                remover.done(f"{label}: removed the claude-peers hooks from {where}")
         except ConfigError as exc:
-            remover._fail(str(exc))
+            remover.fail(str(exc))
             continue
         if recorded.get("created"):
             text = read_text(path)

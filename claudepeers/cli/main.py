@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "install": ("install", "InstallOptions", "Register the bridge with Claude Code and Codex"),
     "uninstall": ("install", "UninstallOptions", "Remove exactly what install added"),
     "doctor": ("doctor", "DoctorOptions", "Read-only diagnosis with a verdict"),
+    "dashboard": ("dashboard", "DashboardOptions", "Open the broker's live web page (a one-time link; --print)"),
     "broker": ("", "", "Run the broker in the foreground (options: broker --help)"),
     "mcp": ("", "", "Run the MCP stdio bridge (what agents start; options: mcp --help)"),
     "hook": ("", "", "Show unread peer mail through an agent's prompt hook (what agents run)"),

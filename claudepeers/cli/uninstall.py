@@ -7,7 +7,7 @@ from pathlib import Path
 
 from claudepeers.cli import agent_config
 from claudepeers.cli.agent_config import SERVER_NAME, ConfigError
-from claudepeers.cli.install import Paths, claude_cli, edit_file, read_text, run_claude, short_path
+from claudepeers.cli.configfiles import Paths, claude_cli, edit_file, read_text, run_claude, short_path
 from claudepeers.cli.main import error
 
 
@@ -47,11 +47,13 @@ class Uninstaller:
         else:
             self.manifest.pop("created_files", None)
 
-    def _done(self, text: str) -> None:
+    def done(self, text: str) -> None:
+        """Report one thing removed."""
         self.changed = True
         print(text)
 
-    def _fail(self, text: str) -> None:
+    def fail(self, text: str) -> None:
+        """Report one thing that could not be removed (uninstall then exits non-zero)."""
         error(text)
         self.failed = True
 
@@ -62,15 +64,15 @@ class Uninstaller:
         if claude and recorded.get("method") != "file":
             done = run_claude([claude, "mcp", "remove", "--scope", "user", SERVER_NAME])
             if done.returncode == 0:
-                self._done(f"Claude Code: removed {SERVER_NAME} with `claude mcp remove --scope user`")
+                self.done(f"Claude Code: removed {SERVER_NAME} with `claude mcp remove --scope user`")
             self.manifest.pop("claude", None)
             return
         path = self.paths.claude_json
         try:
             if edit_file(path, lambda text: agent_config.claude_json_remove(text, short_path(self.paths, path))):
-                self._done(f"Claude Code: removed mcpServers.{SERVER_NAME} from {short_path(self.paths, path)}")
+                self.done(f"Claude Code: removed mcpServers.{SERVER_NAME} from {short_path(self.paths, path)}")
         except ConfigError as exc:
-            self._fail(str(exc))
+            self.fail(str(exc))
             return
         self._drop_if_created("claude", path, "{}")
         self.manifest.pop("claude", None)
@@ -80,9 +82,9 @@ class Uninstaller:
         path = Path(self.manifest.get("codex", {}).get("path") or self.paths.codex_config)
         try:
             if edit_file(path, lambda text: agent_config.codex_toml_remove(text, short_path(self.paths, path))):
-                self._done(f"Codex: removed [mcp_servers.{SERVER_NAME}] from {short_path(self.paths, path)}")
+                self.done(f"Codex: removed [mcp_servers.{SERVER_NAME}] from {short_path(self.paths, path)}")
         except ConfigError as exc:
-            self._fail(str(exc))
+            self.fail(str(exc))
             return
         self._drop_if_created("codex", path, "")
         self.manifest.pop("codex", None)
@@ -96,9 +98,9 @@ class Uninstaller:
         rules = list(recorded.get("rules", []))
         try:
             if edit_file(path, lambda text: agent_config.settings_allow_remove(text, rules, short_path(self.paths, path))):
-                self._done(f"Claude Code: removed {len(rules)} allow rules from {short_path(self.paths, path)}")
+                self.done(f"Claude Code: removed {len(rules)} allow rules from {short_path(self.paths, path)}")
         except ConfigError as exc:
-            self._fail(str(exc))
+            self.fail(str(exc))
             return
         self._drop_if_created("allow", path, "{}")
         self.manifest.pop("allow", None)
@@ -111,10 +113,10 @@ class Uninstaller:
         text = read_text(path)
         if text is not None:
             if hashlib.sha256(text.encode()).hexdigest() != recorded.get("sha256"):
-                self._fail(f"{short_path(self.paths, path)} was changed since install; left in place")
+                self.fail(f"{short_path(self.paths, path)} was changed since install; left in place")
                 return
             path.unlink()
-            self._done(f"{label}: removed {short_path(self.paths, path)}")
+            self.done(f"{label}: removed {short_path(self.paths, path)}")
             try:
                 path.parent.rmdir()  # only when empty
             except OSError:

@@ -81,14 +81,12 @@ def agent_kind(proc: psutil.Process) -> str | None:
 def find_agent(pid: int) -> AgentProcess | None:
     """The nearest agent ancestor of ``pid`` (not ``pid`` itself), or None."""
     try:
-        proc = psutil.Process(pid).parent()
-        depth = 0
-        while proc is not None and proc.pid > 1 and depth < MAX_DEPTH:
+        for proc in psutil.Process(pid).parents()[:MAX_DEPTH]:
+            if proc.pid <= 1:
+                break
             kind = agent_kind(proc)
             if kind is not None:
                 return AgentProcess(proc.pid, proc.create_time(), kind, tuple(proc.cmdline()))
-            proc = proc.parent()
-            depth += 1
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
     return None
@@ -124,15 +122,33 @@ def session_of(pid: int) -> AgentProcess | None:
 def is_ancestor(ancestor_pid: int, pid: int) -> bool:
     """True when ``ancestor_pid`` is ``pid`` or one of its ancestors."""
     try:
-        proc: psutil.Process | None = psutil.Process(pid)
-        depth = 0
-        while proc is not None and depth <= MAX_DEPTH + 4:
-            if proc.pid == ancestor_pid:
-                return True
-            proc = proc.parent()
-            depth += 1
+        proc = psutil.Process(pid)  # a pid that names no process is nobody's descendant
+        return pid == ancestor_pid or any(parent.pid == ancestor_pid for parent in proc.parents()[: MAX_DEPTH + 4])
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
+
+
+#: The most processes of a claimed agent's tree whose sockets a TCP claim looks at.
+MAX_TREE_FOR_TCP = 256
+
+
+def holds_connection(root_pid: int, address: tuple[str, int]) -> bool:
+    """True when ``root_pid`` or a process under it has a TCP socket bound to ``address``:
+    the client's end of a loopback connection the broker accepted. (The kernel does not
+    vouch for TCP as SO_PEERCRED does, but it does say which process holds a socket.)"""
+    try:
+        root = psutil.Process(root_pid)
+        tree = [root, *root.children(recursive=True)]
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    # An agent session is a handful of processes; a claim of a whole desktop's tree is not
+    # worth a look at every socket of it (each claim would cost the broker that much).
+    for proc in tree[:MAX_TREE_FOR_TCP]:
+        try:
+            if any(tuple(conn.laddr or ()) == address for conn in proc.net_connections(kind="tcp")):
+                return True
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
     return False
 
 

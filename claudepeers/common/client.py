@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -51,8 +52,18 @@ def read_token(settings: Settings) -> str:
 
 def tcp_secret_path(settings: Settings, agent_pid: int, agent_start: float) -> "os.PathLike[str]":
     """Where a bridge keeps the secret of its agent session's TCP peer, beside the token, so
-    that a restarted bridge of the same session can resume the peer (the broker asks for it)."""
-    return settings.token_path.with_name(f"claude-peers.tcp-{agent_pid}-{round(agent_start * 100)}.secret")
+    that a restarted bridge of the same session can resume the peer (the broker asks for it).
+    The broker removes it once the session has ended (broker/secretfiles.py)."""
+    return settings.token_path.with_name(tcp_secret_name(agent_pid, agent_start))
+
+
+def tcp_secret_name(agent_pid: int, agent_start: float) -> str:
+    """The file name of an agent session's TCP secret (its pid, its start time in 1/100 s)."""
+    return f"claude-peers.tcp-{agent_pid}-{round(agent_start * 100)}.secret"
+
+
+#: What tcp_secret_name gives, to read the session back from a file name.
+TCP_SECRET_NAME = re.compile(r"claude-peers\.tcp-(\d+)-(\d+)\.secret")
 
 
 def load_tcp_secret(settings: Settings, agent_pid: int, agent_start: float) -> str | None:

@@ -32,6 +32,9 @@ class Limits:
     delivery_wait_seconds: float = 2.0
     #: How long a bridge waits for Claude Code's transcript to show a channel push.
     channel_confirm_seconds: float = 1.5
+    #: The same while no push was confirmed yet and the session has no transcript yet
+    #: (Claude Code writes a session's first line seconds after accepting its first message).
+    channel_first_confirm_seconds: float = 6.0
     reap_interval_seconds: float = 10.0
     tcp_ping_interval_seconds: float = 30.0
     #: The database's bound, and stored bytes of unread mail per recipient and per sender.
@@ -64,6 +67,7 @@ class Limits:
         "CLAUDE_PEERS_KILL_GRACE_SECONDS": ("kill_grace_seconds", float),
         "CLAUDE_PEERS_DELIVERY_WAIT_SECONDS": ("delivery_wait_seconds", float),
         "CLAUDE_PEERS_CHANNEL_CONFIRM_SECONDS": ("channel_confirm_seconds", float),
+        "CLAUDE_PEERS_CHANNEL_FIRST_CONFIRM_SECONDS": ("channel_first_confirm_seconds", float),
         "CLAUDE_PEERS_TCP_PING_SECONDS": ("tcp_ping_interval_seconds", float),
         "CLAUDE_PEERS_REAP_SECONDS": ("reap_interval_seconds", float),
         "CLAUDE_PEERS_MAX_DB_BYTES": ("max_db_bytes", int),
@@ -115,6 +119,8 @@ class Settings:
     peer_name: str | None = None
     manhole_path: Path | None = None
     log_path: Path | None = None
+    #: The dashboard's port on 127.0.0.1 (0: any free port), CLAUDE_PEERS_DASHBOARD_PORT.
+    dashboard_port: int = 0
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -145,6 +151,13 @@ class Settings:
             raise SettingError(f"CLAUDE_PEERS_PORT={port_raw!r} is not a port number") from None
         if not 0 < port < 65536:
             raise SettingError(f"CLAUDE_PEERS_PORT={port_raw!r} is not a port number")
+        dashboard_raw = env.get("CLAUDE_PEERS_DASHBOARD_PORT") or "0"
+        try:
+            dashboard_port = int(dashboard_raw)
+        except ValueError:
+            raise SettingError(f"CLAUDE_PEERS_DASHBOARD_PORT={dashboard_raw!r} is not a port number (0: any free port)") from None
+        if not 0 <= dashboard_port < 65536:
+            raise SettingError(f"CLAUDE_PEERS_DASHBOARD_PORT={dashboard_raw!r} is not a port number (0: any free port)")
         url = env.get("CLAUDE_PEERS_URL") or None
         if url is not None:
             parse_url(url)
@@ -161,6 +174,7 @@ class Settings:
             peer_name=env.get("CLAUDE_PEER_NAME") or None,
             manhole_path=Path(env["CLAUDE_PEERS_MANHOLE"]) if env.get("CLAUDE_PEERS_MANHOLE") else None,
             log_path=Path(env["CLAUDE_PEERS_LOG"]) if env.get("CLAUDE_PEERS_LOG") else None,
+            dashboard_port=dashboard_port,
             limits=Limits.from_env(env),
         )
 

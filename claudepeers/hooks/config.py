@@ -23,7 +23,7 @@ import os
 import shlex
 from typing import Any, Iterable
 
-from claudepeers.cli.agent_config import ConfigError, load_json_object
+from claudepeers.common.jsonconfig import ConfigError, load_json_object
 from claudepeers.hooks.output import CONTEXT_EVENTS, EVENTS, STOP_EVENT
 
 #: Seconds an agent gives the hook before killing it (the hook itself gives up after ~3 s).

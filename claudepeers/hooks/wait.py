@@ -36,7 +36,7 @@ from claudepeers.wire.box import floating, integer, integer_list, json_value, te
 from claudepeers.hooks import output
 from claudepeers.hooks.amp_socket import AmpError, AmpSocket, BrokerUnreachable
 from claudepeers.hooks.config import REWAKE_TIMEOUT
-from claudepeers.hooks.run import PAGE, connect, log_path, read_payload, write_log
+from claudepeers.hooks.link import PAGE, connect, log_path, read_payload, write_log
 from claudepeers.common.settings import Settings
 
 #: The waiter gives up this long before Claude Code's timeout would SIGTERM it.

@@ -21,6 +21,11 @@ from claudepeers.wire.box import CHUNK_BYTES, chunk_key, split_chunks  # noqa: F
 
 #: The largest BigText value accepted from the wire (bounds a hostile sender's memory).
 MAX_BIG_TEXT_BYTES = 8 * 1024 * 1024
+#: The largest box either end accepts (fastamp's LeanAMP checks it before buffering): the
+#: largest chunked value with room for the other arguments, and keys enough for any command
+#: (a dict of tiny keys costs ~150 bytes each: this caps it at a few MB).
+BOUND_BOX_BYTES = MAX_BIG_TEXT_BYTES + 1024 * 1024
+BOUND_BOX_KEYS = 16384
 
 
 class BigText(amp.Argument):
@@ -511,3 +516,15 @@ class CheckPaths(amp.Command):
     arguments = [(b"repo", amp.Unicode()), (b"paths", JSONValue())]
     response = [(b"conflicts", JSONValue())]
     errors = _errors({LimitExceeded: b"LIMIT_EXCEEDED"})
+
+# --- the operator's dashboard (DESIGN 9; claudepeers/broker/web/) ----------------------
+
+
+class OpenDashboard(amp.Command):
+    """Start the broker's dashboard on 127.0.0.1 if it is not running; answer a link with a
+    one-time token (valid ``expires_in`` seconds). Refused (PermissionDenied) over TCP and to
+    a process with an agent session among its ancestors: only the person may open it."""
+
+    arguments: list = []
+    response = [(b"url", amp.Unicode()), (b"expires_in", amp.Float())]
+    errors = _errors()

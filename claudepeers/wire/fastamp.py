@@ -8,8 +8,8 @@ on every call, copies boxes and chains six or seven callbacks per answer.
 
 :class:`LeanAMP` speaks exactly the same wire (the same boxes, commands, answers and
 errors; it interoperates with ``amp.AMP`` and is checked against it in
-``tests/test_lean_amp.py``), and does that work once per command class (a compiled
-:class:`Schema`) or in one tight loop:
+``tests/test_fastamp.py``), and does that work once per command class (a compiled
+:class:`.schemas.Schema`) or in one tight loop:
 
 - :meth:`LeanAMP.dataReceived` splits boxes in a single loop (key lengths above 255
   drop the connection with ``TooLong``, as in Twisted; so does a box past its bounds);
@@ -18,8 +18,17 @@ errors; it interoperates with ``amp.AMP`` and is checked against it in
   plain value;
 - :meth:`LeanAMP.callRemote` builds and parses boxes through the same schemas.
 
-Not supported, because claude-peers uses none of them: protocol switching and StartTLS,
-and commands with positional arguments (``callRemote`` hands those to Twisted's code).
+It is built on AMP's public seams: it overrides the methods of ``IBoxReceiver``
+(``startReceivingBoxes`` is Twisted's, ``ampBoxReceived``, ``stopReceivingBoxes``),
+``IBoxSender.sendBox``, ``dataReceived``, ``callRemote``/``callRemoteString`` and
+``locateResponder``, and keeps its own table of questions asked. One private name is
+read: ``CommandLocator._commandDispatch``, the table ``Command.responder`` fills (Twisted
+offers no public way to ask which command a method answers); setup.cfg pins Twisted to
+the minor release tested, and ``tests/test_fastamp.py`` fails loudly on a Twisted whose
+table has moved or changed shape.
+
+Not supported, because claude-peers uses none of them: protocol switching and StartTLS
+(such commands are answered as unhandled, and ``callRemote`` refuses positional arguments).
 """
 
 from __future__ import annotations
@@ -29,27 +38,24 @@ from types import MethodType
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
+
+from .schemas import Box, responder, schemas, serialize
+
+__all__ = ["LeanAMP", "serialize"]
 
 _ASK = amp.ASK
 _ANSWER = amp.ANSWER
 _COMMAND = amp.COMMAND
 _ERROR = amp.ERROR
-
-
-class _Box(amp.AmpBox):
-    """An AmpBox made without ``AmpBox.__init__``'s scan for text keys: every box made
-    here gets bytes keys by construction, and that scan was a tenth of the broker's time."""
-
-    __slots__: list[str] = []
-
-    def __init__(self) -> None:  # noqa: D107 - an empty dict needs no initialisation
-        pass
+#: Logged as Twisted's AMP logs it (same text), from a logger of our own.
+_log = Logger()
 
 
 def _error_box(failure: Failure, ask: bytes) -> amp.AmpBox:
-    """The answer to a failed command, as BoxDispatcher._commandReceived makes it: declared
+    """The answer to a failed command, as Twisted's BoxDispatcher makes it: declared
     errors travel and keep the connection; anything else ends it (QuitBox) and is logged."""
     if failure.check(amp.RemoteAmpError):
         error = failure.value
@@ -60,111 +66,12 @@ def _error_box(failure: Failure, ask: bytes) -> amp.AmpBox:
         code = error.errorCode
     else:
         box = amp.QuitBox()
-        amp._log.failure("while receiving response to command", failure)
+        _log.failure("while receiving response to command", failure)
         code, description = amp.UNKNOWN_ERROR_CODE, b"Unknown Error"
     box[_ERROR] = ask
     box[amp.ERROR_DESCRIPTION] = description
     box[amp.ERROR_CODE] = code
     return box
-
-
-def _plain(argument: amp.Argument) -> bool:
-    """Whether ``argument`` converts one value with the base class's box handling."""
-    kind = type(argument)
-    return kind.fromBox is amp.Argument.fromBox and kind.toBox is amp.Argument.toBox
-
-
-class Schema:
-    """One argument list (a command's arguments or its response), compiled once.
-
-    Plain arguments (one key, one value) are converted inline; arguments with their own
-    box handling (``wire.BigText`` chunks a value over several keys) keep it.
-    """
-
-    def __init__(self, arguments: list[tuple[bytes, amp.Argument]]) -> None:
-        self.plain: list[tuple[bytes, str, amp.Argument]] = []
-        self.custom: list[tuple[bytes, str, amp.Argument]] = []
-        for wire_name, argument in arguments:
-            entry = (wire_name, amp._wireNameToPythonIdentifier(wire_name), argument)
-            (self.plain if _plain(argument) else self.custom).append(entry)
-        self.names = frozenset(name for _, name, _ in self.plain + self.custom)
-
-    def parse(self, box: dict[bytes, bytes], proto: Any) -> dict[str, Any]:
-        """Values from a received box; KeyError names a missing argument, as Twisted's does."""
-        objects: dict[str, Any] = {}
-        for wire_name, name, argument in self.plain:
-            value = box.get(wire_name)
-            if value is None:
-                if not argument.optional:
-                    raise KeyError(wire_name)
-                objects[name] = None
-            else:
-                objects[name] = argument.fromStringProto(value, proto)
-        if self.custom:
-            strings = dict(box)  # custom arguments pop the keys they read
-            for wire_name, _, argument in self.custom:
-                argument.fromBox(wire_name, strings, objects, proto)
-        return objects
-
-    def build(self, objects: dict[str, Any], proto: Any, box: amp.AmpBox) -> amp.AmpBox:
-        """Fill ``box`` from values; a missing required value is a KeyError, as in Twisted."""
-        for wire_name, name, argument in self.plain:
-            value = objects.get(name)
-            if value is None:
-                if argument.optional:
-                    continue
-                if name not in objects:
-                    raise KeyError(name)
-            box[wire_name] = argument.toStringProto(value, proto)
-        if self.custom:
-            values = dict(objects)  # custom arguments may replace what they serialise
-            for wire_name, _, argument in self.custom:
-                argument.toBox(wire_name, box, values, proto)
-        return box
-
-
-class CommandSchemas:
-    """A command's compiled arguments and response, and how its error answers are read."""
-
-    def __init__(self, command: type[amp.Command]) -> None:
-        self.command = command
-        self.arguments = Schema(command.arguments)
-        self.response = Schema(command.response)
-
-    def remote_error(self, failure: Failure) -> Failure:
-        """An error answer as the exception type the command declares for its code."""
-        failure.trap(amp.RemoteAmpError)
-        error = failure.value
-        return Failure(self.command.reverseErrors.get(error.errorCode, amp.UnknownRemoteError)(error.description))
-
-
-_SCHEMAS: dict[type[amp.Command], CommandSchemas] = {}
-
-
-def schemas(command: type[amp.Command]) -> CommandSchemas:
-    """The compiled schemas of ``command`` (built on first use)."""
-    found = _SCHEMAS.get(command)
-    if found is None:
-        found = _SCHEMAS[command] = CommandSchemas(command)
-    return found
-
-
-def serialize(box: dict[bytes, bytes]) -> bytes:
-    """A box's wire form; identical to ``AmpBox.serialize`` (keys sorted, same errors)."""
-    parts = []
-    for key in sorted(box):
-        value = box[key]
-        if type(key) is not bytes:
-            raise TypeError(f"Unicode key not allowed: {key!r}")
-        if type(value) is not bytes:
-            raise TypeError(f"Unicode value for key {key!r} not allowed: {value!r}")
-        if len(key) > amp.MAX_KEY_LENGTH:
-            raise amp.TooLong(True, True, key, None)
-        if len(value) > amp.MAX_VALUE_LENGTH:
-            raise amp.TooLong(False, True, value, key)
-        parts += (len(key).to_bytes(2, "big"), key, len(value).to_bytes(2, "big"), value)
-    parts.append(b"\x00\x00")
-    return b"".join(parts)
 
 
 class LeanAMP(amp.AMP):
@@ -183,6 +90,10 @@ class LeanAMP(amp.AMP):
     _box_size = 0
     _box_keys = 0
     _refused = False
+    # Our questions in flight (tag -> Deferred), the last tag, and why no more can be asked.
+    _questions: dict[bytes, Deferred] | None = None
+    _asked = 0
+    _no_more: Failure | None = None
 
     # --- receiving boxes ---------------------------------------------------------------------
 
@@ -222,7 +133,7 @@ class LeanAMP(amp.AMP):
                         at += 2
                         complete, box = box, None
                         size = keys = 0
-                        receiver.ampBoxReceived(complete if complete is not None else _Box())
+                        receiver.ampBoxReceived(complete if complete is not None else Box())
                         # The bounds may change with a box (an Authenticate, a Register).
                         limit, key_limit = self.max_box_bytes, self.max_box_keys
                         continue
@@ -245,7 +156,7 @@ class LeanAMP(amp.AMP):
                     key = data[start:at]
                     keys += 1
                     if box is None:
-                        box = _Box()
+                        box = Box()
                 else:
                     box[key] = data[start:at]  # type: ignore[index]
                     key = None
@@ -272,26 +183,43 @@ class LeanAMP(amp.AMP):
         responders = self._responders
         if responders is None:
             responders = self._responders = {}
-        responder = responders.get(name)
-        if responder is None:
-            entry = self._commandDispatch.get(name)
+        found = responders.get(name)
+        if found is None:
+            entry = self._commandDispatch.get(name)  # the one private name: see the module docstring
             if entry is None:
                 return super().locateResponder(name)
             command, function = entry
-            responder = responders[name] = _responder(self, schemas(command), MethodType(function, self))
-        return responder
+            if issubclass(command, (amp.ProtocolSwitchCommand, amp.StartTLS)):
+                return None  # switching (StartTLS) is not supported: answered as unhandled
+            found = responders[name] = responder(self, schemas(command), MethodType(function, self))
+        return found
 
-    def _commandReceived(self, box: amp.AmpBox) -> None:
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:  # noqa: N802 - IBoxReceiver's name
+        """An answer to one of our questions, an error answer, or a command to answer."""
+        if _ANSWER in box:
+            question = self._question(box[_ANSWER])
+            question.addErrback(self.unhandledError)
+            question.callback(box)
+        elif _ERROR in box:
+            question = self._question(box[_ERROR])
+            question.addErrback(self.unhandledError)
+            question.errback(_remote_error(box))
+        elif _COMMAND in box:
+            self._command_received(box)
+        else:
+            raise amp.NoEmptyBoxes(box)
+
+    def _command_received(self, box: amp.AmpBox) -> None:
         ask = box.get(_ASK)
-        responder = self.locator.locateResponder(box[_COMMAND])
-        if responder is None:
+        found = self.locator.locateResponder(box[_COMMAND])
+        if found is None:
             result: Any = fail(amp.RemoteAmpError(
                 amp.UNHANDLED_ERROR_CODE, f"Unhandled Command: {box[_COMMAND]!r}", False,
                 local=Failure(amp.UnhandledCommand()),
             ))
         else:
             try:
-                result = responder(box)
+                result = found(box)
             except BaseException:
                 result = fail()
         if not isinstance(result, Deferred):
@@ -326,80 +254,86 @@ class LeanAMP(amp.AMP):
             self.unhandledError(Failure())
 
     def _emit(self, box: amp.AmpBox) -> None:
+        """Send an answer; a QuitBox closes the connection after it (as its own send does)."""
         try:
-            box._sendTo(self.boxSender)
-        except (amp.ProtocolSwitched, amp.ConnectionLost):
-            pass
+            self.sendBox(box)
+        except amp.ConnectionLost:
+            return
+        if isinstance(box, amp.QuitBox) and self.transport is not None:
+            self.transport.loseConnection()
 
-    # --- sending ---------------------------------------------------------------------------
+    # --- asking --------------------------------------------------------------------------------
 
     def sendBox(self, box: amp.AmpBox) -> None:
-        """Write one box (the checks of BinaryBoxProtocol.sendBox, a faster serialiser)."""
-        if self._locked:
-            raise amp.ProtocolSwitched("This connection has switched: no AMP traffic allowed.")
+        """Write one box (BinaryBoxProtocol.sendBox's check, a faster serialiser)."""
         if self.transport is None:
             raise amp.ConnectionLost()
         self.transport.write(serialize(box))
 
-    def callRemote(self, commandType: type[amp.Command], *a: Any, **kw: Any) -> Deferred | None:
+    def _question(self, tag: bytes) -> Deferred:
+        questions = self._questions
+        if questions is None:
+            raise KeyError(tag)  # an answer to nothing we asked: the connection drops, as in Twisted
+        return questions.pop(tag)
+
+    def _ask(self, name: bytes, box: amp.AmpBox, requires_answer: bool) -> Deferred | None:
+        """Send a command box with a new tag; the Deferred of its answer box (None: no answer asked)."""
+        if self._no_more is not None:
+            return fail(self._no_more) if requires_answer else None
+        box[_COMMAND] = name
+        self._asked += 1
+        tag = b"%x" % self._asked
+        if requires_answer:
+            box[_ASK] = tag
+        self.sendBox(box)
+        if not requires_answer:
+            return None
+        if self._questions is None:
+            self._questions = {}
+        question = self._questions[tag] = Deferred()
+        return question
+
+    def callRemoteString(self, command: bytes, requiresAnswer: bool = True, **kw: Any) -> Deferred | None:  # noqa: N802, N803
+        """Send a command of raw strings (Twisted's low-level call); fires with the answer box."""
+        return self._ask(command, amp.AmpBox(kw), requiresAnswer)
+
+    def callRemote(self, commandType: type[amp.Command], *a: Any, **kw: Any) -> Deferred | None:  # noqa: N802, N803
         """Call a command on the other side: fires with its parsed answer or its declared error."""
-        if a:
-            return super().callRemote(commandType, *a, **kw)
         compiled = schemas(commandType)
         try:
+            if a:
+                raise amp.InvalidSignature("positional arguments (protocol switching) are not supported")
             unknown = kw.keys() - compiled.arguments.names
             if unknown:
                 raise amp.InvalidSignature(f"{sorted(unknown)[0]} is not a valid argument")
-            box = compiled.arguments.build(kw, self, _Box())
+            forgotten = [name for name in compiled.arguments.required if name not in kw]
+            if forgotten:  # Twisted's Command() says the same
+                raise amp.InvalidSignature(f"forgot {', '.join(forgotten)} for {commandType.commandName}")
+            box = compiled.arguments.build(kw, self, Box())
         except BaseException:
             return fail()
-        d = self._sendBoxCommand(commandType.commandName, box, commandType.requiresAnswer)
+        d = self._ask(commandType.commandName, box, commandType.requiresAnswer)
         if d is None:
             return None
         return d.addCallbacks(compiled.response.parse, compiled.remote_error, callbackArgs=(self,))
 
+    def stopReceivingBoxes(self, reason: Failure) -> None:  # noqa: N802 - IBoxReceiver's name
+        """The connection is gone: every question still open fails with ``reason``."""
+        self.failAllOutgoing(reason)
 
-def _responder(proto: Any, compiled: CommandSchemas, method: Callable[..., Any]) -> Callable[[amp.AmpBox], Any]:
-    """Parse, call, answer: an AmpBox at once for a plain result, else a Deferred of one.
+    def failAllOutgoing(self, reason: Failure) -> None:  # noqa: N802 - BoxDispatcher's name
+        """Fail every open question with ``reason``; later calls fail with it at once."""
+        self._no_more = reason
+        questions, self._questions = self._questions or {}, None
+        for question in questions.values():
+            question.errback(reason)
 
-    Argument errors raise (as Twisted's responders do); the responder's own errors
-    become the command's declared errors, or what ``proto.responderFailed`` makes of them.
-    """
-    response = compiled.response
-    response_type = compiled.command.responseType
-    if response_type is amp.AmpBox:
-        response_type = _Box
 
-    command = compiled.command
-    declared = tuple(command.allErrors)
-
-    def failed(failure: Failure) -> Failure:
-        # As Twisted's responders do: a declared error travels under its code; anything
-        # else is the protocol's to judge.
-        kind = failure.check(*declared)
-        if kind is None:
-            return proto.responderFailed(failure, command.commandName)
-        return Failure(amp.RemoteAmpError(
-            command.allErrors[kind], str(failure.value), kind in command.fatalErrors, local=failure,
-        ))
-
-    def answer(result: dict[str, Any]) -> Any:
-        try:
-            return response.build(result, proto, response_type())
-        except BaseException:
-            return failed(Failure(amp.BadLocalReturn(
-                f"{method!r} returned {result!r} and {command!r} could not serialize it", Failure(),
-            )))
-
-    def respond(box: amp.AmpBox) -> Any:
-        arguments = compiled.arguments.parse(box, proto)
-        try:
-            result = method(**arguments)
-        except BaseException:
-            return fail(failed(Failure()))
-        if isinstance(result, Deferred):
-            return result.addCallbacks(answer, failed)
-        built = answer(result)
-        return fail(built) if isinstance(built, Failure) else built
-
-    return respond
+def _remote_error(box: amp.AmpBox) -> Failure:
+    """An error answer as Twisted's BoxDispatcher reads it (protocol errors by their code)."""
+    code = box[amp.ERROR_CODE]
+    description = box[amp.ERROR_DESCRIPTION]
+    if isinstance(description, bytes):
+        description = description.decode("utf-8", "replace")
+    error_type = amp.PROTOCOL_ERRORS.get(code)
+    return Failure(error_type(code, description) if error_type is not None else amp.RemoteAmpError(code, description))

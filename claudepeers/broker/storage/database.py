@@ -218,17 +218,3 @@ def _integrity_check(connection: sqlite3.Connection, path: Path, problems: list[
     log.critical("{text}", text=text)
     if problems is not None:
         problems.append(text)
-
-
-def dump_schema(path: Path) -> list[tuple[str, str]]:
-    """The schema of a database as sorted (name, sql) pairs; for the upgraded == fresh test."""
-    connection = sqlite3.connect(path)
-    try:
-        rows = connection.execute(
-            "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
-        ).fetchall()
-    finally:
-        connection.close()
-    # ALTER TABLE splices its text into the stored CREATE statement; compare the
-    # statements with white space around punctuation removed.
-    return [(name, re.sub(r"\s*([,()])\s*", r"\1", re.sub(r"\s+", " ", sql)).strip()) for name, sql in rows]

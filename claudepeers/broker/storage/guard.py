@@ -234,12 +234,13 @@ class Guard:
         if wanted <= 0:
             return
 
-        def purged(result: tuple[int, int]) -> Deferred:
-            count, freed = result
+        def purged(result: tuple[int, int, int]) -> Deferred:
+            count, freed, events = result
             self.purged_for_bound += count
-            self.log.info("database near its bound: purged {count} read messages ({freed} bytes), oldest first",
-                          count=count, freed=freed)
-            return self._store.used_bytes()
+            self.log.info("database near its bound: purged {count} read messages and {events} old events "
+                          "({freed} bytes), oldest first", count=count, events=events, freed=freed)
+            # The WAL is counted too: give back what it holds, then measure.
+            return self._store.shrink_wal().addCallback(lambda _: self._store.used_bytes())
 
         def measured(used: int) -> None:
             self.used_bytes, self._added = used, 0

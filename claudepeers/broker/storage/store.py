@@ -54,7 +54,7 @@ def reported_error(text: str) -> StoreError:
     return error
 
 
-def open_pool(path: str, paramstyle: str = "qmark") -> adbapi.ConnectionPool:
+def open_pool(path: str) -> adbapi.ConnectionPool:
     """One sqlite3 connection (SQLite wants a single writer), configured for WAL."""
     return adbapi.ConnectionPool(
         "sqlite3",
@@ -106,6 +106,11 @@ class Store(GuardQueries, CoordQueries):
         self._closed = False
         #: The guard (guard.py) watching the file and its bounds, when one is attached.
         self.guard: Any = None
+
+    @property
+    def queued_writes(self) -> int:
+        """Writes waiting for the next group commit (the dashboard's queue depth)."""
+        return len(self._pending)
 
     # --- plumbing ---------------------------------------------------------------------
 

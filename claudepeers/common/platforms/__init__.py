@@ -6,6 +6,7 @@ Nothing else in claude-peers asks which platform it runs on; it calls these name
   (Linux ``SO_PEERCRED``; macOS ``LOCAL_PEERCRED`` + ``LOCAL_PEERPID``);
 - :func:`is_alive` for a pid and its start time (Linux: one read of ``/proc/<pid>/stat``;
   elsewhere psutil; a missing ``/proc`` never means "dead");
+- :func:`send_signal` to a pid and its start time (Linux: through a pidfd, no reuse window);
 - :func:`watch_exit` for the agent's end (Linux pidfd; macOS kqueue ``NOTE_EXIT``;
   a psutil poll as the last resort);
 - :func:`check_socket_path` (sun_path holds 108 bytes on Linux, 104 on macOS) and
@@ -48,6 +49,11 @@ lock_exclusive = paths.lock_exclusive
 def check_socket_path(path: Path | str, setting: str = "CLAUDE_PEERS_SOCKET") -> None:
     """Raise ``ValueError`` naming ``setting`` and the limit when ``path`` is too long here."""
     paths.check_socket_path(str(path), SOCKET_PATH_LIMIT, SYSTEM, setting)
+
+
+def send_signal(pid: int, start: float, sig: int) -> bool:
+    """Signal process ``pid`` (started at ``start``); False when it is gone or the pid was reused."""
+    return processes.send_signal(pid, start, sig, portable=PORTABLE)
 
 
 def watch_exit(reactor: Any, pid: int, start: float, on_exit: Callable[[], None]) -> Any:

@@ -9,6 +9,7 @@ when ``/proc`` is mounted, so a missing ``/proc`` never makes every peer look de
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Callable
 
@@ -74,3 +75,38 @@ def _boot_time() -> float:
     if now - _boot[1] > 1.0:
         _boot[0], _boot[1] = psutil.boot_time(), now
     return _boot[0]
+
+
+def send_signal(pid: int, start: float, sig: int, portable: bool = False) -> bool:
+    """Signal the process ``pid`` that started at ``start``; False when it is gone (or ``pid``
+    now names another process).
+
+    Linux: through a pidfd, opened and then checked against ``start``, so that a pid reused
+    between the check and the signal can never be hit (the pidfd names one process for
+    good). Elsewhere, or ``portable``: psutil, which checks the start time just before.
+    """
+    if not portable and hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal"):
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            fd = -1  # pidfds refused (an old kernel, a sandbox): psutil's way below
+        if fd >= 0:
+            try:
+                if not is_alive_portable(pid, start):
+                    return False
+                signal.pidfd_send_signal(fd, sig)
+                return True
+            except ProcessLookupError:
+                return False
+            finally:
+                os.close(fd)
+    try:
+        proc = psutil.Process(pid)
+        if not same_start(start, proc.create_time()):
+            return False
+        proc.send_signal(sig)
+        return True
+    except psutil.NoSuchProcess:
+        return False
