@@ -20,7 +20,8 @@ from claudepeers.wire import commands as wire
 GROUPS = ["g1", "g2"]
 PATTERNS = ["src", "src/*.py", "src/a.py", "docs", "**/*.md", "docs/a.md"]
 #: Paths that witness every overlap among PATTERNS (the model's own oracle, by brute force).
-UNIVERSE = ["src/a.py", "src/b.md", "src/d/a.py", "docs/a.md", "docs/x/y", "README.md", "other"]
+UNIVERSE = ["src/a.py", "src/b.md", "src/d/a.py", "docs/a.md", "docs/x/y", "README.md", "other",
+            "src/a.py/x.md", "docs/a.md/x.md"]  # a file pattern covers what is below a directory so named
 
 
 def overlapping(first: str, second: str) -> bool:
