@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from claudepeers.bridge.tools import TOOLS
 from claudepeers.bridge.server import malformed_answer
 from conftest import ROOT, broker_env
 
@@ -114,7 +115,7 @@ def test_malformed_lines_get_json_rpc_errors_with_their_ids(short_dir: Path) -> 
         assert result["isError"] and "the wire carries at most 8,388,608 bytes" in result["content"][0]["text"]
         assert time.monotonic() - started < 10.0  # garbage costs linear time, not seconds per MB
         send(json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}).encode())
-        assert len(answers.next()["result"]["tools"]) == 10  # the seven, and the thread tools
+        assert len(answers.next()["result"]["tools"]) == len(TOOLS)
     finally:
         bridge.kill()
         bridge.wait()

@@ -24,6 +24,7 @@ import anyio
 import psutil
 import pytest
 
+from claudepeers.bridge.tools import TOOLS
 from bridge_support import FakeAgent, asyncio_test, open_bridge, ready, text_of
 from conftest import ROOT, BrokerProcess, broker_env
 
@@ -301,7 +302,7 @@ def test_stdin_eof_ends_the_bridge_and_stdout_carries_only_mcp(short_dir: Path) 
         first = json.loads(bridge.stdout.readline())
         assert first["id"] == 0 and "claude/channel" in first["result"]["capabilities"]["experimental"]
         second = json.loads(bridge.stdout.readline())
-        assert second["id"] == 1 and len(second["result"]["tools"]) == 10  # the seven, and the thread tools
+        assert second["id"] == 1 and len(second["result"]["tools"]) == len(TOOLS)
         started = time.monotonic()
         bridge.stdin.close()
         rest = bridge.stdout.read()

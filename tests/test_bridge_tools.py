@@ -200,8 +200,8 @@ async def test_set_summary_set_name_kill_and_whoami() -> None:
 
 
 def test_tool_names_are_the_seeds() -> None:
-    """The seed's five tools are there with their argument names, plus whoami and set_name,
-    and the thread tools (send_message's reply_to among them)."""
+    """The seed's five tools are there with their argument names, plus whoami, set_name and the
+    coordination tools (groups, claims) and the thread tools (send_message's reply_to among them)."""
     props = {name: set(tool["inputSchema"]["properties"]) for name, tool in TOOLS.items()}
     assert props == {
         "list_peers": {"scope"},
@@ -214,6 +214,11 @@ def test_tool_names_are_the_seeds() -> None:
         "wait_for_reply": {"message_id", "timeout_seconds"},
         "read_thread": {"thread_id", "before"},
         "search_messages": {"text"},
+        "join_group": {"name"},
+        "leave_group": {"name"},
+        "list_groups": set(),
+        "claim_paths": {"paths", "reason", "ttl_seconds"},
+        "release_paths": {"paths", "all"},
     }
 
 

@@ -252,6 +252,9 @@ class FakeCoordination:
         return {**peer, "groups": ["reviewers"],
                 "claims": [{"pattern": "src/api/**", "reason": "refactor", "expires_at": "2027-01-01T00:00:00.000Z"}]}
 
+    def stop(self) -> None:
+        """The broker stops (nothing to cancel here)."""
+
 
 class FakeThreads:
     """Stands for the threads work's ``broker.threads``: one thread of two messages."""

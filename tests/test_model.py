@@ -62,6 +62,7 @@ from claudepeers.broker.storage import Store, database, prepare
 
 from broker_fakes import FakeProcesses
 from engines import is_pg
+from model_coord import CoordRules
 
 UID = 4242
 #: Examples and steps of the default run; the slow suite's soak of the model uses more.
@@ -206,7 +207,7 @@ class CallFailed(Exception):
         self.failure = failure
 
 
-class BrokerModel(RuleBasedStateMachine):
+class BrokerModel(CoordRules, RuleBasedStateMachine):
     """The broker against a model of what it promised."""
 
     agents = Bundle("agents")
@@ -295,7 +296,8 @@ class BrokerModel(RuleBasedStateMachine):
         self._connect(agent)
         self.joining = [agent]
         return self.call(agent, wire.Register, agent_pid=agent.agent_pid, agent_start=agent.start,
-                         client_type="claude-code", cwd=agent.cwd, delivery=agent.delivery)
+                         client_type="claude-code", cwd=agent.cwd, delivery=agent.delivery,
+                         git_root=agent.cwd, git_common_dir=agent.cwd + "/.git")
 
     def _drop(self, agent: Agent) -> None:
         if agent.client is not None and agent.pump is not None:

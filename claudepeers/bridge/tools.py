@@ -22,6 +22,8 @@ import jsonschema
 from twisted.protocols import amp
 
 from claudepeers.wire import commands as wire
+from claudepeers.bridge import tools_coord
+from claudepeers.bridge.tools_coord import CoordTools, coord_lines, fanout_result, is_fanout
 from claudepeers.common.render import clean_line
 
 
@@ -81,14 +83,15 @@ TOOLS: dict[str, dict[str, Any]] = {
     "send_message": {
         "description": (
             "Send a message to another agent. to_id is a peer id or its unique name (from "
-            "list_peers). A Claude Code peer sees it at once, a Codex peer on its next turn; "
+            "list_peers), or one of " + tools_coord.FANOUT_TARGETS + " to send it to each "
+            "of those peers. A Claude Code peer sees it at once, a Codex peer on its next turn; "
             "the result says which. To answer a message, pass its # as reply_to (the reply "
             "joins its thread); to get the answer to yours, call wait_for_reply."
         ),
         "inputSchema": {
             "type": "object",
             "properties": {
-                "to_id": {**_STRING, "minLength": 1, "description": "peer id or unique name"},
+                "to_id": {**_STRING, "minLength": 1, "description": "peer id or unique name, scope:... or group:..."},
                 "message": {**_STRING, "minLength": 1, "description": "the text to send"},
                 "reply_to": {"type": "integer", "minimum": 1, "description": "the # of the message this answers"},
             },
@@ -137,6 +140,7 @@ TOOLS: dict[str, dict[str, Any]] = {
             "additionalProperties": False,
         },
     },
+    **tools_coord.TOOLS,
 }
 
 _VALIDATORS = {name: jsonschema.Draft202012Validator(tool["inputSchema"]) for name, tool in TOOLS.items()}
@@ -225,7 +229,7 @@ def _usage(name: str) -> str:
 ShowWaiting = Callable[[], Awaitable[str]]
 
 
-class PeerTools:
+class PeerTools(CoordTools):
     """Runs one tool call against the broker and words the answer for the agent."""
 
     def __init__(self, broker: BrokerCalls, check_messages: ShowWaiting, more: Sequence[Any] = ()) -> None:
@@ -304,16 +308,23 @@ class PeerTools:
                 "send it in parts.",
                 is_error=True,
             )
+        many = is_fanout(to_id)
+        if many and reply_to is not None:
+            return ToolResult(f"send_message failed: a reply goes to one peer, not to {to_id}; "
+                              "send the reply to the message's sender.", is_error=True)
         unsettled = (to_id, hashlib.sha256(message.encode("utf-8", "surrogatepass")).digest())
         key = self._retry_keys.pop(unsettled, None) or os.urandom(16).hex()
         try:
             threading = {} if reply_to is None else {"reply_to": reply_to}
-            answer = await self._broker.call(wire.Send, to=to_id, body=message, client_key=key, **threading)
+            answer = await self._broker.call(wire.SendMany if many else wire.Send, to=to_id, body=message,
+                                             client_key=key, **threading)
         except BrokerUnreachable:
             self._retry_keys[unsettled] = key
             while len(self._retry_keys) > RETRY_KEYS:
                 self._retry_keys.popitem(last=False)
             raise
+        if many:
+            return fanout_result(answer)
         target = f"{clean_line(answer['to_name'])} ({answer['to_id']})"
         detail = clean_line(answer.get("detail"), 400)
         status = answer["status"]
@@ -373,7 +384,7 @@ def format_peer(peer: Mapping[str, Any]) -> str:
         lines.append(f"Unread messages: {peer['unread']}")
     if peer.get("delivery") and state == "online":
         lines.append(f"Gets mail by: {clean_line(peer['delivery'], 200)}")
-    return "\n".join(lines)
+    return "\n".join(lines + coord_lines(peer))
 
 
 _ADVICE: dict[type[Exception], str] = {
@@ -384,6 +395,7 @@ _ADVICE: dict[type[Exception], str] = {
     wire.InvalidArgument: "Check the arguments and call again.",
     wire.NameTaken: "Choose another name.",
     wire.KillRefused: "",
+    wire.ClaimConflict: "Ask the holder (send_message), wait for its claim to end, or claim other paths.",
     wire.NotRegistered: "The bridge is still registering with the broker; try again in a moment.",
     wire.BrokerUnavailable: "The broker is busy or shutting down; try again in a moment.",
 }

@@ -14,7 +14,7 @@ import os
 import socket
 from typing import Any, Callable, Iterable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -26,6 +26,7 @@ from claudepeers.broker import killing
 
 from claudepeers.broker import naming
 from claudepeers.broker.approvals import Approvals
+from claudepeers.broker.coordination import Coordination
 from claudepeers.broker.credentials import TcpSecrets
 from claudepeers.broker.events import EventLog
 from claudepeers.broker.mail import Mail
@@ -92,6 +93,8 @@ class Broker:
         self.counters = {"sent": 0, "shown": 0, "woke": 0, "refused": 0}
         self._names: dict[str, list[PeerActor]] | None = None
         self.mail = Mail(self)
+        #: Groups, claims and sends to many (coordination.py).
+        self.coordination = Coordination(self)
         #: The operator's web page (web/ondemand.py), set by the service; None: no dashboard.
         self.dashboard: Any = None
         # Pending tool approvals (approvals.py); a peer reaped meanwhile is named by its id.
@@ -112,6 +115,7 @@ class Broker:
                 record = dataclasses.replace(record, state=OFFLINE)
             self.actors[record.id] = self._actor(record, counts.get(record.id, 0))
         self._names = None
+        yield self.coordination.load()
         self.emit("broker", None, f"broker {__version__} started (pid {os.getpid()})")
         self.reap()
         self._reaper = LoopingCall(self.reap)
@@ -122,6 +126,7 @@ class Broker:
         """Stop periodic work (the service closes listeners and the store)."""
         if self._reaper is not None and self._reaper.running:
             self._reaper.stop()
+        self.coordination.stop()
 
     def request_stop(self) -> None:
         """Ask the process to shut down (StopBroker)."""
@@ -393,7 +398,7 @@ class Broker:
             chosen.append(actor)
         order = {ONLINE: 0, OFFLINE: 1, GONE: 2}
         chosen.sort(key=lambda a: (order[a.state], a.name))
-        return [_with_delivery(a) for a in chosen]
+        return [self.coordination.annotate(_with_delivery(a)) for a in chosen]
 
     # --- messages (mail.py) --------------------------------------------------------------------
 
@@ -402,6 +407,8 @@ class Broker:
         """Commit a message and report what happened (see :meth:`Mail.send`); ``verified``
         is False for a sender the kernel cannot vouch for (a TCP connection); ``reply_to``
         makes it a reply (threads.py)."""
+        if target.startswith(("scope:", "group:")):  # names no single peer (names hold no ':')
+            return fail(InvalidArgument(f"{target!r} names many peers: send it with SendMany (send_message does)"))
         return self.mail.send(sender, target, body, client_key, verified, reply_to)
 
     def fetch_unread(self, actor: PeerActor, limit: int | None, claimer: Any = None) -> Deferred:
@@ -457,6 +464,7 @@ class Broker:
     def _gone(self, actor: PeerActor) -> None:
         actor.mark_gone(self.now())
         self.rate.forget(actor.id)
+        self.coordination.peer_gone(actor.id)
         if self.secret_files is not None and self.tcp_secrets.made(actor.record):
             self.secret_files.forget(actor.record)
         self._save(actor)
@@ -535,7 +543,7 @@ class Broker:
             "host": self.host,
             "started_at": iso(self.started_at),
             "uptime_seconds": round(self.now() - self.started_at, 3),
-            "peers": [{**_with_delivery(a), "rewake_pid": a.waits.waiter_pid} for a in peers],
+            "peers": [self.coordination.annotate({**_with_delivery(a), "rewake_pid": a.waits.waiter_pid}) for a in peers],
             "online": sum(1 for a in peers if a.state == ONLINE),
             "offline": sum(1 for a in peers if a.state == OFFLINE),
             "gone": sum(1 for a in peers if a.state == GONE),

@@ -25,6 +25,7 @@ from claudepeers.broker.core import Broker, Claim, Credentials, check_delivery
 from claudepeers.broker import views
 from claudepeers.broker.admission import WARN_EVERY_SECONDS, Admission
 from claudepeers.broker.approval_commands import ApprovalCommands
+from claudepeers.broker.coord_protocol import CoordResponders
 from claudepeers.broker.credentials import peer_credentials
 from claudepeers.wire.fastamp import LeanAMP
 from claudepeers.broker.peers import WOKE, PeerActor
@@ -39,7 +40,7 @@ MAX_ERROR_DESCRIPTION = 2000
 OPEN_COMMANDS = {b"Authenticate", b"Hello", b"Ping"}
 
 
-class BrokerProtocol(Admission, ApprovalCommands, ThreadResponders, LeanAMP, DashboardResponders):
+class BrokerProtocol(CoordResponders, Admission, ApprovalCommands, ThreadResponders, LeanAMP, DashboardResponders):
     """One client connection: a bridge, a hook, a watcher or the CLI.
 
     What it may cost before it is bound (token, or a first real command): admission.py.

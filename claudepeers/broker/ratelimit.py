@@ -14,14 +14,14 @@ class RateLimiter:
         self._refill_per_second = per_minute / 60.0
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def allow(self, key: str, now: float) -> bool:
-        """Take one token for ``key`` if one is left."""
+    def allow(self, key: str, now: float, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens (one per message) for ``key`` if that many are left."""
         tokens, last = self._buckets.get(key, (self._capacity, now))
         tokens = min(self._capacity, tokens + (now - last) * self._refill_per_second)
-        if tokens < 1.0:
+        if tokens < cost:
             self._buckets[key] = (tokens, now)
             return False
-        self._buckets[key] = (tokens - 1.0, now)
+        self._buckets[key] = (tokens - cost, now)
         return True
 
     def forget(self, key: str) -> None:

@@ -64,6 +64,8 @@ class SendOptions(usage.Options):
         async def body(reactor: Any, protocol: Any, settings: Any) -> int:
             from claudepeers.wire import commands as wire
 
+            if self["target"].startswith(("scope:", "group:")):
+                return await _send_many(protocol, self["target"], self["message"], self["json"])
             threading = {} if self["reply-to"] is None else {"reply_to": self["reply-to"]}
             answer = await protocol.callRemote(wire.Send, to=self["target"], body=self["message"], **threading)
             if self["json"]:
@@ -82,6 +84,20 @@ class SendOptions(usage.Options):
             return 0
 
         return run_with_broker(body, autostart=True)
+
+
+async def _send_many(protocol: Any, target: str, message: str, as_json: bool) -> int:
+    """Send to every peer of a scope or group; one line per recipient's outcome."""
+    from claudepeers.wire import commands as wire
+
+    answer = await protocol.callRemote(wire.SendMany, to=target, body=message)
+    if as_json:
+        print_json(dict(answer))
+        return 0
+    for outcome in answer["recipients"]:
+        number = f", message {outcome['message_id']}" if outcome["message_id"] is not None else ""
+        print(f"{outcome['status'].capitalize()}: {outcome['to_name']} ({outcome['to_id']}){number}: {outcome['detail']}")
+    return 0 if any(o["status"] != "refused" for o in answer["recipients"]) else EXIT_FAILED
 
 
 #: What one AMP value carries (a target), and what the wire carries for a body (wire.BigText).

@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.python import usage
 
+from claudepeers.cli.claims_guard import step as claims_guard_step
 from claudepeers.cli import agent_config, service
 from claudepeers.cli.agent_config import SERVER_NAME, ConfigError
 from claudepeers.cli.configfiles import (  # noqa: F401 - also imported from here
@@ -198,6 +199,7 @@ class InstallOptions(usage.Options):
         ("stop-guard", None, "With --hooks: unread peer mail holds the end of a turn (Stop hook)"),
         ("config-file", None, "Edit ~/.claude.json directly even when `claude` is on PATH"),
         ("tcp", None, "With --codex: Codex reaches the broker over TCP (for its macOS seatbelt sandbox)"),
+        ("claims-guard", None, "A git pre-commit hook in this repository refusing others' claimed paths"),
     ]
     optParameters = [
         ("command", None, None, "The claude-peers command to register (default: this one)"),
@@ -208,7 +210,7 @@ class InstallOptions(usage.Options):
         """No target flag means Claude Code and Codex; check the service kind."""
         if self["stop-guard"]:
             self["hooks"] = True
-        if not any(self[flag] for flag in _TARGET_FLAGS):
+        if not any(self[flag] for flag in _TARGET_FLAGS) and not self["claims-guard"]:
             self["claude"] = self["codex"] = True
         if self["service-kind"] not in (None, "systemd", "launchd"):
             raise usage.UsageError("--service-kind must be systemd or launchd")
@@ -218,6 +220,9 @@ class InstallOptions(usage.Options):
     def run(self) -> int:
         """Run the chosen steps, record them, print the channels launch line."""
         from claudepeers.common.settings import SettingError, Settings
+
+        if self["claims-guard"] and claims_guard_step("install", [self[flag] for flag in _TARGET_FLAGS]):
+            return 0
 
         try:
             settings = Settings.from_env()
@@ -260,16 +265,18 @@ class UninstallOptions(usage.Options):
     synopsis = "Usage: claude-peers uninstall [--claude] [--codex] [--service] [--allow-tools] [--skill] [--hooks]"
     longdesc = "With no target flag: everything install added."
     optFlags = [(flag, None, f"Remove what install --{flag} added") for flag in _TARGET_FLAGS]
-    optFlags += [("config-file", None, "Edit ~/.claude.json directly even when `claude` is on PATH")]
+    optFlags += [("config-file", None, "Edit ~/.claude.json directly even when `claude` is on PATH"), ("claims-guard", None, "Remove this repository's claims guard")]
 
     def postOptions(self) -> None:
         """No target flag means all of them."""
-        if not any(self[flag] for flag in _TARGET_FLAGS):
+        if not any(self[flag] for flag in _TARGET_FLAGS) and not self["claims-guard"]:
             for flag in _TARGET_FLAGS:
                 self[flag] = True
 
     def run(self) -> int:
         """Remove what the manifest records (and our server entries, which are ours by name)."""
+        if self["claims-guard"] and claims_guard_step("uninstall", [self[flag] for flag in _TARGET_FLAGS]):
+            return 0
         from claudepeers.cli.uninstall import Uninstaller
 
         paths = Paths(home_dir())

@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "deny": ("approvals", "DenyOptions", "Deny a waiting tool call (the person only, never an agent)"),
     "inbox": ("observe", "InboxOptions", "Read a peer's stored mail without acknowledging it"),
     "thread": ("threads", "ThreadOptions", "Read a thread of messages (give any message id of it)"),
+    "claims": ("coord", "ClaimsOptions", "The agents' live claims on files"),
+    "groups": ("coord", "GroupsOptions", "The agents' groups and their members"),
     "log": ("observe", "LogOptions", "Recent messages and events; -f follows new ones"),
     "manhole": ("manhole", "ManholeOptions", "Open the broker's Python shell in this terminal"),
     "install": ("install", "InstallOptions", "Register the bridge with Claude Code and Codex"),

@@ -69,5 +69,14 @@ class InternalError(PeersError):
 
 class UnknownApproval(PeersError):
     """No pending tool approval has that request id (answered, ended, or never asked)."""
+
+
 class UnknownMessage(PeersError):
     """A message id names no message of the caller's own mail (none, someone else's, expired)."""
+
+
+# --- coordination (issue 14) ------------------------------------------------------------
+
+
+class ClaimConflict(PeersError):
+    """A claim overlaps a live claim of another peer; the message names the holder and its reason."""

@@ -56,6 +56,9 @@ class Limits:
     socket_check_seconds: float = 5.0
     #: The longest wait_for_reply (a tool call that long must also fit the agent's own bound).
     max_wait_seconds: float = 600.0
+    #: The most recipients of one message to a scope or group, and the longest claim on files.
+    max_fanout: int = 100
+    max_claim_seconds: float = 24 * 3600.0
 
     #: environment name -> (field, type)
     ENV = {
@@ -81,6 +84,8 @@ class Limits:
         "CLAUDE_PEERS_MAX_UNBOUND": ("max_unbound", int),
         "CLAUDE_PEERS_SOCKET_CHECK_SECONDS": ("socket_check_seconds", float),
         "CLAUDE_PEERS_MAX_WAIT_SECONDS": ("max_wait_seconds", float),
+        "CLAUDE_PEERS_MAX_FANOUT": ("max_fanout", int),
+        "CLAUDE_PEERS_MAX_CLAIM_SECONDS": ("max_claim_seconds", float),
     }
 
     @classmethod

@@ -26,6 +26,7 @@ from claudepeers.broker.records import GONE, Message, NewMessage, PeerRecord
 from claudepeers.broker.storage import database
 from claudepeers.broker.storage.dialect import Dialect, for_pool
 from claudepeers.common import dsn as dsns
+from claudepeers.broker.storage.coord_sql import CoordQueries
 from claudepeers.broker.storage.guard_sql import GuardQueries
 from claudepeers.broker.storage.search_fts5 import Fts5Search
 from claudepeers.broker.storage.threads_sql import ThreadQueries
@@ -75,7 +76,7 @@ def open_pool(path: str) -> adbapi.ConnectionPool:
     )
 
 
-class Store(GuardQueries, ThreadQueries, Fts5Search):
+class Store(GuardQueries, ThreadQueries, Fts5Search, CoordQueries):
     """Asynchronous access to the broker's tables; every method returns a Deferred."""
 
     log = Logger()
