@@ -101,7 +101,8 @@ class Store(GuardQueries, ThreadQueries, Fts5Search, CoordQueries):
         # PostgreSQL takes any number of rows in one short statement of column arrays instead,
         # and so the acknowledgements of a batch (one round trip to the server for all of them).
         self._insert_arrays = self.dialect.insert_arrays(
-            "messages", KEYED_MESSAGE_COLUMNS, {"verified": "bigint", "sent_at": "float8"},
+            "messages", KEYED_MESSAGE_COLUMNS, {"verified": "bigint", "sent_at": "float8", "reply_to": "bigint",
+                                                 "thread_id": "bigint"},
             "ON CONFLICT DO NOTHING RETURNING id, from_id, client_key")
         self._acknowledge_arrays = (
             "UPDATE messages SET acked_at = v.at FROM unnest(%b::text[], %b::bigint[], %b::float8[]) AS v (to_id, id, at) "

@@ -8,9 +8,11 @@ CREATE TABLE search_progress (
     indexed_upto INTEGER NOT NULL
 );
 INSERT INTO search_progress (indexed_upto) VALUES (0);
+--@ sqlite
 CREATE VIRTUAL TABLE messages_search USING fts5(body, content='messages', content_rowid='id');
 CREATE TRIGGER messages_search_forget AFTER DELETE ON messages
 WHEN old.id <= (SELECT indexed_upto FROM search_progress)
 BEGIN
     INSERT INTO messages_search (messages_search, rowid, body) VALUES ('delete', old.id, old.body);
 END;
+--@ both

@@ -99,9 +99,11 @@ INSERT INTO search_progress (indexed_upto) VALUES (0);
 -- expression index instead). It holds no copy of the text (content='messages'). New mail
 -- is indexed in batches, not by a trigger on INSERT, which would cost every send several
 -- times its own work; a deleted message leaves the index at once, if it was indexed.
+--@ sqlite
 CREATE VIRTUAL TABLE messages_search USING fts5(body, content='messages', content_rowid='id');
 CREATE TRIGGER messages_search_forget AFTER DELETE ON messages
 WHEN old.id <= (SELECT indexed_upto FROM search_progress)
 BEGIN
     INSERT INTO messages_search (messages_search, rowid, body) VALUES ('delete', old.id, old.body);
 END;
+--@ both
