@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 from typing import Any, Callable, Iterable
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -23,7 +24,7 @@ from claudepeers.common import agents
 
 from claudepeers.broker import killing
 
-from claudepeers.broker import naming
+from claudepeers.broker import containers, naming
 from claudepeers.broker.credentials import TcpSecrets
 from claudepeers.broker.events import EventLog
 from claudepeers.broker.mail import Mail
@@ -154,15 +155,25 @@ class Broker:
 
     # --- identity -----------------------------------------------------------------------
 
-    def verify_session(self, creds: Credentials, agent_pid: int, agent_start: float) -> None:
+    def verify_session(self, creds: Credentials, agent_pid: int, agent_start: float) -> tuple[int, float]:
         """Check a claimed agent session against the kernel's view; IdentityRejected if not.
 
         The claim must come from the process that opened the connection: its start time,
-        read when the broker accepted it, must still be the start time of its pid.
+        read when the broker accepted it, must still be the start time of its pid. A claim
+        from another pid namespace (a container sharing the run directory) is read in that
+        namespace (containers.py). Returns the session as this broker's namespace numbers it:
+        (agent pid, agent start).
         """
         if agent_pid <= 0:
             # psutil raises ValueError for these: it would reach the caller as an internal error.
             raise InvalidArgument(f"agent_pid must be a positive process id, not {agent_pid}")
+        if creds.transport == "unix" and creds.pid is not None:
+            translated = containers.in_broker_namespace(creds.pid, agent_pid)
+            if translated is not None:
+                start = agents.process_start(translated)
+                if start is None:
+                    raise IdentityRejected(f"the claimed agent (pid {translated} out here) has ended")
+                agent_pid, agent_start = translated, start
         if agent_pid == 1 or agent_pid == os.getpid():
             raise IdentityRejected(f"pid {agent_pid} is {'init' if agent_pid == 1 else 'the broker'}, not an agent session")
         if creds.transport == "unix":
@@ -185,6 +196,7 @@ class Broker:
                 raise IdentityRejected(
                     f"pid {agent_pid} is not an ancestor of the connecting process (pid {creds.pid})"
                 )
+        return agent_pid, agent_start
 
     def session(self, agent_pid: int, agent_start: float, thread_id: str | None = None,
                 revive: bool = False) -> PeerActor | None:
@@ -214,7 +226,9 @@ class Broker:
         Fires with (actor, resumed).
         """
         self._check_claim(claim)
-        self.verify_session(creds, claim.agent_pid, claim.agent_start)
+        agent_pid, agent_start = self.verify_session(creds, claim.agent_pid, claim.agent_start)
+        if (agent_pid, agent_start) != (claim.agent_pid, claim.agent_start):
+            claim = replace(claim, agent_pid=agent_pid, agent_start=agent_start)
         now = self.now()
         actor = self._session_for(creds, claim)
         resumed = actor is not None
