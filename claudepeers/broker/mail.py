@@ -91,11 +91,11 @@ class Mail:
                 "(messages_per_minute, CLAUDE_PEERS_MESSAGES_PER_MINUTE); wait and retry"
             )
         if sender is None:
-            new = NewMessage(CLI_ID, "cli", "", "", "cli", False, recipient.id, body, now)
+            new = NewMessage(CLI_ID, "cli", "", "", "cli", False, recipient.id, body, now, self._broker.host)
         else:
             record = sender.record
             new = NewMessage(record.id, record.name, record.summary, record.cwd, record.client_type, verified,
-                             recipient.id, body, now)
+                             recipient.id, body, now, self._broker.host)
         return new, recipient
 
     def _stored_once(self, result: tuple[Message, bool], recipient: PeerActor, answered: Deferred) -> None:

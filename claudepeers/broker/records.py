@@ -61,6 +61,8 @@ class PeerRecord:
     gone_at: float | None = None
     #: The agent's thread when one agent process runs several sessions (interactive Codex).
     thread_id: str | None = None
+    #: The repository's identity across hosts ("<root commit> <remote URL>"; see gitinfo).
+    repo_id: str | None = None
 
     def to_wire(self, unread: int = 0) -> dict[str, Any]:
         """The JSON form sent to clients (times as ISO strings)."""
@@ -87,6 +89,8 @@ class Message:
     to_id: str
     body: str
     sent_at: float
+    #: The host whose broker accepted the message (None: stored before hosts existed).
+    from_host: str | None = None
     acked_at: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
@@ -96,7 +100,7 @@ class Message:
             "id": self.id, "from_id": self.from_id, "from_name": self.from_name,
             "from_summary": self.from_summary, "from_cwd": self.from_cwd, "from_client": self.from_client,
             "verified": self.verified, "to_id": self.to_id, "body": self.body,
-            "sent_at": iso(self.sent_at), "acked_at": iso(self.acked_at),
+            "sent_at": iso(self.sent_at), "acked_at": iso(self.acked_at), "from_host": self.from_host,
         }
 
 
@@ -113,6 +117,7 @@ class NewMessage:
     to_id: str
     body: str
     sent_at: float
+    from_host: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+-- Version 6: PLACEHOLDER on branch pg-hosts (no change); the coordination branches own this version.

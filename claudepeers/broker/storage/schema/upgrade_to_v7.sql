@@ -1,0 +1,1 @@
+-- Version 7: PLACEHOLDER on branch pg-hosts (no change); the coordination branches own this version.
