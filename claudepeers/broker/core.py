@@ -24,7 +24,7 @@ from claudepeers.common import agents
 
 from claudepeers.broker import killing
 
-from claudepeers.broker import containers, naming
+from claudepeers.broker import containers, naming, remotepeers
 from claudepeers.broker.credentials import TcpSecrets
 from claudepeers.broker.events import EventLog
 from claudepeers.broker.mail import Mail
@@ -43,7 +43,7 @@ from claudepeers.common.errors import (
     UnknownPeer,
 )
 
-SCOPES = ("machine", "directory", "repo")
+SCOPES = ("machine", "directory", "repo", "network")
 CLIENT_TYPES = ("claude-code", "codex", "unknown")
 #: ``none``: a hook or the CLI, which take no pushes; anything else describes a bridge's path.
 NO_PUSHES = "none"
@@ -88,6 +88,10 @@ class Broker:
         self.counters = {"sent": 0, "shown": 0, "woke": 0, "refused": 0}
         self._names: dict[str, list[PeerActor]] | None = None
         self.mail = Mail(self)
+        #: The other hosts of a shared PostgreSQL database (crosshost.Network), None alone.
+        self.network: Any = None
+        #: Kills across hosts (remotekill.RemoteKills), with a network only.
+        self.remote_kills: Any = None
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -98,6 +102,8 @@ class Broker:
         counts = yield self.store.unread_counts()
         self.events.load((yield self.store.recent_events(200)))
         for record in records:
+            if self.network is not None and record.host != self.host:
+                continue  # another host's peer: the network reads those (crosshost.py)
             if record.state == ONLINE:
                 record = PeerRecord(**{**record.__dict__, "state": OFFLINE})
             self.actors[record.id] = self._actor(record, counts.get(record.id, 0))
@@ -286,7 +292,7 @@ class Broker:
 
     def _new_id(self, creds: Credentials, claim: Claim) -> str:
         if creds.transport == "unix":
-            return naming.new_id(self.actors)
+            return naming.new_id(self.actors.keys() | (self.network.remote.keys() if self.network else set()))
         peer_id = self.tcp_secrets.peer_id(self.host, claim.agent_pid, claim.agent_start, claim.thread_id)
         if peer_id in self.actors:  # an ended peer of the same session (or a 1 in 36^8 chance)
             raise IdentityRejected(f"agent pid {claim.agent_pid}'s session already had peer {peer_id}")
@@ -310,7 +316,9 @@ class Broker:
         return naming.check_name(name, self.limits.max_name_chars)
 
     def _unique_name(self, wanted: str, exclude: str | None, strict: bool) -> str:
-        return naming.unique_name(self.actors.values(), wanted, exclude, strict, self.limits.max_name_chars)
+        # Names are unique among the live peers of the whole network (DESIGN 7).
+        actors = [*self.actors.values(), *remotepeers.live_names(self.network)]
+        return naming.unique_name(actors, wanted, exclude, strict, self.limits.max_name_chars)
 
     @inlineCallbacks
     def set_name(self, actor: PeerActor, name: str) -> Any:
@@ -344,12 +352,19 @@ class Broker:
         target = (target or "").strip()
         if not target:
             raise InvalidArgument("no peer given: pass a peer id or name (see list_peers)")
+        if "@" in target:  # name@host or id@host (DESIGN 7)
+            name, _, host = target.partition("@")
+            if host != self.host:
+                return remotepeers.resolve_remote(self, target, allow_gone)
+            target = name
         by_id = self.actors.get(target)
         by_name = self._live_by_name().get(target, ())
         if by_id is not None and by_name and by_name[0] is not by_id:
             raise AmbiguousPeer(f"{target!r} is both the id of {by_id.name} and the name of peer {by_name[0].id}; "
                                 f"candidates: {_describe([by_id, *by_name])}")
         actor = by_id or (by_name[0] if by_name else None)
+        if actor is None and self.network is not None and self.network.find(target):
+            return remotepeers.resolve_remote(self, target, allow_gone)
         if actor is None:
             # A name no live peer holds may still name a peer that has ended.
             ended = [a for a in self.actors.values() if a.state == GONE and a.name == target]
@@ -374,7 +389,7 @@ class Broker:
         """Live peers in ``scope`` as wire dicts (offline ones unless told not), never the caller."""
         if scope not in SCOPES:
             raise InvalidArgument(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
-        if scope != "machine" and caller is None:
+        if scope not in ("machine", "network") and caller is None:
             raise NotRegistered(f"scope {scope!r} needs a registered peer; use scope 'machine'")
         chosen = []
         for actor in self.actors.values():
@@ -387,7 +402,10 @@ class Broker:
             chosen.append(actor)
         order = {ONLINE: 0, OFFLINE: 1, GONE: 2}
         chosen.sort(key=lambda a: (order[a.state], a.name))
-        return [_with_delivery(a) for a in chosen]
+        listed = [_with_delivery(a) for a in chosen]
+        if self.network is not None and scope in ("network", "repo"):
+            listed += self.network.listed(scope, caller, include_offline)
+        return listed
 
     # --- messages (mail.py) --------------------------------------------------------------------
 
@@ -528,6 +546,7 @@ class Broker:
             # The database file's health and size (storage/guard.py), when a guard watches it.
             "storage": self.store.guard.status() if getattr(self.store, "guard", None) else {},
             "limits": {k: getattr(self.limits, k) for k in self.limits.__dataclass_fields__},
+            **(self.network.status() if self.network is not None else {}),
         }
 
 
