@@ -50,6 +50,51 @@ def short_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """The run's own PostgreSQL server (tests/pg_server.py), started on first use.
+
+    Where there is none the test is skipped, saying how to get one; with
+    CLAUDE_PEERS_REQUIRE_PG=1 (as in .ci/run) it fails instead, so CI cannot pass by skipping.
+    """
+    import pg_server as servers
+
+    reason = servers.unavailable()
+    if reason is not None:
+        if os.environ.get("CLAUDE_PEERS_REQUIRE_PG") == "1":
+            pytest.fail(f"CLAUDE_PEERS_REQUIRE_PG=1 but {reason}")
+        pytest.skip(reason)
+    server = servers.PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: Any) -> Iterator[str]:
+    """A DSN of a fresh, empty schema on the run's PostgreSQL server (dropped afterwards)."""
+    schema = pg_server.fresh_schema()
+    try:
+        yield pg_server.schema_dsn(schema)
+    finally:
+        pg_server.drop_schema(schema)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each engine in turn: tests using it (or ``db_target``) run on SQLite and on PostgreSQL."""
+    return request.param
+
+
+@pytest.fixture
+def db_target(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Where the test's database is: a SQLite path (not yet created) or a PostgreSQL DSN."""
+    if engine == "sqlite":
+        return str(tmp_path / "peers.db")
+    return request.getfixturevalue("pg_dsn")
+
+
 @pytest.fixture
 def world(short_dir: Path) -> Iterator[Any]:
     """A started in-process broker world (``broker_fakes.World``), closed after the test."""

@@ -1,8 +1,10 @@
 """Storage: schema creation and upgrades (database.py) and the group-committing Store.
 
 The Store runs on the real reactor (adbapi works in a thread); every check of what is
-on disk goes through a separate ``sqlite3`` connection, the way another process would see
-it. Faults (corrupt, read-only, locked, disk full) live in ``test_storage_faults.py``.
+stored goes through a separate connection, the way another process would see it. The store's
+tests and the schema's (creation, upgrades, "upgraded equals fresh") run on both engines, SQLite
+and PostgreSQL (the ``db_target`` fixture); the file's own (modes, temporary file, backup) on
+SQLite. Faults (corrupt, read-only, locked, disk full) live in ``test_storage_faults.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from twisted.internet.defer import DeferredList, gatherResults
 
 from claudepeers.broker.records import GONE, OFFLINE, ONLINE, NewMessage, PeerRecord
 from claudepeers.broker.storage import Store, StoreError, database, open_pool, prepare
+from claudepeers.broker.storage.dialect import POSTGRESQL, SQLITE
+
+from engines import create, dump_schema, is_pg, query, tables
 
 
 def new_message(to_id: str, body: str = "hello", from_id: str = "sender01", sent_at: float = 1000.0) -> NewMessage:
@@ -35,15 +40,6 @@ def peer(peer_id: str, state: str = ONLINE, gone_at: float | None = None, name: 
                       gone_at=gone_at)
 
 
-def query(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    """Run ``sql`` on a separate connection (another reader's view of the file)."""
-    connection = sqlite3.connect(path)
-    try:
-        return connection.execute(sql, params).fetchall()
-    finally:
-        connection.close()
-
-
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     """Where a test's database lives (not yet created)."""
@@ -51,10 +47,16 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
+def target(db_target: str) -> str:
+    """The test's database on each engine in turn: a SQLite path, then a PostgreSQL DSN."""
+    return db_target
+
+
+@pytest.fixture
+def store(target: str) -> Iterator[Store]:
     """A Store on a freshly prepared database, closed afterwards."""
-    prepare(db_path)
-    the_store = Store(open_pool(str(db_path)))
+    prepare(target)
+    the_store = Store(open_pool(target))
     try:
         yield the_store
     finally:
@@ -64,12 +66,11 @@ def store(db_path: Path) -> Iterator[Store]:
 # --- database: creation and upgrades -------------------------------------------------------
 
 
-def test_fresh_database_is_created_at_the_latest_version(db_path: Path) -> None:
-    """prepare() on a missing file creates it at the latest schema version with every table."""
-    assert prepare(db_path) == database.latest_version()
-    assert query(db_path, "SELECT version FROM versions") == [(database.latest_version(),)]
-    tables = {row[0] for row in query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"versions", "peers", "messages", "events", "kills"} <= tables
+def test_fresh_database_is_created_at_the_latest_version(target: str) -> None:
+    """prepare() on a missing file (an empty PostgreSQL schema) creates the latest schema version with every table."""
+    assert prepare(target) == database.latest_version()
+    assert query(target, "SELECT version FROM versions") == [(database.latest_version(),)]
+    assert {"versions", "peers", "messages", "events", "kills"} <= tables(target)
 
 
 def test_fresh_database_file_is_private(db_path: Path) -> None:
@@ -94,46 +95,52 @@ def test_creation_leaves_no_temporary_file_and_replaces_a_crashed_one(db_path: P
     assert sorted(p.name for p in db_path.parent.iterdir()) == [db_path.name]
 
 
-def test_prepare_on_a_current_database_changes_nothing_and_makes_no_backup(db_path: Path) -> None:
+def test_prepare_on_a_current_database_changes_nothing_and_makes_no_backup(target: str, tmp_path: Path) -> None:
     """A database already at the latest version is used as is: same data, no backup file."""
-    prepare(db_path)
-    connection = sqlite3.connect(db_path)
-    connection.execute("INSERT INTO events (at, kind, peer_id, detail) VALUES (1, 'register', 'p', '')")
-    connection.commit()
-    connection.close()
-    assert prepare(db_path) == database.latest_version()
-    assert query(db_path, "SELECT kind FROM events") == [("register",)]
-    assert not list(db_path.parent.glob("*.bak"))
+    prepare(target)
+    query(target, "INSERT INTO events (at, kind, peer_id, detail) VALUES (1, 'register', 'p', '')")
+    assert prepare(target) == database.latest_version()
+    assert query(target, "SELECT kind FROM events") == [("register",)]
+    assert not list(tmp_path.glob("*.bak"))
 
 
-def test_upgraded_database_equals_a_fresh_one(tmp_path: Path) -> None:
-    """A v1 database upgraded by prepare() has exactly the schema of a freshly created one."""
-    old, fresh = tmp_path / "old.db", tmp_path / "fresh.db"
-    database.create(old, 1)
-    assert query(old, "SELECT version FROM versions") == [(1,)]
-    assert prepare(old) == database.latest_version()
-    database.create(fresh)
-    assert database.dump_schema(old) == database.dump_schema(fresh)
-    assert query(old, "SELECT version FROM versions") == query(fresh, "SELECT version FROM versions")
+@pytest.fixture
+def second_target(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Another database of the same engine (a second file, a second PostgreSQL schema)."""
+    if engine == "sqlite":
+        return str(tmp_path / "fresh.db")
+    server = request.getfixturevalue("pg_server")
+    schema = server.fresh_schema()
+    request.addfinalizer(lambda: server.drop_schema(schema))
+    return server.schema_dsn(schema)
 
 
-def test_upgrade_keeps_the_data_and_leaves_a_backup_of_the_old_version(db_path: Path) -> None:
-    """Upgrading keeps every row and leaves ``<name>.v1.bak``, a usable copy of the v1 database."""
-    database.create(db_path, 1)
-    connection = sqlite3.connect(db_path)
-    connection.execute(
-        "INSERT INTO messages (from_id, from_name, from_summary, from_cwd, from_client, verified, to_id, body,"
-        " sent_at) VALUES ('a', 'a', '', '/', 'codex', 1, 'b', 'kept across upgrades', 5.0)"
-    )
-    connection.commit()
-    connection.close()
-    prepare(db_path)
-    backup = db_path.with_name(db_path.name + ".v1.bak")
-    assert backup.exists()
-    assert query(backup, "SELECT version FROM versions") == [(1,)]
-    assert query(backup, "SELECT body FROM messages") == [("kept across upgrades",)]
-    assert query(db_path, "SELECT body FROM messages") == [("kept across upgrades",)]
-    assert query(db_path, "SELECT COUNT(*) FROM kills") == [(0,)]
+@pytest.mark.parametrize("start", range(1, database.latest_version()))
+def test_upgraded_database_equals_a_fresh_one(target: str, second_target: str, start: int) -> None:
+    """A database created at any older version and upgraded by prepare() has exactly the
+    schema of a freshly created one, on each engine."""
+    create(target, start)
+    assert query(target, "SELECT version FROM versions") == [(start,)]
+    assert prepare(target) == database.latest_version()
+    create(second_target)
+    assert dump_schema(target) == dump_schema(second_target)
+    assert query(target, "SELECT version FROM versions") == query(second_target, "SELECT version FROM versions")
+
+
+def test_upgrade_keeps_the_data_and_leaves_a_backup_of_the_old_version(target: str) -> None:
+    """Upgrading keeps every row; SQLite also leaves ``<name>.v1.bak``, a usable copy of the v1
+    database (PostgreSQL's upgrade is one transaction: it commits whole or not at all)."""
+    create(target, 1)
+    query(target, "INSERT INTO messages (from_id, from_name, from_summary, from_cwd, from_client, verified, to_id, "
+                  "body, sent_at) VALUES ('a', 'a', '', '/', 'codex', 1, 'b', 'kept across upgrades', 5.0)")
+    prepare(target)
+    if not is_pg(target):
+        backup = Path(target + ".v1.bak")
+        assert backup.exists()
+        assert query(backup, "SELECT version FROM versions") == [(1,)]
+        assert query(backup, "SELECT body FROM messages") == [("kept across upgrades",)]
+    assert query(target, "SELECT body FROM messages") == [("kept across upgrades",)]
+    assert query(target, "SELECT COUNT(*) FROM kills") == [(0,)]
 
 
 def test_every_shipped_version_has_an_upgrade_script() -> None:
@@ -146,12 +153,12 @@ def test_every_shipped_version_has_an_upgrade_script() -> None:
 
 
 @pytest_twisted.inlineCallbacks
-def test_add_message_fires_only_after_commit(store: Store, db_path: Path) -> Any:
+def test_add_message_fires_only_after_commit(store: Store, target: str) -> Any:
     """When add_message fires, another connection already sees the row (committed, not pending)."""
     seen: list[Any] = []
 
     def look(message: Any) -> Any:
-        seen.append(query(db_path, "SELECT id, to_id, body FROM messages"))
+        seen.append(query(target, "SELECT id, to_id, body FROM messages"))
         return message
 
     message = yield store.add_message(new_message("bob00001", "durable")).addCallback(look)
@@ -160,7 +167,7 @@ def test_add_message_fires_only_after_commit(store: Store, db_path: Path) -> Any
 
 
 @pytest_twisted.inlineCallbacks
-def test_writes_issued_together_share_few_transactions(store: Store, db_path: Path) -> Any:
+def test_writes_issued_together_share_few_transactions(store: Store, target: str) -> Any:
     """500 add_message calls at once all fire with distinct increasing ids in far fewer than 500 commits."""
     before = store.batches
     calls = [store.add_message(new_message("bob00001", f"m{i}")) for i in range(500)]
@@ -169,12 +176,12 @@ def test_writes_issued_together_share_few_transactions(store: Store, db_path: Pa
     assert ids == sorted(ids) and len(set(ids)) == 500
     assert [m.body for m in messages] == [f"m{i}" for i in range(500)]
     assert store.batches - before <= 5
-    rows = query(db_path, "SELECT id, body FROM messages ORDER BY id")
+    rows = query(target, "SELECT id, body FROM messages ORDER BY id")
     assert rows == [(m.id, m.body) for m in messages]
 
 
 @pytest_twisted.inlineCallbacks
-def test_keyed_and_plain_messages_in_one_commit_keep_their_order_and_keys(store: Store, db_path: Path) -> Any:
+def test_keyed_and_plain_messages_in_one_commit_keep_their_order_and_keys(store: Store, target: str) -> Any:
     """Mixed in one group commit: new messages get increasing ids in call order; a key
     already stored (in an earlier commit, or earlier in the same one) returns the first
     message and stores nothing."""
@@ -194,18 +201,18 @@ def test_keyed_and_plain_messages_in_one_commit_keep_their_order_and_keys(store:
     assert (keyed_new, old_new, again_new, other_new) == (True, False, False, True)
     assert old == earlier and again == keyed
     assert plain1.id < keyed.id < other.id < plain2.id
-    rows = query(db_path, "SELECT body, client_key FROM messages ORDER BY id")
+    rows = query(target, "SELECT body, client_key FROM messages ORDER BY id")
     assert rows == [("earlier", "k-old"), ("plain 1", None), ("keyed", "k-new"),
                     ("same key, other sender", "k-new"), ("plain 2", None)]
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(store: Store, db_path: Path) -> Any:
-    """One write raising IntegrityError inside a batch fails with StoreError; its batch-mates commit."""
+def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(store: Store, target: str) -> Any:
+    """One write breaking a constraint inside a batch fails with StoreError; its batch-mates commit."""
     first = store.add_message(new_message("bob00001", "starts a batch"))  # flushes at once, alone
 
     def violate(cursor: Any) -> None:
-        raise sqlite3.IntegrityError("UNIQUE constraint failed: messages.id")
+        cursor.execute("INSERT INTO events (at, kind, peer_id, detail) VALUES (1, 'x', NULL, NULL)")
 
     batches_before = store.batches
     before = store.add_message(new_message("bob00001", "before"))
@@ -215,9 +222,9 @@ def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(store: St
     assert store.batches - batches_before == 1, "the three writes were not batched together"
     (ok0, _), (ok1, m1), (ok2, failure), (ok3, m3) = results
     assert ok0 and ok1 and ok3 and not ok2
-    assert failure.check(StoreError) and "UNIQUE constraint failed" in failure.getErrorMessage()
+    assert failure.check(StoreError) and "detail" in failure.getErrorMessage()  # the NOT NULL column
     assert (m1.body, m3.body) == ("before", "after")
-    bodies = [row[0] for row in query(db_path, "SELECT body FROM messages ORDER BY id")]
+    bodies = [row[0] for row in query(target, "SELECT body FROM messages ORDER BY id")]
     assert bodies == ["starts a batch", "before", "after"]
 
 
@@ -225,7 +232,7 @@ def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(store: St
 def test_the_store_keeps_working_after_a_failed_write(store: Store) -> Any:
     """A failed write leaves the queue running: the next write succeeds."""
     def broken(cursor: Any) -> None:
-        raise sqlite3.OperationalError("no such table: nowhere")
+        cursor.execute("SELECT * FROM nowhere")
 
     outcome = yield DeferredList([store._write(broken)], consumeErrors=True)
     assert outcome[0][1].check(StoreError)
@@ -234,16 +241,16 @@ def test_the_store_keeps_working_after_a_failed_write(store: Store) -> Any:
 
 
 @pytest_twisted.inlineCallbacks
-def test_close_commits_queued_writes_before_closing(db_path: Path) -> Any:
+def test_close_commits_queued_writes_before_closing(target: str) -> Any:
     """close() called while writes are queued waits for them to commit; none is lost."""
-    prepare(db_path)
-    store = Store(open_pool(str(db_path)))
+    prepare(target)
+    store = Store(open_pool(target))
     fired: list[Any] = []
     for i in range(50):
         store.add_message(new_message("bob00001", f"q{i}")).addBoth(fired.append)
     yield store.close()
     assert len(fired) == 50 and all(m.body == f"q{i}" for i, m in enumerate(fired))
-    assert query(db_path, "SELECT COUNT(*) FROM messages") == [(50,)]
+    assert query(target, "SELECT COUNT(*) FROM messages") == [(50,)]
 
 
 # --- the store: inbox semantics -------------------------------------------------------------
@@ -412,36 +419,38 @@ def test_purge_drops_events_older_than_the_cutoff(store: Store) -> Any:
 
 
 def test_placeholders_are_translated_in_one_place() -> None:
-    """A non-qmark pool gets ``%s`` placeholders from Store._sql (DESIGN 7: portable SQL)."""
-    store = Store(pool=None, paramstyle="pyformat")  # type: ignore[arg-type]
-    assert store._sql("SELECT 1 FROM t WHERE a = ? AND b = ?") == "SELECT 1 FROM t WHERE a = %s AND b = %s"
+    """A PostgreSQL pool gets ``%s`` placeholders (and ``%%`` for a literal ``%``) from
+    Store._sql; a SQLite one keeps ``?`` (DESIGN 7: portable SQL)."""
+    store = Store(pool=None, dialect=POSTGRESQL)  # type: ignore[arg-type]
+    assert store._sql("SELECT 1 FROM t WHERE a = ? AND b LIKE 'x%'") == "SELECT 1 FROM t WHERE a = %s AND b LIKE 'x%%'"
     assert Store(pool=None)._sql("a = ?") == "a = ?"  # type: ignore[arg-type]
+    assert Store(pool=None).dialect is SQLITE  # type: ignore[arg-type]
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_write_after_close_fails_at_once_instead_of_hanging(db_path: Path) -> Any:
+def test_a_write_after_close_fails_at_once_instead_of_hanging(target: str) -> Any:
     """Once closed, the store refuses writes and reads with StoreError (the broker answers BrokerUnavailable)."""
     from twisted.internet import reactor
 
-    prepare(db_path)
-    store = Store(open_pool(str(db_path)))
+    prepare(target)
+    store = Store(open_pool(target))
     yield store.close()
     write = store.add_message(new_message("alice001", "too late")).addTimeout(5, reactor)
     read = store.unread("alice001").addTimeout(5, reactor)
     outcome = yield DeferredList([write, read], consumeErrors=True)
     assert [f.check(StoreError) for _, f in outcome] == [StoreError, StoreError], outcome
-    assert query(db_path, "SELECT COUNT(*) FROM messages") == [(0,)]
+    assert query(target, "SELECT COUNT(*) FROM messages") == [(0,)]
 
 
 @pytest_twisted.inlineCallbacks
-def test_closing_twice_is_harmless(db_path: Path) -> Any:
+def test_closing_twice_is_harmless(target: str) -> Any:
     """A second close(), during or after the first, fires once the store is closed and raises nothing."""
     from twisted.internet import reactor
 
-    prepare(db_path)
-    store = Store(open_pool(str(db_path)))
+    prepare(target)
+    store = Store(open_pool(target))
     store.add_message(new_message("alice001", "queued"))
     first, second = store.close(), store.close()
     yield DeferredList([first.addTimeout(5, reactor), second.addTimeout(5, reactor)], fireOnOneErrback=True)
     yield store.close().addTimeout(5, reactor)
-    assert query(db_path, "SELECT body FROM messages") == [("queued",)]
+    assert query(target, "SELECT body FROM messages") == [("queued",)]

@@ -27,6 +27,7 @@ from twisted.python.lockfile import FilesystemLock
 
 from claudepeers import __version__
 from claudepeers.broker.ratelimit import WarningThrottle
+from claudepeers.common import dsn as dsns
 from claudepeers.common.settings import SettingError, Settings, check_socket_path
 
 
@@ -54,7 +55,8 @@ class Options(usage.Options):
 
     optParameters = [
         ["socket", "s", None, "UNIX socket path (CLAUDE_PEERS_SOCKET; default ~/.claude/run/claude-peers.sock)"],
-        ["db", "d", None, "SQLite database path (CLAUDE_PEERS_DB; default ~/.claude-peers.db)"],
+        ["db", "d", None, "SQLite database path, or a PostgreSQL URL/DSN (CLAUDE_PEERS_DB; default "
+                          "~/.claude-peers.db; a password belongs in ~/.pgpass or CLAUDE_PEERS_DB, not here)"],
         ["tcp", None, None, "also listen on 127.0.0.1:PORT with a token (CLAUDE_PEERS_TCP=1 uses CLAUDE_PEERS_PORT)"],
         ["manhole", None, None, "serve a Python shell on this UNIX socket path (CLAUDE_PEERS_MANHOLE)"],
     ]
@@ -71,8 +73,11 @@ class Options(usage.Options):
             changes["socket_path"] = Path(self["socket"]).absolute()
             if not os.environ.get("CLAUDE_PEERS_TOKEN_FILE"):
                 changes["token_path"] = changes["socket_path"].parent / "claude-peers.token"
-        if self["db"]:
+        if self["db"] and dsns.is_postgres(self["db"]):
+            changes["db_dsn"] = self["db"]
+        elif self["db"]:
             changes["db_path"] = Path(self["db"]).absolute()
+            changes["db_dsn"] = None
         if self["tcp"]:
             try:
                 changes["tcp_port"] = int(self["tcp"])
@@ -206,6 +211,8 @@ class BrokerService(service.Service):
         self.ready.addErrback(lambda failure: self._fail(f"could not start: {failure.getErrorMessage()}"))
 
     def _fail(self, why: str) -> None:
+        if self.settings.db_dsn is not None:
+            why = dsns.scrub(why, self.settings.db_dsn)
         self.failed = why
         self.log.critical("claude-peers broker cannot start: {why}", why=why)
         print(f"claude-peers: {why}", file=sys.stderr)
@@ -238,9 +245,11 @@ class BrokerService(service.Service):
         except OSError as exc:
             raise StartupError(f"cannot create the run directory {settings.run_dir}: {exc.strerror}") from None
         self._lock(settings.socket_path, "socket")
-        self._lock(settings.db_path, "database")
+        if settings.db_dsn is None:
+            # One broker per file; brokers sharing a PostgreSQL database are hosts of one network.
+            self._lock(settings.db_path, "database")
         try:
-            prepare(settings.db_path, self.storage_problems)
+            prepare(settings.database, self.storage_problems)
         except DatabaseError as exc:
             raise StartupError(str(exc)) from None
         if os.path.lexists(settings.socket_path):
@@ -264,12 +273,13 @@ class BrokerService(service.Service):
         from claudepeers.broker.storage import Guard, Store, open_pool
 
         settings = self.settings
-        self.store = Store(open_pool(str(settings.db_path)))
-        self.guard = Guard(self.store, settings.db_path, settings.limits, self._reactor, self.storage_problems)
+        self.store = Store(open_pool(settings.database))
+        db_file = settings.db_path if settings.db_dsn is None else None
+        self.guard = Guard(self.store, db_file, settings.limits, self._reactor, self.storage_problems)
         yield self.guard.start()
         info = {
             "socket": str(settings.socket_path),
-            "database": str(settings.db_path),
+            "database": settings.database_display,
             "tcp": f"127.0.0.1:{settings.tcp_port}" if settings.tcp_enabled else None,
             "manhole": str(settings.manhole_path) if settings.manhole_path else None,
         }

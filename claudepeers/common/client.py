@@ -105,8 +105,19 @@ def broker_answers(settings: Settings, timeout: float = 0.5) -> bool:
 def broker_command(settings: Settings) -> list[str]:
     """The command line that runs a broker in the foreground for these settings."""
     command = [sys.executable, "-m", "claudepeers", "broker", "--socket", str(settings.socket_path)]
-    command += ["--db", str(settings.db_path)]
+    if settings.db_dsn is None:
+        # A PostgreSQL DSN reaches the broker through its environment (broker_env), never
+        # its command line: other users can read a command line, password and all.
+        command += ["--db", str(settings.db_path)]
     return command
+
+
+def broker_env(settings: Settings) -> dict[str, str]:
+    """The environment a started broker gets: ours, with the database of ``settings``."""
+    env = dict(os.environ)
+    if settings.db_dsn is not None:
+        env["CLAUDE_PEERS_DB"] = settings.db_dsn
+    return env
 
 
 def ensure_broker(settings: Settings, wait: float = 8.0) -> bool:
@@ -143,7 +154,7 @@ def ensure_broker(settings: Settings, wait: float = 8.0) -> bool:
                 stderr=log_file,
                 start_new_session=True,
                 close_fds=True,
-                env={**os.environ, "CLAUDE_PEERS_LOG": str(log_path)},
+                env={**broker_env(settings), "CLAUDE_PEERS_LOG": str(log_path)},
             )
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
 
+from claudepeers.common import dsn as dsns
+
 
 class SettingError(ValueError):
     """A setting has a value we cannot use; the message names the setting."""
@@ -101,6 +103,8 @@ class Settings:
     """Where things live and which switches are on; see DESIGN 5 for the names."""
 
     socket_path: Path
+    #: The SQLite file (with CLAUDE_PEERS_DB a PostgreSQL DSN: the default path, beside which
+    #: the TCP key is kept, and no database file is used).
     db_path: Path
     token_path: Path
     tcp_enabled: bool = False
@@ -111,6 +115,18 @@ class Settings:
     manhole_path: Path | None = None
     log_path: Path | None = None
     limits: Limits = field(default_factory=Limits)
+    #: A PostgreSQL URL or DSN from CLAUDE_PEERS_DB (DESIGN 7); None: the SQLite file db_path.
+    db_dsn: str | None = None
+
+    @property
+    def database(self) -> str:
+        """What the broker opens: the PostgreSQL DSN, or the SQLite path."""
+        return self.db_dsn if self.db_dsn is not None else str(self.db_path)
+
+    @property
+    def database_display(self) -> str:
+        """The database as it may be shown in logs and status: a DSN's password masked."""
+        return dsns.display(self.db_dsn) if self.db_dsn is not None else str(self.db_path)
 
     @property
     def run_dir(self) -> Path:
@@ -143,9 +159,12 @@ class Settings:
         url = env.get("CLAUDE_PEERS_URL") or None
         if url is not None:
             parse_url(url)
+        db = env.get("CLAUDE_PEERS_DB") or None
+        db_dsn = db if dsns.is_postgres(db) else None
         return cls(
             socket_path=socket_path,
-            db_path=Path(env.get("CLAUDE_PEERS_DB") or home / ".claude-peers.db"),
+            db_path=Path(db) if db and db_dsn is None else home / ".claude-peers.db",
+            db_dsn=db_dsn,
             token_path=Path(
                 env.get("CLAUDE_PEERS_TOKEN_FILE") or socket_path.parent / "claude-peers.token"
             ),

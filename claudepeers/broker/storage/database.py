@@ -21,6 +21,8 @@ from typing import Iterator
 from twisted.logger import Logger
 
 from claudepeers.broker.storage import walcheck
+from claudepeers.broker.storage.dialect import SQLITE
+from claudepeers.common import dsn as dsns
 
 log = Logger()
 
@@ -30,6 +32,7 @@ class DatabaseError(Exception):
 
 
 def _schema_text(name: str) -> str:
+    """A schema file as shipped (both engines' parts; see dialect.py)."""
     return resources.files("claudepeers.broker.storage").joinpath("schema", name).read_text("utf-8")
 
 
@@ -100,7 +103,7 @@ def create(path: Path, version: int | None = None) -> None:
     with private_files():
         connection = sqlite3.connect(temporary)
     try:
-        connection.executescript(_schema_text(f"v{version}.sql"))
+        connection.executescript(SQLITE.script(_schema_text(f"v{version}.sql"), f"v{version}.sql"))
         connection.execute("INSERT INTO versions (version) VALUES (?)", (version,))
         connection.commit()
     finally:
@@ -128,20 +131,26 @@ def upgrade(path: Path, connection: sqlite3.Connection, target: int) -> int:
         shutil.copy2(path, backup)
     os.chmod(backup, 0o600)
     for version in range(current + 1, target + 1):
-        script = _schema_text(f"upgrade_to_v{version}.sql")
+        script = SQLITE.script(_schema_text(f"upgrade_to_v{version}.sql"), f"upgrade_to_v{version}.sql")
         # executescript commits first; wrap each upgrade in its own transaction.
         connection.executescript(f"BEGIN;\n{script}\nUPDATE versions SET version = {version};\nCOMMIT;")
     return target
 
 
-def prepare(path: Path, problems: list[str] | None = None) -> int:
+def prepare(path: Path | str, problems: list[str] | None = None) -> int:
     """Make ``path`` a usable database at the latest version; return that version.
+
+    ``path`` may be a PostgreSQL URL or DSN instead (see pgdatabase.prepare).
 
     Raises DatabaseError with a clear message for a read-only, locked, corrupt or too-new
     file; it never overwrites or deletes an existing database. Files beside it that others
     could read are made 0600; a write-ahead log whose recovery will discard committed
     transactions is copied aside and reported (logged, and appended to ``problems``).
     """
+    if dsns.is_postgres(path):
+        from claudepeers.broker.storage import pgdatabase
+
+        return pgdatabase.prepare(str(path), problems)
     path = Path(path)
     target = latest_version()
     for line in secure_modes(path):

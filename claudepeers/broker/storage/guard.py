@@ -10,6 +10,12 @@
   Read mail is purged oldest first when the database nears its bound; unread mail never.
 - The failures: a failing write (a full disk) is one clear log line per episode and one
   when writes succeed again, not a traceback per write.
+
+On PostgreSQL (``path`` None) there is no file of ours: the identity checks and the rescue
+are skipped, and so is the database bound (the server's disk is its own; deleted rows do not
+shrink ``pg_database_size`` until VACUUM, so a bound on it could never be met again by
+purging). The per-peer quotas and the failure episodes work alike on both engines; status
+shows the database's size with no bound (see dialect.py).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from claudepeers.broker.storage.dialect import SQLITE
+
 #: Per message, what a row costs beyond its body (ids, names, cwd, index entries): an estimate
 #: that keeps the bound honest between two measurements of the file.
 ROW_OVERHEAD = 200
@@ -36,17 +44,19 @@ class Guard:
 
     log = Logger()
 
-    def __init__(self, store: Any, path: Path, limits: Any, clock: Any, problems: list[str] | None = None) -> None:
+    def __init__(self, store: Any, path: Path | None, limits: Any, clock: Any, problems: list[str] | None = None) -> None:
         self._store = store
-        self._path = Path(path)
+        #: The database file, or None for a server (PostgreSQL): no file checks, no bound.
+        self._path = Path(path) if path is not None else None
         self._limits = limits
         self._clock = clock
         #: Found at start (a damaged WAL, a failed integrity check): shown until a restart.
         self.problems: list[str] = list(problems or [])
         #: Why every write is refused (the file is gone or replaced), or None.
         self.refusal: str | None = None
-        info = os.stat(self._path)
-        self._identity = (info.st_dev, info.st_ino)
+        if self._path is not None:
+            info = os.stat(self._path)
+            self._identity = (info.st_dev, info.st_ino)
         self.unread_to: defaultdict[str, int] = defaultdict(int)
         self.unread_from: defaultdict[str, int] = defaultdict(int)
         self.used_bytes = 0
@@ -105,7 +115,7 @@ class Guard:
 
     def check_file(self) -> str | None:
         """Compare the path's device and inode with the file opened at start; the refusal."""
-        if self.refusal is not None:
+        if self.refusal is not None or self._path is None:
             return self.refusal
         try:
             info = os.stat(self._path)
@@ -162,9 +172,7 @@ class Guard:
 
     def write_failed(self, failure: Failure) -> bool:
         """A write failed: log its cause once per episode; True when it needs no other log line."""
-        import sqlite3
-
-        if not failure.check(sqlite3.Error):
+        if not failure.check(*getattr(self._store, "dialect", SQLITE).errors):
             return False
         cause = failure.getErrorMessage()
         episode = self._episode
@@ -193,7 +201,7 @@ class Guard:
             return (f"{sender_id} has {sent} bytes of mail not yet read by its recipients; the limit is "
                     f"{limits.max_sender_unread_bytes} (max_sender_unread_bytes, CLAUDE_PEERS_MAX_SENDER_UNREAD_BYTES)")
         used = self.used_bytes + self._added
-        if used + size + ROW_OVERHEAD > limits.max_db_bytes:
+        if self._path is not None and used + size + ROW_OVERHEAD > limits.max_db_bytes:
             self._purge()
             return (f"the database holds about {used} bytes; the limit is {limits.max_db_bytes} "
                     "(max_db_bytes, CLAUDE_PEERS_MAX_DB_BYTES); read mail is purged to make room, "
@@ -205,7 +213,7 @@ class Guard:
         self.unread_to[to_id] += size
         self.unread_from[from_id] += size
         self._added += size + ROW_OVERHEAD
-        if self.used_bytes + self._added > self._high_water:
+        if self._path is not None and self.used_bytes + self._added > self._high_water:
             self._purge()  # make room before sends have to be refused, not only on the timer
 
     def acked(self, to_id: str, rows: list[tuple[int, str, int]]) -> None:
@@ -221,7 +229,7 @@ class Guard:
     def _measure(self) -> Deferred:
         def measured(used: int) -> None:
             self.used_bytes, self._added = used, 0
-            if used > self._high_water:
+            if self._path is not None and used > self._high_water:
                 self._purge()
 
         return self._store.used_bytes().addCallback(measured)
@@ -263,6 +271,6 @@ class Guard:
             "problems": list(self.problems),
             "writes_failing": sorted(self._episode["causes"]) if self._episode else [],
             "used_bytes": self.used_bytes + self._added,
-            "max_db_bytes": self._limits.max_db_bytes,
+            "max_db_bytes": self._limits.max_db_bytes if self._path is not None else None,
             "purged_for_bound": self.purged_for_bound,
         }

@@ -1,6 +1,7 @@
 """The SQL the store's guard (guard.py) needs: unread bytes, the size in use, purging read
 mail oldest first, a rescue copy. A mixin of :class:`~claudepeers.broker.storage.store.Store`
-(it uses the store's ``_read``, ``_write``, ``_pool`` and ``_sql``)."""
+(it uses the store's ``_read``, ``_write``, ``_pool``, ``_sql`` and ``dialect``). The backup and
+the WAL truncation are SQLite's; the guard asks for them only for a database file."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class GuardQueries:
     _read: Callable[..., Deferred]
     _write: Callable[[Callable[[Any], Any]], Deferred]
     _sql: Callable[[str], str]
+    dialect: Any
 
     def unread_bytes(self) -> Deferred:
         """({to_id: bytes}, {from_id: bytes}) of unread message bodies."""
@@ -28,18 +30,17 @@ class GuardQueries:
     def _txn_unread_bytes(self, cursor: Any) -> tuple[dict[str, int], dict[str, int]]:
         sums: list[dict[str, int]] = []
         for column in ("to_id", "from_id"):
-            cursor.execute(f"SELECT {column}, SUM(length(CAST(body AS BLOB))) FROM messages "
+            cursor.execute(f"SELECT {column}, SUM({self.dialect.octets('body')}) FROM messages "
                            f"WHERE acked_at IS NULL GROUP BY {column}")
             sums.append({row[0]: int(row[1]) for row in cursor.fetchall()})
         return sums[0], sums[1]
 
     def used_bytes(self) -> Deferred:
-        """Bytes of the database in use (its pages less the free ones)."""
+        """Bytes of the database in use (SQLite: its pages less the free ones; see Dialect.used_bytes)."""
         return self._pool.runInteraction(self._txn_used_bytes)
 
     def _txn_used_bytes(self, cursor: Any) -> int:
-        values = [cursor.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "freelist_count", "page_size")]
-        return (values[0] - values[1]) * values[2]
+        return self.dialect.used_bytes(cursor)
 
     def purge_read(self, wanted: int) -> Deferred:
         """Delete read messages, oldest first, until about ``wanted`` body bytes are freed.
@@ -49,7 +50,7 @@ class GuardQueries:
         return self._write(lambda cursor: self._txn_purge_read(cursor, wanted))
 
     def _txn_purge_read(self, cursor: Any, wanted: int) -> tuple[int, int]:
-        cursor.execute(self._sql("SELECT id, length(CAST(body AS BLOB)) + ? FROM messages "
+        cursor.execute(self._sql(f"SELECT id, {self.dialect.octets('body')} + ? FROM messages "
                                  "WHERE acked_at IS NOT NULL ORDER BY id"), (_ROW_OVERHEAD,))
         freed = count = last = 0
         while freed < wanted and (row := cursor.fetchone()) is not None:

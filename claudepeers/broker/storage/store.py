@@ -7,12 +7,12 @@ fsync-free WAL commit per batch rather than per message; no write's Deferred fir
 before its transaction has committed.
 
 SQL is written with ``?`` placeholders and translated in one place (:meth:`Store._sql`)
-so a PostgreSQL pool can use the same statements (DESIGN 7).
+so a PostgreSQL pool runs the same statements (DESIGN 7); what differs between the engines
+is asked of the pool's :mod:`dialect <.dialect>`.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import astuple, fields
 from operator import attrgetter
 from typing import Any, Callable, Iterable, Sequence
@@ -24,6 +24,8 @@ from twisted.python.failure import Failure
 
 from claudepeers.broker.records import GONE, Message, NewMessage, PeerRecord
 from claudepeers.broker.storage import database
+from claudepeers.broker.storage.dialect import Dialect, for_pool
+from claudepeers.common import dsn as dsns
 from claudepeers.broker.storage.guard_sql import GuardQueries
 
 PEER_COLUMNS = [f.name for f in fields(PeerRecord)]
@@ -54,7 +56,12 @@ def reported_error(text: str) -> StoreError:
 
 
 def open_pool(path: str, paramstyle: str = "qmark") -> adbapi.ConnectionPool:
-    """One sqlite3 connection (SQLite wants a single writer), configured for WAL."""
+    """The store's pool for ``path``: one sqlite3 connection (SQLite wants a single writer),
+    configured for WAL; for a PostgreSQL DSN, psycopg's (:mod:`.pgpool`)."""
+    if dsns.is_postgres(path):
+        from claudepeers.broker.storage import pgpool
+
+        return pgpool.open_pool(path)
     return adbapi.ConnectionPool(
         "sqlite3",
         path,
@@ -71,9 +78,10 @@ class Store(GuardQueries):
 
     log = Logger()
 
-    def __init__(self, pool: adbapi.ConnectionPool, paramstyle: str = "qmark") -> None:
+    def __init__(self, pool: adbapi.ConnectionPool, dialect: Dialect | None = None) -> None:
         self._pool = pool
-        self._paramstyle = paramstyle
+        #: The engine's words where SQL differs; found from the pool unless given.
+        self.dialect = dialect or for_pool(pool)
         # Multi-row INSERT ... RETURNING, one statement per power-of-two run of rows: few
         # distinct statements, so they all stay in sqlite3's statement cache. A row whose
         # (from_id, client_key) exists is skipped (ON CONFLICT DO NOTHING) and looked up.
@@ -89,7 +97,7 @@ class Store(GuardQueries):
         self._acknowledge = {
             size: self._sql(
                 "UPDATE messages SET acked_at = ? WHERE to_id = ? AND acked_at IS NULL "
-                f"AND id IN ({', '.join('?' * size)}) RETURNING id, from_id, length(CAST(body AS BLOB))"
+                f"AND id IN ({', '.join('?' * size)}) RETURNING id, from_id, {self.dialect.octets('body')}"
             )
             for size in _ACK_SIZES
         }
@@ -110,9 +118,7 @@ class Store(GuardQueries):
 
     def _sql(self, statement: str) -> str:
         """Translate ``?`` placeholders to the pool's parameter style (one place only)."""
-        if self._paramstyle == "qmark":
-            return statement
-        return statement.replace("?", "%s")
+        return self.dialect.sql(statement)
 
     def _read(self, fn: Callable[..., Any], *args: Any) -> Deferred:
         if self._closed:
@@ -187,7 +193,7 @@ class Store(GuardQueries):
         reported = self.guard is not None and self.guard.write_failed(failure)
         if len(batch) == 1:
             self._next()
-            batch[0][1].errback(_as_store_error(failure, reported))
+            batch[0][1].errback(self._as_store_error(failure, reported))
             return
         if not reported:
             self.log.warn("group commit of {n} writes failed ({err}); retrying one by one",
@@ -200,7 +206,7 @@ class Store(GuardQueries):
                 return
             fn, done = remaining.pop(0)
             d = self._pool.runInteraction(lambda cursor: fn(cursor))
-            d.addCallbacks(done.callback, lambda f: done.errback(_as_store_error(f, reported)))
+            d.addCallbacks(done.callback, lambda f: done.errback(self._as_store_error(f, reported)))
             d.addBoth(one_by_one)
 
         one_by_one()
@@ -209,6 +215,9 @@ class Store(GuardQueries):
         self._flushing = False
         if self._pending:
             self._flush(checked)
+
+    def _as_store_error(self, failure: Failure, reported: bool = False) -> Failure:
+        return as_store_error(failure, self.dialect, reported, getattr(self._pool, "dsn", None))
 
     def close(self) -> Deferred:
         """Wait for queued writes to commit, then close the pool; later reads and writes fail.
@@ -493,8 +502,11 @@ def _message(row: Sequence[Any]) -> Message:
     return Message(*values)
 
 
-def _as_store_error(failure: Failure, reported: bool = False) -> Failure:
-    if failure.check(sqlite3.Error):
-        text = f"database error: {failure.getErrorMessage()}"
+def as_store_error(failure: Failure, dialect: Dialect, reported: bool = False, dsn: str | None = None) -> Failure:
+    """A driver's error as a StoreError (with any password of ``dsn`` masked); others unchanged."""
+    if failure.check(*dialect.errors):
+        text = f"database error: {failure.getErrorMessage() or failure.type.__name__}"
+        if dsn:
+            text = dsns.scrub(text, dsn)
         return Failure(reported_error(text) if reported else StoreError(text))
     return failure
