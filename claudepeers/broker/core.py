@@ -495,13 +495,25 @@ class Broker:
         record = actor.record
         if caller is actor:
             raise KillRefused("you cannot kill your own session")
+        if record.host != self.host and self.remote_kills is not None:
+            # Carried out (and audited) by the target's own broker, never here (DESIGN 7).
+            return (yield self.remote_kills.request(caller_id, actor))
+        if record.thread_id is not None:
+            return (yield self.kill_here(actor, caller_id))  # refused there, as every thread kill
+        if creds.pid is not None and record.host == self.host and self._processes.is_ancestor(record.agent_pid, creds.pid):
+            raise KillRefused(f"{actor.name} is the agent session you are calling from")
+        return (yield self.kill_here(actor, caller_id))
+
+    @inlineCallbacks
+    def kill_here(self, actor: PeerActor, caller_id: str) -> Any:
+        """Kill a peer of this host for ``caller_id`` (``id@host`` for a caller of another host)
+        after the local checks (pid + start time + agent); fires with (outcome, peer_id, detail)."""
+        record = actor.record
         if record.thread_id is not None:
             raise KillRefused(f"{actor.name} is one thread of a Codex app-server that runs every interactive "
                               "Codex session of its user; killing it would end them all")
         if record.host != self.host:
             raise KillRefused(f"{actor.name} runs on {record.host}, not on this host")
-        if creds.pid is not None and self._processes.is_ancestor(record.agent_pid, creds.pid):
-            raise KillRefused(f"{actor.name} is the agent session you are calling from")
         try:
             proc = killing.check_agent(record.agent_pid, record.agent_start, record.client_type)
         except killing.NotTheAgent as exc:

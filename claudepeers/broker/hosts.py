@@ -23,6 +23,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, Callable, Mapping
 
 from twisted.internet import threads
@@ -121,6 +122,7 @@ class HostRegistration:
         self._timer: Any = None
         self._failures = 0
         self._stopping = False
+        self._installed = False
         self.started_at: float | None = None
         #: The latest view of every host (this one included), by name.
         self.hosts: dict[str, HostInfo] = {}
@@ -170,6 +172,9 @@ class HostRegistration:
                 f"another broker already runs as host {self.host!r} of this database ({holder}); "
                 "give each broker its own CLAUDE_PEERS_HOST"
             )
+        if not self._installed:
+            self._thd_install(conn)
+            self._installed = True
         started = conn.execute(f"SELECT {_NOW}").fetchone()[0]
         self.started_at = self.started_at or float(started)
         conn.execute(
@@ -216,9 +221,19 @@ class HostRegistration:
         return self._thd_hosts(self._conn)
 
     def _thd_notify(self, channel_name: str, payload: str) -> None:
+        self._thd_call(lambda conn: conn.execute("SELECT pg_notify(%s, %s)", (channel_name, payload)))
+
+    def _thd_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._conn is None or self._conn.closed:
             raise ConnectionError("not connected to the database")
-        self._conn.execute("SELECT pg_notify(%s, %s)", (channel_name, payload))
+        return fn(self._conn, *args)
+
+    def _thd_install(self, conn: Any) -> None:
+        """The notifications' triggers (network.sql), installed by one broker at a time."""
+        script = resources.files("claudepeers.broker.storage").joinpath("schema", "network.sql").read_text("utf-8")
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 1)", (LOCK_CLASS,))
+            conn.execute(script)
 
     def _thd_close(self) -> None:
         conn, self._conn = self._conn, None
@@ -265,6 +280,11 @@ class HostRegistration:
         if self._failures == 1 or delay >= MAX_BACKOFF_SECONDS:
             self.log.warn("host {host}: {state}", host=self.host, state=self.state)
         self._schedule(delay)
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        """``fn(connection, *args)`` on this host's connection and thread (autocommit: ``fn``
+        opens a transaction where it needs one); fails while the database is away."""
+        return self._run(self._thd_call, fn, *args)
 
     def notify(self, channel_name: str, payload: str) -> Deferred:
         """``pg_notify`` on this host's connection (its own transaction, delivered at once)."""

@@ -1,0 +1,64 @@
+"""A broker on a PostgreSQL database joins the network of hosts that share it (DESIGN 7).
+
+The service calls :func:`join` after making the Broker and before starting it (the broker
+then loads only its own host's peers), and :func:`Joined.start` once the broker has
+started; :func:`Joined.stop` before the store closes. Alone on SQLite nothing here runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+from twisted.internet.defer import inlineCallbacks
+
+from claudepeers import __version__
+from claudepeers.broker.crosshost import Network
+from claudepeers.broker.hosts import HostRegistration
+from claudepeers.broker.notices import Listener
+from claudepeers.broker.remotekill import RemoteKills
+
+
+def connector(dsn: str) -> Callable[..., Any]:
+    """How the host's own connections are made: autocommit, libpq's options as the store's."""
+
+    def connect(_dsn: str, application_name: str) -> Any:
+        from claudepeers.broker.storage import pgdatabase
+
+        return pgdatabase.connect(dsn, autocommit=True, application_name=application_name)
+
+    return connect
+
+
+@dataclass
+class Joined:
+    """This host's registration and its view of the network."""
+
+    registration: HostRegistration
+    network: Network
+
+    def start(self) -> Any:
+        """Read the other hosts' peers and listen (after the broker has started)."""
+        return self.network.start()
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        """Stop listening and beating; closing the lock's connection releases the host name."""
+        yield self.network.stop()
+        yield self.registration.stop()
+
+
+@inlineCallbacks
+def join(broker: Any, dsn: str, reactor: Any, address: str, on_lost_host: Callable[[str], Any]) -> Any:
+    """Take the host's lock (HostTaken naming the holder if another broker has it) and attach
+    the network to ``broker``; fires with a :class:`Joined`."""
+    connect = connector(dsn)
+    registration = HostRegistration(dsn, broker.host, __version__, reactor, address=address, connect=connect,
+                                    on_lost_host=on_lost_host)
+    yield registration.start()
+    listener = partial(Listener, dsn, reactor=reactor, connect=connect, name=f"claude-peers {broker.host} listener")
+    network = Network(broker, registration, listener)
+    broker.network = network
+    broker.remote_kills = RemoteKills(broker, registration)
+    return Joined(registration, network)

@@ -1,0 +1,69 @@
+"""Several hosts sharing one PostgreSQL database: brokers as separate processes, each its own
+host (a distinct CLAUDE_PEERS_HOST on loopback), real bridges under each (DESIGN 7)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+
+from bridge_support import asyncio_test, open_bridge, ready
+from conftest import BrokerProcess
+from hosts_support import Hosts, hosts, wait_until  # noqa: F401 - the fixture
+
+pytest.importorskip("psycopg")
+
+
+async def my_id(bridge: Any) -> str:
+    return (await bridge.text("whoami")).split("ID: ")[1].split("\n")[0]
+
+
+def test_a_second_broker_with_the_same_host_name_is_refused_naming_the_holder(hosts: Hosts) -> None:
+    """The advisory lock per host name: the second broker exits 1 and names the first's address."""
+    first = hosts.start("alpha")
+    second = BrokerProcess(hosts.base / "alpha-2", hosts.env("alpha", home_name="alpha-2"))
+    with pytest.raises(RuntimeError, match="exited with status 1"):
+        second.start()
+    log = second.log_text()
+    assert "another broker already runs as host 'alpha'" in log, log
+    assert f"pid {first.broker.process.pid} on " in log
+    assert hosts.hosts["alpha"].status()["hosts"][0]["host"] == "alpha"
+
+
+@asyncio_test
+async def test_peers_of_two_hosts_list_and_message_each_other(hosts: Hosts) -> None:
+    """list_peers(network) shows the other host's peer, machine does not; a send by id and by
+    name@host is shown once on the other host and the sender hears "shown"."""
+    alpha, beta = hosts.start("alpha"), hosts.start("beta")
+    a = alpha.agent("ann", channels=True)
+    b = beta.agent("bob", channels=True)
+    async with AsyncExitStack() as stack:
+        ca = await stack.enter_async_context(open_bridge(a, registered=False))
+        cb = await stack.enter_async_context(open_bridge(b, registered=False))
+        await ready(ca, cb)
+        a_id, b_id = await my_id(ca), await my_id(cb)
+
+        def sees(bridge_text: str, peer_id: str) -> bool:
+            return f"ID: {peer_id}" in bridge_text
+
+        network = await ca.text("list_peers", {"scope": "network"})
+        if not sees(network, b_id):  # beta's peer row reaches alpha by notification
+            wait_until(lambda: b_id in alpha.cli("peers", "--json").stdout, what="alpha to see bob")
+            network = await ca.text("list_peers", {"scope": "network"})
+        assert sees(network, b_id)
+        assert not sees(await ca.text("list_peers", {"scope": "machine"}), b_id)
+        sent = await ca.text("send_message", {"to_id": "bob@beta", "message": "hello from alpha"})
+        assert " shown to bob " in sent, sent
+        [note] = await cb.channel.wait_for(1)
+        assert note.content == "hello from alpha" and note.meta["from_id"] == a_id
+        back = await cb.text("send_message", {"to_id": a_id, "message": "hello back"})
+        assert " shown to ann " in back, back
+        [reply] = await ca.channel.wait_for(1)
+        assert reply.content == "hello back"
+        for n in range(5):
+            await ca.text("send_message", {"to_id": b_id, "message": f"m{n}"})
+        items = await cb.channel.wait_for(6)
+        assert [item.content for item in items] == ["hello from alpha", *(f"m{n}" for n in range(5))]
+        status = alpha.status()
+        assert [(h["host"], h["reachable"]) for h in status["hosts"]] == [("alpha", True), ("beta", True)]
