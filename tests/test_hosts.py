@@ -4,6 +4,7 @@ host (a distinct CLAUDE_PEERS_HOST on loopback), real bridges under each (DESIGN
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+import signal
 from typing import Any
 
 import pytest
@@ -49,7 +50,7 @@ async def test_peers_of_two_hosts_list_and_message_each_other(hosts: Hosts) -> N
 
         network = await ca.text("list_peers", {"scope": "network"})
         if not sees(network, b_id):  # beta's peer row reaches alpha by notification
-            wait_until(lambda: b_id in alpha.cli("peers", "--json").stdout, what="alpha to see bob")
+            wait_until(lambda: b_id in alpha.cli("peers", "--network", "--json").stdout, what="alpha to see bob")
             network = await ca.text("list_peers", {"scope": "network"})
         assert sees(network, b_id)
         assert not sees(await ca.text("list_peers", {"scope": "machine"}), b_id)
@@ -67,3 +68,46 @@ async def test_peers_of_two_hosts_list_and_message_each_other(hosts: Hosts) -> N
         assert [item.content for item in items] == ["hello from alpha", *(f"m{n}" for n in range(5))]
         status = alpha.status()
         assert [(h["host"], h["reachable"]) for h in status["hosts"]] == [("alpha", True), ("beta", True)]
+
+
+@asyncio_test
+async def test_kill_across_hosts_is_carried_out_and_audited_by_the_targets_broker(hosts: Hosts, pg_server: Any) -> None:
+    """kill_peer("bob@beta") from alpha: beta's broker checks and kills its own peer, audits it
+    with the caller as id@alpha, and the outcome comes back to the caller."""
+    alpha, beta = hosts.start("alpha"), hosts.start("beta")
+    a = alpha.agent("ann", channels=True)
+    b = beta.agent("bob", "codex")
+    async with open_bridge(a) as ca:
+        async with open_bridge(b, "codex-mcp-client") as cb:
+            a_id, b_id = await my_id(ca), await my_id(cb)
+            wait_until(lambda: b_id in alpha.cli("peers", "--network", "--json").stdout, what="alpha to see bob")
+            killed = await ca.text("kill_peer", {"peer_id": "bob@beta"})
+            assert "on host beta" in killed, killed
+            b.process.wait(10)
+    database = hosts.dsn.split("dbname=")[1].split()[0]
+    [audit] = pg_server.execute("SELECT by_id, target_id, outcome FROM kills", database)
+    assert audit[0] == f"{a_id}@alpha" and audit[1] == b_id and audit[2] in ("terminated", "killed")
+    [request] = pg_server.execute("SELECT by_host, target_host, outcome FROM kill_requests", database)
+    assert request == ("alpha", "beta", audit[2])
+
+
+@asyncio_test
+async def test_a_host_whose_broker_died_is_unreachable_and_so_are_its_peers(hosts: Hosts) -> None:
+    """kill -9 of beta's broker: alpha shows beta and bob unreachable (not gone), and a send to
+    bob is queued honestly; beta's restarted broker delivers it once."""
+    alpha, beta = hosts.start("alpha"), hosts.start("beta")
+    a = alpha.agent("ann")
+    b = beta.agent("bob", channels=True)
+    async with open_bridge(a) as ca, open_bridge(b) as cb:
+        b_id = await my_id(cb)
+        wait_until(lambda: b_id in alpha.cli("peers", "--network", "--json").stdout, what="alpha to see bob")
+        beta.broker.stop(signal.SIGKILL)
+        wait_until(lambda: not {h["host"]: h for h in alpha.status()["hosts"]}["beta"]["reachable"], timeout=30,
+                   what="alpha to call beta unreachable")
+        listing = await ca.text("list_peers", {"scope": "network"})
+        assert f"ID: {b_id}" in listing and "unreachable" in listing, listing
+        queued = await ca.text("send_message", {"to_id": "bob@beta", "message": "while you were away"})
+        assert " queued for bob " in queued and "unreachable" in queued, queued
+        beta.broker.start()
+        [note] = await cb.channel.wait_for(1, timeout=30)
+        assert note.content == "while you were away"
