@@ -28,6 +28,7 @@ from claudepeers.broker import hosts as hostnames
 from claudepeers.broker.peers import QUEUED, SHOWN
 from claudepeers.broker.records import GONE, Message, PeerRecord
 from claudepeers.broker.remotepeers import RemotePeer
+from claudepeers.broker.storage.store import MESSAGE_COLUMNS
 
 if TYPE_CHECKING:
     from claudepeers.broker.core import Broker
@@ -66,6 +67,8 @@ class Network:
         self._reading: dict[str, list[int] | None] = {}
         self._reload_running = False
         self._reload_again = False
+        self._outbox: list[tuple[str, str]] = []
+        self._telling = False
         self._beats = 0
 
     # --- start and stop --------------------------------------------------------------------
@@ -229,8 +232,13 @@ class Network:
                 self._reading[peer_id] = [min(pending[0], low), max(pending[1], high)]
             return
         self._reading[peer_id] = None
-        limit = None if high is None else max(1, high - low + 1)
-        d = self._broker.store.unread(peer_id, limit, max(0, low - 1))
+        if high is None:  # everything (after a reconnect): through the store
+            d = self._broker.store.unread(peer_id)
+        else:
+            # A notified range was committed by another host: read it on this host's own
+            # connection at once, not behind this broker's queued writes (the store's reads
+            # wait for those, and would add a commit's time to every cross-host message).
+            d = self.registration.run(_thd_range, peer_id, low, high)
         d.addCallback(self._hand, actor)
         d.addErrback(self._read_failed, peer_id)
         d.addBoth(self._read_done, peer_id)
@@ -274,9 +282,22 @@ class Network:
             self._tell(host, message.id, status, detail)
 
     def _tell(self, host: str, message_id: int, status: str, detail: str) -> None:
+        """Queue an outcome for its sender's host; what queues while one batch of them is
+        being notified goes in the next (one commit per batch, not per message)."""
         text = " ".join(detail.split())[:500]
-        d = self.registration.notify(hostnames.channel(host), f"outcome {message_id} {status} {text}")
-        d.addErrback(lambda _: None)  # the sender's broker reads the row at its deadline
+        self._outbox.append((hostnames.channel(host), f"outcome {message_id} {status} {text}"))
+        if not self._telling:
+            self._tell_batch()
+
+    def _tell_batch(self) -> None:
+        batch, self._outbox = self._outbox, []
+        if not batch:
+            self._telling = False
+            return
+        self._telling = True
+        d = self.registration.notify(batch)
+        d.addErrback(lambda _: None)  # the senders' brokers read the rows at their deadlines
+        d.addBoth(lambda _: self._tell_batch())
 
     # --- mail from our peers to other hosts -------------------------------------------------
 
@@ -340,3 +361,13 @@ class _Wait:
     peer: RemotePeer
     timer: Any
     from_id: str
+
+
+_RANGE = (f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages "
+          "WHERE to_id = %s AND id BETWEEN %s AND %s AND acked_at IS NULL ORDER BY id")
+
+
+def _thd_range(conn: Any, peer_id: str, low: int, high: int) -> list[Message]:
+    """The unacknowledged messages of ``peer_id`` with ids ``low``..``high`` (one statement)."""
+    rows = conn.execute(_RANGE, (peer_id, low, high)).fetchall()
+    return [Message(**{**dict(zip(MESSAGE_COLUMNS, row)), "verified": bool(row[6])}) for row in rows]

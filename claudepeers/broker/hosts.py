@@ -164,6 +164,9 @@ class HostRegistration:
 
     def _thd_take(self) -> dict[str, HostInfo]:
         conn = self._conn = self._connect(self._dsn, application_name=f"claude-peers {self.host}"[:63])
+        # Heartbeats and notifications need no flush to disk before the commit returns (a lost
+        # one is covered: by the next beat, by the reader's deadline); kill requests ask for it.
+        conn.execute("SET synchronous_commit = off")
         row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_key(self.host)).fetchone()
         if not row[0]:
             holder = self._thd_holder(conn)
@@ -220,8 +223,12 @@ class HostRegistration:
         self._conn.execute(f"UPDATE brokers SET heartbeat_at = {_NOW} WHERE host = %s", (self.host,))
         return self._thd_hosts(self._conn)
 
-    def _thd_notify(self, channel_name: str, payload: str) -> None:
-        self._thd_call(lambda conn: conn.execute("SELECT pg_notify(%s, %s)", (channel_name, payload)))
+    def _thd_notify(self, notices: list[tuple[str, str]]) -> None:
+        # One statement and one commit for the lot: a commit that notifies waits for its WAL
+        # flush, and one per message would cap a host at a few hundred outcomes a second.
+        self._thd_call(lambda conn: conn.execute(
+            "SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) AS t(c, p)",
+            ([c for c, _ in notices], [p for _, p in notices])))
 
     def _thd_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._conn is None or self._conn.closed:
@@ -286,9 +293,10 @@ class HostRegistration:
         opens a transaction where it needs one); fails while the database is away."""
         return self._run(self._thd_call, fn, *args)
 
-    def notify(self, channel_name: str, payload: str) -> Deferred:
-        """``pg_notify`` on this host's connection (its own transaction, delivered at once)."""
-        return self._run(self._thd_notify, channel_name, payload)
+    def notify(self, notices: list[tuple[str, str]]) -> Deferred:
+        """``pg_notify`` each (channel, payload) on this host's connection, in one transaction
+        (delivered at its commit)."""
+        return self._run(self._thd_notify, notices)
 
     def reachable(self, host: str) -> bool:
         """Whether ``host``'s heartbeat is fresh (this host: whether we reach the database)."""

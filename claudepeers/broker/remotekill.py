@@ -71,6 +71,7 @@ class RemoteKills:
 
     def _thd_request(self, conn: Any, request_id: str, by_id: str, host: str, target_id: str) -> None:
         with conn.transaction():
+            conn.execute("SET LOCAL synchronous_commit = on")
             conn.execute(
                 f"INSERT INTO kill_requests (id, at, by_host, by_id, target_host, target_id) VALUES (%s, {_NOW}, %s, %s, %s, %s)",
                 (request_id, self._broker.host, by_id, host, target_id),
@@ -158,6 +159,7 @@ class RemoteKills:
 
     def _thd_done(self, conn: Any, request_id: str, by_host: str, outcome: str, detail: str) -> None:
         with conn.transaction():
+            conn.execute("SET LOCAL synchronous_commit = on")
             conn.execute(f"UPDATE kill_requests SET outcome = %s, detail = %s, done_at = {_NOW} WHERE id = %s",
                          (outcome, detail, request_id))
             conn.execute("SELECT pg_notify(%s, %s)", (hostnames.channel(by_host), f"kill done {request_id}"))
