@@ -1,6 +1,12 @@
 """Broker benchmark: many simulated peers on the real UNIX socket, through the real wire.
 
     .venv/bin/python bench/broker_bench.py [--quick] [--workers N] [--peers N] ...
+    .venv/bin/python bench/broker_bench.py --postgres [--skip-idle]   # the store on PostgreSQL
+
+With ``--postgres`` the broker's database is PostgreSQL (``CLAUDE_PEERS_DB``): a server of the
+bench's own, started from the system's binaries (tests/pg_server.py) in a temporary directory
+with fsync and synchronous_commit on (a commit is on disk before it is answered, as with
+SQLite), a fresh database per broker; or ``--db-dsn DSN`` for a server that already runs.
 
 It starts a real broker subprocess (``python -m claudepeers.broker.main``) in a short
 temporary directory and measures, through AMP on the broker's UNIX socket:
@@ -412,6 +418,12 @@ class Bench:
         self.workers: list[subprocess.Popen] = []
         self.agent_pids: list[int] = []
         self.runs = 0
+        self.pg: Any = None
+        if args.postgres and not args.db_dsn:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from pg_server import PostgresServer
+
+            self.pg = PostgresServer(durable=True).start()
 
     # --- processes -----------------------------------------------------------------------
 
@@ -433,10 +445,14 @@ class Bench:
             CLAUDE_PEERS_UNBOUND_SECONDS="600",
         )
         socket_path = run / "run" / "cp.sock"
+        database = ["--db", str(run / "peers.db")]
+        if self.args.db_dsn:
+            env["CLAUDE_PEERS_DB"], database = self.args.db_dsn, []
+        elif self.pg is not None:
+            env["CLAUDE_PEERS_DB"], database = self.pg.dsn(self.pg.fresh_database()), []
         log = open(run / "broker.log", "ab")
         self.broker = subprocess.Popen(
-            [sys.executable, "-m", "claudepeers.broker.main", "--socket", str(socket_path),
-             "--db", str(run / "peers.db")],
+            [sys.executable, "-m", "claudepeers.broker.main", "--socket", str(socket_path), *database],
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(run),
         )
         log.close()
@@ -522,6 +538,8 @@ class Bench:
             self.stop_workers()
         finally:
             self.stop_broker()
+            if self.pg is not None:
+                self.pg.close()
             shutil.rmtree(self.base, ignore_errors=True)
 
     # --- phases --------------------------------------------------------------------------
@@ -629,6 +647,10 @@ def main_bench(args: argparse.Namespace) -> int:
               f"{os.cpu_count()} cores, Python {sys.version.split()[0]})")
         print(f"load average before the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
               "(other work on the machine competes for the same 2 cores)")
+        engine = "PostgreSQL" if args.postgres or args.db_dsn else "SQLite"
+        if bench.pg is not None:
+            engine += f" (the bench's own server, {bench.pg.bin.parent.name}, fsync on, synchronous_commit on)"
+        print(f"database: {engine}")
         print(f"temp dir {bench.base}; {args.workers} load-generator processes, {args.peers} peers, "
               f"windows {', '.join(map(str, args.windows))} sends in flight per peer, body {len(BODY)} bytes")
 
@@ -665,6 +687,11 @@ def main_bench(args: argparse.Namespace) -> int:
         ok &= integ2["lost"] == 0 and integ2["duplicated"] == 0
         bench.stop_workers()
         bench.stop_broker()
+        if args.skip_idle:
+            print()
+            print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            print("integrity:", "OK" if ok else "FAILED")
+            return 0 if ok else 1
 
         # --- 3: a fresh broker with 1,000 connected idle peers ---
         proc = bench.start_broker()
@@ -712,6 +739,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--idle-workers", type=int, default=4)
     parser.add_argument("--idle-duration", type=float, default=None)
     parser.add_argument("--settle", type=float, default=3.0)
+    parser.add_argument("--postgres", action="store_true",
+                        help="the broker's database on PostgreSQL (a server of the bench's own, fsync on)")
+    parser.add_argument("--db-dsn", default=None, help="the broker's database: this PostgreSQL DSN (a server that runs)")
+    parser.add_argument("--skip-idle", action="store_true", help="leave out phase 3 (1,000 idle peers)")
     # internal: run as a load generator
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--socket", help=argparse.SUPPRESS)

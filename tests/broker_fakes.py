@@ -95,10 +95,12 @@ class FakeBridge:
 
 
 class World:
-    """A broker over a real SQLite store, with a Clock and a fake process table."""
+    """A broker over a real store (a SQLite file in ``base``, or the PostgreSQL ``database``
+    DSN), with a Clock and a fake process table."""
 
-    def __init__(self, base: Path, limits: Limits | None = None, reactor: Any = None) -> None:
-        self.db_path = base / "peers.db"
+    def __init__(self, base: Path, limits: Limits | None = None, reactor: Any = None,
+                 database: str | None = None) -> None:
+        self.db_path: Path | str = database if database is not None else base / "peers.db"
         prepare(self.db_path)
         self.store = Store(open_pool(str(self.db_path)))
         self.clock = Clock()

@@ -84,8 +84,9 @@ class PostgresServer:
         self._initdb()
 
     def _run(self, *command: str) -> None:
+        # In the server's own directory: the postgres user may not enter the caller's (root's) one.
         result = subprocess.run([*self._prefix, *command], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                env={**os.environ, "LC_ALL": "C"})
+                                env={**os.environ, "LC_ALL": "C"}, cwd=self.base)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr or result.stdout}")
 

@@ -1,7 +1,9 @@
 """Model-based test of the broker through its real wire (hypothesis stateful testing).
 
 What runs for real: :class:`BrokerProtocol` (the AMP responders), :class:`Broker`, the peer
-actors, the :class:`Store` with its SQL and group commit, over a real SQLite file. Clients
+actors, the :class:`Store` with its SQL and group commit, over a real SQLite file, and again
+over a real PostgreSQL database (a fresh schema per example on the run's own server; fewer,
+shorter examples in the quick suite, a long run in the slow one). Clients
 are real ``amp.AMP`` protocols joined to the broker by ``twisted.test.iosim`` (no sockets,
 no reactor): every call is answered by ``pump.flush()``.
 
@@ -59,19 +61,34 @@ from claudepeers.common.settings import Limits
 from claudepeers.broker.storage import Store, database, prepare
 
 from broker_fakes import FakeProcesses
+from engines import is_pg
 
 UID = 4242
 #: Examples and steps of the default run; the slow suite's soak of the model uses more.
 EXAMPLES = int(os.environ.get("CP_MODEL_EXAMPLES", "40"))
 STEPS = int(os.environ.get("CP_MODEL_STEPS", "40"))
+#: The same on PostgreSQL: a round trip to the server per statement makes each step dearer.
+PG_EXAMPLES = int(os.environ.get("CP_MODEL_PG_EXAMPLES", "4"))
+PG_STEPS = int(os.environ.get("CP_MODEL_PG_STEPS", "25"))
 
 
 class SyncPool:
-    """An ``adbapi.ConnectionPool`` stand-in: each interaction runs at once on one connection."""
+    """An ``adbapi.ConnectionPool`` stand-in: each interaction runs at once on one connection
+    (sqlite3 for a path, psycopg for a PostgreSQL DSN, set up as the real pools set theirs)."""
 
-    def __init__(self, path: Path) -> None:
-        self.connection = sqlite3.connect(str(path))
-        database.configure(self.connection)
+    def __init__(self, target: Path | str) -> None:
+        if is_pg(target):
+            import psycopg
+
+            from claudepeers.broker.storage import pgpool
+
+            self.connection = psycopg.connect(str(target))
+            pgpool.configure(self.connection)
+            self.dbapiName = "psycopg"  # the Store picks its dialect by this, as from adbapi's pool
+        else:
+            self.connection = sqlite3.connect(str(target))
+            database.configure(self.connection)
+            self.dbapiName = "sqlite3"
         self.interactions = 0
 
     def runInteraction(self, fn: Any, *args: Any, **kwargs: Any) -> Deferred:
@@ -98,8 +115,8 @@ class QueuedPool(SyncPool):
     hypothesis), so a read can be issued while writes are still queued or committing.
     """
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, target: Path | str) -> None:
+        super().__init__(target)
         self.queue: list[tuple[Any, tuple, dict, Deferred]] = []
 
     def runInteraction(self, fn: Any, *args: Any, **kwargs: Any) -> Deferred:
@@ -196,7 +213,7 @@ class BrokerModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.base = Path(tempfile.mkdtemp(prefix="cp-model-", dir="/tmp"))
-        self.db_path = self.base / "peers.db"
+        self.db_path: Path | str = self._make_database()
         prepare(self.db_path)
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
@@ -218,6 +235,13 @@ class BrokerModel(RuleBasedStateMachine):
         self._start_broker()
 
     # --- plumbing ----------------------------------------------------------------------------
+
+    def _make_database(self) -> Path | str:
+        """Where this example's database is (SQLite: a file in the example's directory)."""
+        return self.base / "peers.db"
+
+    def _drop_database(self) -> None:
+        """Forget the example's database (the file goes with the directory)."""
 
     def _start_broker(self) -> None:
         self.pool = QueuedPool(self.db_path)
@@ -506,6 +530,7 @@ class BrokerModel(RuleBasedStateMachine):
         self.broker.stop()
         if self.pool is not None:
             self.pool.close()
+        self._drop_database()
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -524,3 +549,35 @@ def test_broker_model_long_run() -> None:
         max_examples=500, stateful_step_count=80, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     ))
+
+
+class PostgresBrokerModel(BrokerModel):
+    """The same model with the Store on PostgreSQL: a fresh schema of the run's server per example."""
+
+    server: Any = None  # set by the tests below from the pg_server fixture
+
+    def _make_database(self) -> str:
+        self.schema = self.server.fresh_schema()
+        return self.server.schema_dsn(self.schema)
+
+    def _drop_database(self) -> None:
+        self.server.drop_schema(self.schema)
+
+
+def _run_on_postgresql(server: Any, examples: int, steps: int) -> None:
+    PostgresBrokerModel.server = server
+    run_state_machine_as_test(PostgresBrokerModel, settings=settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    ))
+
+
+def test_broker_model_on_postgresql(pg_server: Any) -> None:
+    """The model with the Store on PostgreSQL, shortened for the quick suite (CP_MODEL_PG_*)."""
+    _run_on_postgresql(pg_server, PG_EXAMPLES, PG_STEPS)
+
+
+@pytest.mark.slow
+def test_broker_model_long_run_on_postgresql(pg_server: Any) -> None:
+    """The model on PostgreSQL, 100 sequences of up to 60 steps (slow suite)."""
+    _run_on_postgresql(pg_server, 100, 60)

@@ -300,6 +300,21 @@ def test_acknowledge_twice_returns_nothing_the_second_time(store: Store) -> Any:
 
 
 @pytest_twisted.inlineCallbacks
+def test_acknowledgements_in_one_commit_mark_each_id_for_its_first_asker(store: Store) -> Any:
+    """Acknowledgements batched together (one statement on PostgreSQL) answer as one by one would:
+    an id asked for twice is marked, at its time, for the first asker only; another peer's id not at all."""
+    m1, m2, m3 = yield gatherResults([store.add_message(new_message("alice001", f"a{i}")) for i in range(3)])
+    store.add_message(new_message("bob00001", "starts a batch"))  # flushes at once: the rest queue together
+    batches = store.batches
+    first = store.acknowledge("alice001", [m1.id, m2.id], when=5.0)
+    second = store.acknowledge("alice001", [m2.id, m3.id], when=6.0)
+    stranger = store.acknowledge("bob00001", [m3.id], when=7.0)
+    assert (yield gatherResults([first, second, stranger])) == [[m1.id, m2.id], [m3.id], []]
+    assert store.batches - batches == 1
+    assert [(m.id, m.acked_at) for m in (yield store.inbox("alice001", 10))] == [(m1.id, 5.0), (m2.id, 5.0), (m3.id, 6.0)]
+
+
+@pytest_twisted.inlineCallbacks
 def test_acknowledge_handles_more_ids_than_one_sql_statement_takes(store: Store) -> Any:
     """1,200 ids in one acknowledgement are all marked (the store splits the IN list)."""
     stored = yield gatherResults([store.add_message(new_message("alice001", str(i))) for i in range(1200)])

@@ -1,7 +1,9 @@
 """A bound on disk (issue 11, item 8): the database's size bound and per-peer quotas.
 
-In-process with small settings (a World broker over a real SQLite store and a Clock); the
-real-process runs on a small tmpfs are in test_storage_disk.py.
+In-process with small settings (a World broker over a real store and a Clock); the
+real-process runs on a small tmpfs are in test_storage_disk.py. The quotas are tested on both
+engines; the database bound only on SQLite (on PostgreSQL the server's disk is its own and
+the bound is not enforced: see storage/dialect.py).
 """
 
 from __future__ import annotations
@@ -17,24 +19,25 @@ from claudepeers.broker.storage import Guard
 from claudepeers.wire.commands import LimitExceeded
 
 from broker_fakes import FakeBridge, World
+from engines import is_pg
 
 GENEROUS = dict(messages_per_minute=10**9, max_unread=10**9)
 
 
-def guarded_world(short_dir: Path, **limits: Any) -> World:
-    """A World whose store has a started Guard (its timer on the World's Clock)."""
-    world = World(short_dir, Limits(**{**GENEROUS, **limits}))
-    world.guard = Guard(world.store, world.db_path, world.limits, world.clock)
+def guarded_world(short_dir: Path, target: str | None = None, **limits: Any) -> World:
+    """A World (on ``target``: default a SQLite file in ``short_dir``) whose store has a
+    started Guard (its timer on the World's Clock)."""
+    database = target if target is not None and is_pg(target) else None
+    world = World(short_dir, Limits(**{**GENEROUS, **limits}), database=database)
+    world.guard = Guard(world.store, None if database else world.db_path, world.limits, world.clock)
     return world
 
 
-@pytest.fixture
-def make_world(short_dir: Path) -> Iterator[Any]:
-    """Build a guarded World with given limits; closed afterwards."""
+def _worlds(short_dir: Path, target: str | None) -> Iterator[Any]:
     worlds: list[World] = []
 
     def make(**limits: Any) -> World:
-        world = guarded_world(short_dir, **limits)
+        world = guarded_world(short_dir, target, **limits)
         worlds.append(world)
         return world
 
@@ -42,6 +45,18 @@ def make_world(short_dir: Path) -> Iterator[Any]:
     for world in worlds:
         world.guard.stop()
         pytest_twisted.blockon(world.close())
+
+
+@pytest.fixture
+def make_world(short_dir: Path, db_target: str) -> Iterator[Any]:
+    """Build a guarded World with given limits on each engine in turn; closed afterwards."""
+    yield from _worlds(short_dir, db_target)
+
+
+@pytest.fixture
+def make_sqlite_world(short_dir: Path) -> Iterator[Any]:
+    """Build a guarded World on a SQLite file (the database bound is measured from its pages)."""
+    yield from _worlds(short_dir, None)
 
 
 @pytest_twisted.inlineCallbacks
@@ -109,15 +124,15 @@ def test_sender_quota_counts_unread_mail_across_recipients(make_world: Any) -> N
 
 
 @pytest_twisted.inlineCallbacks
-def test_quotas_survive_a_restart(short_dir: Path) -> None:
+def test_quotas_survive_a_restart(short_dir: Path, db_target: str) -> None:
     """The unread byte counts are read back from the database at start."""
-    world = guarded_world(short_dir, max_unread_bytes=10_000)
+    world = guarded_world(short_dir, db_target, max_unread_bytes=10_000)
     alice, carol = yield peers(world, "push", "none")
     for _ in range(3):
         yield attempt(world, alice, carol, "z" * 3000)
     world.guard.stop()
     yield world.close()
-    again = guarded_world(short_dir, max_unread_bytes=10_000)
+    again = guarded_world(short_dir, db_target, max_unread_bytes=10_000)
     try:
         yield again.broker.start()
         yield again.guard.start()
@@ -128,11 +143,11 @@ def test_quotas_survive_a_restart(short_dir: Path) -> None:
 
 
 @pytest_twisted.inlineCallbacks
-def test_database_bound_purges_read_mail_oldest_first_and_never_unread(make_world: Any) -> None:
+def test_database_bound_purges_read_mail_oldest_first_and_never_unread(make_sqlite_world: Any) -> None:
     """With a 600 kB bound: 200 read 20 kB messages (4 MB) all go through, read mail being purged
     oldest first; then unread mail fills the bound and is refused, naming max_db_bytes, and
     none of the unread mail is ever purged."""
-    world = make_world(max_db_bytes=600_000)
+    world = make_sqlite_world(max_db_bytes=600_000)
     alice, bob, carol = yield peers(world, "push", "push", "none")
     refusals = 0
     for number in range(200):
@@ -161,6 +176,23 @@ def test_database_bound_purges_read_mail_oldest_first_and_never_unread(make_worl
     assert len((yield world.store.unread(carol.id))) == stored > 10
     used = yield world.store.used_bytes()
     assert used <= 600_000 + 25_000, used
+
+
+@pytest_twisted.inlineCallbacks
+def test_on_postgresql_the_database_bound_is_not_enforced_and_status_says_so(pg_dsn: str, short_dir: Path) -> Any:
+    """On PostgreSQL max_db_bytes refuses nothing (deleted rows do not shrink the database until
+    VACUUM, so purging could never meet it): status shows the size and no bound."""
+    world = guarded_world(short_dir, pg_dsn, max_db_bytes=10_000)
+    try:
+        alice, carol = yield peers(world, "push", "none")
+        for _ in range(5):
+            assert isinstance((yield attempt(world, alice, carol, "p" * 5000)), dict)
+        yield world.guard.tick()
+        status = world.guard.status()
+        assert status["max_db_bytes"] is None and status["used_bytes"] > 10_000 and status["ok"]
+    finally:
+        world.guard.stop()
+        yield world.close()
 
 
 def test_status_text_shows_storage_problems() -> None:

@@ -310,6 +310,8 @@ class Broker:
                              ("git_common_dir", claim.git_common_dir), ("branch", claim.branch), ("tty", claim.tty)):
             if value is not None and len(value) > 4096:
                 raise LimitExceeded(f"{label} is longer than 4096 characters")
+            if value is not None and "\x00" in value:
+                raise InvalidArgument(f"{label} contains a NUL character (U+0000)")
 
     def check_name(self, name: str) -> str:
         """A valid name or InvalidArgument / LimitExceeded naming the rule."""
@@ -333,6 +335,8 @@ class Broker:
 
     def set_summary(self, actor: PeerActor, summary: str) -> Deferred:
         """Set what the peer works on (bounded by max_summary_bytes)."""
+        if "\x00" in summary:
+            raise InvalidArgument("the summary contains a NUL character (U+0000)")
         size = len(summary.encode("utf-8"))
         limit = self.limits.max_summary_bytes
         if size > limit:

@@ -61,6 +61,9 @@ class Mail:
             raise InvalidArgument("client_key must be 1 to 64 printable characters")
         if not isinstance(body, str) or not body.strip():
             raise InvalidArgument("the message is empty")
+        if "\x00" in body:
+            # PostgreSQL's text cannot hold it (and no agent means it): refused alike on both engines.
+            raise InvalidArgument("the message contains a NUL character (U+0000)")
         size = len(body.encode("utf-8"))
         limit = self._broker.limits.max_body_bytes
         if size > limit:

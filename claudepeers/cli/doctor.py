@@ -78,6 +78,12 @@ def check_files(settings: Any, home: Path) -> list[Finding]:
     token = check_private(settings.token_path, "token", 0o600)
     if token:
         findings.append(token)
+    if getattr(settings, "db_dsn", None) is not None:
+        # A server's database: no file of ours to check (the broker's status says whether it reaches it).
+        findings.append(Finding("info", "database", f"PostgreSQL: {settings.database_display}"))
+        findings += check_agent_configs(home)
+        findings += check_codex_reach(settings, home)
+        return [f for f in findings if f is not None]
     db = check_private(settings.db_path, "database", 0o600)
     if db and db.level == "problem" and "mode" in db.text:
         # Readable by others is a leak, not a failure: the broker still works.

@@ -256,7 +256,16 @@ class Installer:
 
     def service(self, kind: str, settings: Any) -> None:
         """Write the broker's service file with real paths and say how to load it."""
-        rendered = service.render(kind, self.paths.home, self.command, settings.socket_path, settings.db_path)
+        database: Any = settings.db_path
+        if getattr(settings, "db_dsn", None) is not None:
+            from claudepeers.common import dsn as dsns
+
+            # The service file is readable by others: never a password in it (libpq reads ~/.pgpass).
+            database = dsns.without_password(settings.db_dsn)
+            if database != settings.db_dsn:
+                self.say("  CLAUDE_PEERS_DB carries a password: it is left out of the service file; "
+                         "put it in ~/.pgpass (mode 0600), where libpq finds it")
+        rendered = service.render(kind, self.paths.home, self.command, settings.socket_path, database)
         write_text(rendered.path, rendered.text, new_mode=0o644)
         if rendered.log is not None:
             rendered.log.parent.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,20 @@ def display(dsn: str) -> str:
     return _KV_SECRET.sub(lambda m: m.group(1) + MASK, dsn)
 
 
+def without_password(dsn: str) -> str:
+    """``dsn`` with its passwords left out (for a file others may read: libpq then takes the
+    password from ~/.pgpass or PGPASSWORD)."""
+    if _URL.match(dsn):
+        head, _, rest = dsn.partition("://")
+        netloc, slash, tail = rest.partition("/")
+        if "@" in netloc:
+            userinfo, _, hostpart = netloc.rpartition("@")
+            netloc = userinfo.split(":", 1)[0] + "@" + hostpart
+        tail = re.sub(r"(?i)([?&])(?:ssl)?password=[^&#]*&?", r"\1", tail).replace("?&", "?").rstrip("?&")
+        return f"{head}://{netloc}{slash}{tail}"
+    return re.sub(r"\s+", " ", _KV_SECRET.sub("", dsn)).strip()
+
+
 def _mask_url_by_hand(dsn: str) -> str:
     # An unparsable URL (a broken IPv6 bracket): mask everything between :// and the last @.
     head, _, rest = dsn.partition("://")

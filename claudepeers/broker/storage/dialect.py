@@ -136,6 +136,20 @@ class Dialect:
         """A schema file's text for this engine."""
         return translate(text, name) if self.postgresql else sqlite_script(text, name)
 
+    def insert_arrays(self, table: str, columns: list[str], types: dict[str, str], suffix: str) -> str | None:
+        """PostgreSQL: an INSERT of any number of rows from one array per column (``types``
+        names the non-text ones), in array order; None for SQLite (multi-row VALUES instead).
+
+        A long multi-row VALUES statement costs psycopg a parse of its text in Python on every
+        execution (it caches only short queries); ten arrays keep it short and prepared.
+        """
+        if not self.postgresql:
+            return None
+        arrays = ", ".join(f"%s::{types.get(column, 'text')}[]" for column in columns)
+        names = ", ".join(columns)
+        return (f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) WITH ORDINALITY "
+                f"AS row ({names}, position) ORDER BY position {suffix}")
+
     def used_bytes(self, cursor: Any) -> int:
         """Bytes the database holds: SQLite's pages less its free ones; PostgreSQL's database size."""
         if self.postgresql:

@@ -93,6 +93,20 @@ class Store(GuardQueries):
             )
             for size in _RUN_SIZES
         }
+        # PostgreSQL takes any number of rows in one short statement of column arrays instead,
+        # and so the acknowledgements of a batch (one round trip to the server for all of them).
+        self._insert_arrays = self.dialect.insert_arrays(
+            "messages", KEYED_MESSAGE_COLUMNS, {"verified": "bigint", "sent_at": "float8"},
+            "ON CONFLICT DO NOTHING RETURNING id, from_id, client_key")
+        self._acknowledge_arrays = (
+            "UPDATE messages SET acked_at = v.at FROM unnest(%s::text[], %s::bigint[], %s::float8[]) AS v (to_id, id, at) "
+            "WHERE messages.id = v.id AND messages.to_id = v.to_id AND messages.acked_at IS NULL "
+            "RETURNING messages.id, messages.from_id, octet_length(messages.body), messages.to_id"
+        ) if self.dialect.postgresql else None
+        #: Writes of one kind that a batch runs together (consecutive ones) in fewer statements.
+        self._groups: dict[type, Callable[[Any, list[Any]], list[Any]]] = {_NewMessageWrite: self._txn_add_messages}
+        if self._acknowledge_arrays is not None:
+            self._groups[_AckWrite] = self._txn_acknowledge_many
         # One UPDATE per push answered shown: built once per padded size (see _txn_acknowledge).
         self._acknowledge = {
             size: self._sql(
@@ -165,14 +179,16 @@ class Store(GuardQueries):
         results: list[Any] = []
         index, count = 0, len(operations)
         while index < count:
-            if type(operations[index]) is not _NewMessageWrite:
+            kind = type(operations[index])
+            group = self._groups.get(kind)
+            if group is None:
                 results.append(operations[index](cursor))
                 index += 1
                 continue
             end = index + 1
-            while end < count and type(operations[end]) is _NewMessageWrite:
+            while end < count and type(operations[end]) is kind:
                 end += 1
-            results += self._txn_add_messages(cursor, operations[index:end])  # type: ignore[arg-type]
+            results += group(cursor, operations[index:end])
             index = end
         return results
 
@@ -289,6 +305,8 @@ class Store(GuardQueries):
 
     def _txn_add_messages(self, cursor: Any, writes: list[_NewMessageWrite]) -> list[Any]:
         """Insert messages in order with as few statements as possible; each write's result."""
+        if self._insert_arrays is not None:
+            return self._txn_insert_run(cursor, writes)
         results: list[Any] = []
         start = 0
         while start < len(writes):
@@ -299,10 +317,14 @@ class Store(GuardQueries):
 
     def _txn_insert_run(self, cursor: Any, writes: list[_NewMessageWrite]) -> list[Any]:
         rows = [_new_message_values(write.message) for write in writes]
-        cursor.execute(
-            self._insert_messages[len(writes)],
-            [value for write, values in zip(writes, rows) for value in (*values, write.client_key)],
-        )
+        if self._insert_arrays is not None:
+            cursor.execute(self._insert_arrays, [list(column) for column in zip(
+                *((*values, write.client_key) for write, values in zip(writes, rows)))])
+        else:
+            cursor.execute(
+                self._insert_messages[len(writes)],
+                [value for write, values in zip(writes, rows) for value in (*values, write.client_key)],
+            )
         returned = cursor.fetchall()
         # Rows are inserted, and their ids given, in VALUES order; RETURNING lists them in no
         # promised order, so sort. A keyed row that is not among them already existed (or
@@ -325,7 +347,7 @@ class Store(GuardQueries):
     def acknowledge(self, peer_id: str, message_ids: Sequence[int], when: float) -> Deferred:
         """Mark messages of ``peer_id`` shown; fires with the ids that were newly marked."""
         ids = sorted(set(int(i) for i in message_ids))
-        d = self._write(lambda cursor: self._txn_acknowledge(cursor, peer_id, ids, when))
+        d = self._write(_AckWrite(self, peer_id, ids, when))
         return d.addCallback(self._acknowledged, peer_id)
 
     def _acknowledged(self, rows: list[tuple[int, str, int]], peer_id: str) -> list[int]:
@@ -346,6 +368,23 @@ class Store(GuardQueries):
             cursor.execute(self._acknowledge[size], (when, peer_id, *chunk))
             marked += sorted(cursor.fetchall())
         return marked
+
+    def _txn_acknowledge_many(self, cursor: Any, writes: list[_AckWrite]) -> list[list[tuple[int, str, int]]]:
+        """PostgreSQL: consecutive acknowledgements in one UPDATE; each write's newly marked rows.
+
+        An id asked for twice in the batch is marked by the first asker, as one by one.
+        """
+        askers: dict[tuple[str, int], int] = {}
+        for number, write in enumerate(writes):
+            for message_id in write.ids:
+                askers.setdefault((write.peer_id, message_id), number)
+        keys = list(askers)
+        whens = [writes[askers[key]].when for key in keys]
+        cursor.execute(self._acknowledge_arrays, ([key[0] for key in keys], [key[1] for key in keys], whens))
+        marked: list[list[tuple[int, str, int]]] = [[] for _ in writes]
+        for message_id, from_id, size, to_id in cursor.fetchall():
+            marked[askers[(to_id, message_id)]].append((message_id, from_id, size))
+        return [sorted(rows) for rows in marked]
 
     def unread(self, peer_id: str, limit: int | None = None, after_id: int = 0) -> Deferred:
         """Unacknowledged messages of ``peer_id`` in order (ids above ``after_id``)."""
@@ -494,6 +533,21 @@ class _NewMessageWrite:
 
     def __call__(self, cursor: Any) -> Any:
         return self._store._txn_add_messages(cursor, [self])[0]
+
+
+class _AckWrite:
+    """A queued ``acknowledge``: consecutive ones share one UPDATE on PostgreSQL; callable alone."""
+
+    __slots__ = ("ids", "peer_id", "when", "_store")
+
+    def __init__(self, store: Store, peer_id: str, ids: list[int], when: float) -> None:
+        self._store = store
+        self.peer_id = peer_id
+        self.ids = ids
+        self.when = when
+
+    def __call__(self, cursor: Any) -> Any:
+        return self._store._txn_acknowledge(cursor, self.peer_id, self.ids, self.when)
 
 
 def _message(row: Sequence[Any]) -> Message:
