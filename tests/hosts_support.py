@@ -50,12 +50,14 @@ class Hosts:
     base: Path
     dsn: str
     hosts: dict[str, Host] = field(default_factory=dict)
+    #: More environment for every host started from now on.
+    extra: dict[str, str] = field(default_factory=dict)
 
     def env(self, name: str, home_name: str | None = None) -> dict[str, str]:
         """The environment of host ``name``'s broker and clients (HOME: ``home_name``, else ``name``)."""
         home = self.base / (home_name or name)
         home.mkdir(exist_ok=True)
-        return broker_env(home, CLAUDE_PEERS_DB=self.dsn, CLAUDE_PEERS_HOST=name)
+        return broker_env(home, CLAUDE_PEERS_DB=self.dsn, CLAUDE_PEERS_HOST=name, **self.extra)
 
     def start(self, name: str) -> Host:
         """Start host ``name``'s broker (a separate process) and wait until it listens."""

@@ -95,6 +95,7 @@ async def test_kill_across_hosts_is_carried_out_and_audited_by_the_targets_broke
 async def test_a_host_whose_broker_died_is_unreachable_and_so_are_its_peers(hosts: Hosts) -> None:
     """kill -9 of beta's broker: alpha shows beta and bob unreachable (not gone), and a send to
     bob is queued honestly; beta's restarted broker delivers it once."""
+    hosts.extra["CLAUDE_PEERS_HEARTBEAT_SECONDS"] = "0.3"  # unreachable after 0.9 s
     alpha, beta = hosts.start("alpha"), hosts.start("beta")
     a = alpha.agent("ann")
     b = beta.agent("bob", channels=True)

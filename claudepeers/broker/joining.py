@@ -7,16 +7,15 @@ started; :func:`Joined.stop` before the store closes. Alone on SQLite nothing he
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Callable
 
 from twisted.internet.defer import inlineCallbacks
 
 from claudepeers import __version__
 from claudepeers.broker.crosshost import Network
-from claudepeers.broker.hosts import HostRegistration
-from claudepeers.broker.notices import Listener
+from claudepeers.broker.hosts import HEARTBEAT_SECONDS, HostRegistration
 from claudepeers.broker.remotekill import RemoteKills
 
 
@@ -29,6 +28,22 @@ def connector(dsn: str) -> Callable[..., Any]:
         return pgdatabase.connect(dsn, autocommit=True, application_name=application_name)
 
     return connect
+
+
+def heartbeat_seconds(environ: Any = None) -> float:
+    """CLAUDE_PEERS_HEARTBEAT_SECONDS (default 2): how often a host beats; three missed beats
+    make it unreachable to the others."""
+    environ = os.environ if environ is None else environ
+    text = environ.get("CLAUDE_PEERS_HEARTBEAT_SECONDS")
+    if not text:
+        return HEARTBEAT_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.05 <= value <= 3600:
+        raise ValueError(f"CLAUDE_PEERS_HEARTBEAT_SECONDS must be a number of seconds from 0.05 to 3600, not {text!r}")
+    return value
 
 
 @dataclass
@@ -55,9 +70,14 @@ def join(broker: Any, dsn: str, reactor: Any, address: str, on_lost_host: Callab
     the network to ``broker``; fires with a :class:`Joined`."""
     connect = connector(dsn)
     registration = HostRegistration(dsn, broker.host, __version__, reactor, address=address, connect=connect,
-                                    on_lost_host=on_lost_host)
+                                    on_lost_host=on_lost_host, heartbeat=heartbeat_seconds())
     yield registration.start()
-    listener = partial(Listener, dsn, reactor=reactor, connect=connect, name=f"claude-peers {broker.host} listener")
+    def listener(channels: list[str], on_notice: Callable[[str, str], Any], on_connected: Callable[[], Any],
+                 on_lost: Callable[[str], Any]) -> Any:
+        from claudepeers.broker.storage.listener import Listener
+
+        return Listener(dsn, channels, on_notice, on_connect=on_connected, on_lost=on_lost, reactor=reactor)
+
     network = Network(broker, registration, listener)
     broker.network = network
     broker.remote_kills = RemoteKills(broker, registration)
