@@ -91,6 +91,7 @@ async def test_kill_across_hosts_is_carried_out_and_audited_by_the_targets_broke
     assert request == ("alpha", "beta", audit[2])
 
 
+@pytest.mark.slow
 @asyncio_test
 async def test_a_host_whose_broker_died_is_unreachable_and_so_are_its_peers(hosts: Hosts) -> None:
     """kill -9 of beta's broker: alpha shows beta and bob unreachable (not gone), and a send to
