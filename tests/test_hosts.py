@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bridge_support import asyncio_test, open_bridge, ready
+from test_bridge_integration import git
 from conftest import BrokerProcess
 from hosts_support import Hosts, hosts, wait_until  # noqa: F401 - the fixture
 
@@ -34,11 +35,19 @@ def test_a_second_broker_with_the_same_host_name_is_refused_naming_the_holder(ho
 
 @asyncio_test
 async def test_peers_of_two_hosts_list_and_message_each_other(hosts: Hosts) -> None:
-    """list_peers(network) shows the other host's peer, machine does not; a send by id and by
-    name@host is shown once on the other host and the sender hears "shown"."""
+    """list_peers(network) shows the other host's peer, machine does not, repo does for a clone
+    of the same repository there; a send by id and by name@host is shown once on the other
+    host, in order, and the sender hears "shown"."""
     alpha, beta = hosts.start("alpha"), hosts.start("beta")
-    a = alpha.agent("ann", channels=True)
-    b = beta.agent("bob", channels=True)
+    repo, clone = hosts.base / "repo", hosts.base / "clone"
+    repo.mkdir()
+    git("init", "-q", cwd=repo)
+    git("commit", "-q", "--allow-empty", "-m", "start", cwd=repo)
+    git("remote", "add", "origin", "git@example.org:team/app.git", cwd=repo)
+    git("clone", "-q", str(repo), str(clone), cwd=hosts.base)
+    git("remote", "set-url", "origin", "https://example.org/team/app.git", cwd=clone)
+    a = alpha.agent("ann", channels=True, cwd=repo)
+    b = beta.agent("bob", channels=True, cwd=clone)
     async with AsyncExitStack() as stack:
         ca = await stack.enter_async_context(open_bridge(a, registered=False))
         cb = await stack.enter_async_context(open_bridge(b, registered=False))
@@ -54,6 +63,7 @@ async def test_peers_of_two_hosts_list_and_message_each_other(hosts: Hosts) -> N
             network = await ca.text("list_peers", {"scope": "network"})
         assert sees(network, b_id)
         assert not sees(await ca.text("list_peers", {"scope": "machine"}), b_id)
+        assert sees(await ca.text("list_peers", {"scope": "repo"}), b_id)
         sent = await ca.text("send_message", {"to_id": "bob@beta", "message": "hello from alpha"})
         assert " shown to bob " in sent, sent
         [note] = await cb.channel.wait_for(1)

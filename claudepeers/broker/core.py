@@ -240,7 +240,7 @@ class Broker:
         resumed = actor is not None
         fields = dict(
             client_type=claim.client_type, cwd=claim.cwd, git_root=claim.git_root,
-            git_common_dir=claim.git_common_dir, branch=claim.branch, tty=claim.tty,
+            git_common_dir=claim.git_common_dir, branch=claim.branch, tty=claim.tty, repo_id=claim.repo_id,
         )
         if actor is None:
             name = self._unique_name(claim.name or naming.default_name(claim.git_root, claim.cwd), exclude=None, strict=bool(claim.name))
@@ -307,7 +307,8 @@ class Broker:
         if not claim.cwd or not claim.cwd.startswith("/"):
             raise InvalidArgument(f"cwd must be an absolute path, not {claim.cwd!r}")
         for label, value in (("cwd", claim.cwd), ("git_root", claim.git_root),
-                             ("git_common_dir", claim.git_common_dir), ("branch", claim.branch), ("tty", claim.tty)):
+                             ("git_common_dir", claim.git_common_dir), ("branch", claim.branch), ("tty", claim.tty),
+                             ("repo_id", claim.repo_id)):
             if value is not None and len(value) > 4096:
                 raise LimitExceeded(f"{label} is longer than 4096 characters")
             if value is not None and "\x00" in value:

@@ -150,3 +150,5 @@ class Claim:
     thread_id: str | None = None
     #: Over TCP: the secret the peer's first registration received (to resume it).
     secret: str | None = None
+    #: The repository's identity across hosts (gitinfo.RepoInfo.repo_id).
+    repo_id: str | None = None
