@@ -169,6 +169,12 @@ class HostRegistration:
         conn.execute("SET synchronous_commit = off")
         row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_key(self.host)).fetchone()
         if not row[0]:
+            mine = conn.execute("SELECT pid, address FROM brokers WHERE host = %s", (self.host,)).fetchone()
+            if self.started_at is not None and mine is not None and tuple(mine) == (os.getpid(), self.address):
+                # Back after a partition: the server has not yet noticed that our old
+                # connection is dead, and it still holds our lock. Wait for it to drop it.
+                self._thd_close()
+                raise ConnectionError("this broker's previous connection still holds the host's lock")
             holder = self._thd_holder(conn)
             self._thd_close()
             raise HostTaken(

@@ -25,7 +25,11 @@ def connector(dsn: str) -> Callable[..., Any]:
     def connect(_dsn: str, application_name: str) -> Any:
         from claudepeers.broker.storage import pgdatabase
 
-        return pgdatabase.connect(dsn, autocommit=True, application_name=application_name)
+        from claudepeers.broker.storage.listener import KEEPALIVE
+
+        # Keepalives and a user timeout: a partition fails the heartbeat within seconds
+        # instead of hanging this host's connection (libpq ignores them on a UNIX socket).
+        return pgdatabase.connect(dsn, autocommit=True, application_name=application_name, **KEEPALIVE)
 
     return connect
 
