@@ -179,6 +179,9 @@ class Network:
             if kind == "mail":
                 to_id, low, high = rest.split(" ")
                 self.catch_up(to_id, int(low), int(high))
+            elif kind == "acked":
+                for message_id in rest.split(","):
+                    self._outcome(int(message_id), SHOWN, "has been shown the message")
             elif kind == "outcome":
                 message_id, status, detail = rest.split(" ", 2)
                 self._outcome(int(message_id), status, detail)
@@ -269,17 +272,13 @@ class Network:
                 self.catch_up(peer_id, pending[0], pending[1])
 
     def _local_outcome(self, message: Message, status: str, detail: str) -> None:
-        """Our actor says what became of a message from another host: tell that host (a
-        ``shown`` only after the acknowledgement is committed: the read below waits for it)."""
+        """Our actor says what became of a message from another host: tell that host. A
+        ``shown`` is told by the acknowledgement's own commit (network.sql's trigger), so
+        that the sender never hears it before the record says so."""
         host = message.from_host
-        if host is None:
+        if host is None or status == SHOWN:
             return
-        if status == SHOWN:
-            d = self._broker.store.message_states(message.from_id, [message.id])
-            d.addCallback(lambda _: self._tell(host, message.id, status, detail))
-            d.addErrback(lambda _: None)  # the sender's broker reads the row at its deadline
-        else:
-            self._tell(host, message.id, status, detail)
+        self._tell(host, message.id, status, detail)
 
     def _tell(self, host: str, message_id: int, status: str, detail: str) -> None:
         """Queue an outcome for its sender's host; what queues while one batch of them is
@@ -319,6 +318,7 @@ class Network:
             wait.timer.cancel()
         if status == SHOWN:
             wait.peer.unread = max(0, wait.peer.unread - 1)
+            detail = f"{wait.peer.name} {detail}" if detail.startswith("has been") else detail
         wait.outcome(status, f"{detail} (on host {wait.peer.host})")
 
     def _check_shown(self, message_id: int, deadline: bool = False) -> None:
