@@ -133,13 +133,21 @@ class Mail:
 
     def _repeated(self, message: Any) -> dict[str, Any]:
         """The answer to a repeated send: what became of the first one."""
-        recipient = self._broker.actors.get(message.to_id)
+        recipient = self._peer(message.to_id)
         name = recipient.name if recipient is not None else message.to_id
         if message.acked_at is not None:
             status, detail = "shown", f"already sent as message {message.id} and shown to {name}"
         else:
             status, detail = "queued", f"already sent as message {message.id}; it waits for {name}"
         return {"message_id": message.id, "status": status, "detail": detail, "to_id": message.to_id, "to_name": name}
+
+    def _peer(self, peer_id: str) -> Any:
+        """A peer of this host, else of another host sharing the database, else None."""
+        actor = self._broker.actors.get(peer_id)
+        network = self._broker.network
+        if actor is None and network is not None:
+            return network.remote.get(peer_id)
+        return actor
 
     def fetch_unread(self, actor: PeerActor, limit: int | None, claimer: Any = None) -> Deferred:
         """Unacknowledged messages of ``actor`` (oldest first) and how many more there are.
@@ -198,7 +206,7 @@ class Mail:
                 states[str(message_id)] = {"state": "unknown", "detail": "no such message from you (or expired)"}
                 continue
             to_id, acked_at = found[message_id]
-            recipient = self._broker.actors.get(to_id)
+            recipient = self._peer(to_id)
             if acked_at is not None:
                 states[str(message_id)] = {"state": "shown", "at": iso(acked_at), "to_id": to_id}
             else:
