@@ -97,6 +97,7 @@ class HostInfo:
         """The JSON form in ``status``."""
         return {"host": self.host, "address": self.address, "pid": self.pid, "version": self.version,
                 "heartbeat_age": round(self.heartbeat_age, 3), "reachable": self.reachable,
+                "stopped": self.pid == 0,
                 "peers": peers, "self": is_self}
 
 
@@ -157,8 +158,16 @@ class HostRegistration:
         self._stopping = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        try:
+            yield self._run(self._thd_call, self._thd_stopped)
+        except Exception:  # the database is away: the row keeps its last heartbeat
+            pass
         yield self._run(self._thd_close)
         self._pool.stop()
+
+    def _thd_stopped(self, conn: Any) -> None:
+        # pid 0: shut down on purpose (shown as stopped), not lost (its heartbeat just ages).
+        conn.execute("UPDATE brokers SET pid = 0 WHERE host = %s AND pid = %s", (self.host, os.getpid()))
 
     # --- the dedicated connection (its one thread) ---------------------------------------
 
@@ -219,7 +228,7 @@ class HostRegistration:
         ).fetchall()
         return {
             row[0]: HostInfo(row[0], row[1], int(row[2]), row[3], float(row[4]), float(row[5]),
-                             float(row[5]) <= self.unreachable_after)
+                             float(row[5]) <= self.unreachable_after and int(row[2]) != 0)
             for row in rows
         }
 

@@ -19,7 +19,8 @@ def format_hosts(status: Mapping[str, Any]) -> list[str]:
     for host in hosts:
         name = str(host.get("host", "?")) + (" (this host)" if host.get("self") else "")
         peers = int(host.get("peers") or 0)
-        reach = "reachable" if host.get("reachable") else "UNREACHABLE (its broker's heartbeat stopped)"
+        reach = ("reachable" if host.get("reachable") else "stopped (its broker was shut down)" if host.get("stopped")
+                 else "UNREACHABLE (its broker's heartbeat stopped)")
         lines.append(f"  {name:<24} heartbeat {float(host.get('heartbeat_age') or 0):.1f} s ago  "
                      f"{peers} peer{'s' if peers != 1 else ''}  {reach}  [{host.get('address', '?')}]")
     return lines
@@ -43,7 +44,7 @@ def check_hosts(status: Any) -> list[Any]:
                                 "sends are refused or queued until the database is back; check CLAUDE_PEERS_DB "
                                 "and the network to the database server"))
     for host in status["hosts"]:
-        if not host.get("reachable") and not host.get("self"):
+        if not host.get("reachable") and not host.get("self") and not host.get("stopped"):
             findings.append(Finding("warn", "host", f"{host.get('host')} is unreachable: heartbeat "
                                     f"{float(host.get('heartbeat_age') or 0):.0f} s ago ({host.get('address')})",
                                     "its peers' mail waits in the database; start or reconnect that host's broker"))
