@@ -251,8 +251,9 @@ class HostRegistration:
         return fn(self._conn, *args)
 
     def _thd_install(self, conn: Any) -> None:
-        """The notifications' triggers (network.sql), installed by one broker at a time."""
-        script = resources.files("claudepeers.broker.storage").joinpath("schema", "network.sql").read_text("utf-8")
+        """The notifications' triggers (storage/network.sql: PostgreSQL only, beside the schema
+        files, which hold both engines' tables), installed by one broker at a time."""
+        script = resources.files("claudepeers.broker.storage").joinpath("network.sql").read_text("utf-8")
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, 1)", (LOCK_CLASS,))
             conn.execute(script)
