@@ -279,3 +279,20 @@ def test_a_nul_character_is_refused_alike_on_both_engines(db_target: str, short_
         assert answer["status"] == "queued"
     finally:
         yield world.close()
+
+
+def test_a_database_error_reaching_a_caller_has_its_password_masked() -> None:
+    """A driver's error turned into StoreError (what the broker answers as BrokerUnavailable)
+    never carries the DSN's password, whatever the driver put in its message."""
+    import psycopg
+    from twisted.python.failure import Failure
+
+    from claudepeers.broker.storage.store import StoreError, as_store_error
+
+    dsn = "postgresql://peer:s3cret-pw@db/peers"
+    try:
+        raise psycopg.OperationalError(f'connection to "{dsn}" failed: server closed the connection')
+    except psycopg.OperationalError:
+        failure = as_store_error(Failure(), POSTGRESQL, dsn=dsn)
+    assert failure.check(StoreError)
+    assert "s3cret-pw" not in failure.getErrorMessage() and "postgresql://peer:***@db/peers" in failure.getErrorMessage()

@@ -19,6 +19,8 @@ from twisted.internet.defer import Deferred
 
 from claudepeers.broker.storage.listener import Listener
 
+from engines import query
+
 _channels = itertools.count()
 
 
@@ -174,3 +176,26 @@ def test_listening_resumes_after_the_server_restarts(pg_server: Any, channel: st
             assert (yield arrived) == (channel, f"round {round_number}")
     finally:
         yield listener.stop().addTimeout(10, reactor)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_store_notification_wakes_a_listener_after_its_batch_commits(listening: Any, pg_dsn: str,
+                                                                        channel: str) -> Any:
+    """Store.notify joins the group commit: the listener is woken once the writes queued before
+    it are committed, and can read them (the record is the table)."""
+    from claudepeers.broker.records import NewMessage
+    from claudepeers.broker.storage import Store, open_pool, prepare
+
+    _, events = listening
+    prepare(pg_dsn)
+    store = Store(open_pool(pg_dsn))
+    try:
+        arrived = events.next("note")
+        stored = store.add_message(NewMessage("a", "a", "", "/", "codex", True, "bob00001", "wake up", 1.0))
+        store.notify(channel, "bob00001")
+        assert (yield arrived) == (channel, "bob00001")
+        # Woken at COMMIT: another connection already sees the message.
+        assert query(pg_dsn, "SELECT body FROM messages") == [("wake up",)]
+        yield stored
+    finally:
+        yield store.close()

@@ -33,8 +33,12 @@ Statements: the store writes ``?`` placeholders; :meth:`Dialect.sql` turns them 
 ``%s`` (and doubles a literal ``%``). Portable habits: ``COALESCE`` (not ``IFNULL``),
 ``ON CONFLICT (...) DO UPDATE SET c = excluded.c`` for upserts, ``RETURNING`` for ids,
 ``CAST(x AS ...)`` rather than SQLite's loose typing; a Python ``bool`` is stored as 1/0 on
-both (psycopg is told so in :func:`configure_postgresql`). Where SQL differs, the store asks
-its dialect (:attr:`Dialect.octets`, :meth:`Dialect.used_bytes`).
+both (psycopg is told so in ``pgpool.configure``). Where SQL differs, the store asks its
+dialect (:meth:`Dialect.octets`, :meth:`Dialect.used_bytes`, :meth:`Dialect.insert_arrays`);
+on PostgreSQL it also batches acknowledgements into one statement (store.py). PostgreSQL text
+cannot hold U+0000: the broker refuses it on both engines. Full-text search has no common
+form: SQLite's FTS5 table and PostgreSQL's ``to_tsvector`` index go in engine blocks, and the
+query that uses them asks the dialect (add a method here next to ``octets``).
 
 Guards that only make sense for a file (the WAL check at start, the file's identity after every
 commit, the file modes, the database bound measured from the file's pages, the backup before
@@ -145,7 +149,7 @@ class Dialect:
         """
         if not self.postgresql:
             return None
-        arrays = ", ".join(f"%s::{types.get(column, 'text')}[]" for column in columns)
+        arrays = ", ".join(f"%b::{types.get(column, 'text')}[]" for column in columns)
         names = ", ".join(columns)
         return (f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) WITH ORDINALITY "
                 f"AS row ({names}, position) ORDER BY position {suffix}")

@@ -25,6 +25,7 @@ def configure(connection: Any) -> None:
     """Per-connection settings: booleans as 1/0."""
     import psycopg
     from psycopg.adapt import Dumper
+    from psycopg.pq import Format
 
     class BoolAsInteger(Dumper):
         oid = psycopg.adapters.types["int8"].oid
@@ -32,7 +33,16 @@ def configure(connection: Any) -> None:
         def dump(self, obj: bool) -> bytes:
             return b"1" if obj else b"0"
 
+    class BoolAsIntegerBinary(Dumper):
+        format = Format.BINARY
+        oid = psycopg.adapters.types["int8"].oid
+
+        def dump(self, obj: bool) -> bytes:
+            return b"\0\0\0\0\0\0\0\1" if obj else b"\0" * 8
+
     connection.adapters.register_dumper(bool, BoolAsInteger)
+    # The store's bulk statements bind arrays in binary (%b): psycopg's C dumpers, no quoting.
+    connection.adapters.register_dumper(bool, BoolAsIntegerBinary)
 
 
 class PostgresPool(adbapi.ConnectionPool):

@@ -18,7 +18,7 @@ from operator import attrgetter
 from typing import Any, Callable, Iterable, Sequence
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -99,7 +99,7 @@ class Store(GuardQueries):
             "messages", KEYED_MESSAGE_COLUMNS, {"verified": "bigint", "sent_at": "float8"},
             "ON CONFLICT DO NOTHING RETURNING id, from_id, client_key")
         self._acknowledge_arrays = (
-            "UPDATE messages SET acked_at = v.at FROM unnest(%s::text[], %s::bigint[], %s::float8[]) AS v (to_id, id, at) "
+            "UPDATE messages SET acked_at = v.at FROM unnest(%b::text[], %b::bigint[], %b::float8[]) AS v (to_id, id, at) "
             "WHERE messages.id = v.id AND messages.to_id = v.to_id AND messages.acked_at IS NULL "
             "RETURNING messages.id, messages.from_id, octet_length(messages.body), messages.to_id"
         ) if self.dialect.postgresql else None
@@ -176,6 +176,20 @@ class Store(GuardQueries):
         # Consecutive new messages (most of a busy batch) go in as multi-row INSERTs: one
         # statement per run instead of one or three each, and the thread gives up the GIL
         # once per statement, not per row.
+        if _AckWrite in self._groups:
+            # PostgreSQL: the acknowledgements first, in one statement, and then the new messages
+            # form longer runs. Safe to move: an acknowledgement names messages already committed
+            # (their ids were answered), and it touches only their acked_at, which no other
+            # write of the batch reads.
+            order = sorted(range(len(operations)), key=lambda i: type(operations[i]) is not _AckWrite)
+            ran = self._txn_run(cursor, [operations[i] for i in order])
+            results: list[Any] = [None] * len(operations)
+            for position, index in enumerate(order):
+                results[index] = ran[position]
+            return results
+        return self._txn_run(cursor, operations)
+
+    def _txn_run(self, cursor: Any, operations: list[Callable[[Any], Any]]) -> list[Any]:
         results: list[Any] = []
         index, count = 0, len(operations)
         while index < count:
@@ -435,6 +449,14 @@ class Store(GuardQueries):
             (from_id, *ids),
         )
         return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+
+    def notify(self, channel: str, payload: str = "") -> Deferred:
+        """PostgreSQL: ``pg_notify(channel, payload)`` in the next group commit, so listeners
+        (storage/listener.py) are woken when, and only if, the writes queued before it commit.
+        SQLite has no other host to wake: nothing is done. Fires after the commit."""
+        if not self.dialect.postgresql:
+            return succeed(None)
+        return self._write(lambda cursor: cursor.execute("SELECT pg_notify(%s, %s)", (channel, payload)) and None)
 
     # --- events and kills ---------------------------------------------------------------
 
