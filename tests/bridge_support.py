@@ -131,6 +131,8 @@ class FakeAgent:
     #: argv after the program, e.g. ``["app-server", "--listen", "unix://"]`` for Codex's daemon
     args: list[str] = field(default_factory=list)
     bridge_pids: list[int] = field(default_factory=list)
+    #: A command the agent runs under (a pid namespace: ``unshare --pid --fork ...``).
+    wrapper: list[str] = field(default_factory=list)
 
     @property
     def socket_path(self) -> Path:
@@ -162,7 +164,7 @@ class FakeAgent:
                     "CLAUDE_CODE_SESSION_ID": self.session_id}
         log = open(self.base / f"agent-{self.name}.log", "ab")
         self.process = subprocess.Popen(
-            [str(script), *self.args, *(CHANNELS_FLAG if self.channels else [])],
+            [*self.wrapper, str(script), *self.args, *(CHANNELS_FLAG if self.channels else [])],
             cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
         )
         log.close()

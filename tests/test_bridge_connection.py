@@ -165,8 +165,8 @@ def test_registers_again_on_every_new_connection(connected: Any) -> Any:
     yield link.when_ready()
     yield deferLater(reactor, 0, lambda: None)  # leave the service's state machine first
     assert answer["resumed"] is True
-    # thread_id (optional, None here) names a Codex thread; a plain session sends none.
-    assert record.registrations == [{**REGISTRATION, "thread_id": None}] * 2
+    # thread_id (optional, None here) names a Codex thread; repo_id the repository across hosts.
+    assert record.registrations == [{**REGISTRATION, "thread_id": None, "repo_id": None}] * 2
 
 
 @pytest_twisted.inlineCallbacks

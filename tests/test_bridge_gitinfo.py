@@ -32,9 +32,24 @@ def test_subdirectories_and_worktrees_share_the_common_dir(short_dir: Path) -> N
     sub = repo_info(str(repo / "sub"))
     tree = repo_info(str(short_dir / "wt"))
     common = str((repo / ".git").resolve())
-    assert top == RepoInfo(root=str(repo), common_dir=common, branch="main")
+    identity = top.repo_id
+    assert top == RepoInfo(root=str(repo), common_dir=common, branch="main", repo_id=identity)
     assert sub == top
-    assert tree == RepoInfo(root=str(short_dir / "wt"), common_dir=common, branch="feature")
+    assert tree == RepoInfo(root=str(short_dir / "wt"), common_dir=common, branch="feature", repo_id=identity)
+
+
+def test_a_clone_elsewhere_has_the_same_identity(short_dir: Path) -> None:
+    """The identity across hosts: the same root commit and remote URL in another clone (any
+    URL spelling), another identity for another remote."""
+    origin = make_repo(short_dir)
+    git("remote", "add", "origin", "git@example.org:team/app.git", cwd=origin)
+    git("clone", "-q", str(origin), str(short_dir / "clone"), cwd=short_dir)
+    git("remote", "set-url", "origin", "https://example.org/team/app", cwd=short_dir / "clone")
+    here, there = repo_info(str(origin)), repo_info(str(short_dir / "clone"))
+    assert here.repo_id is not None and here.repo_id.endswith(" example.org/team/app")
+    assert here.repo_id == there.repo_id
+    git("remote", "set-url", "origin", "https://example.org/other/app", cwd=short_dir / "clone")
+    assert repo_info(str(short_dir / "clone")).repo_id != here.repo_id
 
 
 def test_detached_head_has_no_branch(short_dir: Path) -> None:

@@ -259,7 +259,7 @@ async def test_bad_arguments_are_is_error_results(make_agent: Callable) -> None:
         result = await ca.call("send_message", {"to_id": "nobody"})
         assert result.is_error and "'message' is a required property" in text_of(result)
         result = await ca.call("list_peers", {"scope": 3})
-        assert result.is_error and "list_peers(scope: machine|directory|repo (optional))" in text_of(result)
+        assert result.is_error and "list_peers(scope: machine|directory|repo|network (optional))" in text_of(result)
         result = await ca.call("send_message", {"to_id": "nobody", "message": "hi"})
         assert result.is_error and "Call list_peers" in text_of(result)
 

@@ -221,6 +221,7 @@ class Bridge(ChannelPushing):
             "git_root": repo.root,
             "git_common_dir": repo.common_dir,
             "branch": repo.branch,
+            "repo_id": repo.repo_id,
             "tty": _terminal(agent.pid),
             "name": self._settings.peer_name,
             "delivery": self.delivery_description(),

@@ -64,17 +64,18 @@ TOOLS: dict[str, dict[str, Any]] = {
     "list_peers": {
         "description": (
             "List the other AI agents (Claude Code, Codex) running on this machine: id, name, "
-            "client, working directory, repository, branch, summary. scope: 'machine' (all), "
-            "'directory' (same working directory) or 'repo' (same git repository, worktrees "
-            "included)."
+            "client, working directory, repository, branch, summary. scope: 'machine' (all of this "
+            "host), 'directory' (same working directory), 'repo' (same git repository, worktrees "
+            "included, on every host) or 'network' (every host sharing the broker's database; "
+            "address a peer of another host as name@host)."
         ),
         "inputSchema": {
             "type": "object",
             "properties": {
                 "scope": {
                     "type": "string",
-                    "enum": ["machine", "directory", "repo"],
-                    "description": "machine, directory or repo (default machine)",
+                    "enum": ["machine", "directory", "repo", "network"],
+                    "description": "machine, directory, repo or network (default machine)",
                 }
             },
             "additionalProperties": False,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+from dataclasses import replace
 from typing import Any, Callable, Iterable
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
@@ -27,6 +28,7 @@ from claudepeers.broker import killing
 from claudepeers.broker import naming
 from claudepeers.broker.approvals import Approvals
 from claudepeers.broker.coordination import Coordination
+from claudepeers.broker import containers, naming, remotepeers
 from claudepeers.broker.credentials import TcpSecrets
 from claudepeers.broker.events import EventLog
 from claudepeers.broker.mail import Mail
@@ -46,7 +48,7 @@ from claudepeers.common.errors import (
     UnknownPeer,
 )
 
-SCOPES = ("machine", "directory", "repo")
+SCOPES = ("machine", "directory", "repo", "network")
 CLIENT_TYPES = ("claude-code", "codex", "unknown")
 #: ``none``: a hook or the CLI, which take no pushes; anything else describes a bridge's path.
 NO_PUSHES = "none"
@@ -101,6 +103,10 @@ class Broker:
         self.approvals = Approvals(clock, store, self.emit,
                                    lambda peer_id: self.actors[peer_id].name if peer_id in self.actors else peer_id)
         self.threads = Threads(self)
+        #: The other hosts of a shared PostgreSQL database (crosshost.Network), None alone.
+        self.network: Any = None
+        #: Kills across hosts (remotekill.RemoteKills), with a network only.
+        self.remote_kills: Any = None
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -111,6 +117,8 @@ class Broker:
         counts = yield self.store.unread_counts()
         self.events.load((yield self.store.recent_events(200)))
         for record in records:
+            if self.network is not None and record.host != self.host:
+                continue  # another host's peer: the network reads those (crosshost.py)
             if record.state == ONLINE:
                 record = dataclasses.replace(record, state=OFFLINE)
             self.actors[record.id] = self._actor(record, counts.get(record.id, 0))
@@ -171,15 +179,25 @@ class Broker:
 
     # --- identity -----------------------------------------------------------------------
 
-    def verify_session(self, creds: Credentials, agent_pid: int, agent_start: float) -> None:
+    def verify_session(self, creds: Credentials, agent_pid: int, agent_start: float) -> tuple[int, float]:
         """Check a claimed agent session against the kernel's view; IdentityRejected if not.
 
         The claim must come from the process that opened the connection: its start time,
-        read when the broker accepted it, must still be the start time of its pid.
+        read when the broker accepted it, must still be the start time of its pid. A claim
+        from another pid namespace (a container sharing the run directory) is read in that
+        namespace (containers.py). Returns the session as this broker's namespace numbers it:
+        (agent pid, agent start).
         """
         if agent_pid <= 0:
             # psutil raises ValueError for these: it would reach the caller as an internal error.
             raise InvalidArgument(f"agent_pid must be a positive process id, not {agent_pid}")
+        if creds.transport == "unix" and creds.pid is not None:
+            translated = containers.in_broker_namespace(creds.pid, agent_pid)
+            if translated is not None:
+                start = agents.process_start(translated)
+                if start is None:
+                    raise IdentityRejected(f"the claimed agent (pid {translated} out here) has ended")
+                agent_pid, agent_start = translated, start
         if agent_pid == 1 or agent_pid == os.getpid():
             raise IdentityRejected(f"pid {agent_pid} is {'init' if agent_pid == 1 else 'the broker'}, not an agent session")
         if creds.transport == "unix":
@@ -206,6 +224,7 @@ class Broker:
             # Else a TCP client could take a local agent's session before that agent's bridge does.
             raise IdentityRejected(f"no process of agent pid {agent_pid}'s session holds this TCP connection: "
                                    "over TCP a client may claim only the agent session it runs in")
+        return agent_pid, agent_start
 
     def session(self, agent_pid: int, agent_start: float, thread_id: str | None = None,
                 revive: bool = False) -> PeerActor | None:
@@ -235,13 +254,15 @@ class Broker:
         Fires with (actor, resumed).
         """
         self._check_claim(claim)
-        self.verify_session(creds, claim.agent_pid, claim.agent_start)
+        agent_pid, agent_start = self.verify_session(creds, claim.agent_pid, claim.agent_start)
+        if (agent_pid, agent_start) != (claim.agent_pid, claim.agent_start):
+            claim = replace(claim, agent_pid=agent_pid, agent_start=agent_start)
         now = self.now()
         actor = self._session_for(creds, claim)
         resumed = actor is not None
         fields = dict(
             client_type=claim.client_type, cwd=claim.cwd, git_root=claim.git_root,
-            git_common_dir=claim.git_common_dir, branch=claim.branch, tty=claim.tty,
+            git_common_dir=claim.git_common_dir, branch=claim.branch, tty=claim.tty, repo_id=claim.repo_id,
         )
         if actor is None:
             name = self._unique_name(claim.name or naming.default_name(claim.git_root, claim.cwd), exclude=None, strict=bool(claim.name))
@@ -293,7 +314,7 @@ class Broker:
 
     def _new_id(self, creds: Credentials, claim: Claim) -> str:
         if creds.transport == "unix":
-            return naming.new_id(self.actors)
+            return naming.new_id(self.actors.keys() | (self.network.remote.keys() if self.network else set()))
         peer_id = self.tcp_secrets.peer_id(self.host, claim.agent_pid, claim.agent_start, claim.thread_id)
         if peer_id in self.actors:  # an ended peer of the same session (or a 1 in 36^8 chance)
             raise IdentityRejected(f"agent pid {claim.agent_pid}'s session already had peer {peer_id}")
@@ -308,7 +329,8 @@ class Broker:
         if not claim.cwd or not claim.cwd.startswith("/"):
             raise InvalidArgument(f"cwd must be an absolute path, not {claim.cwd!r}")
         for label, value in (("cwd", claim.cwd), ("git_root", claim.git_root),
-                             ("git_common_dir", claim.git_common_dir), ("branch", claim.branch), ("tty", claim.tty)):
+                             ("git_common_dir", claim.git_common_dir), ("branch", claim.branch), ("tty", claim.tty),
+                             ("repo_id", claim.repo_id)):
             if value is not None and len(value) > 4096:
                 raise LimitExceeded(f"{label} is longer than 4096 characters")
             if value is not None and "\x00" in value:
@@ -319,7 +341,9 @@ class Broker:
         return naming.check_name(name, self.limits.max_name_chars)
 
     def _unique_name(self, wanted: str, exclude: str | None, strict: bool) -> str:
-        return naming.unique_name(self.actors.values(), wanted, exclude, strict, self.limits.max_name_chars)
+        # Names are unique among the live peers of the whole network (DESIGN 7).
+        actors = [*self.actors.values(), *remotepeers.live_names(self.network)]
+        return naming.unique_name(actors, wanted, exclude, strict, self.limits.max_name_chars)
 
     @inlineCallbacks
     def set_name(self, actor: PeerActor, name: str) -> Any:
@@ -355,12 +379,19 @@ class Broker:
         target = (target or "").strip()
         if not target:
             raise InvalidArgument("no peer given: pass a peer id or name (see list_peers)")
+        if "@" in target:  # name@host or id@host (DESIGN 7)
+            name, _, host = target.partition("@")
+            if host != self.host:
+                return remotepeers.resolve_remote(self, target, allow_gone)
+            target = name
         by_id = self.actors.get(target)
         by_name = self._live_by_name().get(target, ())
         if by_id is not None and by_name and by_name[0] is not by_id:
             raise AmbiguousPeer(f"{target!r} is both the id of {by_id.name} and the name of peer {by_name[0].id}; "
                                 f"candidates: {_describe([by_id, *by_name])}")
         actor = by_id or (by_name[0] if by_name else None)
+        if actor is None and self.network is not None and self.network.find(target):
+            return remotepeers.resolve_remote(self, target, allow_gone)
         if actor is None:
             # A name no live peer holds may still name a peer that has ended.
             ended = [a for a in self.actors.values() if a.state == GONE and a.name == target]
@@ -385,7 +416,7 @@ class Broker:
         """Live peers in ``scope`` as wire dicts (offline ones unless told not), never the caller."""
         if scope not in SCOPES:
             raise InvalidArgument(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
-        if scope != "machine" and caller is None:
+        if scope not in ("machine", "network") and caller is None:
             raise NotRegistered(f"scope {scope!r} needs a registered peer; use scope 'machine'")
         chosen = []
         for actor in self.actors.values():
@@ -398,7 +429,10 @@ class Broker:
             chosen.append(actor)
         order = {ONLINE: 0, OFFLINE: 1, GONE: 2}
         chosen.sort(key=lambda a: (order[a.state], a.name))
-        return [self.coordination.annotate(_with_delivery(a)) for a in chosen]
+        listed = [self.coordination.annotate(_with_delivery(a)) for a in chosen]
+        if self.network is not None and scope in ("network", "repo"):
+            listed += self.network.listed(scope, caller, include_offline)
+        return listed
 
     # --- messages (mail.py) --------------------------------------------------------------------
 
@@ -503,13 +537,25 @@ class Broker:
         record = actor.record
         if caller is actor:
             raise KillRefused("you cannot kill your own session")
+        if record.host != self.host and self.remote_kills is not None:
+            # Carried out (and audited) by the target's own broker, never here (DESIGN 7).
+            return (yield self.remote_kills.request(caller_id, actor))
+        if record.thread_id is not None:
+            return (yield self.kill_here(actor, caller_id))  # refused there, as every thread kill
+        if creds.pid is not None and record.host == self.host and self._processes.is_ancestor(record.agent_pid, creds.pid):
+            raise KillRefused(f"{actor.name} is the agent session you are calling from")
+        return (yield self.kill_here(actor, caller_id))
+
+    @inlineCallbacks
+    def kill_here(self, actor: PeerActor, caller_id: str) -> Any:
+        """Kill a peer of this host for ``caller_id`` (``id@host`` for a caller of another host)
+        after the local checks (pid + start time + agent); fires with (outcome, peer_id, detail)."""
+        record = actor.record
         if record.thread_id is not None:
             raise KillRefused(f"{actor.name} is one thread of a Codex app-server that runs every interactive "
                               "Codex session of its user; killing it would end them all")
         if record.host != self.host:
             raise KillRefused(f"{actor.name} runs on {record.host}, not on this host")
-        if creds.pid is not None and self._processes.is_ancestor(record.agent_pid, creds.pid):
-            raise KillRefused(f"{actor.name} is the agent session you are calling from")
         try:
             proc = killing.check_agent(record.agent_pid, record.agent_start, record.client_type)
         except killing.NotTheAgent as exc:
@@ -554,6 +600,7 @@ class Broker:
             # The database file's health and size (storage/guard.py), when a guard watches it.
             "storage": self.store.guard.status() if getattr(self.store, "guard", None) else {},
             "limits": {k: getattr(self.limits, k) for k in self.limits.__dataclass_fields__},
+            **(self.network.status() if self.network is not None else {}),
         }
 
 

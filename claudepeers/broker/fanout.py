@@ -168,7 +168,7 @@ class FanOut:
                 broker.counters["refused"] += 1
                 plan.append((recipient, None, refusal))
             else:
-                plan.append((recipient, NewMessage(*origin, recipient.id, body, now), None))
+                plan.append((recipient, NewMessage(*origin, recipient.id, body, now, from_host=broker.host), None))
         return plan
 
     def _stored(self, result: tuple[Message, bool], recipient: PeerActor, answered: Deferred) -> None:

@@ -29,6 +29,9 @@ class MailHost(Protocol):
 
     actors: dict[str, PeerActor]
     store: Any
+    #: This broker's host (the sending host a message keeps) and its threads (threads.py).
+    host: str
+    threads: Any
     limits: Limits
     rate: RateLimiter
     counters: dict[str, int]
@@ -123,11 +126,11 @@ class Mail:
                 "(messages_per_minute, CLAUDE_PEERS_MESSAGES_PER_MINUTE); wait and retry"
             )
         if sender is None:
-            new = NewMessage(CLI_ID, "cli", "", "", "cli", False, recipient.id, body, now)
+            new = NewMessage(CLI_ID, "cli", "", "", "cli", False, recipient.id, body, now, from_host=self._broker.host)
         else:
             record = sender.record
             new = NewMessage(record.id, record.name, record.summary, record.cwd, record.client_type, verified,
-                             recipient.id, body, now)
+                             recipient.id, body, now, from_host=self._broker.host)
         return new, recipient
 
     def _stored_once(self, result: tuple[Message, bool], recipient: PeerActor, answered: Deferred) -> None:
@@ -162,7 +165,7 @@ class Mail:
 
     def _repeated(self, message: Any) -> dict[str, Any]:
         """The answer to a repeated send: what became of the first one."""
-        recipient = self._broker.actors.get(message.to_id)
+        recipient = self._peer(message.to_id)
         name = recipient.name if recipient is not None else message.to_id
         if message.acked_at is not None:
             status, detail = "shown", f"already sent as message {message.id} and shown to {name}"
@@ -170,6 +173,14 @@ class Mail:
             status, detail = "queued", f"already sent as message {message.id}; it waits for {name}"
         return {"message_id": message.id, "status": status, "detail": detail, "to_id": message.to_id, "to_name": name,
                 "thread_id": message.thread_id or message.id}
+
+    def _peer(self, peer_id: str) -> Any:
+        """A peer of this host, else of another host sharing the database, else None."""
+        actor = self._broker.actors.get(peer_id)
+        network = self._broker.network
+        if actor is None and network is not None:
+            return network.remote.get(peer_id)
+        return actor
 
     def fetch_unread(self, actor: PeerActor, limit: int | None, claimer: Any = None) -> Deferred:
         """Unacknowledged messages of ``actor`` (oldest first) and how many more there are.
@@ -228,7 +239,7 @@ class Mail:
                 states[str(message_id)] = {"state": "unknown", "detail": "no such message from you (or expired)"}
                 continue
             to_id, acked_at = found[message_id]
-            recipient = self._broker.actors.get(to_id)
+            recipient = self._peer(to_id)
             if acked_at is not None:
                 states[str(message_id)] = {"state": "shown", "at": iso(acked_at), "to_id": to_id}
             else:

@@ -255,7 +255,7 @@ class BrokerProtocol(CoordResponders, Admission, ApprovalCommands, ThreadRespond
     def attach(self, agent_pid: int, agent_start: float, thread_id: str | None = None,
                secret: str | None = None) -> dict:
         """Bind to an existing peer of the caller's agent session, without taking pushes (hooks)."""
-        self.broker.verify_session(self.creds, agent_pid, agent_start)
+        agent_pid, agent_start = self.broker.verify_session(self.creds, agent_pid, agent_start)
         actor = self.broker.session(agent_pid, agent_start, thread_id)
         if actor is None:
             raise wire.UnknownPeer(f"no peer is registered for agent pid {agent_pid}")

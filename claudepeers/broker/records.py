@@ -61,6 +61,8 @@ class PeerRecord:
     gone_at: float | None = None
     #: The agent's thread when one agent process runs several sessions (interactive Codex).
     thread_id: str | None = None
+    #: The repository's identity across hosts ("<root commit> <remote URL>"; see gitinfo).
+    repo_id: str | None = None
 
     def to_wire(self, unread: int = 0) -> dict[str, Any]:
         """The JSON form sent to clients (times as ISO strings)."""
@@ -91,6 +93,8 @@ class Message:
     #: None for that first message, whose thread is its own id).
     reply_to: int | None = None
     thread_id: int | None = None
+    #: The host whose broker accepted the message (None: stored before hosts existed).
+    from_host: str | None = None
     acked_at: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
@@ -103,6 +107,7 @@ class Message:
             "verified": self.verified, "to_id": self.to_id, "body": self.body,
             "sent_at": iso(self.sent_at), "acked_at": iso(self.acked_at),
             "reply_to": self.reply_to, "thread_id": self.thread_id or self.id,
+            "from_host": self.from_host,
         }
 
 
@@ -121,6 +126,7 @@ class NewMessage:
     sent_at: float
     reply_to: int | None = None
     thread_id: int | None = None
+    from_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,3 +161,5 @@ class Claim:
     thread_id: str | None = None
     #: Over TCP: the secret the peer's first registration received (to resume it).
     secret: str | None = None
+    #: The repository's identity across hosts (gitinfo.RepoInfo.repo_id).
+    repo_id: str | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import secrets
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -197,6 +198,8 @@ class BrokerService(service.Service):
         self._fd_warning_due = False
         self._throttle = WarningThrottle(self.log, reactor, 10.0)
         self.ready: Any = None
+        #: This host's place in the network of a shared PostgreSQL database (joining.py).
+        self.joined: Any = None
 
     def startService(self) -> None:
         """Take the locks and open the database synchronously, then load peers and listen."""
@@ -285,11 +288,20 @@ class BrokerService(service.Service):
             "tcp": f"127.0.0.1:{settings.tcp_port}" if settings.tcp_enabled else None,
             "manhole": str(settings.manhole_path) if settings.manhole_path else None,
         }
-        self.broker = Broker(self.store, self._reactor, settings.limits, reactor=self._reactor, info=info,
-                             stop=self._reactor.stop, tcp_key=self._tcp_key)
+        self.broker = Broker(self.store, self._reactor, settings.limits, host=self._host_name(), reactor=self._reactor,
+                             info=info, stop=self._reactor.stop, tcp_key=self._tcp_key)
         self.broker.secret_files = SecretFiles(settings.token_path.parent)
         self.broker.secret_files.sweep()
+        if settings.db_dsn is not None:
+            # One host of the network that shares this database (DESIGN 7): its lock first.
+            from claudepeers.broker import joining
+
+            self.joined = yield joining.join(self.broker, settings.db_dsn, self._reactor,
+                                             f"pid {os.getpid()} on {socket.gethostname()}, socket {settings.socket_path}",
+                                             on_lost_host=lambda why: self.broker.request_stop())
         yield self.broker.start()
+        if self.joined is not None:
+            yield self.joined.start()
         # The dashboard listens only once the operator asks for a link (OpenDashboard).
         self.broker.dashboard = DashboardOnDemand(self.broker, self._reactor, settings.dashboard_port)
         if settings.tcp_enabled:
@@ -329,6 +341,17 @@ class BrokerService(service.Service):
             version=__version__, socket=str(settings.socket_path), tcp=info["tcp"], manhole=info["manhole"],
             fds=self.fd_limit,
         )
+
+    def _host_name(self) -> str | None:
+        """CLAUDE_PEERS_HOST (default: the hostname) on PostgreSQL or when set; else the Broker's default."""
+        from claudepeers.broker import hosts
+
+        if self.settings.db_dsn is None and not os.environ.get("CLAUDE_PEERS_HOST"):
+            return None
+        try:
+            return hosts.host_name()
+        except hosts.HostNameError as exc:
+            raise StartupError(str(exc)) from None
 
     def _watch_accept_failures(self, event: dict) -> None:
         """A log observer: Twisted could not accept a connection (descriptors ran out)."""
@@ -388,6 +411,8 @@ class BrokerService(service.Service):
             if dashboard is not None:
                 yield dashboard.stop()
             self.broker.stop()
+        if self.joined is not None:
+            yield self.joined.stop()
         if self.guard is not None:
             self.guard.stop()
         if self.store is not None:

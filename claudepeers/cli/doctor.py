@@ -264,6 +264,9 @@ def check_broker(settings: Any) -> list[Finding]:
         return [Finding("problem", "broker", f"{where} accepts connections but: {describe_failure(hello)[0]}")]
     findings = [Finding("ok", "broker", f"version {hello['version']}, pid {hello['pid']}, at {where}")]
     findings += check_storage(status)
+    from claudepeers.cli.hosts import check_hosts
+
+    findings += check_hosts(status)
     if hello["protocol"] != wire.PROTOCOL_VERSION:
         findings.append(
             Finding("problem", "version skew", f"broker speaks protocol {hello['protocol']}, this CLI {wire.PROTOCOL_VERSION}",

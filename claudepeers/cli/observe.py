@@ -39,12 +39,13 @@ class StatusOptions(usage.Options):
 
 
 class PeersOptions(usage.Options):
-    """``claude-peers peers [--json] [--online]``."""
+    """``claude-peers peers [--json] [--online] [--network]``."""
 
-    synopsis = "Usage: claude-peers peers [--json] [--online]"
+    synopsis = "Usage: claude-peers peers [--json] [--online] [--network]"
     optFlags = [
         ("json", "j", "Print the peers as a JSON list"),
         ("online", "o", "Only peers whose bridge is connected"),
+        ("network", "n", "The peers of every host sharing the broker's database (not only this host's)"),
     ]
 
     def run(self) -> int:
@@ -54,7 +55,7 @@ class PeersOptions(usage.Options):
             from claudepeers.wire import commands as wire
 
             answer = await protocol.callRemote(
-                wire.ListPeers, scope="machine", include_offline=not self["online"]
+                wire.ListPeers, scope="network" if self["network"] else "machine", include_offline=not self["online"]
             )
             peers = answer["peers"]
             if self["json"]:

@@ -176,6 +176,9 @@ def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
         lines.append(f"  STORAGE PROBLEM: database writes are failing: {cause}")
     if status.get("host"):
         lines.append(f"  host:     {status['host']}")
+    from claudepeers.cli.hosts import format_hosts
+
+    lines += format_hosts(status)
     unread = sum(unread_count(p) for p in peers)
     gone = sum(1 for p in peers if peer_state(p) == "gone")
     lines.append(

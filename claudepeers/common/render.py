@@ -64,6 +64,9 @@ def _sender(message: Mapping[str, Any]) -> str:
     client = _field(message.get("from_client"))
     if client:
         parts.append(client)
+    host = _field(message.get("from_host"))
+    if host:
+        parts.append(f"host {host}")
     cwd = _field(message.get("from_cwd"))
     if cwd:
         parts.append(f"cwd {cwd}")

@@ -189,6 +189,7 @@ class Register(amp.Command):
         (b"name", amp.Unicode(optional=True)),
         (b"delivery", amp.Unicode()),
         (b"thread_id", amp.Unicode(optional=True)),
+        (b"repo_id", amp.Unicode(optional=True)),
         (b"secret", amp.Unicode(optional=True)),
     ]
     response = [

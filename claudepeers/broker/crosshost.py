@@ -1,0 +1,373 @@
+"""Peers and mail across the hosts of one PostgreSQL database (DESIGN 7, "Delivery across hosts").
+
+Each broker owns its own peers; the peers of other hosts are read from the database into
+:class:`RemotePeer` objects, so that ids and names resolve network-wide (``name@host``
+always works) and ``list_peers(scope="network")`` lists everyone.
+
+A send to a peer of another host is committed by the sender's broker like any other; the
+database's trigger on ``messages`` (network.sql) ``NOTIFY``s the recipient's host in the
+same transaction. That broker reads the new rows (the notification names the recipient
+and the range of ids), hands them to its local actor, which pushes them to the bridge;
+the outcome (shown after the acknowledgement's commit, woke, queued and why) goes back to
+the sending host as a notification, and the waiting ``send_message`` answers with it. No
+word from there within the wait: the sender reads the row (acknowledged or not) and says
+so. After every (re)connect of the listener each side reads what it may have missed:
+notifications are a wake-up, never the record.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.logger import Logger
+
+from claudepeers.broker import hosts as hostnames
+from claudepeers.broker.peers import QUEUED, SHOWN
+from claudepeers.broker.records import GONE, Message, PeerRecord
+from claudepeers.broker.remotepeers import RemotePeer
+from claudepeers.broker.storage.store import MESSAGE_COLUMNS
+
+if TYPE_CHECKING:
+    from claudepeers.broker.core import Broker
+    from claudepeers.broker.hosts import HostRegistration
+
+#: The channel every broker listens on for changes of peers (payload: ``peers <host>``).
+BROADCAST = "claude_peers"
+#: Message ids remembered as handed to a local actor (a repeated notification hands nothing).
+REMEMBER_HANDED = 50_000
+#: Extra seconds a sender waits beyond the recipient's own delivery wait.
+WAIT_MARGIN_SECONDS = 1.0
+#: Every this many heartbeats the remote peers are read again (a missed notification heals).
+RELOAD_EVERY_BEATS = 5
+
+
+class Network:
+    """The remote peers, the listener's notifications and the waits for remote outcomes."""
+
+    log = Logger()
+
+    def __init__(self, broker: "Broker", registration: "HostRegistration",
+                 listener_factory: Callable[..., Any]) -> None:
+        self._broker = broker
+        self.registration = registration
+        self.host = broker.host
+        self.remote: dict[str, RemotePeer] = {}
+        self._listener = listener_factory(
+            channels=[hostnames.channel(self.host), BROADCAST], on_notice=self._notice,
+            on_connected=self._connected, on_lost=self._lost,
+        )
+        self.listening = False
+        self.listener_state = "connecting"
+        self._handed: set[int] = set()
+        self._handed_order: deque[int] = deque()
+        self._waiters: dict[int, _Wait] = {}
+        self._reading: dict[str, list[int] | None] = {}
+        self._reload_running = False
+        self._reload_again = False
+        self._outbox: list[tuple[str, str]] = []
+        self._telling = False
+        self._beats = 0
+
+    # --- start and stop --------------------------------------------------------------------
+
+    def start(self) -> Any:
+        """Read the other hosts' peers, then listen; fires when the peers are read."""
+        self.registration.on_beat = self._beaten
+        self._listener.start()
+        return self.reload()
+
+    def stop(self) -> Any:
+        """Stop listening (waits for the listener's thread)."""
+        for wait in self._waiters.values():
+            if wait.timer.active():
+                wait.timer.cancel()
+        self._waiters.clear()
+        return self._listener.stop()
+
+    # --- remote peers ---------------------------------------------------------------------
+
+    def reload(self) -> Any:
+        """Read every live peer of the other hosts (one read at a time; a request meanwhile
+        runs once more after it)."""
+        if self._reload_running:
+            self._reload_again = True
+            return None
+        self._reload_running = True
+        store = self._broker.store
+        d = store.load_peers(include_gone=False)
+        d.addCallback(lambda records: store.unread_counts().addCallback(lambda counts: (records, counts)))
+        d.addCallback(self._loaded)
+        d.addErrback(self._reload_failed)
+        return d
+
+    def _loaded(self, result: tuple[list[PeerRecord], dict[str, int]]) -> None:
+        records, counts = result
+        fresh: dict[str, RemotePeer] = {}
+        for record in records:
+            if record.host == self.host:
+                continue
+            peer = self.remote.get(record.id)
+            if peer is None:
+                peer = RemotePeer(record, counts.get(record.id, 0), self)
+            else:
+                peer.record, peer.unread = record, counts.get(record.id, 0)
+            fresh[record.id] = peer
+        self.remote = fresh
+        self._broker._records_changed()
+        self._reload_done()
+
+    def _reload_failed(self, failure: Any) -> None:
+        if not getattr(failure.value, "reported", False):
+            self.log.warn("reading the other hosts' peers failed: {err}", err=failure.getErrorMessage())
+        self._reload_done()
+
+    def _reload_done(self) -> None:
+        self._reload_running = False
+        if self._reload_again:
+            self._reload_again = False
+            self.reload()
+
+    def live(self) -> list[RemotePeer]:
+        """The remote peers that have not ended."""
+        return [peer for peer in self.remote.values() if peer.state != GONE]
+
+    def find(self, target: str) -> list[RemotePeer]:
+        """Remote peers a target names: ``name@host``, ``id@host``, an id or a live name."""
+        name, _, host = target.partition("@")
+        found = []
+        for peer in self.remote.values():
+            if host and peer.host != host:
+                continue
+            if peer.id == name or (peer.name == name and peer.state != GONE):
+                found.append(peer)
+        return found
+
+    def listed(self, scope: str, caller: Any, include_offline: bool) -> list[dict[str, Any]]:
+        """Wire dicts of the live remote peers in ``scope`` (``network``: all; ``repo``: the
+        caller's repository by its identity across hosts, root commit and remote URL)."""
+        wanted = getattr(getattr(caller, "record", None), "repo_id", None)
+        if scope == "repo" and not wanted:
+            return []
+        chosen = [p for p in self.live() if (include_offline or p.state != "offline")
+                  and (scope != "repo" or p.record.repo_id == wanted)]
+        chosen.sort(key=lambda p: (p.state != "online", p.host, p.name))
+        return [peer.to_wire() for peer in chosen]
+
+    def status(self) -> dict[str, Any]:
+        """The hosts of the network and how this broker reaches the database, for ``status``."""
+        counts: dict[str, int] = {}
+        for peer in self.live():
+            counts[peer.host] = counts.get(peer.host, 0) + 1
+        counts[self.host] = sum(1 for actor in self._broker.actors.values() if actor.state != GONE)
+        hosts = [info.to_wire(counts.get(name, 0), name == self.host)
+                 for name, info in sorted(self.registration.hosts.items())]
+        return {
+            "hosts": hosts,
+            "network": {"database": self.registration.state, "notifications": self.listener_state,
+                        "waiting_for_other_hosts": len(self._waiters),
+                        "unreachable_after_seconds": self.registration.unreachable_after},
+        }
+
+    # --- notifications -----------------------------------------------------------------------
+
+    def _notice(self, channel: str, payload: str) -> None:
+        kind, _, rest = payload.partition(" ")
+        try:
+            if kind == "mail":
+                to_id, low, high = rest.split(" ")
+                self.catch_up(to_id, int(low), int(high))
+            elif kind == "acked":
+                for message_id in rest.split(","):
+                    self._outcome(int(message_id), SHOWN, "has been shown the message")
+            elif kind == "outcome":
+                message_id, status, detail = rest.split(" ", 2)
+                self._outcome(int(message_id), status, detail)
+            elif kind == "peers":
+                if rest != self.host:
+                    self.reload()
+            elif kind == "kill" and self._broker.remote_kills is not None:
+                self._broker.remote_kills.notice(rest)
+        except ValueError:
+            self.log.warn("ignoring a malformed notification on {channel}: {payload!r}", channel=channel,
+                          payload=payload[:200])
+
+    def _connected(self) -> None:
+        """(Re)connected: read everything a lost notification may have carried."""
+        self.listening = True
+        self.listener_state = "listening"
+        self.log.info("host {host}: listening for the network's notifications", host=self.host)
+        self.reload()
+        for actor in list(self._broker.actors.values()):
+            if actor.state != GONE:
+                self.catch_up(actor.id)
+        for message_id in list(self._waiters):
+            self._check_shown(message_id)
+        if self._broker.remote_kills is not None:
+            self._broker.remote_kills.catch_up()
+
+    def _lost(self, why: str) -> None:
+        if self.listening:
+            self.log.warn("host {host}: lost the database's notifications ({why})", host=self.host, why=why)
+        self.listening = False
+        self.listener_state = f"not listening: {why}"
+
+    def _beaten(self, hosts: dict[str, Any]) -> None:
+        self._beats += 1
+        if self._beats % RELOAD_EVERY_BEATS == 0:
+            self.reload()
+
+    # --- mail for our peers from other hosts ------------------------------------------------
+
+    def catch_up(self, peer_id: str, low: int = 0, high: int | None = None) -> None:
+        """Read ``peer_id``'s unacknowledged mail from other hosts (ids ``low``..``high``, or
+        all) and hand what is new to its actor; one read per peer at a time, in order."""
+        actor = self._broker.actors.get(peer_id)
+        if actor is None or actor.state == GONE:
+            return
+        if peer_id in self._reading:
+            pending = self._reading[peer_id]
+            if pending is None or high is None:
+                self._reading[peer_id] = [0, -1]  # -1: everything
+            else:
+                self._reading[peer_id] = [min(pending[0], low), max(pending[1], high)]
+            return
+        self._reading[peer_id] = None
+        if high is None:  # everything (after a reconnect): through the store
+            d = self._broker.store.unread(peer_id)
+        else:
+            # A notified range was committed by another host: read it on this host's own
+            # connection at once, not behind this broker's queued writes (the store's reads
+            # wait for those, and would add a commit's time to every cross-host message).
+            d = self.registration.run(_thd_range, peer_id, low, high)
+        d.addCallback(self._hand, actor)
+        d.addErrback(self._read_failed, peer_id)
+        d.addBoth(self._read_done, peer_id)
+
+    def _hand(self, messages: list[Message], actor: Any) -> None:
+        for message in messages:
+            if message.from_host in (None, self.host) or message.id in self._handed:
+                continue
+            self._remember(message.id)
+            actor.accept(message, partial(self._local_outcome, message))
+
+    def _remember(self, message_id: int) -> None:
+        self._handed.add(message_id)
+        self._handed_order.append(message_id)
+        while len(self._handed_order) > REMEMBER_HANDED:
+            self._handed.discard(self._handed_order.popleft())
+
+    def _read_failed(self, failure: Any, peer_id: str) -> None:
+        if not getattr(failure.value, "reported", False):
+            self.log.warn("reading new mail of {peer} failed: {err}", peer=peer_id, err=failure.getErrorMessage())
+
+    def _read_done(self, _: Any, peer_id: str) -> None:
+        pending = self._reading.pop(peer_id, None)
+        if pending is not None:
+            if pending[1] == -1:
+                self.catch_up(peer_id)
+            else:
+                self.catch_up(peer_id, pending[0], pending[1])
+
+    def _local_outcome(self, message: Message, status: str, detail: str) -> None:
+        """Our actor says what became of a message from another host: tell that host. A
+        ``shown`` is told by the acknowledgement's own commit (network.sql's trigger), so
+        that the sender never hears it before the record says so."""
+        host = message.from_host
+        if host is None or status == SHOWN:
+            return
+        self._tell(host, message.id, status, detail)
+
+    def _tell(self, host: str, message_id: int, status: str, detail: str) -> None:
+        """Queue an outcome for its sender's host; what queues while one batch of them is
+        being notified goes in the next (one commit per batch, not per message)."""
+        text = " ".join(detail.split())[:500]
+        self._outbox.append((hostnames.channel(host), f"outcome {message_id} {status} {text}"))
+        if not self._telling:
+            self._tell_batch()
+
+    def _tell_batch(self) -> None:
+        batch, self._outbox = self._outbox, []
+        if not batch:
+            self._telling = False
+            return
+        self._telling = True
+        d = self.registration.notify(batch)
+        d.addErrback(lambda _: None)  # the senders' brokers read the rows at their deadlines
+        d.addBoth(lambda _: self._tell_batch())
+
+    # --- mail from our peers to other hosts -------------------------------------------------
+
+    def await_outcome(self, peer: RemotePeer, message: Message, outcome: Callable[[str, str], Any]) -> None:
+        """Wait for the recipient's host to say how a committed message went (bounded)."""
+        if not self.registration.reachable(peer.host):
+            outcome(QUEUED, f"{peer.name}'s host {peer.host} is unreachable (its broker's heartbeat stopped); "
+                            "the message is stored and waits for it")
+            return
+        wait = self._broker.limits.delivery_wait_seconds + WAIT_MARGIN_SECONDS
+        timer = self._broker.clock.callLater(wait, self._check_shown, message.id, True)
+        self._waiters[message.id] = _Wait(outcome, peer, timer, message.from_id)
+
+    def _outcome(self, message_id: int, status: str, detail: str) -> None:
+        wait = self._waiters.pop(message_id, None)
+        if wait is None:
+            return
+        if wait.timer.active():
+            wait.timer.cancel()
+        if status == SHOWN:
+            wait.peer.unread = max(0, wait.peer.unread - 1)
+            detail = f"{wait.peer.name} {detail}" if detail.startswith("has been") else detail
+        wait.outcome(status, f"{detail} (on host {wait.peer.host})")
+
+    def _check_shown(self, message_id: int, deadline: bool = False) -> None:
+        """Read the row of a message whose outcome we wait for: at the deadline (no word from
+        the recipient's host) it answers either way; after a reconnect only if it was shown."""
+        wait = self._waiters.get(message_id)
+        if wait is None:
+            return
+
+        def answer(states: dict[int, Any]) -> None:
+            if self._waiters.get(message_id) is not wait:
+                return
+            shown = message_id in states and states[message_id][1] is not None
+            if not shown and not deadline:
+                return  # keep waiting for the notification
+            del self._waiters[message_id]
+            if wait.timer.active():
+                wait.timer.cancel()
+            if shown:
+                wait.peer.unread = max(0, wait.peer.unread - 1)
+                wait.outcome(SHOWN, f"{wait.peer.name} has been shown the message (on host {wait.peer.host})")
+            else:
+                wait.outcome(QUEUED, f"stored; {wait.peer.name}'s broker on host {wait.peer.host} has not "
+                                     "said it was shown yet")
+
+        d = self._broker.store.message_states(wait.from_id, [message_id])
+        d.addCallback(answer)
+        d.addErrback(lambda _: answer({}))
+
+    def waiting(self) -> int:
+        """How many sends wait for another host's word."""
+        return len(self._waiters)
+
+
+@dataclass
+class _Wait:
+    """A send waiting for the recipient's host: whom to tell, the peer, the deadline's timer."""
+
+    outcome: Callable[[str, str], Any]
+    peer: RemotePeer
+    timer: Any
+    from_id: str
+
+
+_RANGE = (f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages "
+          "WHERE to_id = %s AND id BETWEEN %s AND %s AND acked_at IS NULL ORDER BY id")
+
+
+def _thd_range(conn: Any, peer_id: str, low: int, high: int) -> list[Message]:
+    """The unacknowledged messages of ``peer_id`` with ids ``low``..``high`` (one statement)."""
+    rows = conn.execute(_RANGE, (peer_id, low, high)).fetchall()
+    return [Message(**{**dict(zip(MESSAGE_COLUMNS, row)), "verified": bool(row[6])}) for row in rows]

@@ -1,0 +1,87 @@
+"""Peers of other hosts, as this broker sees them (DESIGN 7): read from the shared database,
+never owned here. Their own broker verifies them, delivers to them and kills them; this
+broker resolves their ids and names (``name@host`` always works) and lists them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from claudepeers.broker.records import GONE, Message, PeerRecord
+from claudepeers.common.errors import AmbiguousPeer, PeerGone, UnknownPeer
+
+if TYPE_CHECKING:
+    from claudepeers.broker.core import Broker
+    from claudepeers.broker.crosshost import Network
+
+
+class RemotePeer:
+    """A peer of another host, as the database shows it; this broker never owns it."""
+
+    delivery = "remote"
+    connection = None
+
+    def __init__(self, record: PeerRecord, unread: int, network: "Network") -> None:
+        self.record = record
+        self.unread = unread
+        self._network = network
+
+    @property
+    def id(self) -> str:
+        """The peer id (unique across the network)."""
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        """The peer's name (unique among live peers of the network)."""
+        return self.record.name
+
+    @property
+    def state(self) -> str:
+        """The state its own broker last wrote (online, offline or gone)."""
+        return self.record.state
+
+    @property
+    def host(self) -> str:
+        """The host whose broker owns this peer."""
+        return self.record.host
+
+    def accept(self, message: Message, outcome: Callable[[str, str], Any]) -> None:
+        """A committed message for this peer: its host's broker delivers it and tells us how."""
+        self.unread += 1
+        self._network.await_outcome(self, message, outcome)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The listed form: the record, with state ``unreachable`` while its host is not heard."""
+        data = {**self.record.to_wire(self.unread), "delivery": f"via host {self.host}"}
+        if not self._network.registration.reachable(self.host):
+            data["state"] = "unreachable"
+        return data
+
+
+def resolve_remote(broker: "Broker", target: str, allow_gone: bool = False) -> RemotePeer:
+    """The peer of another host a target names (``name@host``, ``id@host``, an id or name
+    no local peer has); UnknownPeer, AmbiguousPeer or PeerGone saying why not."""
+    name, _, host = target.partition("@")
+    network = broker.network
+    if network is None:
+        raise UnknownPeer(f"{target!r} names host {host!r}, but this broker is a host alone (no shared "
+                          "PostgreSQL database: see the README's 'Several machines')")
+    found = network.find(target)
+    if not found:
+        near = [p for p in network.live() if not host or p.host == host]
+        hint = ", ".join(f"{p.name}@{p.host} ({p.id})" for p in near[:20]) or "none"
+        where = f" on host {host}" if host else ""
+        raise UnknownPeer(f"no peer has the id or name {name!r}{where}; candidates: {hint}")
+    if len(found) > 1:
+        raise AmbiguousPeer(f"{target!r} matches peers of several hosts: "
+                            + ", ".join(f"{p.name}@{p.host} ({p.id})" for p in found) + "; say name@host")
+    peer = found[0]
+    if peer.state == GONE and not allow_gone:
+        raise PeerGone(f"peer {peer.id} ({peer.name}@{peer.host}) has ended")
+    return peer
+
+
+def live_names(network: "Network | None") -> Iterable[Any]:
+    """The remote peers that take part in name uniqueness (none without a network)."""
+    return network.live() if network is not None else ()
