@@ -268,3 +268,13 @@ def test_start_tls_is_answered_as_unhandled() -> None:
     _, caller, pump = connected(LeanSide, LeanSide)
     assert outcome(caller.callRemoteString(b"StartTLS"), pump).check(amp.UnhandledCommand)
     assert outcome(caller.callRemote(Echo, **ECHO), pump)["text"] == "héllo"
+
+
+@pytest.mark.parametrize("key", [b"_answer", b"_error"])
+def test_an_answer_to_no_question_drops_the_connection_without_a_traceback(key: bytes) -> None:
+    """As in Twisted the connection goes; unlike Twisted's KeyError, only a warning is logged."""
+    recorder = LeanSide()
+    transport = StringTransport()
+    recorder.makeConnection(transport)
+    recorder.dataReceived(serialize({key: b"7", b"_error_code": b"X", b"_error_description": b"d"}))
+    assert transport.disconnecting

@@ -315,11 +315,10 @@ def test_oversized_values_get_clear_errors_and_the_broker_carries_on(target: Tar
 
 def test_amp_batches_leave_the_healthy_peers_served(target: Target) -> None:
     """After the random and malformed batches above, list/send still work and nothing was lost;
-    the only exceptions the broker logged are AMP's own for answers to questions it never asked
-    (that connection is dropped, which is all a stray answer deserves)."""
+    the broker logged no exception (an answer to a question it never asked drops that
+    connection with one warning, which is all a stray answer deserves)."""
     target.check_healthy()
-    unexpected = [chunk for chunk in target.broker.log_text().split("Unhandled Error")[1:]
-                  if not any(name in chunk for name in ("_answerReceived", "_errorReceived", "in _question"))]
+    unexpected = target.broker.log_text().split("Unhandled Error")[1:]
     assert not unexpected, unexpected[0][:3000]
     print("FUZZ-COUNTS " + json.dumps(COUNTS, sort_keys=True))
 

@@ -198,12 +198,14 @@ class LeanAMP(amp.AMP):
         """An answer to one of our questions, an error answer, or a command to answer."""
         if _ANSWER in box:
             question = self._question(box[_ANSWER])
-            question.addErrback(self.unhandledError)
-            question.callback(box)
+            if question is not None:
+                question.addErrback(self.unhandledError)
+                question.callback(box)
         elif _ERROR in box:
             question = self._question(box[_ERROR])
-            question.addErrback(self.unhandledError)
-            question.errback(_remote_error(box))
+            if question is not None:
+                question.addErrback(self.unhandledError)
+                question.errback(_remote_error(box))
         elif _COMMAND in box:
             self._command_received(box)
         else:
@@ -270,11 +272,15 @@ class LeanAMP(amp.AMP):
             raise amp.ConnectionLost()
         self.transport.write(serialize(box))
 
-    def _question(self, tag: bytes) -> Deferred:
-        questions = self._questions
-        if questions is None:
-            raise KeyError(tag)  # an answer to nothing we asked: the connection drops, as in Twisted
-        return questions.pop(tag)
+    def _question(self, tag: bytes) -> Deferred | None:
+        """The question ``tag`` answers; None (and the connection dropped, as Twisted drops it,
+        but with one warning instead of a KeyError's traceback) when we never asked it."""
+        question = (self._questions or {}).pop(tag, None)
+        if question is None:
+            _log.warn("dropping a connection that answered a question never asked ({tag!r})", tag=tag[:64])
+            if self.transport is not None:
+                self.transport.loseConnection()
+        return question
 
     def _ask(self, name: bytes, box: amp.AmpBox, requires_answer: bool) -> Deferred | None:
         """Send a command box with a new tag; the Deferred of its answer box (None: no answer asked)."""
