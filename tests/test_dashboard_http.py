@@ -274,11 +274,11 @@ class FakeThreads:
 @pytest_twisted.inlineCallbacks
 def test_claims_groups_and_threads_show_when_the_broker_keeps_them(dashboard: Dashboard, world: Any) -> None:
     """With coordination and threads on the broker, peers carry claims and groups, and a
-    message's thread is one request away; without them the thread route says so."""
+    message's thread is one request away; an unknown message's thread is a clear 404."""
     yield peer(world, "api")
     cookie = yield logged_in(dashboard)
     answer = yield request(url(dashboard, "/api/thread?id=9"), headers={"Cookie": cookie})
-    assert answer.code == 404 and answer.json()["error"] == "this broker keeps no threads"
+    assert answer.code == 404 and answer.json()["error"] == "there is no message #9 (or it has expired)"
     world.broker.coordination = FakeCoordination()
     world.broker.threads = FakeThreads()
     state = (yield request(url(dashboard, "/api/state"), headers={"Cookie": cookie})).json()

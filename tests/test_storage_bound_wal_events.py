@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
 import pytest_twisted
 
 from claudepeers.broker.storage.guard_sql import KEPT_EVENTS
@@ -20,10 +21,18 @@ def wal_size(world: Any) -> int:
         return 0
 
 
+def sqlite_only(world: Any) -> None:
+    """The database bound is measured from SQLite's file (PostgreSQL's size is its server's:
+    shown in status, not enforced; see storage/dialect.py)."""
+    if world.store.dialect.postgresql:
+        pytest.skip("the size bound and the WAL are SQLite's; PostgreSQL does not enforce max_db_bytes")
+
+
 @pytest_twisted.inlineCallbacks
 def test_the_wal_is_counted_and_a_purge_gives_it_back(make_world: Any) -> None:
     """used_bytes = pages in use + the WAL file; a purge for the bound truncates the WAL."""
     world = make_world(max_db_bytes=2_000_000)
+    sqlite_only(world)
     alice, bob = yield peers(world, "push", "push")
     for number in range(40):
         assert isinstance((yield attempt(world, alice, bob, "w" * 20_000)), dict)
@@ -40,7 +49,8 @@ def test_the_wal_is_counted_and_a_purge_gives_it_back(make_world: Any) -> None:
         if isinstance(answer, Exception):
             assert isinstance((yield attempt(world, alice, bob, "w" * 20_000)), dict)
     assert world.guard.purged_for_bound > 0
-    assert (yield world.store.used_bytes()) <= 2_000_000 + 25_000
+    # Over by at most a batch and the search index's pages for it (schema v6's FTS5 tables).
+    assert (yield world.store.used_bytes()) <= 2_000_000 + 60_000
     assert wal_size(world) < 2_000_000
 
 
@@ -49,6 +59,7 @@ def test_old_events_are_purged_by_the_bound_when_read_mail_is_not_enough(make_wo
     """An event log past the bound: a send is refused, the oldest events are purged (the
     newest KEPT_EVENTS stay, unread mail and the kill audit are kept), the send then goes."""
     world = make_world(max_db_bytes=400_000)
+    sqlite_only(world)
     alice, carol = yield peers(world, "push", "none")
     assert isinstance((yield attempt(world, alice, carol, "unread")), dict)
     yield world.store.record_kill(1.0, alice.id, carol.id, 1, "refused", "kept")

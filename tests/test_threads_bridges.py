@@ -39,6 +39,9 @@ async def test_delegation_round_trip_through_both_bridges_shows_everything_once(
         sent = await a.text("send_message", {"to_id": "worker", "message": "task: port the parser, branch p1"})
         task = message_number(sent)
         waiting = asyncio.ensure_future(a.call("wait_for_reply", {"message_id": task, "timeout_seconds": 30}))
+        # The bridge passes its agent's calls to the broker in order on one connection: once a
+        # later call is answered, the wait is armed (else the reply would be held, 'queued').
+        await a.text("whoami")
         [note] = await b.channel.wait_for(1)
         assert (note.meta["message_id"], note.meta["thread_id"]) == (str(task), str(task))
         assert "reply_to" not in note.meta
