@@ -35,8 +35,10 @@ class Limits:
     #: How long a bridge waits for Claude Code's transcript to show a channel push.
     channel_confirm_seconds: float = 1.5
     #: The same while no push was confirmed yet and the session has no transcript yet
-    #: (Claude Code writes a session's first line seconds after accepting its first message).
-    channel_first_confirm_seconds: float = 6.0
+    #: (Claude Code 2.1.332 writes a session's first line about 3 s after accepting its first
+    #: message). Equal by default: longer closes the first message's double-show race with a
+    #: rewake waiter, but a skipped channel then falls back (and wakes) only that much later.
+    channel_first_confirm_seconds: float = 1.5
     reap_interval_seconds: float = 10.0
     tcp_ping_interval_seconds: float = 30.0
     #: The database's bound, and stored bytes of unread mail per recipient and per sender.
