@@ -237,6 +237,10 @@ def mean(values: list[float]) -> float:
 
 def main_bench(args: argparse.Namespace) -> int:
     """Alternating phases without and with pages on one broker; the comparison."""
+    # broker_bench's Bench reads its own options too: the engine (SQLite here) among them.
+    for name, default in (("postgres", False), ("db_dsn", None), ("skip_idle", True), ("idle_duration", 0.0)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
     bench = broker_bench.Bench(args)
     reader = None
     try:
