@@ -174,14 +174,6 @@ def is_running(pid: int) -> bool:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 def process_start(pid: int) -> float | None:
-    """The start time of the running process ``pid`` (psutil's create_time), or None when no
-    such process runs (a zombie counts as ended)."""
-    if pid <= 0:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
+    """The start time of the running process ``pid``, or None when none runs (a zombie counts
+    as ended)."""
+    return processes.process_start(pid)

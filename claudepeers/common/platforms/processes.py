@@ -27,18 +27,24 @@ def same_start(recorded: float, actual: float) -> bool:
     return abs(recorded - actual) < START_TOLERANCE
 
 
-def is_alive_portable(pid: int, start: float) -> bool:
-    """psutil's answer: the process runs, is no zombie, and started at ``start``."""
+def process_start(pid: int) -> float | None:
+    """The start time of the running process ``pid`` (psutil's create_time), or None when no
+    such process runs (a zombie counts as ended, and so does another user's we cannot read)."""
     if pid <= 0:
-        return False
+        return None
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return same_start(start, proc.create_time())
+            return None
+        return proc.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        # Gone, a zombie (a NoSuchProcess), or another user's: not a peer of ours.
-        return False
+        return None
+
+
+def is_alive_portable(pid: int, start: float) -> bool:
+    """psutil's answer: the process runs, is no zombie, and started at ``start``."""
+    actual = process_start(pid)
+    return actual is not None and same_start(start, actual)
 
 
 def is_alive_proc(pid: int, start: float) -> bool:
