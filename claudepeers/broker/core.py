@@ -24,8 +24,6 @@ from claudepeers import __version__
 from claudepeers.common import agents
 
 from claudepeers.broker import killing
-
-from claudepeers.broker import naming
 from claudepeers.broker.approvals import Approvals
 from claudepeers.broker.coordination import Coordination
 from claudepeers.broker import containers, naming, remotepeers
@@ -579,22 +577,30 @@ class Broker:
 
     # --- status -------------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """Health and every known peer, for `claude-peers status`."""
-        peers = sorted(self.actors.values(), key=lambda a: ({ONLINE: 0, OFFLINE: 1, GONE: 2}[a.state], a.name))
+    def health(self) -> dict[str, Any]:
+        """Who and how long this broker is, its peers counted by state, and its counters:
+        the part `status` and the dashboard's health line share."""
+        states = [actor.state for actor in self.actors.values()]
         return {
-            **self.info,
             "version": __version__,
             "pid": os.getpid(),
             "host": self.host,
             "started_at": iso(self.started_at),
             "uptime_seconds": round(self.now() - self.started_at, 3),
-            "peers": [self.coordination.annotate({**_with_delivery(a), "rewake_pid": a.waits.waiter_pid}) for a in peers],
-            "online": sum(1 for a in peers if a.state == ONLINE),
-            "offline": sum(1 for a in peers if a.state == OFFLINE),
-            "gone": sum(1 for a in peers if a.state == GONE),
-            "unread": sum(a.unread for a in peers),
+            "online": states.count(ONLINE),
+            "offline": states.count(OFFLINE),
+            "gone": states.count(GONE),
+            "unread": sum(actor.unread for actor in self.actors.values()),
             "counters": dict(self.counters),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Health and every known peer, for `claude-peers status`."""
+        peers = sorted(self.actors.values(), key=lambda a: ({ONLINE: 0, OFFLINE: 1, GONE: 2}[a.state], a.name))
+        return {
+            **self.info,
+            **self.health(),
+            "peers": [self.coordination.annotate({**_with_delivery(a), "rewake_pid": a.waits.waiter_pid}) for a in peers],
             # Group commits so far and the writes they carried (writes per commit shows the batching).
             "store": {"commits": self.store.batches, "writes": self.store.batched_writes},
             # The database file's health and size (storage/guard.py), when a guard watches it.

@@ -10,12 +10,10 @@ that keeps threads (``broker.threads``) every line opens the thread of its messa
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterable
 
 from twisted.internet.defer import Deferred
 
-from claudepeers import __version__
 from claudepeers.broker.records import GONE, OFFLINE, ONLINE, iso
 
 #: Flow items and other events the first ``state`` carries.
@@ -75,18 +73,10 @@ def health_view(broker: Any) -> dict[str, Any]:
     """Uptime, commits and queue depth: the broker's health line."""
     store = broker.store
     actors = broker.actors.values()
-    states = [a.state for a in actors]
+    health = broker.health()
     return {
-        "version": __version__,
-        "pid": os.getpid(),
-        "host": broker.host,
-        "started_at": iso(broker.started_at),
-        "uptime_seconds": round(broker.now() - broker.started_at, 1),
-        "online": states.count(ONLINE),
-        "offline": states.count(OFFLINE),
-        "gone": states.count(GONE),
-        "unread": sum(a.unread for a in actors),
-        "counters": dict(broker.counters),
+        **health,
+        "uptime_seconds": round(health["uptime_seconds"], 1),
         "commits": store.batches,
         "writes": store.batched_writes,
         # Writes waiting for the next group commit, and messages waiting to be pushed.
