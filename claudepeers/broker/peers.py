@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from claudepeers.broker.mailwait import MailWaits
-from claudepeers.broker.records import GONE, OFFLINE, ONLINE, Message, PeerRecord
+from claudepeers.broker.records import GONE, OFFLINE, ONLINE, Message, OfRecord, PeerRecord
 from claudepeers.broker.replywait import ReplyWaits
 
 #: Pushes in flight on one connection; what arrives meanwhile goes into the next push.
@@ -65,7 +65,7 @@ class PeerConnection(Protocol):
         """Drop the connection (another one of the same agent session replaced it)."""
 
 
-class PeerActor:
+class PeerActor(OfRecord):
     """The broker's live object for one peer."""
 
     log = Logger()
@@ -102,21 +102,6 @@ class PeerActor:
         self.bridge_pid: int | None = None  # the process of the current bridge connection (UNIX only)
 
     # --- facts --------------------------------------------------------------------------
-
-    @property
-    def id(self) -> str:
-        """The peer id (stable for the life of the agent session)."""
-        return self.record.id
-
-    @property
-    def name(self) -> str:
-        """The peer's current unique name."""
-        return self.record.name
-
-    @property
-    def state(self) -> str:
-        """online, offline or gone."""
-        return self.record.state
 
     @property
     def queued(self) -> int:

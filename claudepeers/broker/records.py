@@ -75,6 +75,28 @@ class PeerRecord:
         return data
 
 
+class OfRecord:
+    """The facts every holder of a :class:`PeerRecord` answers from it (a local actor, a
+    peer of another host): its id, name and state."""
+
+    record: PeerRecord
+
+    @property
+    def id(self) -> str:
+        """The peer id (stable for the life of the agent session, unique across hosts)."""
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        """The peer's current name (unique among live peers)."""
+        return self.record.name
+
+    @property
+    def state(self) -> str:
+        """online, offline or gone (a remote peer's as its own broker last wrote it)."""
+        return self.record.state
+
+
 @dataclass(frozen=True)
 class Message:
     """A committed message; ``id`` orders a recipient's inbox."""

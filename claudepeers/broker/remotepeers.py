@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from claudepeers.broker.records import GONE, Message, PeerRecord
+from claudepeers.broker.records import GONE, Message, OfRecord, PeerRecord
 from claudepeers.common.errors import AmbiguousPeer, PeerGone, UnknownPeer
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from claudepeers.broker.crosshost import Network
 
 
-class RemotePeer:
+class RemotePeer(OfRecord):
     """A peer of another host, as the database shows it; this broker never owns it."""
 
     delivery = "remote"
@@ -25,21 +25,6 @@ class RemotePeer:
         self.record = record
         self.unread = unread
         self._network = network
-
-    @property
-    def id(self) -> str:
-        """The peer id (unique across the network)."""
-        return self.record.id
-
-    @property
-    def name(self) -> str:
-        """The peer's name (unique among live peers of the network)."""
-        return self.record.name
-
-    @property
-    def state(self) -> str:
-        """The state its own broker last wrote (online, offline or gone)."""
-        return self.record.state
 
     @property
     def host(self) -> str:
