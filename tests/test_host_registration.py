@@ -88,3 +88,19 @@ def test_a_host_whose_heartbeat_stopped_is_unreachable(database: str, pg_server:
     assert view["beta"].heartbeat_age >= 60 and not alpha.reachable("beta") and alpha.reachable("alpha")
     assert view["alpha"].reachable
     yield alpha.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_host_that_joined_since_the_last_beat_is_known_after_a_refresh(database: str) -> None:
+    """Between heartbeats a new host is unknown (so unreachable); refresh() reads the rows
+    at once, which the network does before it shows a peer of a host it has not heard of."""
+    alpha = registration(database, "alpha", heartbeat=60)
+    yield alpha.start()
+    beta = registration(database, "beta", heartbeat=60)
+    yield beta.start()
+    assert "beta" not in alpha.hosts and not alpha.reachable("beta")
+    view = yield alpha.refresh()
+    assert "beta" in view and alpha.reachable("beta")
+    yield beta.stop()
+    yield alpha.stop()
+

@@ -99,8 +99,20 @@ class Network:
         store = self._broker.store
         d = store.load_peers(include_gone=False)
         d.addCallback(lambda records: store.unread_counts().addCallback(lambda counts: (records, counts)))
+        d.addCallback(self._know_their_hosts)
         d.addCallback(self._loaded)
         d.addErrback(self._reload_failed)
+        return d
+
+    def _know_their_hosts(self, result: tuple[list[PeerRecord], dict[str, int]]) -> Any:
+        """A peer of a host that joined since our last heartbeat: read the hosts first, so
+        that its peers never show (or answer sends) as unreachable for want of a beat."""
+        known = self.registration.hosts
+        if all(record.host == self.host or record.host in known for record in result[0]):
+            return result
+        d = self.registration.refresh()
+        d.addErrback(lambda _: None)  # the database is away: the next heartbeat reads them
+        d.addCallback(lambda _: result)
         return d
 
     def _loaded(self, result: tuple[list[PeerRecord], dict[str, int]]) -> None:

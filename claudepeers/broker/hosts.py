@@ -314,6 +314,17 @@ class HostRegistration:
         (delivered at its commit)."""
         return self._run(self._thd_notify, notices)
 
+    def refresh(self) -> Deferred:
+        """Read every host's row now, between heartbeats (a host that joined since the last
+        beat is known at once, not unreachable for a beat); fails while the database is away."""
+        d = self._run(self._thd_call, self._thd_hosts)
+        d.addCallback(self._refreshed)
+        return d
+
+    def _refreshed(self, hosts: dict[str, HostInfo]) -> dict[str, HostInfo]:
+        self.hosts = hosts
+        return hosts
+
     def reachable(self, host: str) -> bool:
         """Whether ``host``'s heartbeat is fresh (this host: whether we reach the database)."""
         if host == self.host:
