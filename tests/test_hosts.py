@@ -1,9 +1,11 @@
 """Several hosts sharing one PostgreSQL database: brokers as separate processes, each its own
-host (a distinct CLAUDE_PEERS_HOST on loopback), real bridges under each (DESIGN 7)."""
+host (a network namespace each, reaching PostgreSQL over TCP, when the tests run as root;
+else a distinct CLAUDE_PEERS_HOST on loopback), real bridges under each (DESIGN 7)."""
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+import os
 import signal
 from typing import Any
 
@@ -12,13 +14,31 @@ import pytest
 from bridge_support import asyncio_test, open_bridge, ready
 from test_bridge_integration import git
 from conftest import BrokerProcess
-from hosts_support import Hosts, hosts, wait_until  # noqa: F401 - the fixture
+import hosts_support
+from hosts_support import Hosts, host_place, hosts, net_namespace, wait_until  # noqa: F401 - the fixtures
 
 pytest.importorskip("psycopg")
 
 
 async def my_id(bridge: Any) -> str:
     return (await bridge.text("whoami")).split("ID: ")[1].split("\n")[0]
+
+
+def test_each_host_runs_in_a_network_namespace_of_its_own(hosts: Hosts) -> None:
+    """As root, each broker runs in its own network namespace and reaches PostgreSQL over TCP
+    from its veth's address (the server sees that client address); elsewhere this skips with
+    the fallback's reason (the other tests then run the hosts on loopback)."""
+    if hosts.lab is None:
+        pytest.skip(hosts_support.FALLBACK or "no network namespaces")
+    alpha, beta = hosts.start("alpha"), hosts.start("beta")
+    spaces = {net_namespace(alpha.broker.process.pid), net_namespace(beta.broker.process.pid)}
+    assert len(spaces) == 2 and net_namespace(os.getpid()) not in spaces
+    clients = {row[0] for row in hosts.server.execute(
+        "SELECT host(client_addr) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name LIKE 'claude-peers%'", hosts.database)}
+    assert {alpha.namespace.address, beta.namespace.address} <= clients, clients
+    # The bridges stay in the root namespace: a UNIX socket is a path, not a network address.
+    assert alpha.status()["hosts"][0]["host"] == "alpha"
 
 
 def test_a_second_broker_with_the_same_host_name_is_refused_naming_the_holder(hosts: Hosts) -> None:
@@ -81,7 +101,7 @@ async def test_peers_of_two_hosts_list_and_message_each_other(hosts: Hosts) -> N
 
 
 @asyncio_test
-async def test_kill_across_hosts_is_carried_out_and_audited_by_the_targets_broker(hosts: Hosts, pg_server: Any) -> None:
+async def test_kill_across_hosts_is_carried_out_and_audited_by_the_targets_broker(hosts: Hosts) -> None:
     """kill_peer("bob@beta") from alpha: beta's broker checks and kills its own peer, audits it
     with the caller as id@alpha, and the outcome comes back to the caller."""
     alpha, beta = hosts.start("alpha"), hosts.start("beta")
@@ -94,10 +114,10 @@ async def test_kill_across_hosts_is_carried_out_and_audited_by_the_targets_broke
             killed = await ca.text("kill_peer", {"peer_id": "bob@beta"})
             assert "on host beta" in killed, killed
             b.process.wait(10)
-    database = hosts.dsn.split("dbname=")[1].split()[0]
-    [audit] = pg_server.execute("SELECT by_id, target_id, outcome FROM kills", database)
+    database = hosts.database
+    [audit] = hosts.server.execute("SELECT by_id, target_id, outcome FROM kills", database)
     assert audit[0] == f"{a_id}@alpha" and audit[1] == b_id and audit[2] in ("terminated", "killed")
-    [request] = pg_server.execute("SELECT by_host, target_host, outcome FROM kill_requests", database)
+    [request] = hosts.server.execute("SELECT by_host, target_host, outcome FROM kill_requests", database)
     assert request == ("alpha", "beta", audit[2])
 
 
