@@ -184,7 +184,7 @@ def hosts(host_place: Place, short_dir: Path) -> Iterator[Hosts]:
     finally:
         network.close()
         for host in network.hosts.values():
-            print(f"--- log of host {host.name} ---\n{host.broker.log_text()[-4000:]}")
+            print(f"--- log of host {host.name} ---\n{host.broker.log_text()[-int(os.environ.get('CLAUDE_PEERS_TEST_LOG_TAIL', '4000')):]}")
         server.drop_database(database)
 
 

@@ -14,6 +14,8 @@ import pytest
 from bridge_support import asyncio_test, open_bridge, ready
 from test_bridge_integration import git
 from conftest import BrokerProcess
+from hook_support import HookAgent
+from test_hooks_wait import Waiter, until_armed
 import hosts_support
 from hosts_support import Hosts, host_place, hosts, net_namespace, wait_until  # noqa: F401 - the fixtures
 
@@ -143,3 +145,24 @@ async def test_a_host_whose_broker_died_is_unreachable_and_so_are_its_peers(host
         beta.broker.start()
         [note] = await cb.channel.wait_for(1, timeout=30)
         assert note.content == "while you were away"
+
+
+@asyncio_test
+async def test_a_cross_host_send_that_a_rewake_hook_wakes_its_peer_with_answers_woke(hosts: Hosts) -> None:
+    """bob on beta is idle (Claude Code without a channel) with its rewake hook armed: a send
+    from alpha wakes him with the message, and ann hears "woke", not "shown" (the hook's
+    acknowledgement commits the row as shown; its notification must say how)."""
+    alpha, beta = hosts.start("alpha"), hosts.start("beta")
+    ann = alpha.agent("ann", "codex")
+    bob = HookAgent(beta.broker.base, "bob", "claude", beta.broker.base, dict(beta.broker.env), False).start()
+    beta.agents.append(bob)
+    async with open_bridge(ann, "codex-mcp-client") as ca, open_bridge(bob, "claude-code") as cb:
+        bob_id = await my_id(cb)
+        wait_until(lambda: bob_id in alpha.cli("peers", "--network", "--json").stdout, what="alpha to see bob")
+        waiter = Waiter(bob, "one")
+        await until_armed(beta.broker, "bob", waiter)
+        sent = await ca.text("send_message", {"to_id": "bob@beta", "message": "wake up and review PR 7"})
+        run = await waiter.result()
+        assert run.status == 2 and "\u2502 wake up and review PR 7" in run.stderr, run
+        assert " woke bob " in sent and "shown" not in sent, sent
+        assert await cb.text("check_messages") == "No new messages."
