@@ -74,7 +74,6 @@ async def partition_rounds(hosts: Hosts, rounds: int) -> None:
             with anyio.fail_after(8):
                 refused = await cb.call("send_message", {"to_id": ann_id, "message": f"r{round_} refused"})
             assert refused.is_error, refused
-            print("REFUSED:", refused.content[0].text)
             line = wait_until(lambda: "unreachable" in database_line(beta) and database_line(beta), timeout=15,
                               what="beta's status to say the database is unreachable")
             assert "retrying in" in line, line
