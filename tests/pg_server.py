@@ -1,7 +1,8 @@
 """A PostgreSQL server of the test run's own: initdb and pg_ctl in a short temporary directory.
 
-It listens on a UNIX socket in that directory only (no TCP), trusts local connections, and is
-stopped by its postmaster's pid. PostgreSQL refuses to run as root: under root the server runs
+It listens on a UNIX socket in that directory only (no TCP, unless ``listen`` names an address
+and ``hba`` the clients it trusts there, as the network namespace tests do), trusts local
+connections, and is stopped by its postmaster's pid. PostgreSQL refuses to run as root: under root the server runs
 as the ``postgres`` user (Debian's package makes it) through ``setpriv``, owning its directory.
 The binaries come from ``CLAUDE_PEERS_TEST_PG_BIN`` or the newest ``/usr/lib/postgresql/*/bin``.
 
@@ -60,7 +61,8 @@ def unavailable() -> str | None:
 class PostgresServer:
     """One postmaster in a temporary directory; start, stop, restart, and fresh databases."""
 
-    def __init__(self, durable: bool = False, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, durable: bool = False, settings: dict[str, str] | None = None,
+                 listen: str | None = None, hba: list[str] | None = None) -> None:
         self.bin = find_binaries()
         if self.bin is None:
             raise RuntimeError(HOW_TO_GET)
@@ -68,8 +70,13 @@ class PostgresServer:
         self.data = self.base / "data"
         self.log_path = self.base / "server.log"
         self.durable = durable
-        self.settings = {"listen_addresses": "", "unix_socket_directories": str(self.base),
+        #: The TCP address clients outside the machine's namespace use, with its port, or None.
+        self.listen = listen
+        self.port = _free_port(listen) if listen else 5432
+        self.settings = {"listen_addresses": listen or "", "port": str(self.port),
+                         "unix_socket_directories": str(self.base),
                          "max_connections": "200", "shared_buffers": "32MB", **(settings or {})}
+        self._hba = list(hba or [])
         if not durable:
             # Tests never outlive an operating system crash; a commit need not wait for the disk.
             self.settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
@@ -95,6 +102,9 @@ class PostgresServer:
                   "--no-sync", "--no-instructions")
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.writelines(f"{key} = '{value}'\n" for key, value in self.settings.items())
+        if self._hba:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.writelines(f"{line}\n" for line in self._hba)
 
     def start(self) -> "PostgresServer":
         """Start the postmaster and wait until it accepts connections."""
@@ -136,12 +146,21 @@ class PostgresServer:
     def dsn(self, dbname: str = "postgres", **options: str) -> str:
         """A key=value DSN for ``dbname`` on this server's socket."""
         extra = "".join(f" {key}={value}" for key, value in options.items())
-        return f"host={self.base} user=postgres dbname={dbname}{extra}"
+        port = f" port={self.port}" if self.port != 5432 else ""
+        return f"host={self.base}{port} user=postgres dbname={dbname}{extra}"
+
+    def tcp_dsn(self, dbname: str = "postgres", **options: str) -> str:
+        """A key=value DSN for ``dbname`` over TCP at the ``listen`` address."""
+        if self.listen is None:
+            raise RuntimeError("this server listens on its UNIX socket only")
+        extra = "".join(f" {key}={value}" for key, value in options.items())
+        return f"host={self.listen} port={self.port} user=postgres dbname={dbname}{extra}"
 
     def url(self, dbname: str = "postgres", password: str | None = None) -> str:
         """The same as a postgresql:// URL (the socket directory as its host parameter)."""
         secret = f":{password}" if password is not None else ""
-        return f"postgresql://postgres{secret}@/{dbname}?host={self.base}"
+        port = f"&port={self.port}" if self.port != 5432 else ""
+        return f"postgresql://postgres{secret}@/{dbname}?host={self.base}{port}"
 
     def execute(self, statement: str, dbname: str = "postgres") -> list[tuple]:
         """Run one statement in autocommit on ``dbname``; its rows, if any."""
@@ -187,3 +206,12 @@ class PostgresServer:
                 connection.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'", (dbname,))
                 connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _free_port(address: str) -> int:
+    """A TCP port free on ``address`` now (the server binds it a moment later)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return probe.getsockname()[1]

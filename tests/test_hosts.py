@@ -1,9 +1,11 @@
 """Several hosts sharing one PostgreSQL database: brokers as separate processes, each its own
-host (a distinct CLAUDE_PEERS_HOST on loopback), real bridges under each (DESIGN 7)."""
+host (a network namespace each, reaching PostgreSQL over TCP, when the tests run as root;
+else a distinct CLAUDE_PEERS_HOST on loopback), real bridges under each (DESIGN 7)."""
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+import os
 import signal
 from typing import Any
 
@@ -12,13 +14,33 @@ import pytest
 from bridge_support import asyncio_test, open_bridge, ready
 from test_bridge_integration import git
 from conftest import BrokerProcess
-from hosts_support import Hosts, hosts, wait_until  # noqa: F401 - the fixture
+from hook_support import HookAgent
+from test_hooks_wait import Waiter, until_armed
+import hosts_support
+from hosts_support import Hosts, host_place, hosts, net_namespace, wait_until  # noqa: F401 - the fixtures
 
 pytest.importorskip("psycopg")
 
 
 async def my_id(bridge: Any) -> str:
     return (await bridge.text("whoami")).split("ID: ")[1].split("\n")[0]
+
+
+def test_each_host_runs_in_a_network_namespace_of_its_own(hosts: Hosts) -> None:
+    """As root, each broker runs in its own network namespace and reaches PostgreSQL over TCP
+    from its veth's address (the server sees that client address); elsewhere this skips with
+    the fallback's reason (the other tests then run the hosts on loopback)."""
+    if hosts.lab is None:
+        pytest.skip(hosts_support.FALLBACK or "no network namespaces")
+    alpha, beta = hosts.start("alpha"), hosts.start("beta")
+    spaces = {net_namespace(alpha.broker.process.pid), net_namespace(beta.broker.process.pid)}
+    assert len(spaces) == 2 and net_namespace(os.getpid()) not in spaces
+    clients = {row[0] for row in hosts.server.execute(
+        "SELECT host(client_addr) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name LIKE 'claude-peers%'", hosts.database)}
+    assert {alpha.namespace.address, beta.namespace.address} <= clients, clients
+    # The bridges stay in the root namespace: a UNIX socket is a path, not a network address.
+    assert alpha.status()["hosts"][0]["host"] == "alpha"
 
 
 def test_a_second_broker_with_the_same_host_name_is_refused_naming_the_holder(hosts: Hosts) -> None:
@@ -81,7 +103,7 @@ async def test_peers_of_two_hosts_list_and_message_each_other(hosts: Hosts) -> N
 
 
 @asyncio_test
-async def test_kill_across_hosts_is_carried_out_and_audited_by_the_targets_broker(hosts: Hosts, pg_server: Any) -> None:
+async def test_kill_across_hosts_is_carried_out_and_audited_by_the_targets_broker(hosts: Hosts) -> None:
     """kill_peer("bob@beta") from alpha: beta's broker checks and kills its own peer, audits it
     with the caller as id@alpha, and the outcome comes back to the caller."""
     alpha, beta = hosts.start("alpha"), hosts.start("beta")
@@ -94,10 +116,10 @@ async def test_kill_across_hosts_is_carried_out_and_audited_by_the_targets_broke
             killed = await ca.text("kill_peer", {"peer_id": "bob@beta"})
             assert "on host beta" in killed, killed
             b.process.wait(10)
-    database = hosts.dsn.split("dbname=")[1].split()[0]
-    [audit] = pg_server.execute("SELECT by_id, target_id, outcome FROM kills", database)
+    database = hosts.database
+    [audit] = hosts.server.execute("SELECT by_id, target_id, outcome FROM kills", database)
     assert audit[0] == f"{a_id}@alpha" and audit[1] == b_id and audit[2] in ("terminated", "killed")
-    [request] = pg_server.execute("SELECT by_host, target_host, outcome FROM kill_requests", database)
+    [request] = hosts.server.execute("SELECT by_host, target_host, outcome FROM kill_requests", database)
     assert request == ("alpha", "beta", audit[2])
 
 
@@ -123,3 +145,24 @@ async def test_a_host_whose_broker_died_is_unreachable_and_so_are_its_peers(host
         beta.broker.start()
         [note] = await cb.channel.wait_for(1, timeout=30)
         assert note.content == "while you were away"
+
+
+@asyncio_test
+async def test_a_cross_host_send_that_a_rewake_hook_wakes_its_peer_with_answers_woke(hosts: Hosts) -> None:
+    """bob on beta is idle (Claude Code without a channel) with its rewake hook armed: a send
+    from alpha wakes him with the message, and ann hears "woke", not "shown" (the hook's
+    acknowledgement commits the row as shown; its notification must say how)."""
+    alpha, beta = hosts.start("alpha"), hosts.start("beta")
+    ann = alpha.agent("ann", "codex")
+    bob = HookAgent(beta.broker.base, "bob", "claude", beta.broker.base, dict(beta.broker.env), False).start()
+    beta.agents.append(bob)
+    async with open_bridge(ann, "codex-mcp-client") as ca, open_bridge(bob, "claude-code") as cb:
+        bob_id = await my_id(cb)
+        wait_until(lambda: bob_id in alpha.cli("peers", "--network", "--json").stdout, what="alpha to see bob")
+        waiter = Waiter(bob, "one")
+        await until_armed(beta.broker, "bob", waiter)
+        sent = await ca.text("send_message", {"to_id": "bob@beta", "message": "wake up and review PR 7"})
+        run = await waiter.result()
+        assert run.status == 2 and "\u2502 wake up and review PR 7" in run.stderr, run
+        assert " woke bob " in sent and "shown" not in sent, sent
+        assert await cb.text("check_messages") == "No new messages."

@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from bridge_support import asyncio_test, open_bridge, text_of
-from hosts_support import Host, Hosts, hosts, wait_until  # noqa: F401 - the fixture
+from hosts_support import Host, Hosts, host_place, hosts, wait_until  # noqa: F401 - the fixtures
 
 pytest.importorskip("psycopg")
 
@@ -75,7 +75,8 @@ async def broker_kill_rounds(hosts: Hosts, rounds: int) -> None:
         assert len(answered) == rounds * 7  # alpha's database was there all along: all answered
 
 
-async def database_restart_rounds(hosts: Hosts, pg_server: Any, rounds: int) -> None:
+async def database_restart_rounds(hosts: Hosts, rounds: int) -> None:
+    pg_server = hosts.server
     async with AsyncExitStack() as stack:
         alpha, beta, ca, cb = await two_hosts(stack, hosts)
         answered: dict[int, str] = {}
@@ -103,9 +104,9 @@ async def test_kill_9_of_the_recipients_broker_loses_and_repeats_nothing(hosts: 
 
 
 @asyncio_test
-async def test_a_database_restart_loses_and_repeats_nothing_answered(hosts: Hosts, pg_server: Any) -> None:
+async def test_a_database_restart_loses_and_repeats_nothing_answered(hosts: Hosts) -> None:
     """Two rounds of a PostgreSQL restart during cross-host traffic."""
-    await database_restart_rounds(hosts, pg_server, 2)
+    await database_restart_rounds(hosts, 2)
 
 
 @pytest.mark.slow
@@ -117,6 +118,6 @@ async def test_ten_rounds_of_kill_9_of_the_recipients_broker(hosts: Hosts) -> No
 
 @pytest.mark.slow
 @asyncio_test
-async def test_ten_database_restarts_during_traffic(hosts: Hosts, pg_server: Any) -> None:
+async def test_ten_database_restarts_during_traffic(hosts: Hosts) -> None:
     """Ten rounds of a PostgreSQL restart during cross-host traffic."""
-    await database_restart_rounds(hosts, pg_server, 10)
+    await database_restart_rounds(hosts, 10)

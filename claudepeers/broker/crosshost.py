@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
+from twisted.internet.defer import succeed
 from twisted.logger import Logger
 
 from claudepeers.broker import hosts as hostnames
-from claudepeers.broker.peers import QUEUED, SHOWN
+from claudepeers.broker.peers import QUEUED, SHOWN, WOKE
 from claudepeers.broker.records import GONE, Message, PeerRecord
-from claudepeers.broker.remotepeers import RemotePeer
-from claudepeers.broker.storage.store import MESSAGE_COLUMNS
+from claudepeers.broker.remotepeers import RemotePeer, thd_mail_range
 
 if TYPE_CHECKING:
     from claudepeers.broker.core import Broker
@@ -61,8 +61,11 @@ class Network:
         )
         self.listening = False
         self.listener_state = "connecting"
-        self._handed: set[int] = set()
+        #: Messages handed to a local actor, and the host each came from.
+        self._handed: dict[int, str] = {}
         self._handed_order: deque[int] = deque()
+        #: Messages whose ``woke`` the sender's host was told before their acknowledgement.
+        self._told_woke: set[int] = set()
         self._waiters: dict[int, _Wait] = {}
         self._reading: dict[str, list[int] | None] = {}
         self._reload_running = False
@@ -259,7 +262,7 @@ class Network:
             # A notified range was committed by another host: read it on this host's own
             # connection at once, not behind this broker's queued writes (the store's reads
             # wait for those, and would add a commit's time to every cross-host message).
-            d = self.registration.run(_thd_range, peer_id, low, high)
+            d = self.registration.run(thd_mail_range, peer_id, low, high)
         d.addCallback(self._hand, actor)
         d.addErrback(self._read_failed, peer_id)
         d.addBoth(self._read_done, peer_id)
@@ -268,14 +271,31 @@ class Network:
         for message in messages:
             if message.from_host in (None, self.host) or message.id in self._handed:
                 continue
-            self._remember(message.id)
+            self._remember(message.id, message.from_host)
             actor.accept(message, partial(self._local_outcome, message))
 
-    def _remember(self, message_id: int) -> None:
-        self._handed.add(message_id)
+    def _remember(self, message_id: int, host: str) -> None:
+        self._handed[message_id] = host
         self._handed_order.append(message_id)
         while len(self._handed_order) > REMEMBER_HANDED:
-            self._handed.discard(self._handed_order.popleft())
+            self._handed.pop(self._handed_order.popleft(), None)
+
+    def before_woke(self, name: str, message_ids: list[int]) -> Any:
+        """A rewake hook woke local peer ``name`` with these messages and will acknowledge
+        them: tell their senders' hosts ``woke`` first (fires once committed). The ack's own
+        commit notifies ``acked``, meaning "shown" (network.sql); notifications arrive in
+        commit order, so the sender hears ``woke`` first. A database away loses only the word."""
+        ours = [i for i in message_ids if i in self._handed]
+        if not ours:
+            return succeed(None)
+        if len(self._told_woke) > REMEMBER_HANDED:
+            self._told_woke.clear()  # ids whose acknowledgement never came (already shown)
+        self._told_woke.update(ours)
+        d = self.registration.notify([(hostnames.channel(self._handed[i]),
+                                       f"outcome {i} woke {name} was idle and has been woken with the message")
+                                      for i in ours])
+        d.addErrback(lambda _: None)
+        return d
 
     def _read_failed(self, failure: Any, peer_id: str) -> None:
         # The listener may be back before this host's connection is (a notification then
@@ -299,6 +319,9 @@ class Network:
         host = message.from_host
         if host is None or status == SHOWN:
             return
+        if status == WOKE and message.id in self._told_woke:
+            self._told_woke.discard(message.id)
+            return  # told before the acknowledgement (before_woke)
         self._tell(host, message.id, status, detail)
 
     def _tell(self, host: str, message_id: int, status: str, detail: str) -> None:
@@ -382,13 +405,3 @@ class _Wait:
     peer: RemotePeer
     timer: Any
     from_id: str
-
-
-_RANGE = (f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages "
-          "WHERE to_id = %s AND id BETWEEN %s AND %s AND acked_at IS NULL ORDER BY id")
-
-
-def _thd_range(conn: Any, peer_id: str, low: int, high: int) -> list[Message]:
-    """The unacknowledged messages of ``peer_id`` with ids ``low``..``high`` (one statement)."""
-    rows = conn.execute(_RANGE, (peer_id, low, high)).fetchall()
-    return [Message(**{**dict(zip(MESSAGE_COLUMNS, row)), "verified": bool(row[6])}) for row in rows]

@@ -23,13 +23,15 @@ def connector(dsn: str) -> Callable[..., Any]:
     """How the host's own connections are made: autocommit, libpq's options as the store's."""
 
     def connect(_dsn: str, application_name: str) -> Any:
-        from claudepeers.broker.storage import pgdatabase
+        from claudepeers.broker.storage import pgdatabase, pgnet
 
-        from claudepeers.broker.storage.listener import KEEPALIVE
-
-        # Keepalives and a user timeout: a partition fails the heartbeat within seconds
-        # instead of hanging this host's connection (libpq ignores them on a UNIX socket).
-        return pgdatabase.connect(dsn, autocommit=True, application_name=application_name, **KEEPALIVE)
+        # Keepalives and a user timeout on both sides (pgnet.py): a partition fails the
+        # heartbeat within seconds instead of hanging this host's connection, and the
+        # server soon lets go of the host's lock that connection held.
+        options = {k: v for k, v in pgnet.client_options(dsn).items() if k != "application_name"}
+        connection = pgdatabase.connect(dsn, autocommit=True, application_name=application_name, **options)
+        pgnet.bound_server_side(connection)
+        return connection
 
     return connect
 

@@ -212,6 +212,9 @@ class Mail:
             raise LimitExceeded("at most 10000 message ids per acknowledgement")
         if how not in (None, "shown", "woke"):
             raise InvalidArgument(f"how must be shown or woke, not {how!r}")
+        network = self._broker.network
+        if how == "woke" and network is not None:
+            yield network.before_woke(actor.name, ids)  # senders of other hosts hear woke, not shown
         marked = yield self._broker.store.acknowledge(actor.id, ids, self._broker.now())
         actor.acknowledged(marked, how or "shown")
         bridge = actor.connection

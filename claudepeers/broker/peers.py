@@ -46,6 +46,9 @@ MAX_PUSH_MESSAGES = 256
 #: character to six bytes; BigText takes 8 MiB, so a push stays well inside it).
 MAX_PUSH_CHARS = 512 * 1024
 
+#: The longest pause between attempts to record acknowledgements while the database is away.
+ACK_RETRY_MAX_SECONDS = 5.0
+
 #: The words a sender hears (the delivery contract of issue 10).
 SHOWN = "shown"
 WOKE = "woke"
@@ -100,6 +103,10 @@ class PeerActor(OfRecord):
         #: The peer's wait_for_reply calls (see replywait.py); what they take is not pushed.
         self.replies = ReplyWaits(self.waits.claim)
         self.bridge_pid: int | None = None  # the process of the current bridge connection (UNIX only)
+        #: Shown messages whose acknowledgement the database has not taken yet, and its retry.
+        self._unrecorded: set[int] = set()
+        self._ack_retry: Any = None
+        self._ack_delay = 0.0
 
     # --- facts --------------------------------------------------------------------------
 
@@ -261,7 +268,7 @@ class PeerActor(OfRecord):
             # Queued before any sender hears "shown": a read the sender makes next
             # (reads see every write queued before them) finds the message shown.
             d = self._store.acknowledge(self.id, acknowledged, self._clock.seconds())
-            d.addCallbacks(self.acknowledged, self._ack_failed)
+            d.addCallbacks(self.acknowledged, self._ack_failed, errbackArgs=(acknowledged,))
         held = [message for message, flag in zip(batch, shown) if not flag]
         # A held message handed to a rewake hook keeps its sender waiting for the hook's
         # acknowledgement (woke), at most delivery_wait.
@@ -288,8 +295,26 @@ class PeerActor(OfRecord):
         self._pump()
         return None
 
-    def _ack_failed(self, failure: Failure) -> None:
-        self.log.failure("acknowledging a shown message of {peer} failed", failure, peer=self.id)
+    def _ack_failed(self, failure: Failure, message_ids: list[int]) -> None:
+        """The bridge showed them but the database is away (restarting, a partition): keep
+        them and record them when it is back (else they would stay unread, pushed again)."""
+        if not self._unrecorded and not getattr(failure.value, "reported", False):
+            self.log.warn("acknowledging messages of {peer} failed ({err}); retrying until the database takes it",
+                          peer=self.id, err=failure.getErrorMessage())
+        self._unrecorded.update(message_ids)
+        if self._ack_retry is None or not self._ack_retry.active():
+            self._ack_delay = min(ACK_RETRY_MAX_SECONDS, self._ack_delay * 2 if self._ack_delay else 0.25)
+            self._ack_retry = self._clock.callLater(self._ack_delay, self._record_acks)
+
+    def _record_acks(self) -> None:
+        ids, self._unrecorded = sorted(self._unrecorded), set()
+        d = self._store.acknowledge(self.id, ids, self._clock.seconds())
+        d.addCallbacks(self._acks_recorded, self._ack_failed, errbackArgs=(ids,))
+
+    def _acks_recorded(self, marked: list[int]) -> list[int]:
+        if not self._unrecorded:
+            self._ack_delay = 0.0
+        return self.acknowledged(marked)
 
     def acknowledged(self, marked: list[int], how: str = "shown") -> list[int]:
         """Messages newly marked shown in the store (by a push answer or an Acknowledge).

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from claudepeers.broker.records import GONE, Message, OfRecord, PeerRecord
+from claudepeers.broker.storage.store import MESSAGE_COLUMNS
 from claudepeers.common.errors import AmbiguousPeer, PeerGone, UnknownPeer
 
 if TYPE_CHECKING:
@@ -70,3 +71,14 @@ def resolve_remote(broker: "Broker", target: str, allow_gone: bool = False) -> R
 def live_names(network: "Network | None") -> Iterable[Any]:
     """The remote peers that take part in name uniqueness (none without a network)."""
     return network.live() if network is not None else ()
+
+
+#: Mail another host committed for a peer of ours, read on this host's own connection.
+_RANGE = (f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages "
+          "WHERE to_id = %s AND id BETWEEN %s AND %s AND acked_at IS NULL ORDER BY id")
+
+
+def thd_mail_range(conn: Any, peer_id: str, low: int, high: int) -> list[Message]:
+    """The unacknowledged messages of ``peer_id`` with ids ``low``..``high`` (one statement)."""
+    rows = conn.execute(_RANGE, (peer_id, low, high)).fetchall()
+    return [Message(**{**dict(zip(MESSAGE_COLUMNS, row)), "verified": bool(row[6])}) for row in rows]

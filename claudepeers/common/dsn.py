@@ -109,12 +109,15 @@ def scrub(text: str, dsn: str) -> str:
     return text
 
 
+def given_keywords(dsn: str) -> set[str]:
+    """The libpq keywords ``dsn`` sets itself (a URL's query parameters, or key=value pairs)."""
+    if _URL.match(dsn):
+        return {key.lower() for key, _, _ in (p.partition("=") for p in dsn.partition("?")[2].split("&"))}
+    return {m.group(1).lower() for m in re.finditer(r"([a-z_]+)\s*=", dsn, re.I)}
+
+
 def connect_options(dsn: str) -> dict[str, str]:
     """Defaults libpq gets unless the DSN says otherwise: a bounded connect, our name in pg_stat_activity."""
     options = {"connect_timeout": "10", "application_name": "claude-peers"}
-    given = set()
-    if _URL.match(dsn):
-        given = {key.lower() for key, _, _ in (p.partition("=") for p in dsn.partition("?")[2].split("&"))}
-    else:
-        given = {m.group(1).lower() for m in re.finditer(r"([a-z_]+)\s*=", dsn, re.I)}
+    given = given_keywords(dsn)
     return {key: value for key, value in options.items() if key not in given}

@@ -14,8 +14,9 @@ thread. The listening connection is an autocommit psycopg connection in a thread
 (a LISTEN connection is idle for hours: it must not hold one of adbapi's pool threads). When
 it breaks (the server restarted, the network went away) the thread reconnects with
 exponential backoff, from ``backoff[0]`` up to ``backoff[1]`` seconds. TCP keepalives and a
-user timeout bound how long a silent network partition goes unnoticed (libpq ignores them on
-a UNIX socket, where a dead server closes the connection at once).
+user timeout on both sides (pgnet.py) bound how long a silent network partition goes
+unnoticed (libpq ignores them on a UNIX socket, where a dead server closes the connection
+at once).
 
 Channel names are SQL identifiers, quoted here: ``pg_notify(channel, payload)`` on the sending
 side must use the same (case-sensitive) text, at most 63 bytes.
@@ -29,13 +30,11 @@ from typing import Any, Callable, Sequence
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from claudepeers.broker.storage import pgnet
 from claudepeers.common import dsn as dsns
 
 #: How often the listening thread looks up from an idle connection to see whether it must stop.
 POLL_SECONDS = 0.2
-#: libpq options of the listening connection: a dead peer noticed within about 15 s.
-KEEPALIVE = {"keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2", "keepalives_count": "3",
-             "tcp_user_timeout": "15000"}
 
 
 class Listener:
@@ -108,8 +107,9 @@ class Listener:
 
         listened = False
         try:
-            options = {**dsns.connect_options(self._dsn), **KEEPALIVE, "autocommit": True}
+            options = {**pgnet.client_options(self._dsn), "autocommit": True}
             with psycopg.connect(self._dsn, **options) as connection:
+                pgnet.bound_server_side(connection)
                 for channel in self.channels:
                     connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                 listened = True

@@ -8,7 +8,10 @@ the dialect writes ``%s``); two things differ from its stock behaviour:
   logs "Rollback failed" with a traceback and raises ``ConnectionLost`` instead, once per
   failed write while the database is away;
 - each connection is told to send a Python ``bool`` as the integer 1 or 0, as sqlite3 does
-  (the SQLite schema's flags are INTEGER columns).
+  (the SQLite schema's flags are INTEGER columns);
+- each connection has keepalives and a TCP user timeout on both sides (pgnet.py), so that a
+  write during a partition fails within seconds (answered ``BrokerUnavailable``) instead
+  of hanging for the kernel's quarter of an hour.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from typing import Any
 from twisted.enterprise import adbapi
 from twisted.logger import Logger
 
+from claudepeers.broker.storage import pgnet
 from claudepeers.common import dsn as dsns
 
 
 def configure(connection: Any) -> None:
-    """Per-connection settings: booleans as 1/0."""
+    """Per-connection settings: booleans as 1/0; the server notices a vanished client (pgnet)."""
     import psycopg
     from psycopg.adapt import Dumper
     from psycopg.pq import Format
@@ -43,6 +47,7 @@ def configure(connection: Any) -> None:
     connection.adapters.register_dumper(bool, BoolAsInteger)
     # The store's bulk statements bind arrays in binary (%b): psycopg's C dumpers, no quoting.
     connection.adapters.register_dumper(bool, BoolAsIntegerBinary)
+    pgnet.bound_server_side(connection)
 
 
 class PostgresPool(adbapi.ConnectionPool):
@@ -53,7 +58,7 @@ class PostgresPool(adbapi.ConnectionPool):
     def __init__(self, dsn: str, **options: Any) -> None:
         self.dsn = dsn
         super().__init__("psycopg", dsn, cp_openfun=configure, cp_reconnect=True,
-                         **{**dsns.connect_options(dsn), **options})
+                         **{**pgnet.client_options(dsn), **options})
 
     def __getstate__(self) -> dict:
         # adbapi pickles its arguments for repr-like uses; never carry the password along.
