@@ -18,7 +18,6 @@ notifications are a wake-up, never the record.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -26,8 +25,9 @@ from twisted.internet.defer import succeed
 from twisted.logger import Logger
 
 from claudepeers.broker import hosts as hostnames
-from claudepeers.broker.peers import QUEUED, SHOWN, WOKE
+from claudepeers.broker.peers import SHOWN, WOKE
 from claudepeers.broker.records import GONE, Message, PeerRecord
+from claudepeers.broker.outcomes import OutcomeWaits
 from claudepeers.broker.remotepeers import RemotePeer, thd_mail_range
 
 if TYPE_CHECKING:
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 BROADCAST = "claude_peers"
 #: Message ids remembered as handed to a local actor (a repeated notification hands nothing).
 REMEMBER_HANDED = 50_000
-#: Extra seconds a sender waits beyond the recipient's own delivery wait.
-WAIT_MARGIN_SECONDS = 1.0
 #: Every this many heartbeats the remote peers are read again (a missed notification heals).
 RELOAD_EVERY_BEATS = 5
 
@@ -66,7 +64,7 @@ class Network:
         self._handed_order: deque[int] = deque()
         #: Messages whose ``woke`` the sender's host was told before their acknowledgement.
         self._told_woke: set[int] = set()
-        self._waiters: dict[int, _Wait] = {}
+        self.outcomes = OutcomeWaits(broker, registration)
         self._reading: dict[str, list[int] | None] = {}
         self._reload_running = False
         self._reload_again = False
@@ -87,10 +85,7 @@ class Network:
 
     def stop(self) -> Any:
         """Stop listening (waits for the listener's thread)."""
-        for wait in self._waiters.values():
-            if wait.timer.active():
-                wait.timer.cancel()
-        self._waiters.clear()
+        self.outcomes.cancel()
         return self._listener.stop()
 
     # --- remote peers ---------------------------------------------------------------------
@@ -185,7 +180,7 @@ class Network:
         return {
             "hosts": hosts,
             "network": {"database": self.registration.state, "notifications": self.listener_state,
-                        "waiting_for_other_hosts": len(self._waiters),
+                        "waiting_for_other_hosts": len(self.outcomes),
                         "unreachable_after_seconds": self.registration.unreachable_after},
         }
 
@@ -199,10 +194,10 @@ class Network:
                 self.catch_up(to_id, int(low), int(high))
             elif kind == "acked":
                 for message_id in rest.split(","):
-                    self._outcome(int(message_id), SHOWN, "has been shown the message")
+                    self.outcomes.told(int(message_id), SHOWN, "has been shown the message")
             elif kind == "outcome":
                 message_id, status, detail = rest.split(" ", 2)
-                self._outcome(int(message_id), status, detail)
+                self.outcomes.told(int(message_id), status, detail)
             elif kind == "peers":
                 if rest != self.host:
                     self.reload()
@@ -221,8 +216,7 @@ class Network:
         for actor in list(self._broker.actors.values()):
             if actor.state != GONE:
                 self.catch_up(actor.id)
-        for message_id in list(self._waiters):
-            self._check_shown(message_id)
+        self.outcomes.recheck()
         if self._broker.remote_kills is not None:
             self._broker.remote_kills.catch_up()
 
@@ -342,66 +336,12 @@ class Network:
         d.addErrback(lambda _: None)  # the senders' brokers read the rows at their deadlines
         d.addBoth(lambda _: self._tell_batch())
 
-    # --- mail from our peers to other hosts -------------------------------------------------
+    # --- mail from our peers to other hosts (outcomes.OutcomeWaits) ---------------------
 
     def await_outcome(self, peer: RemotePeer, message: Message, outcome: Callable[[str, str], Any]) -> None:
         """Wait for the recipient's host to say how a committed message went (bounded)."""
-        if not self.registration.reachable(peer.host):
-            outcome(QUEUED, f"{peer.name}'s host {peer.host} is unreachable (its broker's heartbeat stopped); "
-                            "the message is stored and waits for it")
-            return
-        wait = self._broker.limits.delivery_wait_seconds + WAIT_MARGIN_SECONDS
-        timer = self._broker.clock.callLater(wait, self._check_shown, message.id, True)
-        self._waiters[message.id] = _Wait(outcome, peer, timer, message.from_id)
-
-    def _outcome(self, message_id: int, status: str, detail: str) -> None:
-        wait = self._waiters.pop(message_id, None)
-        if wait is None:
-            return
-        if wait.timer.active():
-            wait.timer.cancel()
-        if status == SHOWN:
-            wait.peer.unread = max(0, wait.peer.unread - 1)
-            detail = f"{wait.peer.name} {detail}" if detail.startswith("has been") else detail
-        wait.outcome(status, f"{detail} (on host {wait.peer.host})")
-
-    def _check_shown(self, message_id: int, deadline: bool = False) -> None:
-        """Read the row of a message whose outcome we wait for: at the deadline (no word from
-        the recipient's host) it answers either way; after a reconnect only if it was shown."""
-        wait = self._waiters.get(message_id)
-        if wait is None:
-            return
-
-        def answer(states: dict[int, Any]) -> None:
-            if self._waiters.get(message_id) is not wait:
-                return
-            shown = message_id in states and states[message_id][1] is not None
-            if not shown and not deadline:
-                return  # keep waiting for the notification
-            del self._waiters[message_id]
-            if wait.timer.active():
-                wait.timer.cancel()
-            if shown:
-                wait.peer.unread = max(0, wait.peer.unread - 1)
-                wait.outcome(SHOWN, f"{wait.peer.name} has been shown the message (on host {wait.peer.host})")
-            else:
-                wait.outcome(QUEUED, f"stored; {wait.peer.name}'s broker on host {wait.peer.host} has not "
-                                     "said it was shown yet")
-
-        d = self._broker.store.message_states(wait.from_id, [message_id])
-        d.addCallback(answer)
-        d.addErrback(lambda _: answer({}))
+        self.outcomes.wait(peer, message, outcome)
 
     def waiting(self) -> int:
         """How many sends wait for another host's word."""
-        return len(self._waiters)
-
-
-@dataclass
-class _Wait:
-    """A send waiting for the recipient's host: whom to tell, the peer, the deadline's timer."""
-
-    outcome: Callable[[str, str], Any]
-    peer: RemotePeer
-    timer: Any
-    from_id: str
+        return len(self.outcomes)
