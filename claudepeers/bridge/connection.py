@@ -43,7 +43,7 @@ from claudepeers.wire.fastamp import LeanAMP
 from claudepeers.common.settings import Settings
 
 from claudepeers.bridge.permissions import PermissionAnswers
-from claudepeers.bridge.tools import BrokerTimeout, BrokerUnreachable
+from claudepeers.bridge.broker_calls import BrokerTimeout, BrokerUnreachable
 from claudepeers.bridge.wake import WOKE
 
 #: How long a tool call waits for the broker connection before it answers an error.

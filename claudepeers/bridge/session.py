@@ -31,7 +31,8 @@ from claudepeers.bridge.processes import DaemonThreadPool, agent_terminal, newer
 from claudepeers.bridge.pushing import ChannelPushing
 from claudepeers.bridge.server import McpPipe, build_server
 from claudepeers.bridge.stdio import LineReader, LineWriter
-from claudepeers.bridge.tools import BrokerUnreachable, PeerTools, ToolResult
+from claudepeers.bridge.broker_calls import BrokerUnreachable, ToolResult
+from claudepeers.bridge.tools import PeerTools
 from claudepeers.bridge.tools_threads import ThreadTools
 from claudepeers.bridge.wake import Waker, codex_queue
 
