@@ -26,7 +26,7 @@ from claudepeers.cli import agent_config
 from claudepeers.cli.doctor import check_codex_reach
 from claudepeers.cli.install import InstallOptions
 from claudepeers.common.client import AutostartEndpoint, BrokerNotRunning
-from claudepeers.common.platforms import sandbox
+from claudepeers.common import sandbox
 from claudepeers.common.settings import Settings
 from cli_support import cli
 from conftest import broker_env

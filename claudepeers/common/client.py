@@ -26,7 +26,7 @@ from zope.interface import implementer
 from claudepeers.common import platforms
 
 from claudepeers.wire import commands as wire
-from claudepeers.common.platforms import sandbox
+from claudepeers.common import sandbox
 from claudepeers.common.settings import Settings, parse_url
 
 
