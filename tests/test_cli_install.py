@@ -8,9 +8,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from twisted.python import usage
 
 from claudepeers.cli import agent_config, service
 from claudepeers.cli.agent_config import ConfigError
+from claudepeers.cli.configfiles import Ledger, Paths
+from claudepeers.cli.install import InstallOptions, uninstall_steps
+from claudepeers.common.settings import Settings
 from cli_support import ROOT, cli
 from conftest import broker_env
 
@@ -243,6 +247,45 @@ def test_claude_json_add_keeps_other_servers_and_keys() -> None:
     assert after["mcpServers"]["claude-peers"] == {
         "type": "stdio", "command": "/opt/cp/bin/claude-peers", "args": ["mcp"], "env": {},
     }
+
+
+def test_every_install_step_is_undone_by_its_uninstall_step(short_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """In process: each file's step installs, says what it put where, and its uninstall step (by
+    the same flag) takes exactly that out again: the home is empty and the manifest gone."""
+    monkeypatch.setenv("HOME", str(short_dir))
+    monkeypatch.delenv("CODEX_HOME", raising=False)
+    settings = Settings.from_env(broker_env(short_dir))
+    options = InstallOptions()
+    options.parseOptions(["--claude", "--codex", "--allow-tools", "--skill", "--hooks", "--service",
+                          "--service-kind", "systemd", "--config-file"])
+    paths = Paths(short_dir)
+    ledger = Ledger(paths, {}, ["/opt/cp/bin/claude-peers"], use_claude_cli=False)
+    steps = options.steps(settings)
+    for step in steps:
+        step.install(ledger)
+        assert step.key in ledger.manifest and step.describe(ledger).installed()
+    ledger.note_created()
+    assert not ledger.failed and {type(step) for step in steps} == {
+        type(step) for step in uninstall_steps(["claude", "codex", "allow-tools", "skill", "hooks", "service"])}
+    printed = capsys.readouterr().out
+    for step in steps:
+        if step.key not in ("allow", "hooks-claude", "hooks-codex"):  # these word their counts and events
+            assert step.describe(ledger).installed() in printed
+    undo = Ledger(paths, ledger.manifest, use_claude_cli=False)
+    for step in uninstall_steps(["claude", "codex", "allow-tools", "skill", "hooks", "service"]):
+        removed = step.describe(undo).removed()
+        step.uninstall(undo)
+        assert removed in capsys.readouterr().out
+    undo.delete_emptied_files()
+    assert not undo.failed and undo.manifest == {}
+    assert [path for path in short_dir.rglob("*") if path.is_file() and path.parent != short_dir / "run"] == []
+
+
+def test_install_refuses_a_relative_command() -> None:
+    """--command names the file agents will run: a relative path is a usage error."""
+    with pytest.raises(usage.UsageError, match="--command must be an absolute path"):
+        InstallOptions().parseOptions(["--command", "bin/claude-peers"])
 
 
 def test_systemd_unit_has_real_paths(short_dir: Path) -> None:
