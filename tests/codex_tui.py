@@ -203,6 +203,22 @@ class CodexTuis:
             except psutil.Error:
                 continue
 
+    def quit(self, window: str, timeout: float = 15.0) -> None:
+        """The person quits one TUI with Ctrl+C (pressed again if the first only cleared the prompt)."""
+        pane = subprocess.run([TMUX, "-S", self.socket, "display-message", "-p", "-t", f"cq:{window}", "#{pane_pid}"],
+                              capture_output=True, text=True)
+        pid = int(pane.stdout)
+        deadline = time.monotonic() + timeout
+        while psutil.pid_exists(pid) and _status(pid) != psutil.STATUS_ZOMBIE:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the TUI in window {window} did not exit")
+            subprocess.run([TMUX, "-S", self.socket, "send-keys", "-t", f"cq:{window}", "C-c"], capture_output=True)
+            try:
+                psutil.Process(pid).wait(1.0)
+            except (psutil.TimeoutExpired, psutil.NoSuchProcess):
+                pass
+        self.windows.remove(window)
+
     def exit_all(self) -> None:
         """The person quits every TUI; then the daemon is stopped, as at logout."""
         if self.windows:
@@ -230,6 +246,13 @@ class CodexTuis:
             if _alive(pid, start):
                 os.kill(pid, signal.SIGKILL)
         self.api.close()
+
+
+def _status(pid: int) -> str | None:
+    try:
+        return psutil.Process(pid).status()
+    except psutil.Error:
+        return None
 
 
 def _alive(pid: int, start: float) -> bool:

@@ -4,13 +4,16 @@
 name the binaries (``npm install @openai/codex@0.169.0``, ``@openai/codex@0.171.0``). Each
 test runs with both: two TUIs sharing one background app-server are two peers; an idle one
 is woken by ``claude-peers send`` through ``codex queue``, and the model request after the
-woken turn's ``check_messages`` carries the message; once the person quits and the daemon
-stops, no bridge is left (checked by pid).
+woken turn's ``check_messages`` carries the message; a TUI the person quit is never woken
+and its peer ends at once; once the person quits and the daemon stops, no bridge is left
+(checked by pid).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -86,3 +89,31 @@ def test_no_bridge_is_left_after_the_tuis_exit_and_the_daemon_stops(tuis: CodexT
     assert len(tuis.seen_bridges) == 2
     tuis.exit_all()
     assert tuis.left_over(timeout=5.0) == []
+
+
+def test_a_thread_whose_tui_exited_is_not_woken_and_its_peer_ends(tuis: CodexTuis) -> None:
+    """Two TUIs on one CODEX_HOME (one app-server); the person quits one. Its thread stays
+    loaded in the daemon for a minute, but its bridge follows the TUI: the peer is gone
+    within seconds and a send to it is refused as ended, never 'woke' (no turn runs in the
+    thread); the other TUI still is woken."""
+    tuis.open("a")
+    tuis.open("b")
+    tuis.bind("a", "tui-a")
+    tuis.bind("b", "tui-b")
+    peer_a = peers_by_name(tuis)["tui-a"]["id"]
+    bridge_a = {pid for pid, _ in tuis.seen_bridges}
+    tuis.quit("a")
+    deadline = time.monotonic() + 10
+    while "tui-a" in peers_by_name(tuis):
+        assert time.monotonic() < deadline, "the peer of the quit TUI is still listed"
+        time.sleep(0.2)  # the broker marks it gone once its bridge exits
+    sent = cli(tuis.env, "send", peer_a, "NOBODY-LOOKS")
+    # Ended: refused with the reason (a send in the instant before its bridge left is queued).
+    assert (sent.returncode == 1 and "ended" in sent.stderr) or sent.stdout.startswith("Queued"), \
+        sent.stdout + sent.stderr
+    assert "NOBODY-LOOKS" not in json.dumps(tuis.api.requests)
+    alive = {bridge.pid for bridge in tuis.bridges()}
+    assert len(alive & bridge_a) == 1  # b's bridge runs on; a's has ended
+    woke = cli(tuis.env, "send", "tui-b", "STILL-HERE")
+    assert woke.stdout.startswith("Woke tui-b"), woke.stdout + woke.stderr
+

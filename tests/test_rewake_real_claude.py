@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -103,4 +104,60 @@ def test_an_idle_claude_code_without_channels_is_woken_by_a_send(version: str, b
         session.close()
         api.close()
         for pid in wait_gone(recorded, 0):  # a failed test leaves nothing behind either
+            psutil.Process(pid).kill()
+
+
+@pytest.mark.skipif(not os.path.exists(TMUX), reason="no tmux (apt-get install tmux)")
+@pytest.mark.parametrize("version", sorted(CLAUDES))
+def test_mail_that_wakes_the_prompt_waiter_mid_turn_reaches_the_model_after_the_turn(
+        version: str, broker: BrokerProcess) -> None:
+    """The person's prompt arms a UserPromptSubmit waiter; mail comes while the model is still
+    answering (the stand-in holds its answer 3 s), so the waiter exits 2 mid-turn and the sender
+    hears woke. Claude Code keeps the text: once the turn ends it starts another with the message
+    as a new user block, and the person sees the rewake line."""
+    claude = CLAUDES[version]
+    if not claude:
+        pytest.skip(HOW_TO_GET[version])
+    env = broker.env
+    installed = cli(env, "install", "--claude", "--config-file", "--hooks")
+    assert installed.returncode == 0, installed.stderr
+    seed_claude_json(broker.base, broker.base)
+    view = BrokerView(broker.socket_path)
+    answers: list[dict[str, str]] = []
+    state: dict[str, int] = {}
+
+    def mid_turn(api: StandInApi, request: dict) -> None:
+        """On the turn's model request: send while the turn runs, then answer late."""
+        if answers or "SLOW-TURN" not in json.dumps(request) or not request.get("tools"):
+            return
+        state["prompt_waiter"] = view.wait_for_waiter("busy", other_than=state["first"], timeout=30)
+        answers.append(view.send("busy", "MIDTURN-MAIL, please look"))
+        time.sleep(3.0)  # the model is still "thinking" when the waiter exits 2
+
+    api = StandInApi(on_request=mid_turn)
+    session = ClaudeInTmux(claude, broker.base, env, api.url, "busy").start()
+    recorded: dict[int, float] = {}
+    try:
+        state["first"] = view.wait_for_waiter("busy")
+        recorded.update(started_at(state["first"]))
+        session.keys("-l", "SLOW-TURN: think about it")
+        time.sleep(0.3)  # the prompt box takes pasted text in a burst; Enter must come after it
+        session.keys("Enter")
+        request, _ = api.wait_for_text("MIDTURN-MAIL", 60)
+        assert answers and answers[0]["status"] == "woke", answers
+        turn = next(i for i, r in enumerate(api.requests) if "SLOW-TURN" in json.dumps(r) and r.get("tools"))
+        assert api.requests.index(request) > turn  # a later request: after the slow turn's answer
+        assert "\u2502 MIDTURN-MAIL, please look" in json.dumps(request, ensure_ascii=False)
+        assert json.dumps(api.requests[-1], ensure_ascii=False).count("MIDTURN-MAIL, please look") == 1
+        deadline = time.monotonic() + 10
+        while "claude-peers: new peer mail" not in session.screen():
+            assert time.monotonic() < deadline, session.screen()
+            time.sleep(0.2)  # the terminal gives no other signal
+        recorded.update(ours_below(session))
+        session.exit()
+        assert wait_gone(recorded, 15) == [], (recorded, session.screen())
+    finally:
+        session.close()
+        api.close()
+        for pid in wait_gone(recorded, 0):
             psutil.Process(pid).kill()

@@ -4,8 +4,10 @@ Interactive Codex runs every thread of a CODEX_HOME in one background ``codex ap
 (``$CODEX_HOME/packages/app-server-daemon/...``); the TUIs are its clients, not its
 parents, and it outlives them. The bridge of one thread uses these facts to run ``codex
 queue`` with the same binary and home as its app-server, and to tell whether a person is
-still at a TUI of that home (a queued turn in a thread nobody looks at runs unseen).
-All of it is blocking psutil work: callers run it off the reactor thread.
+still at the TUI that shows its thread (a queued turn in a thread nobody looks at runs
+unseen). The daemon says which TUI that is (:mod:`.codexdaemon`: the port of the TUI's own
+MCP server attached to the thread); the TUI is the process of this user that listens there.
+All of it is blocking work: callers run it off the reactor thread.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from claudepeers.bridge import codexdaemon
 from claudepeers.common import agents
 
 #: Where the daemon's own copy of Codex lives under CODEX_HOME.
@@ -25,11 +28,17 @@ NOT_A_TUI = {"exec", "e", "app-server", "queue", "mcp", "mcp-server", "login", "
 
 @dataclass(frozen=True)
 class CodexHost:
-    """How to run ``codex`` like the agent process, and the TUI processes seen at binding."""
+    """How to run ``codex`` like the agent process, and the TUI processes seen at binding.
+
+    ``exact``: ``tuis`` is the one TUI that shows our thread (the daemon said so), or empty
+    when no TUI shows it any more; otherwise ``tuis`` is every TUI of the home, any of which
+    may show it (an old Codex, or the daemon could not be asked).
+    """
 
     binary: str
     env: dict[str, str]
     tuis: tuple[tuple[int, float], ...]
+    exact: bool = False
 
     def person_present(self) -> bool:
         """True while one of the TUIs seen when the thread was bound still runs."""
@@ -89,8 +98,40 @@ def tuis_of(agent: agents.AgentProcess, home: str) -> tuple[tuple[int, float], .
     return tuple(found)
 
 
-def host_of(agent: agents.AgentProcess) -> CodexHost | None:
-    """What waking this agent's threads needs, or None when its ``codex`` cannot be found."""
+def listening_on(port: int, candidates: tuple[tuple[int, float], ...]) -> tuple[int, float] | None:
+    """The candidate process (pid, start) that listens on localhost TCP ``port``, if any."""
+    for pid, start in candidates:
+        try:
+            connections = psutil.Process(pid).net_connections("tcp")
+        except (psutil.Error, OSError):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections):
+            return (pid, start) if agents.is_alive(pid, start) else None
+    return None
+
+
+def thread_tuis(agent: agents.AgentProcess, home: str, thread_id: str | None,
+                tuis: tuple[tuple[int, float], ...]) -> tuple[tuple[tuple[int, float], ...], bool]:
+    """Narrow ``tuis`` to the one showing ``thread_id``: (tuis, exact).
+
+    Exact only when the daemon named the thread's TUI port: then the result is the TUI
+    listening there, or nothing (the person left; the port's TUI is gone). Anything the
+    daemon cannot say leaves every TUI of the home, as before.
+    """
+    if agent.subcommand != "app-server" or not thread_id:
+        return tuis, agent.subcommand != "app-server"
+    try:
+        port = codexdaemon.thread_tui_port(home, thread_id)
+    except codexdaemon.DaemonError:
+        return tuis, False
+    if port is None:
+        return tuis, False
+    found = listening_on(port, tuis)
+    return ((found,) if found is not None else ()), True
+
+
+def host_of(agent: agents.AgentProcess, thread_id: str | None = None) -> CodexHost | None:
+    """What waking this agent's thread needs, or None when its ``codex`` cannot be found."""
     binary = codex_binary(agent)
     if binary is None:
         return None
@@ -98,4 +139,5 @@ def host_of(agent: agents.AgentProcess) -> CodexHost | None:
     home = codex_home(environ, binary)
     env = {"HOME": environ.get("HOME") or os.path.expanduser("~"), "CODEX_HOME": home,
            "PATH": environ.get("PATH") or os.environ.get("PATH", "/usr/bin:/bin")}
-    return CodexHost(binary, env, tuis_of(agent, home))
+    tuis, exact = thread_tuis(agent, home, thread_id, tuis_of(agent, home))
+    return CodexHost(binary, env, tuis, exact)

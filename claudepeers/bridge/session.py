@@ -21,7 +21,7 @@ from claudepeers.common.render import render_batch, render_message
 from claudepeers.common.settings import Settings
 from claudepeers.wire import commands as wire
 
-from claudepeers.bridge import agentwatch, codexproc, handshake, transcript
+from claudepeers.bridge import agentwatch, codexproc, codexwatch, handshake, transcript
 from claudepeers.bridge.channel import ChannelConfirmations, describe
 from claudepeers.bridge.connection import AsyncBroker, BrokerLink
 from claudepeers.bridge.delivery import Inbox, Offer
@@ -112,6 +112,7 @@ class Bridge(ChannelPushing):
         self.threads = agent is not None and agent.runs_threads
         self.thread_id: str | None = None
         self.codex: codexproc.CodexHost | None = None
+        self.tui: codexwatch.TuiWatch | None = None
         self.waker: Waker | None = None
         self.link = BrokerLink(
             reactor, settings, self._registration, self._deliver, self._registered, self._shown_elsewhere,
@@ -205,10 +206,13 @@ class Bridge(ChannelPushing):
         assert agent is not None
         repo = gitinfo.repo_info(self._cwd)
         if self.thread_id is not None and self.codex is None:
-            self.codex = codexproc.host_of(agent)  # here, off the reactor thread: it scans processes
+            self.codex = codexproc.host_of(agent, self.thread_id)  # off the reactor thread: it scans processes
             if self.codex is not None:
+                self.tui = codexwatch.TuiWatch(self._reactor, self._in_thread, agent, self.thread_id, self.codex,
+                                               lambda: self.stop("the Codex TUI that showed our thread exited"))
                 run = codex_queue(self._reactor, self.codex.binary, self.codex.env, self.thread_id, self.log)
-                self.waker = Waker(self._reactor, run, self.codex.person_present)
+                self.waker = Waker(self._reactor, run, self.tui.present)
+                self._reactor.callFromThread(self.tui.start)
         described = {
             "agent_pid": agent.pid,
             "agent_start": agent.start,

@@ -70,6 +70,9 @@ class Network:
         self._outbox: list[tuple[str, str]] = []
         self._telling = False
         self._beats = 0
+        #: Peers whose read of new mail failed (the database was away): read again in full
+        #: at the next heartbeat that reaches the database.
+        self._missed: set[str] = set()
 
     # --- start and stop --------------------------------------------------------------------
 
@@ -228,6 +231,9 @@ class Network:
 
     def _beaten(self, hosts: dict[str, Any]) -> None:
         self._beats += 1
+        missed, self._missed = self._missed, set()
+        for peer_id in missed:
+            self.catch_up(peer_id)
         if self._beats % RELOAD_EVERY_BEATS == 0:
             self.reload()
 
@@ -272,6 +278,9 @@ class Network:
             self._handed.discard(self._handed_order.popleft())
 
     def _read_failed(self, failure: Any, peer_id: str) -> None:
+        # The listener may be back before this host's connection is (a notification then
+        # finds no connection to read on): the next good heartbeat reads the lot.
+        self._missed.add(peer_id)
         if not getattr(failure.value, "reported", False):
             self.log.warn("reading new mail of {peer} failed: {err}", peer=peer_id, err=failure.getErrorMessage())
 
