@@ -90,8 +90,9 @@ def test_the_bridge_records_a_refused_socket(short_dir: Path, records: Path) -> 
     [(path, factory, _timeout, _check)] = reactor.unixClients
     assert path == str(settings.socket_path)
     factory.clientConnectionFailed(None, Failure(ConnectError(errno.EPERM, "Operation not permitted")))
-    failure = connecting.result
-    connecting.addErrback(lambda _: None)
+    failures: list[Failure] = []
+    connecting.addErrback(failures.append)
+    [failure] = failures
     assert failure.check(BrokerNotRunning) and "no broker is running" in failure.getErrorMessage()
     [record] = sandbox.failed_connects(settings.socket_path)
     assert record["errno"] == errno.EPERM and notes == [f"no broker answers at {settings.socket_path}"]
