@@ -16,7 +16,7 @@ from twisted.protocols import amp
 
 from claudepeers.wire import commands as wire
 from claudepeers.bridge.connection import BrokerLink
-from claudepeers.bridge.tools import BrokerTimeout, BrokerUnreachable
+from claudepeers.bridge.broker_calls import BrokerTimeout, BrokerUnreachable
 from claudepeers.common.settings import Settings
 
 REGISTRATION = {

@@ -15,7 +15,8 @@ from twisted.internet.defer import Deferred
 
 from claudepeers.bridge.server import McpPipe, build_server
 from claudepeers.bridge.stdio import LineWriter
-from claudepeers.bridge.tools import TOOLS, ToolResult
+from claudepeers.bridge.broker_calls import ToolResult
+from claudepeers.bridge.tool_schemas import TOOLS
 
 from bridge_support import asyncio_test
 

@@ -14,7 +14,7 @@ from mcp_types import version as sdk_version
 
 from claudepeers.bridge import handshake
 from claudepeers.bridge.server import build_server
-from claudepeers.bridge.tools import ToolResult
+from claudepeers.bridge.broker_calls import ToolResult
 
 from bridge_support import asyncio_test
 

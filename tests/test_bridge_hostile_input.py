@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from claudepeers.bridge.tools import TOOLS
+from claudepeers.bridge.tool_schemas import TOOLS
 from claudepeers.bridge.server import malformed_answer
 from conftest import ROOT, broker_env
 

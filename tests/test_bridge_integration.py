@@ -24,7 +24,7 @@ import anyio
 import psutil
 import pytest
 
-from claudepeers.bridge.tools import TOOLS
+from claudepeers.bridge.tool_schemas import TOOLS
 from bridge_support import FakeAgent, asyncio_test, open_bridge, ready, text_of
 from conftest import ROOT, BrokerProcess, broker_env
 

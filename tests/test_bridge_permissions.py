@@ -145,7 +145,7 @@ def test_a_bad_behavior_from_the_broker_is_refused() -> None:
 async def test_with_the_relay_the_fast_answer_still_equals_the_sdk_answer() -> None:
     """Declaring claude/channel/permission: the fast path and the SDK say the same."""
     from claudepeers.bridge.server import build_server
-    from claudepeers.bridge.tools import ToolResult
+    from claudepeers.bridge.broker_calls import ToolResult
 
     request = initialize_request("2025-11-25")
     instructions = handshake.instructions_for("push", "claude-peers")

@@ -15,7 +15,8 @@ from twisted.internet.task import deferLater
 from claudepeers.wire import commands as wire
 from claudepeers.bridge.connection import AsyncBroker
 from claudepeers.bridge.session import Bridge
-from claudepeers.bridge.tools import BrokerUnreachable, PeerTools
+from claudepeers.bridge.broker_calls import BrokerUnreachable
+from claudepeers.bridge.tools import PeerTools
 from claudepeers.common.settings import Settings
 
 from bridge_support import asyncio_test

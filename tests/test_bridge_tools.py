@@ -8,15 +8,9 @@ from claudepeers.wire import commands as wire
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claudepeers.bridge.tools import (
-    _QUICK_CHECKS,
-    _VALIDATORS,
-    TOOLS,
-    BrokerTimeout,
-    BrokerUnreachable,
-    PeerTools,
-    validation_error,
-)
+from claudepeers.bridge.broker_calls import BrokerTimeout, BrokerUnreachable
+from claudepeers.bridge.tool_schemas import _QUICK_CHECKS, _VALIDATORS, TOOLS, validation_error
+from claudepeers.bridge.tools import PeerTools
 
 from bridge_support import asyncio_test
 

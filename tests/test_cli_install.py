@@ -8,9 +8,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from twisted.python import usage
 
 from claudepeers.cli import agent_config, service
 from claudepeers.cli.agent_config import ConfigError
+from claudepeers.cli.configfiles import Ledger, Paths
+from claudepeers.cli.install import InstallOptions, uninstall_steps
+from claudepeers.common.settings import Settings
 from cli_support import ROOT, cli
 from conftest import broker_env
 
@@ -166,6 +170,75 @@ def test_codex_subtables_of_ours_are_removed_with_it() -> None:
     assert tomllib.loads(result) == {"a": 1, "b": {"c": 2}}
 
 
+ODD_CODEX = """# Codex settings, kept by hand   (odd spacing on purpose)
+model   =   'o3'      # a literal string, and a comment after it
+approval_policy="on-request"
+
+  [mcp_servers."other server"]   # a quoted key, an indented header
+  command = "other"
+  args = [
+      "--one",   # a comment inside a multi-line array
+      "--two",
+  ]
+
+[mcp_servers.claude-peers]
+# an older install's table, with a comment of the user's in it
+command = "/old/claude-peers"
+args = ["mcp"]
+
+[mcp_servers.claude-peers.env]
+CLAUDE_PEERS_URL = "tcp://127.0.0.1:1"
+
+# the profiles
+[profiles.fast]
+model = "o4-mini"   # trailing comment
+dotted.key = 1
+"""
+#: ODD_CODEX as it was before claude-peers: the same bytes with our two tables cut out.
+ODD_CODEX_WITHOUT_US = ODD_CODEX.replace(ODD_CODEX[ODD_CODEX.index("[mcp_servers.claude-peers]"):
+                                                  ODD_CODEX.index("# the profiles")], "")
+
+
+def test_codex_remove_keeps_every_other_byte_of_an_oddly_written_config() -> None:
+    """Comments, odd spacing, quoted keys, and a multi-line array survive the removal of our
+    table (with its sub-table) byte for byte."""
+    assert agent_config.codex_toml_remove(ODD_CODEX) == ODD_CODEX_WITHOUT_US
+
+
+def test_codex_add_replaces_our_table_and_keeps_every_other_byte() -> None:
+    """Adding moves our table to the end with the new command; the rest is the user's text exactly,
+    and removing it again gives back the file as it was before us."""
+    added = agent_config.codex_toml_add(ODD_CODEX, ["/opt/cp/bin/claude-peers"])
+    assert added == ODD_CODEX_WITHOUT_US + "\n" + agent_config.codex_table(["/opt/cp/bin/claude-peers"])
+    parsed = tomllib.loads(added)
+    assert parsed["mcp_servers"]["claude-peers"] == {"command": "/opt/cp/bin/claude-peers", "args": ["mcp"]}
+    assert parsed["mcp_servers"]["other server"]["args"] == ["--one", "--two"]
+    assert agent_config.codex_toml_add(added, ["/opt/cp/bin/claude-peers"]) == added
+    assert agent_config.codex_toml_remove(added) == ODD_CODEX_WITHOUT_US
+
+
+def test_codex_table_written_with_dotted_keys_is_removed_exactly() -> None:
+    """An entry of dotted keys under [mcp_servers] goes line by line; the [mcp_servers] header the
+    user wrote and the other server stay."""
+    text = '[mcp_servers]\nother.command = "x"   # theirs\nclaude-peers.command = "old"\nclaude-peers.args = ["mcp"]\n'
+    assert agent_config.codex_toml_remove(text) == '[mcp_servers]\nother.command = "x"   # theirs\n'
+
+
+def test_codex_refuses_to_add_into_an_inline_mcp_servers() -> None:
+    """mcp_servers written as one inline table cannot take a table of ours: refused, with the reason."""
+    text = 'mcp_servers = { other = { command = "x" } }\n'
+    with pytest.raises(ConfigError, match="mcp_servers is not a table"):
+        agent_config.codex_toml_add(text, ["/bin/claude-peers"])
+
+
+def test_codex_table_quotes_what_toml_must_quote() -> None:
+    """A command path with quotes, backslashes and non-ASCII letters reads back as written."""
+    command = ['/opt/my "cp"\\bin/é/claude-peers', "--flag"]
+    env = {"CLAUDE_PEERS_URL": "tcp://127.0.0.1:7899", "X Y": 'a"b'}
+    entry = tomllib.loads(agent_config.codex_table(command, env))["mcp_servers"]["claude-peers"]
+    assert entry == {"command": command[0], "args": ["--flag", "mcp"], "env": env}
+
+
 def test_claude_json_add_keeps_other_servers_and_keys() -> None:
     """Adding our server leaves every other key and server as it was."""
     before = json.dumps({"theme": "dark", "mcpServers": {"other": {"command": "o"}}})
@@ -174,6 +247,45 @@ def test_claude_json_add_keeps_other_servers_and_keys() -> None:
     assert after["mcpServers"]["claude-peers"] == {
         "type": "stdio", "command": "/opt/cp/bin/claude-peers", "args": ["mcp"], "env": {},
     }
+
+
+def test_every_install_step_is_undone_by_its_uninstall_step(short_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """In process: each file's step installs, says what it put where, and its uninstall step (by
+    the same flag) takes exactly that out again: the home is empty and the manifest gone."""
+    monkeypatch.setenv("HOME", str(short_dir))
+    monkeypatch.delenv("CODEX_HOME", raising=False)
+    settings = Settings.from_env(broker_env(short_dir))
+    options = InstallOptions()
+    options.parseOptions(["--claude", "--codex", "--allow-tools", "--skill", "--hooks", "--service",
+                          "--service-kind", "systemd", "--config-file"])
+    paths = Paths(short_dir)
+    ledger = Ledger(paths, {}, ["/opt/cp/bin/claude-peers"], use_claude_cli=False)
+    steps = options.steps(settings)
+    for step in steps:
+        step.install(ledger)
+        assert step.key in ledger.manifest and step.describe(ledger).installed()
+    ledger.note_created()
+    assert not ledger.failed and {type(step) for step in steps} == {
+        type(step) for step in uninstall_steps(["claude", "codex", "allow-tools", "skill", "hooks", "service"])}
+    printed = capsys.readouterr().out
+    for step in steps:
+        if step.key not in ("allow", "hooks-claude", "hooks-codex"):  # these word their counts and events
+            assert step.describe(ledger).installed() in printed
+    undo = Ledger(paths, ledger.manifest, use_claude_cli=False)
+    for step in uninstall_steps(["claude", "codex", "allow-tools", "skill", "hooks", "service"]):
+        removed = step.describe(undo).removed()
+        step.uninstall(undo)
+        assert removed in capsys.readouterr().out
+    undo.delete_emptied_files()
+    assert not undo.failed and undo.manifest == {}
+    assert [path for path in short_dir.rglob("*") if path.is_file() and path.parent != short_dir / "run"] == []
+
+
+def test_install_refuses_a_relative_command() -> None:
+    """--command names the file agents will run: a relative path is a usage error."""
+    with pytest.raises(usage.UsageError, match="--command must be an absolute path"):
+        InstallOptions().parseOptions(["--command", "bin/claude-peers"])
 
 
 def test_systemd_unit_has_real_paths(short_dir: Path) -> None:

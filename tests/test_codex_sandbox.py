@@ -17,14 +17,16 @@ from typing import Iterator
 
 import pytest
 from twisted.internet.error import ConnectError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from claudepeers.bridge.connection import AutostartEndpoint
 from claudepeers.cli import agent_config
 from claudepeers.cli.doctor import check_codex_reach
 from claudepeers.cli.install import InstallOptions
-from claudepeers.common.platforms import sandbox
+from claudepeers.common.client import AutostartEndpoint, BrokerNotRunning
+from claudepeers.common import sandbox
 from claudepeers.common.settings import Settings
 from cli_support import cli
 from conftest import broker_env
@@ -79,14 +81,21 @@ def test_a_shared_folder_of_someone_else_is_not_used(short_dir: Path, records: P
 
 
 def test_the_bridge_records_a_refused_socket(short_dir: Path, records: Path) -> None:
-    """The bridge's connection attempt that meets EPERM leaves the record doctor reads."""
+    """The clients' connection attempt (the bridge's and the CLI's endpoint) that meets EPERM
+    leaves the record doctor reads, and fails as "no broker" when it may not start one."""
     settings = settings_in(short_dir).with_changes(autostart=False)
     notes: list[str] = []
-    endpoint = AutostartEndpoint(None, settings, notes.append)
-    failure = Failure(ConnectError(errno.EPERM, "Operation not permitted"))
-    assert endpoint._failed(failure, None) is failure
+    reactor = MemoryReactor()
+    connecting = AutostartEndpoint(reactor, settings, note=notes.append).connect(Factory.forProtocol(Protocol))
+    [(path, factory, _timeout, _check)] = reactor.unixClients
+    assert path == str(settings.socket_path)
+    factory.clientConnectionFailed(None, Failure(ConnectError(errno.EPERM, "Operation not permitted")))
+    failures: list[Failure] = []
+    connecting.addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(BrokerNotRunning) and "no broker is running" in failure.getErrorMessage()
     [record] = sandbox.failed_connects(settings.socket_path)
-    assert record["errno"] == errno.EPERM and notes
+    assert record["errno"] == errno.EPERM and notes == [f"no broker answers at {settings.socket_path}"]
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ from twisted.test import iosim
 from claudepeers.wire import commands as wire
 from claudepeers.broker.core import Broker, Credentials
 from claudepeers.broker.protocol import BrokerProtocol
-from claudepeers.common.settings import Limits
+from claudepeers.common import client
+from claudepeers.common.settings import Limits, Settings
 from claudepeers.broker.storage import Store, prepare
 
 from broker_fakes import FakeProcesses
@@ -301,6 +302,33 @@ def many_clients_start_one_broker(short_dir: Path, count: int) -> None:
                 client.kill()
                 client.wait()
         for broker in brokers_for(socket_path):
+            broker.kill()
+            broker.wait(10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ten_connects_of_one_process_at_once_start_one_broker(short_dir: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten ``client.connect`` calls at once (the CLI's and, through the same endpoint, the
+    bridge's way in) with no broker: one broker starts, and every call gets a live connection to it."""
+    env = broker_env(short_dir)
+    del env["CLAUDE_PEERS_NO_AUTOSTART"]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("CLAUDE_PEERS_NO_AUTOSTART", raising=False)
+    settings = Settings.from_env(env)
+    from twisted.internet import defer, reactor
+
+    try:
+        protocols = await defer.gatherResults([client.connect(reactor, settings) for _ in range(10)])
+        hellos = await defer.gatherResults([protocol.callRemote(wire.Hello) for protocol in protocols])
+        brokers = brokers_for(settings.socket_path)
+        assert len(brokers) == 1, [b.cmdline() for b in brokers]
+        assert {hello["pid"] for hello in hellos} == {brokers[0].pid}
+        for protocol in protocols:
+            protocol.transport.loseConnection()
+    finally:
+        for broker in brokers_for(settings.socket_path):
             broker.kill()
             broker.wait(10)
 

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from twisted.protocols import amp
 
 from claudepeers.wire import commands as wire
-from claudepeers.bridge.tools import TOOLS
+from claudepeers.bridge.tool_schemas import TOOLS
 from claudepeers.broker.admission import UNBOUND_BOX_KEYS
 from claudepeers.broker.protocol import OPEN_COMMANDS, BrokerProtocol
 from claudepeers.common.settings import Limits

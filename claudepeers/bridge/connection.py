@@ -39,22 +39,21 @@ from zope.interface import implementer
 from claudepeers.common import client
 
 from claudepeers.wire import commands as wire
-from claudepeers.common.platforms import sandbox
 from claudepeers.wire.fastamp import LeanAMP
 from claudepeers.common.settings import Settings
 
 from claudepeers.bridge.permissions import PermissionAnswers
-from claudepeers.bridge.tools import BrokerTimeout, BrokerUnreachable
+from claudepeers.bridge.broker_calls import BrokerTimeout, BrokerUnreachable
 from claudepeers.bridge.wake import WOKE
 
 #: How long a tool call waits for the broker connection before it answers an error.
 CALL_WAIT_SECONDS = 5.0
-#: Reconnect quickly after a broker restart, but never hammer a broker that is down.
 #: Commands that do the same when repeated; only they are retried after a lost connection.
 SAFE_TO_REPEAT = frozenset(
     {wire.Whoami, wire.ListPeers, wire.FetchUnread, wire.MessageState, wire.SetSummary, wire.SetName,
      wire.Acknowledge, wire.Ping}
 )
+#: Reconnect quickly after a broker restart, but never hammer a broker that is down.
 RETRY_POLICY = backoffPolicy(initialDelay=0.05, maxDelay=2.0, factor=1.6, jitter=lambda: random.random() * 0.05)
 
 
@@ -165,46 +164,17 @@ class _GateFactory(WrappingFactory):
 
 
 @implementer(IStreamClientEndpoint)
-class AutostartEndpoint:
-    """Connects to the broker; when nothing answers, starts one (unless told not to)."""
+class GatedEndpoint:
+    """An endpoint whose every connection is behind a :class:`_Gate` (the broker's
+    :class:`~claudepeers.common.client.AutostartEndpoint`, for the link's ClientService)."""
 
-    def __init__(
-        self,
-        reactor: Any,
-        settings: Settings,
-        note: Callable[[str], None],
-        in_thread: Callable[..., Deferred] = deferToThread,
-    ) -> None:
-        self._reactor = reactor
-        self._settings = settings
-        self._note = note
-        self._in_thread = in_thread
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self._endpoint = endpoint
 
     def connect(self, factory: Any) -> Deferred:
-        """Connect; on failure start a broker in a thread (a lock makes it one) and retry."""
-        gated = _GateFactory(factory)
-        d = client.client_endpoint(self._reactor, self._settings).connect(gated)
-        d.addCallback(lambda gate: gate.wrappedProtocol)
-        d.addErrback(self._failed, gated)
-        return d
-
-    def _failed(self, failure: Failure, factory: Any) -> Any:
-        where = self._settings.url or str(self._settings.socket_path)
-        sandbox.note_failed_connect(self._settings, failure.value)  # for doctor: a sandbox's refusal?
-        self._note(f"no broker answers at {where}")
-        if not self._settings.autostart or self._settings.url:
-            return failure
-        d = self._in_thread(client.ensure_broker, self._settings)
-
-        def started(_: object) -> Deferred:
-            d = client.client_endpoint(self._reactor, self._settings).connect(factory)
-            return d.addCallback(lambda gate: gate.wrappedProtocol)
-
-        def not_started(reason: Failure) -> Failure:
-            self._note(f"could not start a broker: {reason.getErrorMessage()}")
-            return reason
-
-        return d.addCallbacks(started, not_started)
+        """Connect ``factory``'s protocol behind a gate; fires with that protocol."""
+        d = self._endpoint.connect(_GateFactory(factory))
+        return d.addCallback(lambda gate: gate.wrappedProtocol)
 
 
 class BrokerLink:
@@ -245,7 +215,7 @@ class BrokerLink:
         factory = Factory.forProtocol(lambda: BridgeAMP(self))  # type: ignore[arg-type]
         factory.noisy = False
         self._service = ClientService(
-            AutostartEndpoint(reactor, settings, self._note, in_thread),
+            GatedEndpoint(client.AutostartEndpoint(reactor, settings, note=self._note, in_thread=in_thread)),
             factory,
             retryPolicy=RETRY_POLICY,
             clock=reactor,

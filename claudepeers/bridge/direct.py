@@ -31,7 +31,7 @@ from mcp.shared.dispatcher import coerce_request_id
 from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params, handler_exception_to_error_data
 from twisted.logger import Logger
 
-from claudepeers.bridge.tools import ToolResult
+from claudepeers.bridge.broker_calls import ToolResult
 
 #: One encoder for every answer (``json.dumps`` with options builds a new one per call).
 #: Compact and not ASCII-escaped: byte for byte what pydantic writes for the SDK.

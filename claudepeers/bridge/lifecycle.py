@@ -13,7 +13,7 @@ SIGTERM. And a stderr pipe nobody reads blocked the reactor thread in a log writ
   SIGINT kills at once, and a daemon timer exits if anything still hangs;
 - :class:`StderrSink` writes log lines only when stderr can take them without blocking
   (a full or broken stderr drops lines, it never stops the bridge);
-- the bridge runs blocking work in daemon threads (``session.DaemonThreadPool``), watches
+- the bridge runs blocking work in daemon threads (``processes.DaemonThreadPool``), watches
   its parent as well as its agent, and notices a closed stdout with nothing to write
   (:mod:`.agentwatch`).
 

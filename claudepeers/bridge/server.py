@@ -33,7 +33,8 @@ from claudepeers.common.render import channel_content, channel_meta
 from claudepeers.bridge.direct import DirectToolCalls, error_line
 from claudepeers.bridge.handshake import DISCOVER_REFUSAL, IMPLEMENTATION_NAME, capabilities
 from claudepeers.bridge.stdio import MAX_LINE_BYTES, LineWriter
-from claudepeers.bridge.tools import TOOLS, ToolResult
+from claudepeers.bridge.broker_calls import ToolResult
+from claudepeers.bridge.tool_schemas import TOOLS
 
 CHANNEL_METHOD = "notifications/claude/channel"
 CHANNEL_CAPABILITY: dict[str, dict[str, Any]] = {"claude/channel": {}}

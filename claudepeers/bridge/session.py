@@ -11,21 +11,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import threading
 from typing import Any, Mapping
 
-import psutil
 from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
 from twisted.logger import Logger
 
-from claudepeers.common import agents
-
-from claudepeers.common import gitinfo
-
-from claudepeers.wire import commands as wire
+from claudepeers.common import agents, gitinfo
 from claudepeers.common.render import render_batch, render_message
 from claudepeers.common.settings import Settings
+from claudepeers.wire import commands as wire
 
 from claudepeers.bridge import agentwatch, codexproc, codexwatch, handshake, transcript
 from claudepeers.bridge.channel import ChannelConfirmations, describe
@@ -33,10 +27,12 @@ from claudepeers.bridge.connection import AsyncBroker, BrokerLink
 from claudepeers.bridge.delivery import Inbox, Offer
 from claudepeers.bridge.handshake import FirstMessage
 from claudepeers.bridge.permissions import PermissionRelay
+from claudepeers.bridge.processes import DaemonThreadPool, agent_terminal, newer_sibling, parent_process
 from claudepeers.bridge.pushing import ChannelPushing
 from claudepeers.bridge.server import McpPipe, build_server
 from claudepeers.bridge.stdio import LineReader, LineWriter
-from claudepeers.bridge.tools import BrokerUnreachable, PeerTools, ToolResult
+from claudepeers.bridge.broker_calls import BrokerUnreachable, ToolResult
+from claudepeers.bridge.tools import PeerTools
 from claudepeers.bridge.tools_threads import ThreadTools
 from claudepeers.bridge.wake import Waker, codex_queue
 
@@ -153,7 +149,7 @@ class Bridge(ChannelPushing):
             self._watches.append(agentwatch.watch_exit(
                 self._reactor, self.agent.pid, self.agent.start, lambda: self.stop("the agent process ended")
             ))
-        parent = _parent()
+        parent = parent_process()
         if parent is not None and (self.agent is None or parent[0] != self.agent.pid):
             self._watches.append(agentwatch.watch_exit(
                 self._reactor, *parent, lambda: self.stop("our parent process ended (re-parented)")
@@ -226,7 +222,7 @@ class Bridge(ChannelPushing):
             "git_common_dir": repo.common_dir,
             "branch": repo.branch,
             "repo_id": repo.repo_id,
-            "tty": _terminal(agent.pid),
+            "tty": agent_terminal(agent.pid),
             "name": self._settings.peer_name,
             "delivery": self.delivery_description(),
         }
@@ -368,56 +364,3 @@ class Bridge(ChannelPushing):
         self.inbox.mark_shown(ids)
         if self.waker is not None:
             self.waker.shown(ids)
-
-
-def newer_sibling(agent: agents.AgentProcess | None) -> int | None:
-    """The pid of a bridge started after us, with our command line, under the same agent.
-
-    The broker keeps one connection per agent session and drops the older one when a
-    newer registers (Claude Code restarts its MCP server at compaction). Reconnecting
-    would take the session back and the two would take turns; the older one steps aside.
-    """
-    if agent is None:
-        return None
-    try:
-        me = psutil.Process()
-        mine, started = me.cmdline(), me.create_time()
-        for process in psutil.Process(agent.pid).children(recursive=True):
-            if process.pid == me.pid:
-                continue
-            try:
-                if process.cmdline() == mine and process.create_time() >= started:
-                    return process.pid
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-    return None
-
-
-class DaemonThreadPool(ThreadPool):
-    """Twisted's thread pool with daemon threads: a worker stuck in git never delays exit."""
-
-    @staticmethod
-    def threadFactory(*args: Any, **kwargs: Any) -> threading.Thread:  # noqa: N802 - Twisted's name
-        """A daemon thread (ThreadPool's default factory makes them non-daemon)."""
-        thread = threading.Thread(*args, **kwargs)
-        thread.daemon = True
-        return thread
-
-
-def _parent() -> tuple[int, float] | None:
-    """Our parent's pid and start time (None if it is already gone)."""
-    try:
-        parent = psutil.Process(os.getppid())
-        return parent.pid, parent.create_time()
-    except (psutil.Error, OSError):
-        return None
-
-
-def _terminal(pid: int) -> str | None:
-    """The controlling terminal of the agent, if it has one."""
-    try:
-        return psutil.Process(pid).terminal()
-    except (psutil.Error, OSError):
-        return None

@@ -1,9 +1,7 @@
-"""The MCP tools: names, argument schemas, validation, and the text each one answers.
+"""The MCP tools at work: each call validated, run against the broker, and worded.
 
-Tool names and arguments are the seed's (``list_peers(scope)``, ``send_message(to_id,
-message)``, ``set_summary(summary)``, ``check_messages()``, ``kill_peer(peer_id)``) plus
-``whoami`` and ``set_name``. Every failure is an ``isError`` result whose text tells the
-agent what to do next; nothing here raises to the SDK.
+Their declarations and validation are in :mod:`.tool_schemas`. Every failure is an
+``isError`` result whose text tells the agent what to do next; nothing here raises to the SDK.
 
 The tools reach the broker through a :class:`BrokerCalls` object (an ``async call``), so
 they can be tested with a fake that records the calls.
@@ -14,217 +12,21 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
 from collections.abc import Mapping
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
-import jsonschema
 from twisted.protocols import amp
 
-from claudepeers.wire import commands as wire
-from claudepeers.bridge import tools_coord
-from claudepeers.bridge.tools_coord import CoordTools, coord_lines, fanout_result, is_fanout
 from claudepeers.common.render import clean_line
+from claudepeers.wire import commands as wire
 
-
-class BrokerUnreachable(Exception):
-    """The broker could not be reached (not running, restarting, or refused us)."""
-
-
-class BrokerTimeout(BrokerUnreachable):
-    """The broker did not answer a call within the call deadline (stopped, or overloaded)."""
-
-    def __init__(self, seconds: float, detail: str = "") -> None:
-        super().__init__(f"it did not answer within {seconds:g} s" + (f"; {detail}" if detail else ""))
-        self.seconds = seconds
-
+from claudepeers.bridge.broker_calls import BrokerCalls, BrokerTimeout, BrokerUnreachable, ToolResult
+from claudepeers.bridge.tool_schemas import validation_error
+from claudepeers.bridge.tools_coord import CoordTools, coord_lines, fanout_result, is_fanout
 
 #: Keys of sends whose outcome is unknown (timed out, connection lost), kept so that the
 #: same send again reuses its key and the broker stores it once. By (to, body digest).
 RETRY_KEYS = 64
-
-
-class BrokerCalls(Protocol):
-    """What the tools need from the broker connection."""
-
-    async def call(self, command: type, **arguments: Any) -> dict[str, Any]:
-        """Call one AMP command; raise a ``wire`` error or :class:`BrokerUnreachable`."""
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    """Text for the agent, and whether it reports a failure."""
-
-    text: str
-    is_error: bool = False
-
-
-_STRING = {"type": "string"}
-TOOLS: dict[str, dict[str, Any]] = {
-    "list_peers": {
-        "description": (
-            "List the other AI agents (Claude Code, Codex) running on this machine: id, name, "
-            "client, working directory, repository, branch, summary. scope: 'machine' (all of this "
-            "host), 'directory' (same working directory), 'repo' (same git repository, worktrees "
-            "included, on every host) or 'network' (every host sharing the broker's database; "
-            "address a peer of another host as name@host)."
-        ),
-        "inputSchema": {
-            "type": "object",
-            "properties": {
-                "scope": {
-                    "type": "string",
-                    "enum": ["machine", "directory", "repo", "network"],
-                    "description": "machine, directory, repo or network (default machine)",
-                }
-            },
-            "additionalProperties": False,
-        },
-    },
-    "send_message": {
-        "description": (
-            "Send a message to another agent. to_id is a peer id or its unique name (from "
-            "list_peers), or one of " + tools_coord.FANOUT_TARGETS + " to send it to each "
-            "of those peers. A Claude Code peer sees it at once, a Codex peer on its next turn; "
-            "the result says which. To answer a message, pass its # as reply_to (the reply "
-            "joins its thread); to get the answer to yours, call wait_for_reply."
-        ),
-        "inputSchema": {
-            "type": "object",
-            "properties": {
-                "to_id": {**_STRING, "minLength": 1, "description": "peer id or unique name, scope:... or group:..."},
-                "message": {**_STRING, "minLength": 1, "description": "the text to send"},
-                "reply_to": {"type": "integer", "minimum": 1, "description": "the # of the message this answers"},
-            },
-            "required": ["to_id", "message"],
-            "additionalProperties": False,
-        },
-    },
-    "set_summary": {
-        "description": (
-            "Tell the other agents what you are working on (one or two sentences); shown by "
-            "list_peers and with your messages."
-        ),
-        "inputSchema": {
-            "type": "object",
-            "properties": {"summary": {**_STRING, "description": "what you are working on"}},
-            "required": ["summary"],
-            "additionalProperties": False,
-        },
-    },
-    "check_messages": {
-        "description": "Show every message from other agents that you have not seen yet.",
-        "inputSchema": {"type": "object", "properties": {}, "additionalProperties": False},
-    },
-    "kill_peer": {
-        "description": (
-            "Terminate a stuck, unresponsive or finished peer's agent session (its claude or "
-            "codex process, not only its MCP server). peer_id is a peer id or unique name."
-        ),
-        "inputSchema": {
-            "type": "object",
-            "properties": {"peer_id": {**_STRING, "minLength": 1, "description": "peer id or unique name"}},
-            "required": ["peer_id"],
-            "additionalProperties": False,
-        },
-    },
-    "whoami": {
-        "description": "Show your own peer id, name, summary and what the others see of you.",
-        "inputSchema": {"type": "object", "properties": {}, "additionalProperties": False},
-    },
-    "set_name": {
-        "description": "Choose your peer name (unique among live peers); others may address you by it.",
-        "inputSchema": {
-            "type": "object",
-            "properties": {"name": {**_STRING, "minLength": 1, "description": "the new name"}},
-            "required": ["name"],
-            "additionalProperties": False,
-        },
-    },
-    **tools_coord.TOOLS,
-}
-
-_VALIDATORS = {name: jsonschema.Draft202012Validator(tool["inputSchema"]) for name, tool in TOOLS.items()}
-
-
-class _QuickCheck:
-    """A quick check for the few keywords our schemas use; False means "ask jsonschema".
-
-    jsonschema costs about 0.15 ms a call, a fifth of a send's whole cost in the bridge;
-    well-formed calls (nearly all) pass here, and only the others get the full
-    validation with its precise error messages. Never True for arguments that jsonschema
-    would reject (tests/test_bridge_tools.py checks this on generated inputs). The
-    schema is read once: a property with any other keyword or type always asks jsonschema.
-    """
-
-    _KNOWN = frozenset({"type", "enum", "minLength", "description"})
-
-    def __init__(self, schema: Mapping[str, Any]) -> None:
-        self._required = tuple(schema.get("required", ()))
-        #: property -> (allowed values or None, minimum length); None: ask jsonschema
-        self._strings: dict[str, tuple[frozenset[str] | None, int] | None] = {}
-        for key, spec in schema.get("properties", {}).items():
-            if set(spec) - self._KNOWN or spec.get("type") != "string":
-                self._strings[key] = None
-            else:
-                enum = frozenset(spec["enum"]) if "enum" in spec else None
-                self._strings[key] = (enum, spec.get("minLength", 0))
-
-    def __call__(self, arguments: Mapping[str, Any]) -> bool:
-        """True when ``arguments`` certainly fit the schema."""
-        for key in self._required:
-            if key not in arguments:
-                return False
-        strings = self._strings
-        for key, value in arguments.items():
-            spec = strings.get(key)
-            if spec is None or type(value) is not str:
-                return False
-            enum, min_length = spec
-            if enum is not None and value not in enum:
-                return False
-            if len(value) < min_length:
-                return False
-        return True
-
-
-_QUICK_CHECKS = {name: _QuickCheck(tool["inputSchema"]) for name, tool in TOOLS.items()}
-
-
-def register_tools(tools: Mapping[str, dict[str, Any]]) -> None:
-    """Add tools declared in another module (tools_threads.py, ...) to TOOLS and their checks."""
-    for name, tool in tools.items():
-        TOOLS[name] = dict(tool)
-        _VALIDATORS[name] = jsonschema.Draft202012Validator(tool["inputSchema"])
-        _QUICK_CHECKS[name] = _QuickCheck(tool["inputSchema"])
-
-
-def validation_error(name: str, arguments: Mapping[str, Any] | None) -> str | None:
-    """None when the arguments fit the tool's schema, else a text saying how to fix them."""
-    validator = _VALIDATORS.get(name)
-    if validator is None:
-        return f"Unknown tool {name!r}. The claude-peers tools are: {', '.join(TOOLS)}."
-    if isinstance(arguments, Mapping) and _QUICK_CHECKS[name](arguments):
-        return None
-    errors = sorted(validator.iter_errors(dict(arguments or {})), key=lambda error: list(error.path))
-    if not errors:
-        return None
-    problems = []
-    for error in errors[:5]:
-        where = ".".join(str(part) for part in error.path) or "arguments"
-        problems.append(f"{where}: {error.message}")
-    usage = _usage(name)
-    return f"Invalid arguments for {name}: " + "; ".join(problems) + f". Call it as {usage}."
-
-
-def _usage(name: str) -> str:
-    schema = TOOLS[name]["inputSchema"]
-    required = set(schema.get("required", ()))
-    parts = []
-    for argument, spec in schema.get("properties", {}).items():
-        kind = "|".join(spec["enum"]) if "enum" in spec else spec.get("type", "value")
-        parts.append(f"{argument}: {kind}" + ("" if argument in required else " (optional)"))
-    return f"{name}({', '.join(parts)})"
 
 
 ShowWaiting = Callable[[], Awaitable[str]]
@@ -407,6 +209,3 @@ def _explain(name: str, error: wire.PeersError) -> str:
     text = clean_line(str(error), 2000) or type(error).__name__
     advice = _ADVICE.get(type(error), "")
     return f"{name} failed: {text}" + (f" {advice}" if advice else "")
-
-
-from claudepeers.bridge import tools_threads  # noqa: E402,F401 - registers the thread tools

@@ -2,8 +2,8 @@
 
 ``send_message`` itself stays in :mod:`tools` (a ``to_id`` of ``scope:...`` or
 ``group:...`` goes to the broker's SendMany and is worded by :func:`fanout_result`);
-the tools here join :class:`~claudepeers.bridge.tools.PeerTools` as a mixin. Nothing here
-imports :mod:`tools` at module level (it imports this module).
+the tools here join :class:`~claudepeers.bridge.tools.PeerTools` as a mixin, and their
+schemas join :data:`.tool_schemas.TOOLS`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 
 from claudepeers.common.render import clean_line
 from claudepeers.wire import commands as wire
+
+from claudepeers.bridge.broker_calls import ToolResult
 
 FANOUT_PREFIXES = ("scope:", "group:")
 FANOUT_TARGETS = "scope:repo, scope:directory, scope:machine, scope:network or group:<name>"
@@ -73,9 +75,7 @@ def is_fanout(target: str) -> bool:
     return target.strip().startswith(FANOUT_PREFIXES)
 
 
-def _result(text: str, is_error: bool = False) -> Any:
-    from claudepeers.bridge.tools import ToolResult  # tools imports this module first
-
+def _result(text: str, is_error: bool = False) -> ToolResult:
     return ToolResult(text, is_error)
 
 

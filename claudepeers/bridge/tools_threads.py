@@ -1,7 +1,7 @@
 """The MCP tools of threads: ``wait_for_reply``, ``read_thread``, ``search_messages``.
 
-Registered with the tool list of :mod:`.tools` when imported (its schemas join ``TOOLS``;
-:class:`PeerTools` finds the ``_tool_*`` methods of a :class:`ThreadTools` it is given).
+Their schemas join :data:`.tool_schemas.TOOLS`; :class:`~.tools.PeerTools` finds the
+``_tool_*`` methods of a :class:`ThreadTools` it is given.
 
 ``wait_for_reply`` blocks the tool call until the broker answers ``WaitForReply`` (a reply
 arriving answers it: nothing polls). Its deadline is the wait itself plus the bridge's
@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 from claudepeers.common.render import BODY_BAR, clean_line, clean_text, render_message
 from claudepeers.wire import commands as wire
 
-from claudepeers.bridge.tools import BrokerUnreachable, ToolResult, register_tools
+from claudepeers.bridge.broker_calls import BrokerUnreachable, ToolResult
 
 #: How long wait_for_reply waits unless told (below Codex's default tool timeout of 60 s).
 DEFAULT_WAIT_SECONDS = 50.0
@@ -81,7 +81,6 @@ THREAD_TOOLS: dict[str, dict[str, Any]] = {
     },
 }
 
-register_tools(THREAD_TOOLS)
 
 class ThreadTools:
     """The thread tools of one bridge.

@@ -2,16 +2,19 @@
 
 Each ``add``/``remove`` parses the file first and raises :class:`ConfigError` (the file
 is then left untouched) when it cannot be parsed or edited safely. Edits are minimal:
-the Codex TOML keeps every other byte; JSON files keep every other key. After an edit
+the Codex TOML keeps every other byte (tomlkit); JSON files keep every other key. After an edit
 the result is parsed again and compared with what was intended.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from typing import Iterable
+
+import tomlkit
+from tomlkit.container import OutOfOrderTableProxy
+from tomlkit.items import Table
 
 from claudepeers.common.jsonconfig import ConfigError, load_json_object
 
@@ -112,11 +115,9 @@ def settings_allow_remove(text: str | None, rules: list[str], where: str = "~/.c
 
 
 # --- Codex: ~/.codex/config.toml --------------------------------------------------------
-
-_OUR_HEADER = re.compile(
-    r"""^\s*\[\s*mcp_servers\s*\.\s*(?:claude-peers|"claude-peers"|'claude-peers')\s*(?:\]|\.)"""
-)
-_ANY_HEADER = re.compile(r"^\s*\[")
+# tomlkit edits the document it parsed, comments, blank lines, quoting and key order kept,
+# so every byte outside our table stays as the user wrote it; tomllib (the strict parser,
+# as Codex's own) checks the file before and the result after every edit.
 
 
 def _load_toml(text: str | None, where: str) -> dict:
@@ -126,31 +127,20 @@ def _load_toml(text: str | None, where: str) -> dict:
         raise ConfigError(f"{where} is not valid TOML ({exc}); left untouched") from None
 
 
-def _toml_string(value: str) -> str:
-    # A JSON string is a valid TOML basic string for every character JSON escapes.
-    return json.dumps(value, ensure_ascii=False)
-
-
 def codex_table(command: list[str], env: dict[str, str] | None = None) -> str:
     """The ``[mcp_servers.claude-peers]`` table that starts the bridge (with ``env``, if any)."""
-    args = ", ".join(_toml_string(arg) for arg in [*command[1:], "mcp"])
-    table = f"[mcp_servers.{SERVER_NAME}]\ncommand = {_toml_string(command[0])}\nargs = [{args}]\n"
+    entry = tomlkit.table()
+    entry["command"] = command[0]
+    entry["args"] = [*command[1:], "mcp"]
     if env:
-        pairs = ", ".join(f"{_toml_string(key)} = {_toml_string(value)}" for key, value in sorted(env.items()))
-        table += f"env = {{ {pairs} }}\n"
-    return table
-
-
-def _without_our_tables(text: str) -> str:
-    kept: list[str] = []
-    inside = False
-    for line in text.splitlines(keepends=True):
-        if _ANY_HEADER.match(line):
-            inside = bool(_OUR_HEADER.match(line))
-        if not inside:
-            kept.append(line)
-    result = "".join(kept)
-    return result.rstrip("\n") + "\n" if result.strip() else ""
+        pairs = tomlkit.inline_table()
+        pairs.update(sorted(env.items()))
+        entry["env"] = pairs
+    servers = tomlkit.table(is_super_table=True)  # no [mcp_servers] header of its own
+    servers[SERVER_NAME] = entry
+    document = tomlkit.document()
+    document["mcp_servers"] = servers
+    return tomlkit.dumps(document)
 
 
 def _expected_without_us(data: dict) -> dict:
@@ -170,35 +160,76 @@ def _comparable(data: dict) -> dict:
     return result
 
 
+def _comments_kept(before: str, after: str) -> str:
+    """``after`` (``before`` less our table) with the comment lines that ended our table put back.
+
+    tomlkit counts comment lines under a table's last key as that table's, but in the
+    text they stand above the next header (``# the profiles`` over ``[profiles]``): they
+    are the user's, for what follows. Only when our table was one run of lines.
+    """
+    old, new = before.splitlines(keepends=True), after.splitlines(keepends=True)
+    head = 0
+    while head < len(new) and old[head] == new[head]:
+        head += 1
+    tail = 0
+    while tail < len(new) - head and old[-1 - tail] == new[-1 - tail]:
+        tail += 1
+    if head + tail != len(new):
+        return after  # removed in several places (an out-of-order table): nothing to put back
+    removed = old[head:len(old) - tail]
+    start = len(removed)
+    while start > 0 and (not removed[start - 1].strip() or removed[start - 1].lstrip().startswith("#")):
+        start -= 1
+    comments = removed[start:]
+    while comments and not comments[0].strip():
+        comments.pop(0)  # the blank lines after our last key were ours
+    return "".join(new[:head] + comments + new[head:])
+
+
 def codex_toml_remove(text: str | None, where: str = "~/.codex/config.toml") -> str | None:
-    """``text`` without our server table(s) (None when there was nothing to remove)."""
+    """``text`` without our server table (None when there was nothing to remove).
+
+    Our entry goes with its sub-tables (``[mcp_servers.claude-peers.env]``), whether it
+    is written as a table or with dotted keys; every other line stays as it was. An entry
+    written as an inline table (``claude-peers = { ... }``) is the user's own and is refused.
+    """
     data = _load_toml(text, where)
     servers = data.get("mcp_servers")
     if not isinstance(servers, dict) or SERVER_NAME not in servers:
         return None
-    result = _without_our_tables(text or "")
-    if _comparable(_load_toml(result, where)) != _expected_without_us(data):
+    document = tomlkit.parse(text or "")
+    if not isinstance(document["mcp_servers"][SERVER_NAME], (Table, OutOfOrderTableProxy)):
         raise ConfigError(
             f"{where}: the {SERVER_NAME} server is not written as a [mcp_servers.{SERVER_NAME}] "
             "table, so it cannot be edited safely; left untouched (edit it by hand)"
         )
+    del document["mcp_servers"][SERVER_NAME]
+    result = _comments_kept(text or "", tomlkit.dumps(document))
+    # The blank line that set our table off from the one before it is that table's: it
+    # goes too when ours was the last (the file then ends as it did before us).
+    if not (text or "").endswith("\n\n") and result.endswith("\n\n"):
+        result = result.rstrip("\n") + "\n"
+    result = result if result.strip() else ""
+    if _comparable(_load_toml(result, where)) != _expected_without_us(data):
+        raise ConfigError(f"{where}: cannot remove the {SERVER_NAME} table safely; left untouched (edit it by hand)")
     return result
 
 
 def codex_toml_add(
     text: str | None, command: list[str], where: str = "~/.codex/config.toml", env: dict[str, str] | None = None
 ) -> str:
-    """``text`` with ``[mcp_servers.claude-peers]`` starting ``command``, the rest kept as is."""
+    """``text`` with ``[mcp_servers.claude-peers]`` starting ``command`` at its end, the rest kept as is."""
     data = _load_toml(text, where)
-    if "mcp_servers" in data and not isinstance(data["mcp_servers"], dict):
-        raise ConfigError(f"{where}: mcp_servers is not a table; left untouched")
+    if "mcp_servers" in data:
+        if not isinstance(tomlkit.parse(text or "")["mcp_servers"], (Table, OutOfOrderTableProxy)):
+            raise ConfigError(f"{where}: mcp_servers is not a table (an inline table cannot take ours); "
+                              "left untouched (edit it by hand)")
     base = codex_toml_remove(text, where)
     if base is None:
         base = text or ""
-    if base and not base.endswith("\n"):
-        base += "\n"
     if base.strip():
-        base = base.rstrip("\n") + "\n\n"
+        base = base if base.endswith("\n") else base + "\n"
+        base = base if base.endswith("\n\n") else base + "\n"
     else:
         base = ""
     result = base + codex_table(command, env)

@@ -84,11 +84,11 @@ def uninstall(cwd: str | Path) -> str:
     return f"claims guard removed from {folder}"
 
 
-def step(action: str, other_steps: list[bool]) -> bool:
+def step(action: str, other_targets: list[str]) -> bool:
     """``claude-peers install/uninstall --claims-guard`` in the current repository (per
-    repository, so not in the user's install manifest); True when nothing else was asked."""
+    repository, so not in the user's install manifest); True when no other target was asked."""
     print((install if action == "install" else uninstall)(os.getcwd()))
-    return not any(other_steps)
+    return not other_targets
 
 
 def check(cwd: str | Path, settings: Settings, stderr: TextIO) -> int:

@@ -1,8 +1,9 @@
 """The ground the install and uninstall steps share: where the files are, reading and
-editing them atomically, the manifest of what install did, and the ``claude`` CLI.
+editing them atomically, the manifest of what install did, the run's :class:`Ledger` and
+what a :class:`Step` is, and the ``claude`` CLI.
 
-``install.py``, ``install_hooks.py`` and ``uninstall.py`` all build on this module and on
-nothing of each other's but their own steps (no import circle).
+The steps (``install_steps.py``, ``install_hooks.py``) build on this module, and the
+commands (``install.py``) on the steps; nothing here knows a step (no import circle).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Protocol
 
 from claudepeers.cli.agent_config import SERVER_NAME
+from claudepeers.cli.main import error
 
 
 def home_dir() -> Path:
@@ -135,3 +138,98 @@ def claude_cli() -> str | None:
 def run_claude(args: list[str]) -> subprocess.CompletedProcess:
     """Run the ``claude`` CLI (``mcp add``/``mcp remove``), capturing its output."""
     return subprocess.run(args, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a step puts where: ``Codex: [mcp_servers.claude-peers] in ~/.codex/config.toml``."""
+
+    label: str
+    what: str
+    where: str
+
+    def installed(self) -> str:
+        """The line install prints."""
+        return f"{self.label}: {self.what} in {self.where}" if self.where else f"{self.label}: {self.what}"
+
+    def removed(self) -> str:
+        """The line uninstall prints."""
+        return f"{self.label}: removed {self.what} from {self.where}" if self.where else f"{self.label}: removed {self.what}"
+
+
+class Ledger:
+    """One install or uninstall run: the paths, the manifest, the command, the reports."""
+
+    def __init__(self, paths: Paths, manifest: dict, command: list[str] | None = None,
+                 use_claude_cli: bool = True) -> None:
+        """A run under ``paths`` that starts from ``manifest`` and registers ``command mcp``."""
+        self.paths = paths
+        self.manifest = dict(manifest)
+        self.command = command or []
+        self.use_claude_cli = use_claude_cli
+        self.changed = False
+        self.failed = False
+        #: Config files that did not exist before this run (see note_created).
+        self._absent = [path for path in paths.shared_configs() if not path.exists()]
+
+    def report(self, text: str) -> None:
+        """One line of what was done, on stdout."""
+        self.changed = True
+        print(text)
+
+    def fail(self, text: str) -> None:
+        """One line on stderr of what could not be done; the command will exit non-zero."""
+        error(text)
+        self.failed = True
+
+    def created(self, key: str, path: Path) -> bool:
+        """Whether install created ``path`` (now, or in an earlier run recorded as ``key``)."""
+        return bool(self.manifest.get(key, {}).get("created")) or not path.exists()
+
+    def drop_if_created(self, key: str, path: Path, empty: str) -> None:
+        """Delete ``path`` when install created it (as ``key`` records) and it is back to ``empty``."""
+        if not self.manifest.get(key, {}).get("created"):
+            return
+        text = read_text(path)
+        if text is not None and text.strip() == empty:
+            path.unlink()
+
+    def note_created(self) -> None:
+        """Record which shared config files this run created, whichever step did it:
+        uninstall deletes them once every step that edited them has left them empty."""
+        created = set(self.manifest.get("created_files", []))
+        created |= {str(path) for path in self._absent if path.exists()}
+        if created:
+            self.manifest["created_files"] = sorted(created)
+
+    def delete_emptied_files(self) -> None:
+        """Delete the config files install created that no entry of ours is left in."""
+        remaining = []
+        for name in self.manifest.get("created_files", []):
+            path = Path(name)
+            text = read_text(path)
+            if text is None:
+                continue
+            if text.strip() in ("", "{}"):
+                path.unlink()
+                continue
+            remaining.append(name)
+        if remaining:
+            self.manifest["created_files"] = remaining
+        else:
+            self.manifest.pop("created_files", None)
+
+
+class Step(Protocol):
+    """One file's part of install and uninstall."""
+
+    key: str
+
+    def describe(self, ledger: Ledger) -> Description:
+        """What this step puts where."""
+
+    def install(self, ledger: Ledger) -> None:
+        """Add our part and record it."""
+
+    def uninstall(self, ledger: Ledger) -> None:
+        """Remove our part and its record."""

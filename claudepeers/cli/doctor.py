@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import stat
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +17,10 @@ from twisted.python import usage
 
 from claudepeers.cli import agent_config
 from claudepeers.cli.agent_config import ConfigError
+from claudepeers.cli.findings import Finding
+from claudepeers.cli.hosts import check_hosts
 from claudepeers.cli.main import EXIT_FAILED
 from claudepeers.cli.runner import print_json
-
-LEVELS = ("ok", "info", "warn", "problem")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One check's result: its level, what was found, and what to do (if anything)."""
-
-    level: str
-    check: str
-    text: str
-    fix: str = ""
-
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
@@ -190,7 +179,7 @@ def check_codex_reach(settings: Any, home: Path, now: float | None = None) -> li
 
     from claudepeers.cli.configfiles import Paths
     from claudepeers.common.client import broker_answers
-    from claudepeers.common.platforms import sandbox
+    from claudepeers.common import sandbox
     from claudepeers.common.settings import SettingError, parse_url
 
     try:
@@ -264,7 +253,6 @@ def check_broker(settings: Any) -> list[Finding]:
         return [Finding("problem", "broker", f"{where} accepts connections but: {describe_failure(hello)[0]}")]
     findings = [Finding("ok", "broker", f"version {hello['version']}, pid {hello['pid']}, at {where}")]
     findings += check_storage(status)
-    from claudepeers.cli.hosts import check_hosts
 
     findings += check_hosts(status)
     if hello["protocol"] != wire.PROTOCOL_VERSION:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from claudepeers.cli.findings import Finding
+
 
 def format_hosts(status: Mapping[str, Any]) -> list[str]:
     """Lines for ``status``: the network's state, then one line per host (none when alone)."""
@@ -26,10 +28,8 @@ def format_hosts(status: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def check_hosts(status: Any) -> list[Any]:
+def check_hosts(status: Any) -> list[Finding]:
     """Doctor findings: this broker's reach of the database, and hosts that cannot be heard."""
-    from claudepeers.cli.doctor import Finding
-
     if not isinstance(status, dict) or not isinstance(status.get("hosts"), list):
         return []
     network = status.get("network") or {}

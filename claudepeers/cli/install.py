@@ -9,153 +9,21 @@ reported; the other steps still run, and the exit status says something failed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 from twisted.python import usage
 
+from claudepeers.cli.agent_config import SERVER_NAME
 from claudepeers.cli.claims_guard import step as claims_guard_step
-from claudepeers.cli import agent_config, service
-from claudepeers.cli.agent_config import SERVER_NAME, ConfigError
-from claudepeers.cli.configfiles import (  # noqa: F401 - also imported from here
-    Paths, claude_cli, edit_file, home_dir, installed_command, load_manifest, read_text, run_claude,
-    save_manifest, shipped_skill, short_path, write_text,
+from claudepeers.cli.configfiles import (  # noqa: F401 - installed_command, shipped_skill: also imported from here
+    Ledger, Paths, Step, home_dir, installed_command, load_manifest, save_manifest, shipped_skill,
 )
+from claudepeers.cli.install_hooks import HookFile
+from claudepeers.cli.install_steps import AllowList, ClaudeServer, CodexServer, Service, Skill
 from claudepeers.cli.main import EXIT_FAILED, EXIT_USAGE, error
 
 CHANNELS_LAUNCH_LINE = f"claude --dangerously-load-development-channels server:{SERVER_NAME}"
-
-
-class Installer:
-    """The install steps, each reporting one line and recording what it added."""
-
-    def __init__(self, paths: Paths, command: list[str], use_claude_cli: bool = True) -> None:
-        """Install into ``paths`` a bridge started as ``command mcp``."""
-        self.paths = paths
-        self.command = command
-        self.use_claude_cli = use_claude_cli
-        self.manifest = load_manifest(paths)
-        self.failed = False
-
-    def _created(self, key: str, path: Path) -> bool:
-        """Whether install created ``path`` (now, or in an earlier run recorded as ``key``)."""
-        return bool(self.manifest.get(key, {}).get("created")) or not path.exists()
-
-    def say(self, text: str) -> None:
-        """One line of progress on stdout."""
-        print(text)
-
-    def fail(self, text: str) -> None:
-        """One line on stderr; the command will exit non-zero."""
-        error(text)
-        self.failed = True
-
-    def claude(self) -> None:
-        """Register the bridge with Claude Code (``claude mcp add`` or ``~/.claude.json``)."""
-        claude = claude_cli() if self.use_claude_cli else None
-        if claude:
-            run_claude([claude, "mcp", "remove", "--scope", "user", SERVER_NAME])
-            done = run_claude([claude, "mcp", "add", "--scope", "user", SERVER_NAME, "--", *self.command, "mcp"])
-            if done.returncode != 0:
-                self.fail(f"`claude mcp add` failed: {(done.stderr or done.stdout).strip()}")
-                return
-            self.manifest["claude"] = {"method": "claude-cli", "claude": claude}
-            self.say(f"Claude Code: registered {SERVER_NAME} with `claude mcp add --scope user`")
-            return
-        path = self.paths.claude_json
-        created = self._created("claude", path)
-        try:
-            edit_file(path, lambda text: agent_config.claude_json_add(text, self.command, short_path(self.paths, path)))
-        except ConfigError as exc:
-            self.fail(str(exc))
-            return
-        self.manifest["claude"] = {"method": "file", "path": str(path), "created": created}
-        self.say(f"Claude Code: mcpServers.{SERVER_NAME} in {short_path(self.paths, path)}")
-
-    def codex(self, tcp_env: dict[str, str] | None = None) -> None:
-        """Register the bridge with Codex (``[mcp_servers.claude-peers]`` in its config.toml);
-        ``tcp_env`` (CLAUDE_PEERS_URL...) makes it reach the broker over TCP."""
-        path = self.paths.codex_config
-        created = self._created("codex", path)
-        where = short_path(self.paths, path)
-        try:
-            edit_file(path, lambda text: agent_config.codex_toml_add(text, self.command, where, tcp_env))
-        except ConfigError as exc:
-            self.fail(str(exc))
-            return
-        self.manifest["codex"] = {"path": str(path), "created": created}
-        self.say(f"Codex: [mcp_servers.{SERVER_NAME}] in {where}")
-        if tcp_env:
-            self.say(f"  over TCP: {tcp_env['CLAUDE_PEERS_URL']} (a sandbox that blocks the UNIX socket lets it through)")
-            self.say("  run the broker with TCP on: CLAUDE_PEERS_TCP=1 claude-peers broker"
-                     " (or CLAUDE_PEERS_TCP=1 in the service's environment)")
-
-    def allow_tools(self) -> None:
-        """Put our tools on Claude Code's permission allow-list (only the missing ones)."""
-        path = self.paths.claude_settings
-        rules = agent_config.allow_rules()
-        created = self._created("allow", path)
-        added: list[str] = []
-
-        def change(text: str | None) -> str:
-            new_text, newly = agent_config.settings_allow_add(text, rules, short_path(self.paths, path))
-            added.extend(newly)
-            return new_text
-
-        try:
-            edit_file(path, change)
-        except ConfigError as exc:
-            self.fail(str(exc))
-            return
-        recorded = self.manifest.get("allow", {}).get("rules", [])
-        self.manifest["allow"] = {
-            "path": str(path),
-            "rules": sorted(set(recorded) | set(added)),
-            "created": created,
-        }
-        self.say(f"Claude Code: {len(rules)} tools allowed in {short_path(self.paths, path)} (kill_peer still asks)")
-
-    def skill(self) -> None:
-        """Install our skill as ``~/.claude/skills/claude-peers/SKILL.md``."""
-        path = self.paths.skill
-        text = shipped_skill()
-        before = read_text(path)
-        ours = self.manifest.get("skill", {}).get("sha256")
-        if before is not None and before != text and _sha(before) != ours:
-            self.fail(f"{short_path(self.paths, path)} exists and was not written by claude-peers; left untouched")
-            return
-        write_text(path, text, new_mode=0o644)
-        self.manifest["skill"] = {"path": str(path), "sha256": _sha(text)}
-        self.say(f"Skill: {short_path(self.paths, path)}")
-
-    def hooks(self, stop_guard: bool) -> None:
-        """Add the prompt hooks to Claude Code's settings and Codex's hooks.json."""
-        from claudepeers.cli.install_hooks import add_hooks
-
-        add_hooks(self, stop_guard)
-
-    def service(self, kind: str, settings: Any) -> None:
-        """Write the broker's service file with real paths and say how to load it."""
-        database: Any = settings.db_path
-        if getattr(settings, "db_dsn", None) is not None:
-            from claudepeers.common import dsn as dsns
-
-            # The service file is readable by others: never a password in it (libpq reads ~/.pgpass).
-            database = dsns.without_password(settings.db_dsn)
-            if database != settings.db_dsn:
-                self.say("  CLAUDE_PEERS_DB carries a password: it is left out of the service file; "
-                         "put it in ~/.pgpass (mode 0600), where libpq finds it")
-        rendered = service.render(kind, self.paths.home, self.command, settings.socket_path, database)
-        write_text(rendered.path, rendered.text, new_mode=0o644)
-        if rendered.log is not None:
-            rendered.log.parent.mkdir(parents=True, exist_ok=True)
-        self.manifest["service"] = {"path": str(rendered.path), "kind": kind, "sha256": _sha(rendered.text)}
-        self.say(f"Service ({kind}): {short_path(self.paths, rendered.path)}")
-        self.say(f"  load it:  {rendered.load}")
-        self.say(f"  stop it:  claude-peers kill-broker   (unload: {rendered.unload})")
 
 
 def tcp_settings(settings: Any) -> dict[str, str]:
@@ -168,10 +36,6 @@ def tcp_settings(settings: Any) -> dict[str, str]:
     if settings.token_path != default:
         env["CLAUDE_PEERS_TOKEN_FILE"] = str(settings.token_path)
     return env
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def default_service_kind() -> str:
@@ -216,47 +80,42 @@ class InstallOptions(usage.Options):
             raise usage.UsageError("--service-kind must be systemd or launchd")
         if self["tcp"] and not self["codex"]:
             raise usage.UsageError("--tcp goes with --codex")
+        if self["command"] and not os.path.isabs(self["command"]):
+            raise usage.UsageError("--command must be an absolute path")
+
+    def steps(self, settings: Any) -> list[Step]:
+        """The chosen steps, in the order they run (the service last: it names the others' command)."""
+        chosen = {
+            "claude": lambda: [ClaudeServer()],
+            "codex": lambda: [CodexServer(tcp_settings(settings) if self["tcp"] else None)],
+            "allow-tools": lambda: [AllowList()],
+            "skill": lambda: [Skill()],
+            "hooks": lambda: [HookFile.claude(self["stop-guard"]), HookFile.codex(self["stop-guard"])],
+            "service": lambda: [Service(self["service-kind"] or default_service_kind(), settings)],
+        }
+        return [step for flag, make in chosen.items() if self[flag] for step in make()]
 
     def run(self) -> int:
         """Run the chosen steps, record them, print the channels launch line."""
         from claudepeers.common.settings import SettingError, Settings
 
-        if self["claims-guard"] and claims_guard_step("install", [self[flag] for flag in _TARGET_FLAGS]):
+        if self["claims-guard"] and claims_guard_step("install", _targets(self)):
             return 0
-
         try:
             settings = Settings.from_env()
         except SettingError as exc:
             return error(str(exc), EXIT_USAGE)
-        if self["command"] and not os.path.isabs(self["command"]):
-            return error("--command must be an absolute path", EXIT_USAGE)
         paths = Paths(home_dir())
-        installer = Installer(paths, installed_command(self["command"]), not self["config-file"])
-        absent = [path for path in paths.shared_configs() if not path.exists()]
+        ledger = Ledger(paths, load_manifest(paths), installed_command(self["command"]), not self["config-file"])
         try:
-            if self["claude"]:
-                installer.claude()
-            if self["codex"]:
-                installer.codex(tcp_settings(settings) if self["tcp"] else None)
-            if self["allow-tools"]:
-                installer.allow_tools()
-            if self["skill"]:
-                installer.skill()
-            if self["hooks"]:
-                installer.hooks(self["stop-guard"])
-            if self["service"]:
-                installer.service(self["service-kind"] or default_service_kind(), settings)
+            for step in self.steps(settings):
+                step.install(ledger)
         finally:
-            # Which files install created, whichever step did it: uninstall deletes them
-            # once every step that edited them has left them empty.
-            created = set(installer.manifest.get("created_files", []))
-            created |= {str(path) for path in absent if path.exists()}
-            if created:
-                installer.manifest["created_files"] = sorted(created)
-            save_manifest(paths, installer.manifest)
-        if self["claude"] and not installer.failed:
+            ledger.note_created()
+            save_manifest(paths, ledger.manifest)
+        if self["claude"] and not ledger.failed:
             print(f"Start Claude Code with channel push:  {CHANNELS_LAUNCH_LINE}")
-        return EXIT_FAILED if installer.failed else 0
+        return EXIT_FAILED if ledger.failed else 0
 
 
 class UninstallOptions(usage.Options):
@@ -275,17 +134,28 @@ class UninstallOptions(usage.Options):
 
     def run(self) -> int:
         """Remove what the manifest records (and our server entries, which are ours by name)."""
-        if self["claims-guard"] and claims_guard_step("uninstall", [self[flag] for flag in _TARGET_FLAGS]):
+        if self["claims-guard"] and claims_guard_step("uninstall", _targets(self)):
             return 0
-        from claudepeers.cli.uninstall import Uninstaller
-
         paths = Paths(home_dir())
-        remover = Uninstaller(paths, load_manifest(paths), not self["config-file"])
-        for flag in _TARGET_FLAGS:
-            if self[flag]:
-                getattr(remover, flag.replace("-", "_"))()
-        remover.delete_emptied_files()
-        save_manifest(paths, remover.manifest)
-        if not remover.changed and not remover.failed:
+        ledger = Ledger(paths, load_manifest(paths), use_claude_cli=not self["config-file"])
+        for step in uninstall_steps(_targets(self)):
+            step.uninstall(ledger)
+        ledger.delete_emptied_files()
+        save_manifest(paths, ledger.manifest)
+        if not ledger.changed and not ledger.failed:
             print("Nothing to uninstall.")
-        return EXIT_FAILED if remover.failed else 0
+        return EXIT_FAILED if ledger.failed else 0
+
+
+def _targets(options: usage.Options) -> list[str]:
+    """The target flags given (claims-guard, per repository, is not one of them)."""
+    return [flag for flag in _TARGET_FLAGS if options[flag]]
+
+
+def uninstall_steps(flags: list[str]) -> list[Step]:
+    """The steps that undo what ``install --<flag>`` did, for each of ``flags``."""
+    steps: dict[str, list[Step]] = {
+        "claude": [ClaudeServer()], "codex": [CodexServer()], "service": [Service()], "allow-tools": [AllowList()],
+        "skill": [Skill()], "hooks": [HookFile.claude(), HookFile.codex()],
+    }
+    return [step for flag in flags for step in steps[flag]]

@@ -1,4 +1,4 @@
-"""``install --hooks`` / ``uninstall --hooks``: the prompt hooks in Claude Code's and Codex's settings.
+"""``install --hooks`` / ``uninstall --hooks``: the prompt hooks, one step per agent's file.
 
 Claude Code reads hooks from ``~/.claude/settings.json``; Codex from ``~/.codex/hooks.json``
 (next to its ``config.toml``; a separate file keeps the user's TOML untouched). Each step
@@ -10,63 +10,80 @@ Codex runs a new or changed command hook only after the user trusted it in ``/ho
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from claudepeers.cli.configfiles import Description, Ledger, Paths, edit_file, short_path
 from claudepeers.common.jsonconfig import ConfigError
-from claudepeers.cli.configfiles import edit_file, read_text, short_path
 from claudepeers.hooks import config
 
 CODEX_TRUST_LINE = "  Codex runs new hooks only once trusted: open /hooks in Codex and trust the claude-peers hooks"
 
 
-def codex_hooks_path(installer: Any) -> Path:
+def codex_hooks_path(paths: Paths) -> Path:
     """Codex's user-level hooks file, next to its config.toml."""
-    return installer.paths.codex_config.parent / "hooks.json"
+    return paths.codex_config.parent / "hooks.json"
 
 
-def add_hooks(installer: Any, stop_guard: bool) -> None:
-    """Install step: our hook entries in both agents' settings (idempotent)."""
-    events = config.events_for(stop_guard)
-    targets = [
-        ("hooks-claude", "Claude Code", installer.paths.claude_settings, True),
-        ("hooks-codex", "Codex", codex_hooks_path(installer), False),
-    ]
-    for key, label, path, rewake in targets:
-        created = bool(installer.manifest.get(key, {}).get("created")) or not path.exists()
-        where = short_path(installer.paths, path)
+class HookFile:
+    """Our hook entries in one agent's hooks file (the user's entries stay as they are)."""
+
+    def __init__(self, key: str, label: str, rewake: bool, stop_guard: bool = False) -> None:
+        """The step for one agent; ``rewake``: add the rewake waiter (Claude Code's asyncRewake)."""
+        self.key = key
+        self.label = label
+        self.rewake = rewake
+        self.stop_guard = stop_guard
+
+    @classmethod
+    def claude(cls, stop_guard: bool = False) -> "HookFile":
+        """Claude Code's ~/.claude/settings.json, with the rewake hook."""
+        return cls("hooks-claude", "Claude Code", rewake=True, stop_guard=stop_guard)
+
+    @classmethod
+    def codex(cls, stop_guard: bool = False) -> "HookFile":
+        """Codex's ~/.codex/hooks.json."""
+        return cls("hooks-codex", "Codex", rewake=False, stop_guard=stop_guard)
+
+    def _path(self, ledger: Ledger) -> Path:
+        recorded = ledger.manifest.get(self.key, {}).get("path")
+        if recorded:
+            return Path(recorded)
+        return ledger.paths.claude_settings if self.rewake else codex_hooks_path(ledger.paths)
+
+    def describe(self, ledger: Ledger) -> Description:
+        """The claude-peers hooks in this agent's file."""
+        return Description(self.label, "the claude-peers hooks", short_path(ledger.paths, self._path(ledger)))
+
+    def install(self, ledger: Ledger) -> None:
+        """Add our hook entries (idempotent) and say what they do."""
+        path = self._path(ledger)
+        events = config.events_for(self.stop_guard)
+        created = ledger.created(self.key, path)
+        where = short_path(ledger.paths, path)
         try:
-            edit_file(path, lambda text: config.hooks_add(text, installer.command, events, where, rewake))
+            edit_file(path, lambda text: config.hooks_add(text, ledger.command, events, where, self.rewake))
         except ConfigError as exc:
-            installer.fail(str(exc))
-            continue
-        installer.manifest[key] = {"path": str(path), "created": created, "events": events}
-        installer.say(f"{label}: hooks {', '.join(events)} in {where}")
-        if rewake:
-            installer.say(f"  rewake hook ({', '.join(config.REWAKE_EVENTS)}, asyncRewake): "
+            ledger.fail(str(exc))
+            return
+        ledger.manifest[self.key] = {"path": str(path), "created": created, "events": events}
+        ledger.report(f"{self.label}: hooks {', '.join(events)} in {where}")
+        if self.rewake:
+            ledger.report(f"  rewake hook ({', '.join(config.REWAKE_EVENTS)}, asyncRewake): "
                           "peer mail wakes an idle session that has no channel")
-    if not stop_guard:
-        installer.say("  stop guard off (install --hooks --stop-guard makes unread mail hold the turn's end)")
-    installer.say(CODEX_TRUST_LINE)
+            if not self.stop_guard:
+                ledger.report("  stop guard off (install --hooks --stop-guard makes unread mail hold the turn's end)")
+        else:
+            ledger.report(CODEX_TRUST_LINE)
 
-
-def remove_hooks(remover: Any) -> None:
-    """Uninstall step: remove our hook entries; delete files install created and left empty."""
-    defaults = {
-        "hooks-claude": ("Claude Code", remover.paths.claude_settings),
-        "hooks-codex": ("Codex", remover.paths.codex_config.parent / "hooks.json"),
-    }
-    for key, (label, default_path) in defaults.items():
-        recorded = remover.manifest.get(key, {})
-        path = Path(recorded.get("path") or default_path)
-        where = short_path(remover.paths, path)
+    def uninstall(self, ledger: Ledger) -> None:
+        """Remove our hook entries; delete the file if install created it and left it empty."""
+        path = self._path(ledger)
+        where = short_path(ledger.paths, path)
+        removed = self.describe(ledger).removed()
         try:
             if edit_file(path, lambda text: config.hooks_remove(text, where)):
-                remover.done(f"{label}: removed the claude-peers hooks from {where}")
+                ledger.report(removed)
         except ConfigError as exc:
-            remover.fail(str(exc))
-            continue
-        if recorded.get("created"):
-            text = read_text(path)
-            if text is not None and text.strip() == "{}":
-                path.unlink()
-        remover.manifest.pop(key, None)
+            ledger.fail(str(exc))
+            return
+        ledger.drop_if_created(self.key, path, "{}")
+        ledger.manifest.pop(self.key, None)

@@ -12,19 +12,21 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.protocols import amp
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from claudepeers.common import platforms
 
 from claudepeers.wire import commands as wire
-from claudepeers.common.platforms import sandbox
+from claudepeers.common import sandbox
 from claudepeers.common.settings import Settings, parse_url
 
 
@@ -181,6 +183,53 @@ def ensure_broker(settings: Settings, wait: float = 8.0) -> bool:
         os.close(lock_fd)
 
 
+@implementer(IStreamClientEndpoint)
+class AutostartEndpoint:
+    """The broker's address as a Twisted endpoint that starts a broker when nothing answers.
+
+    A failed connect starts one in a thread (:func:`ensure_broker`: its lock makes ten
+    clients starting at once start one broker), then connects again. Without autostart
+    (``autostart=False``, ``CLAUDE_PEERS_NO_AUTOSTART``, or a TCP address: TCP brokers are
+    not started) a failed connect fails with :class:`BrokerNotRunning`. ``note`` hears each
+    failure in words (the bridge shows the last one in its tool errors); ``in_thread`` runs
+    the blocking start (the bridge passes its own daemon threads).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: Settings,
+        autostart: bool = True,
+        note: Callable[[str], None] = lambda text: None,
+        in_thread: Callable[..., Deferred] = deferToThread,
+    ) -> None:
+        self._reactor = reactor
+        self._settings = settings
+        self._autostart = autostart and settings.autostart and not settings.url
+        self._note = note
+        self._in_thread = in_thread
+
+    def connect(self, factory: Any) -> Deferred:
+        """Connect ``factory``'s protocol; on a refused or missing broker, start one and retry."""
+        d = client_endpoint(self._reactor, self._settings).connect(factory)
+        return d.addErrback(self._not_answered, factory)
+
+    def _not_answered(self, failure: Failure, factory: Any) -> Any:
+        failure.trap(ConnectError, OSError)
+        sandbox.note_failed_connect(self._settings, failure.value)  # for doctor: a sandbox's refusal?
+        self._note(f"no broker answers at {self._settings.url or self._settings.socket_path}")
+        if not self._autostart:
+            raise BrokerNotRunning(_not_running_text(self._settings, failure.value))
+
+        def not_started(reason: Failure) -> Failure:
+            self._note(f"could not start a broker: {reason.getErrorMessage()}")
+            return reason
+
+        d = self._in_thread(ensure_broker, self._settings)
+        d.addCallbacks(lambda _: client_endpoint(self._reactor, self._settings).connect(factory), not_started)
+        return d
+
+
 @inlineCallbacks
 def connect(
     reactor: Any,
@@ -189,17 +238,9 @@ def connect(
     autostart: bool = True,
 ) -> Any:
     """Connect (starting the broker if allowed), authenticate, and return the AMP protocol."""
-    endpoint = client_endpoint(reactor, settings)
     protocol = amp.AMP(locator=locator) if locator is not None else amp.AMP()
-    try:
-        yield connectProtocol(endpoint, protocol)
-    except (ConnectError, OSError) as first_error:
-        sandbox.note_failed_connect(settings, first_error)  # for doctor: a sandbox's refusal?
-        if not (autostart and settings.autostart) or settings.url:
-            raise BrokerNotRunning(_not_running_text(settings, first_error)) from None
-        yield deferToThread(ensure_broker, settings)
-        protocol = amp.AMP(locator=locator) if locator is not None else amp.AMP()
-        yield connectProtocol(client_endpoint(reactor, settings), protocol)
+    # The protocol is built only when a connection is made, so a retry after autostart reuses it.
+    yield connectProtocol(AutostartEndpoint(reactor, settings, autostart), protocol)
     yield authenticate(protocol, settings)
     return protocol
 

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from claudepeers.common import agents
+
 #: Environment markers Codex puts into every sandboxed command.
 SANDBOX_MARKERS = ("CODEX_SANDBOX", "CODEX_SANDBOX_NETWORK_DISABLED")
 #: Records older than this say nothing about today's setup.
@@ -123,8 +125,6 @@ def _ours(folder: Path) -> bool:
 def _agent_kind() -> str | None:
     """The agent above this process (claude-code, codex), if psutil may look."""
     try:
-        from claudepeers.common import agents
-
         agent = agents.find_agent(os.getpid())
     except Exception:  # a sandbox may deny the process table too; the record is a hint
         return None
