@@ -10,11 +10,9 @@ from twisted.protocols import amp
 
 from claudepeers.wire.arguments import BigText, JSONValue
 from claudepeers.wire.errors import (
-    APPROVAL_ERRORS,
     PEER_ERRORS,
     ClaimConflict,
     LimitExceeded,
-    UnknownMessage,
     errors_with as _errors,
 )
 
