@@ -77,6 +77,7 @@ class BrokerProtocol(MailResponders, OperatorResponders, CoordResponders, Admiss
         self.bound = False
         self._guarded: dict[bytes, Any] = {}
         self._events_of: str | None = None  # over TCP, Watch streams only this peer's events
+        self._pinging = False
 
     # --- connection ----------------------------------------------------------------------
 
@@ -207,6 +208,31 @@ class BrokerProtocol(MailResponders, OperatorResponders, CoordResponders, Admiss
         """Stream one event to a watcher (no answer expected)."""
         if not self.closed and (self._events_of is None or views.concerns(event, self._events_of)):
             self.callRemote(wire.Event, event=event)
+
+    def send_ping(self, deadline: float) -> None:
+        """Ping the client (TCP: no kernel liveness signal); no answer within ``deadline``
+        seconds drops the connection. A ping still unanswered keeps its own deadline."""
+        if self._pinging:
+            return
+        self._pinging = True
+        # Once bound, TimeoutMixin's one timer (admission.py's deadline before) is the ping's.
+        self.setTimeout(deadline)
+        self.callRemote(wire.Ping).addBoth(self._pinged)
+
+    def _pinged(self, _: Any) -> None:
+        self._pinging = False
+        self.setTimeout(None)
+
+    def timeoutConnection(self) -> None:  # noqa: N802 - TimeoutMixin's name
+        """A bound connection that did not answer a ping is dropped; before binding, the
+        admission deadline passed (admission.py)."""
+        if not self.bound:
+            super().timeoutConnection()
+            return
+        self._warn("ping", f"dropping a {self.creds.transport} connection (pid {self.creds.pid}) that did not answer "
+                           "a ping in time (tcp_ping_interval_seconds, CLAUDE_PEERS_TCP_PING_SECONDS)")
+        if self.transport is not None:
+            self.transport.abortConnection()
 
     def close(self, reason: str) -> None:
         """Drop this connection (replaced by a newer one of the same session)."""
