@@ -18,14 +18,14 @@ from claudepeers.broker.records import CLI_ID, GONE, Credentials
 from claudepeers.common.errors import KillRefused
 
 if TYPE_CHECKING:
-    from claudepeers.broker.core import Broker
     from claudepeers.broker.peers import PeerActor
 
 
 class Kills:
     """The kills of one broker (``Broker.kill`` and ``Broker.kill_here`` are these)."""
 
-    def __init__(self, broker: "Broker", processes: Any, reactor: Any) -> None:
+    # ``broker`` is core.Broker, typed Any: core imports this module, not the other way round.
+    def __init__(self, broker: Any, processes: Any, reactor: Any) -> None:
         self._broker = broker
         self._processes = processes
         self._reactor = reactor

@@ -21,7 +21,6 @@ from claudepeers.broker.sessions import NO_PUSHES
 from claudepeers.common.errors import IdentityRejected
 
 if TYPE_CHECKING:
-    from claudepeers.broker.core import Broker
     from claudepeers.broker.peers import PeerActor
 
 
@@ -30,7 +29,8 @@ class Registration:
 
     log = Logger()
 
-    def __init__(self, broker: "Broker", processes: Any) -> None:
+    # ``broker`` is core.Broker, typed Any: core imports this module, not the other way round.
+    def __init__(self, broker: Any, processes: Any) -> None:
         self._broker = broker
         self._processes = processes
 

@@ -160,6 +160,22 @@ class Store(GuardQueries, ThreadQueries, Fts5Search, CoordQueries, AuditQueries,
         """
         return self._write(_NewMessageWrite(self, message, client_key))
 
+    def add_messages_together(self, messages: Sequence[tuple[Any, str | None]]) -> list[Deferred]:
+        """Queue new messages (NewMessage, client key or None) for one group commit; one
+        Deferred each, as add_message (no key) or add_message_once (a key) would give.
+
+        A fan-out's messages would otherwise be two commits in a row: the first write starts
+        a transaction of its own and the rest wait for it.
+        """
+        was_flushing, self._flushing = self._flushing, True  # queue them all first
+        try:
+            done = [self._write(_NewMessageWrite(self, message, key)) for message, key in messages]
+        finally:
+            self._flushing = was_flushing
+        if not was_flushing and self._pending:
+            self._flush()
+        return done
+
     def _txn_add_messages(self, cursor: Any, writes: list[_NewMessageWrite]) -> list[Any]:
         """Insert messages in order with as few statements as possible; each write's result."""
         if self._insert_arrays is not None:
