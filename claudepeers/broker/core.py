@@ -147,7 +147,7 @@ class Broker:
             self._clock.callLater(0, self._stop)
 
     def _actor(self, record: PeerRecord, unread: int = 0) -> PeerActor:
-        # The name index goes stale when the actor joins self.actors (callers reset it).
+        # Callers add it to the directory (which rebuilds its name index on the next lookup).
         return PeerActor(record, self.store, self._clock, self.limits.delivery_wait_seconds, unread,
                          on_change=self._records_changed)
 
