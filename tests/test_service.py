@@ -91,6 +91,18 @@ def test_second_broker_on_same_socket_refuses_clearly(broker_process: BrokerProc
     wait_for_socket(broker_process.socket_path, broker_process.process, timeout=2)
 
 
+def test_under_twistd_a_failed_start_exits_1(broker_process: BrokerProcess) -> None:
+    """twistd gives a service no exit status: a broker that cannot start still exits 1
+    there (a supervisor sees the failure), with its one line."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "twistd"), "--nodaemon", "--pidfile=", "claude-peers"],
+        env=broker_process.env, cwd=str(broker_process.base), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"another broker (pid {broker_process.process.pid})" in result.stdout + result.stderr
+    wait_for_socket(broker_process.socket_path, broker_process.process, timeout=2)
+
+
 def test_second_broker_on_same_database_refuses_clearly(broker_process: BrokerProcess) -> None:
     """Another socket but the same database: refused, naming the database."""
     env = dict(broker_process.env, CLAUDE_PEERS_SOCKET=str(broker_process.base / "other" / "s.sock"))

@@ -7,7 +7,7 @@ claims to what ``list_peers`` and ``status`` show. Logic layer: no AMP, no SQL.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
@@ -17,8 +17,6 @@ from claudepeers.broker.fanout import FanOut
 from claudepeers.broker.groups import Groups
 from claudepeers.broker.records import GONE
 
-if TYPE_CHECKING:
-    from claudepeers.broker.core import Broker
 
 
 class Coordination:
@@ -26,7 +24,8 @@ class Coordination:
 
     log = Logger()
 
-    def __init__(self, broker: "Broker") -> None:
+    # ``broker`` is core.Broker, typed Any: core imports this module, not the other way round.
+    def __init__(self, broker: Any) -> None:
         self._broker = broker
         self.groups = Groups(broker.store, broker.clock)
         self.claims = Claims(broker.store, broker.clock, broker.limits.max_claim_seconds, self.name_of, broker.emit)

@@ -13,7 +13,7 @@ sender's rate. Logic layer: no AMP, no SQL.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 
@@ -21,8 +21,6 @@ from claudepeers.broker.peers import PeerActor
 from claudepeers.broker.records import CLI_ID, GONE, Message, NewMessage
 from claudepeers.common.errors import InvalidArgument, LimitExceeded, NotRegistered, UnknownPeer
 
-if TYPE_CHECKING:
-    from claudepeers.broker.core import Broker
 
 SCOPE_PREFIX = "scope:"
 GROUP_PREFIX = "group:"
@@ -45,7 +43,8 @@ def repo_key(record: Any) -> str:
     return record.git_common_dir or record.cwd
 
 
-def scope_members(broker: "Broker", caller: PeerActor | None, scope: str) -> list[PeerActor]:
+# ``broker`` is core.Broker, typed Any: core imports this module, not the other way round.
+def scope_members(broker: Any, caller: PeerActor | None, scope: str) -> list[PeerActor]:
     """Live peers (online or offline) in ``scope`` seen from ``caller``, never the caller.
 
     The one place that says who is in a scope for a fan-out; a broker of several hosts
@@ -74,7 +73,7 @@ def scope_members(broker: "Broker", caller: PeerActor | None, scope: str) -> lis
 class FanOut:
     """Sends one message to each peer a scope or a group names."""
 
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: Any) -> None:
         self._broker = broker
 
     def recipients(self, caller: PeerActor | None, target: str) -> list[PeerActor]:

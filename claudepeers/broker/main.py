@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from twisted.internet import reactor
 
-    root = makeService(options, reactor)
+    # main() returns the exit status itself: the service need not end the process (service.py).
+    root = makeService(options, reactor, exits_itself=False)
     broker_service = next(iter(root))
     reactor.callWhenRunning(root.startService)
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)

@@ -19,9 +19,12 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from claudepeers import __version__
+from claudepeers.broker.mail_responders import MailResponders
+from claudepeers.broker.operator_responders import OperatorResponders
 from claudepeers.broker.thread_responders import ThreadResponders
 from claudepeers.wire import commands as wire
-from claudepeers.broker.core import Broker, Claim, Credentials, check_delivery
+from claudepeers.broker.core import Broker, Claim, Credentials
+from claudepeers.broker.sessions import check_delivery
 from claudepeers.broker import views
 from claudepeers.broker.admission import WARN_EVERY_SECONDS, Admission
 from claudepeers.broker.approval_commands import ApprovalCommands
@@ -40,10 +43,14 @@ MAX_ERROR_DESCRIPTION = 2000
 OPEN_COMMANDS = {b"Authenticate", b"Hello", b"Ping"}
 
 
-class BrokerProtocol(CoordResponders, Admission, ApprovalCommands, ThreadResponders, LeanAMP, DashboardResponders):
+class BrokerProtocol(MailResponders, OperatorResponders, CoordResponders, Admission, ApprovalCommands, ThreadResponders,
+                     LeanAMP, DashboardResponders):
     """One client connection: a bridge, a hook, a watcher or the CLI.
 
-    What it may cost before it is bound (token, or a first real command): admission.py.
+    Here: the connection, the gate, registration and the calls to the bridge. The other
+    responders are mixins by subject (mail_responders.py, operator_responders.py,
+    coord_protocol.py, approval_commands.py, thread_responders.py, web/responders.py);
+    what it may cost before it is bound (token, or a first real command): admission.py.
     """
 
     log = Logger()
@@ -70,6 +77,7 @@ class BrokerProtocol(CoordResponders, Admission, ApprovalCommands, ThreadRespond
         self.bound = False
         self._guarded: dict[bytes, Any] = {}
         self._events_of: str | None = None  # over TCP, Watch streams only this peer's events
+        self._pinging = False
 
     # --- connection ----------------------------------------------------------------------
 
@@ -201,6 +209,31 @@ class BrokerProtocol(CoordResponders, Admission, ApprovalCommands, ThreadRespond
         if not self.closed and (self._events_of is None or views.concerns(event, self._events_of)):
             self.callRemote(wire.Event, event=event)
 
+    def send_ping(self, deadline: float) -> None:
+        """Ping the client (TCP: no kernel liveness signal); no answer within ``deadline``
+        seconds drops the connection. A ping still unanswered keeps its own deadline."""
+        if self._pinging:
+            return
+        self._pinging = True
+        # Once bound, TimeoutMixin's one timer (admission.py's deadline before) is the ping's.
+        self.setTimeout(deadline)
+        self.callRemote(wire.Ping).addBoth(self._pinged)
+
+    def _pinged(self, _: Any) -> None:
+        self._pinging = False
+        self.setTimeout(None)
+
+    def timeoutConnection(self) -> None:  # noqa: N802 - TimeoutMixin's name
+        """A bound connection that did not answer a ping is dropped; before binding, the
+        admission deadline passed (admission.py)."""
+        if not self.bound:
+            super().timeoutConnection()
+            return
+        self._warn("ping", f"dropping a {self.creds.transport} connection (pid {self.creds.pid}) that did not answer "
+                           "a ping in time (tcp_ping_interval_seconds, CLAUDE_PEERS_TCP_PING_SECONDS)")
+        if self.transport is not None:
+            self.transport.abortConnection()
+
     def close(self, reason: str) -> None:
         """Drop this connection (replaced by a newer one of the same session)."""
         self.log.info("closing connection of {peer}: {reason}", peer=self.actor.id if self.actor else None, reason=reason)
@@ -294,80 +327,6 @@ class BrokerProtocol(CoordResponders, Admission, ApprovalCommands, ThreadRespond
     def set_name(self, name: str) -> Deferred:
         """Rename this peer."""
         return self.broker.set_name(self._peer(), name).addCallback(lambda new: {"name": new})
-
-    @wire.Send.responder
-    def send(self, to: str, body: str, client_key: str | None = None, reply_to: int | None = None) -> Deferred:
-        """Send as this connection's peer (or as the unverified CLI when unbound); over TCP
-        the message is marked unverified (the kernel cannot vouch for the sender)."""
-        return self.broker.send(self.actor, to, body, client_key, self.creds.transport == "unix", reply_to)
-
-    @wire.FetchUnread.responder
-    def fetch_unread(self, limit: int | None = None) -> Deferred:
-        """This peer's unacknowledged messages (a hook claims what it gets)."""
-        claimer = None if self.bridge else self
-        return self.broker.fetch_unread(self._peer(), limit, claimer).addCallback(
-            lambda page: {"messages": page[0], "more": page[1]}
-        )
-
-    @wire.Acknowledge.responder
-    def acknowledge(self, message_ids: list[int], how: str | None = None) -> Deferred:
-        """Mark messages shown, or woke (committed before the answer)."""
-        return self.broker.acknowledge(self._peer(), message_ids, via=self, how=how).addCallback(
-            lambda count: {"acknowledged": count}
-        )
-
-    @wire.WaitForMail.responder
-    def wait_for_mail(self, limit: int | None = None) -> Deferred:
-        """A rewake hook waits for mail no one shows; answered when some comes."""
-        actor = self._peer()
-        if self.bridge:
-            raise wire.InvalidArgument("a bridge cannot wait for mail; a hook connection (after Attach) can")
-        return self.broker.mail.wait_for_mail(actor, self, limit)
-
-    @wire.MessageState.responder
-    def message_state(self, message_ids: list[int]) -> Deferred:
-        """What became of messages this caller sent."""
-        return self.broker.message_states(self.actor, message_ids).addCallback(lambda states: {"states": states})
-
-    @wire.KillPeer.responder
-    def kill_peer(self, target: str) -> Deferred:
-        """Verified kill of another peer's agent session."""
-        return self.broker.kill(self.actor, self.creds, target).addCallback(
-            lambda result: {"outcome": result[0], "peer_id": result[1], "detail": result[2]}
-        )
-
-    @wire.Status.responder
-    def status(self) -> dict:
-        """Broker health and peers (over TCP, the caller's own peer only: views.py)."""
-        return {"status": views.status(self.broker, self.creds, self.actor)}
-
-    @wire.Inbox.responder
-    def inbox(self, target: str, limit: int | None = None) -> Deferred:
-        """A peer's stored mail, read-only."""
-        views.check_inbox(self.broker, self.creds, self.actor, target)
-        return self.broker.inbox(target, limit).addCallback(lambda messages: {"messages": messages})
-
-    @wire.RecentEvents.responder
-    def recent_events(self, limit: int | None = None) -> dict:
-        """Recent events, oldest first."""
-        only = views.events_for(self.creds, self.actor, "the event log")
-        return {"events": self.broker.events.recent(limit or 100, only)}
-
-    @wire.Watch.responder
-    def watch(self) -> dict:
-        """Stream future events to this connection."""
-        self._events_of = views.events_for(self.creds, self.actor, "the event stream")
-        self.broker.events.watch(self)
-        return {}
-
-    @wire.StopBroker.responder
-    def stop_broker(self) -> dict:
-        """Answer, then stop the broker cleanly (the socket only: TCP may not stop every peer's broker)."""
-        if self.creds.transport != "unix":
-            raise wire.PermissionDenied("stopping the broker needs the UNIX socket")
-        self.broker.request_stop()
-        return {"pid": os.getpid()}
-
 
 class BrokerFactory(Factory):
     """Builds a BrokerProtocol per connection; ``token`` is set for the TCP listener only."""

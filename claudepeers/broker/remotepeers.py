@@ -5,15 +5,12 @@ broker resolves their ids and names (``name@host`` always works) and lists them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from claudepeers.broker.records import GONE, Message, OfRecord, PeerRecord
 from claudepeers.broker.storage.store import MESSAGE_COLUMNS
 from claudepeers.common.errors import AmbiguousPeer, PeerGone, UnknownPeer
 
-if TYPE_CHECKING:
-    from claudepeers.broker.core import Broker
-    from claudepeers.broker.crosshost import Network
 
 
 class RemotePeer(OfRecord):
@@ -45,7 +42,8 @@ class RemotePeer(OfRecord):
         return data
 
 
-def resolve_remote(broker: "Broker", target: str, allow_gone: bool = False) -> RemotePeer:
+# ``broker`` is core.Broker, typed Any: core imports this module, not the other way round.
+def resolve_remote(broker: Any, target: str, allow_gone: bool = False) -> RemotePeer:
     """The peer of another host a target names (``name@host``, ``id@host``, an id or name
     no local peer has); UnknownPeer, AmbiguousPeer or PeerGone saying why not."""
     name, _, host = target.partition("@")
@@ -68,7 +66,7 @@ def resolve_remote(broker: "Broker", target: str, allow_gone: bool = False) -> R
     return peer
 
 
-def live_names(network: "Network | None") -> Iterable[Any]:
+def live_names(network: Any) -> Iterable[Any]:
     """The remote peers that take part in name uniqueness (none without a network)."""
     return network.live() if network is not None else ()
 

@@ -1,35 +1,43 @@
-"""The broker service: options and ``makeService`` for ``twistd claude-peers`` and the .tac.
+"""The broker service: ``makeService`` for ``twistd claude-peers``, the .tac and ``claude-peers broker``.
 
 ``makeService`` only composes (STYLE habit 7); :class:`BrokerService` does, at start:
 lock the socket and the database (a second broker refuses with a clear message), create
 or upgrade the database, load the peers, then listen on the 0600 UNIX socket inside a
-0700 directory (and on 127.0.0.1 TCP with a token when asked). At stop it stops
-listening, commits queued writes, closes the database and removes the socket.
+0700 directory (and on 127.0.0.1 TCP with a token when asked). Its periodic work is
+``TimerService`` children of it (a ``MultiService``): the reaper, the database file check,
+the socket check and, with TCP, the pings. At stop it stops them, stops listening, commits
+queued writes, closes the database and removes the socket. The options are options.py's,
+the files of the run directory runfiles.py's.
 """
 
 from __future__ import annotations
 
 import os
-import resource
-import secrets
 import socket
-import stat
 import sys
 from pathlib import Path
 from typing import Any
 
 from twisted.application import service
+from twisted.application.internet import TimerService
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, globalLogPublisher
-from twisted.python import usage
 from twisted.python.lockfile import FilesystemLock
 
 from claudepeers import __version__
+from claudepeers.broker.options import Options  # noqa: F401 - twistd's ServiceMaker reads it here
 from claudepeers.broker.ratelimit import WarningThrottle
+from claudepeers.broker.runfiles import (  # noqa: F401 - re-exported
+    StartupError,
+    ensure_token,
+    file_id,
+    raise_fd_limit,
+    secure_directory,
+    tcp_key_path,
+)
 from claudepeers.common import dsn as dsns
-from claudepeers.common.settings import SettingError, Settings, check_socket_path
+from claudepeers.common.settings import Settings
 
 
 #: Twisted's own lines when accept() fails for want of descriptors (one each, at info level);
@@ -47,137 +55,35 @@ def accept_failure(event: dict) -> bool:
     return event.get("log_format") in ACCEPT_FAILURES
 
 
-class StartupError(Exception):
-    """The broker cannot start; the message says why and what to do."""
+def makeService(config: Options, reactor: Any = None, exits_itself: bool = True) -> service.MultiService:
+    """The root service of a broker process.
 
-
-class Options(usage.Options):
-    """``twistd claude-peers`` options; they override the CLAUDE_PEERS_* environment."""
-
-    optParameters = [
-        ["socket", "s", None, "UNIX socket path (CLAUDE_PEERS_SOCKET; default ~/.claude/run/claude-peers.sock)"],
-        ["db", "d", None, "SQLite database path, or a PostgreSQL URL/DSN (CLAUDE_PEERS_DB; default "
-                          "~/.claude-peers.db; a password belongs in ~/.pgpass or CLAUDE_PEERS_DB, not here)"],
-        ["tcp", None, None, "also listen on 127.0.0.1:PORT with a token (CLAUDE_PEERS_TCP=1 uses CLAUDE_PEERS_PORT)"],
-        ["manhole", None, None, "serve a Python shell on this UNIX socket path (CLAUDE_PEERS_MANHOLE)"],
-    ]
-    optFlags = [["manhole-default", None, "serve the manhole on <run dir>/claude-peers.manhole"]]
-
-    def postOptions(self) -> None:
-        """Merge options into settings (environment first, options win)."""
-        try:
-            settings = Settings.from_env()
-        except SettingError as exc:
-            raise usage.UsageError(str(exc)) from None
-        changes: dict[str, Any] = {}
-        if self["socket"]:
-            changes["socket_path"] = Path(self["socket"]).absolute()
-            if not os.environ.get("CLAUDE_PEERS_TOKEN_FILE"):
-                changes["token_path"] = changes["socket_path"].parent / "claude-peers.token"
-        if self["db"] and dsns.is_postgres(self["db"]):
-            changes["db_dsn"] = self["db"]
-        elif self["db"]:
-            changes["db_path"] = Path(self["db"]).absolute()
-            changes["db_dsn"] = None
-        if self["tcp"]:
-            try:
-                changes["tcp_port"] = int(self["tcp"])
-            except ValueError:
-                raise usage.UsageError(f"--tcp takes a port number, not {self['tcp']!r}") from None
-            changes["tcp_enabled"] = True
-        settings = settings.with_changes(**changes)
-        try:
-            if self["socket"]:
-                check_socket_path(settings.socket_path, "--socket")
-            if self["manhole"]:
-                check_socket_path(Path(self["manhole"]).absolute(), "--manhole")
-        except SettingError as exc:
-            raise usage.UsageError(str(exc)) from None
-        if self["manhole"]:
-            settings = settings.with_changes(manhole_path=Path(self["manhole"]).absolute())
-        elif self["manhole-default"]:
-            settings = settings.with_changes(manhole_path=settings.run_dir / "claude-peers.manhole")
-        self["settings"] = settings
-
-
-def makeService(config: Options, reactor: Any = None) -> service.MultiService:
-    """The root service of a broker process."""
+    ``exits_itself``: under twistd (and the .tac) a failed start must end the process with
+    status 1 by itself; ``claude-peers broker`` (main.py) passes False and returns the status.
+    """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
     root = service.MultiService()
-    BrokerService(config["settings"], reactor).setServiceParent(root)
+    BrokerService(config["settings"], reactor, exits_itself=exits_itself).setServiceParent(root)
     return root
 
 
-def secure_directory(path: Path) -> None:
-    """Create ``path`` 0700 if it is missing; an existing one must already be private.
-
-    Only a directory the broker created gets its mode changed (makedirs' mode is masked by
-    the umask). An existing directory that others may enter (a 1777 /tmp, say) is refused,
-    not chmod'ed: it is not ours to change, and a private subdirectory instead would move
-    the socket away from the path every client computes from CLAUDE_PEERS_SOCKET.
-    """
-    try:
-        path.mkdir(parents=True)
-    except FileExistsError:
-        info = path.stat()
-        if not stat.S_ISDIR(info.st_mode):
-            raise StartupError(f"the run directory {path} is not a directory") from None
-        if info.st_uid != os.getuid() or info.st_mode & 0o077:
-            raise StartupError(
-                f"the run directory {path} (which holds the socket) is not private: mode "
-                f"{stat.S_IMODE(info.st_mode):04o}, owner uid {info.st_uid}; the broker only changes the mode of a "
-                "directory it creates. Point CLAUDE_PEERS_SOCKET into a directory of your own (mode 0700), "
-                f"or make this one private (chmod 700 {path})"
-            ) from None
-        return
-    os.chmod(path, 0o700)
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft limit on open descriptors to the hard limit; returns the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    except (ValueError, OSError):  # macOS caps it below an unlimited hard limit
-        return soft
-    return wanted
-
-
-def ensure_token(path: Path) -> str:
-    """The TCP token, created at random in a 0600 file when missing."""
-    if path.exists():
-        os.chmod(path, 0o600)
-        token = path.read_text().strip()
-        if token:
-            return token
-    token = secrets.token_urlsafe(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(token + "\n")
-    return token
-
-
-def tcp_key_path(settings: Settings) -> Path:
-    """The key that signs TCP peers' secrets: beside the database, whose peers it signs for."""
-    return settings.db_path.with_name(settings.db_path.name + ".tcp-key")
-
-
-class BrokerService(service.Service):
-    """Owns the locks, the store, the broker and the listeners of one broker process."""
+class BrokerService(service.MultiService):
+    """Owns the locks, the store, the broker and the listeners of one broker process; its
+    children are the periodic jobs, each a ``TimerService`` on the service's reactor."""
 
     log = Logger()
 
-    def __init__(self, settings: Settings, reactor: Any, own_process: bool = True) -> None:
+    def __init__(self, settings: Settings, reactor: Any, own_process: bool = True, exits_itself: bool = True) -> None:
+        super().__init__()
         self.settings = settings
         #: True when this service is the whole process (twistd, broker_main): a failed
-        #: start stops the reactor and exits 1. Tests running it in-process pass False.
+        #: start stops the reactor. Tests running it in-process pass False.
         self._own_process = own_process
+        #: With ``own_process``: whether the service itself must make the exit status 1 (twistd).
+        self._exits_itself = exits_itself
         self._reactor = reactor
         self.broker: Any = None
         self.store: Any = None
@@ -187,13 +93,11 @@ class BrokerService(service.Service):
         self.ports: list[Any] = []
         self.failed: str | None = None
         self._locks: list[FilesystemLock] = []
-        self._pinger: LoopingCall | None = None
         self._tcp_factory: Any = None
         self._unix_factory: Any = None
         self._token: str | None = None
         self._tcp_key: bytes | None = None
         self._socket_id: tuple[int, int] | None = None
-        self._watch_socket: LoopingCall | None = None
         self.fd_limit = 0
         self._fd_warning_due = False
         self._throttle = WarningThrottle(self.log, reactor, 10.0)
@@ -202,7 +106,10 @@ class BrokerService(service.Service):
         self.joined: Any = None
 
     def startService(self) -> None:
-        """Take the locks and open the database synchronously, then load peers and listen."""
+        """Take the locks and open the database synchronously, then load peers and listen.
+
+        The children (the periodic jobs) are added, and so started, once what they watch exists.
+        """
         super().startService()
         globalLogPublisher.addObserver(self._watch_accept_failures)
         try:
@@ -222,8 +129,13 @@ class BrokerService(service.Service):
         self._release_locks()
         if not self._own_process:
             return
-        # twistd would exit 0 after a failed start; supervisors need to see a failure.
-        self._reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        if self._exits_itself:
+            # twistd would exit 0 after a failed start, and supervisors need to see a failure.
+            # twistd offers a service no exit status (only the signal the reactor stopped on),
+            # and a failure can come after the reactor runs (the database pool, a listener), so
+            # this one path ends the process itself, after the reactor's shutdown (the log is
+            # written by then). `claude-peers broker` returns the status from main() instead.
+            self._reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
         if self._reactor.running:
             self._reactor.stop()
         else:
@@ -281,7 +193,8 @@ class BrokerService(service.Service):
         self.store = Store(open_pool(settings.database))
         db_file = settings.db_path if settings.db_dsn is None else None
         self.guard = Guard(self.store, db_file, settings.limits, self._reactor, self.storage_problems)
-        yield self.guard.start()
+        yield self.guard.start(timer=False)
+        self._periodic(self.guard.timer)  # the database file's check, every db_check_seconds
         info = {
             "socket": str(settings.socket_path),
             "database": settings.database_display,
@@ -299,7 +212,8 @@ class BrokerService(service.Service):
             self.joined = yield joining.join(self.broker, settings.db_dsn, self._reactor,
                                              f"pid {os.getpid()} on {socket.gethostname()}, socket {settings.socket_path}",
                                              on_lost_host=lambda why: self.broker.request_stop())
-        yield self.broker.start()
+        yield self.broker.start(reap=False)
+        self._periodic(self.broker.reaper)  # reaps at once, then every reap_interval_seconds
         if self.joined is not None:
             yield self.joined.start()
         # The dashboard listens only once the operator asks for a link (OpenDashboard).
@@ -308,9 +222,7 @@ class BrokerService(service.Service):
             self._tcp_factory = BrokerFactory(self.broker, token=self._token)
             tcp = yield TCP4ServerEndpoint(self._reactor, settings.tcp_port, interface="127.0.0.1").listen(self._tcp_factory)
             self.ports.append(tcp)
-            self._pinger = LoopingCall(self._ping_tcp)
-            self._pinger.clock = self._reactor
-            self._pinger.start(settings.limits.tcp_ping_interval_seconds, now=False)
+            self._periodic(TimerService(settings.limits.tcp_ping_interval_seconds, self._ping_tcp))
         if settings.manhole_path:
             if os.path.lexists(settings.manhole_path):
                 os.unlink(settings.manhole_path)
@@ -332,15 +244,18 @@ class BrokerService(service.Service):
         finally:
             os.umask(old_umask)
         self.ports.append(port)
-        self._socket_id = _file_id(settings.socket_path)
-        self._watch_socket = LoopingCall(self._check_socket)
-        self._watch_socket.clock = self._reactor
-        self._watch_socket.start(settings.limits.socket_check_seconds, now=False)
+        self._socket_id = file_id(settings.socket_path)
+        self._periodic(TimerService(settings.limits.socket_check_seconds, self._check_socket))
         self.log.info(
             "claude-peers {version} listening on {socket} (tcp: {tcp}, manhole: {manhole}, descriptors: {fds})",
             version=__version__, socket=str(settings.socket_path), tcp=info["tcp"], manhole=info["manhole"],
             fds=self.fd_limit,
         )
+
+    def _periodic(self, timer: TimerService) -> None:
+        """Add a periodic job as a child (started at once: the service runs) on our reactor."""
+        timer.clock = self._reactor
+        timer.setServiceParent(self)
 
     def _host_name(self) -> str | None:
         """CLAUDE_PEERS_HOST (default: the hostname) on PostgreSQL or when set; else the Broker's default."""
@@ -372,7 +287,7 @@ class BrokerService(service.Service):
         broker: stop cleanly so that the next client starts a fresh one. (Not recreated in
         place: the socket's lock lived there too, so another broker may have started.)"""
         path = self.settings.socket_path
-        now = _file_id(path)
+        now = file_id(path)
         if now == self._socket_id:
             return
         what = "was removed" if now is None else "was replaced by another file"
@@ -381,29 +296,27 @@ class BrokerService(service.Service):
         self.broker.request_stop()
 
     def _ping_tcp(self) -> None:
-        """TCP has no kernel liveness signal: ping every connection, drop the silent ones."""
+        """TCP has no kernel liveness signal: ping every connection; one that does not answer
+        within the interval is dropped (its deadline is the protocol's TimeoutMixin)."""
         from claudepeers.broker.protocol import BrokerProtocol
-        from claudepeers.wire import commands as wire
 
         interval = self.settings.limits.tcp_ping_interval_seconds
         for protocol in list(self._tcp_connections()):
-            if not isinstance(protocol, BrokerProtocol) or protocol.closed or not protocol.authenticated:
-                continue
-            timer = self._reactor.callLater(interval, protocol.transport.abortConnection)
-            d = protocol.callRemote(wire.Ping)
-            d.addBoth(lambda result, timer=timer: timer.cancel() if timer.active() else None)
+            if isinstance(protocol, BrokerProtocol) and not protocol.closed and protocol.authenticated:
+                try:
+                    protocol.send_ping(interval)
+                except Exception:  # periodic jobs log and carry on (STYLE habit 6): the next connection
+                    self.log.failure("pinging a TCP connection failed")
 
     def _tcp_connections(self) -> list[Any]:
         return list(self._tcp_factory.connections) if self._tcp_factory is not None else []
 
     @inlineCallbacks
     def stopService(self) -> Any:
-        """Stop accepting, finish in-flight writes, close the database, remove the socket."""
-        super().stopService()
+        """Stop the periodic jobs and accepting, finish in-flight writes, close the database,
+        remove the socket."""
         globalLogPublisher.removeObserver(self._watch_accept_failures)
-        for timer in (self._pinger, self._watch_socket):
-            if timer is not None and timer.running:
-                timer.stop()
+        yield super().stopService()  # the children: pings, socket check, reaper, file check
         ports, self.ports = self.ports, []
         yield DeferredList([port.stopListening() for port in ports], consumeErrors=True)
         if self.broker is not None:
@@ -413,12 +326,10 @@ class BrokerService(service.Service):
             self.broker.stop()
         if self.joined is not None:
             yield self.joined.stop()
-        if self.guard is not None:
-            self.guard.stop()
         if self.store is not None:
             yield self.store.close()
         for path in (self.settings.socket_path, self.settings.manhole_path):
-            if path == self.settings.socket_path and _file_id(path) != self._socket_id:
+            if path == self.settings.socket_path and file_id(path) != self._socket_id:
                 continue  # not ours any more (removed, or another broker's): leave it
             if path is not None and self.failed is None and os.path.lexists(path):
                 try:
@@ -436,12 +347,3 @@ class BrokerService(service.Service):
                 except (OSError, ValueError):  # removed with its directory, or taken over
                     pass
         self._locks = []
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the file at ``path``, None when there is none."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return None
-    return (info.st_dev, info.st_ino)

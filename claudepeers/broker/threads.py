@@ -16,7 +16,7 @@ that showed it would show it twice, or have to acknowledge it for the agent).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
@@ -27,8 +27,6 @@ from claudepeers.broker.records import Message, NewMessage, iso
 from claudepeers.broker.replywait import ReplyWaiter
 from claudepeers.common.errors import InvalidArgument, UnknownMessage
 
-if TYPE_CHECKING:
-    from claudepeers.broker.core import Broker
 
 #: The most messages one read_thread or search answer carries, and the defaults.
 MAX_HISTORY_PAGE = 200
@@ -46,7 +44,8 @@ class Threads:
 
     log = Logger()
 
-    def __init__(self, broker: "Broker") -> None:
+    # ``broker`` is core.Broker, typed Any: core imports this module, not the other way round.
+    def __init__(self, broker: Any) -> None:
         self._broker = broker
 
     # --- replies ------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What the operator's views (Status, Inbox, RecentEvents, Watch) show over TCP.
+"""What the views of the broker show: the peers of a scope (ListPeers), the broker's health
+and status, and what the operator's views (Status, Inbox, RecentEvents, Watch) show over TCP.
 
 The operator is whoever holds the UNIX socket: same uid, vouched for by the kernel, so
 these views show every peer there. A TCP client holds only the token, which a sandboxed
@@ -9,14 +10,88 @@ Security); a status says that it is partial.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from ..common.errors import PeersError, PermissionDenied
+from claudepeers import __version__
+from claudepeers.broker.records import GONE, OFFLINE, ONLINE, PeerRecord, iso
+from claudepeers.common.errors import InvalidArgument, NotRegistered, PeersError, PermissionDenied
+
+SCOPES = ("machine", "directory", "repo", "network")
+#: Peers are listed online first, then offline, then gone; by name within each.
+_STATE_ORDER = {ONLINE: 0, OFFLINE: 1, GONE: 2}
 
 #: The broker-wide fields of a status a TCP client gets (health, not other peers' data).
 TCP_STATUS_FIELDS = ("version", "pid", "host", "started_at", "uptime_seconds", "socket", "database", "tcp", "limits")
 #: Shown in a TCP client's status, so that a person reading it knows it is partial.
 TCP_VIEW = "over TCP: your own peer only (the operator's full view needs the UNIX socket)"
+
+
+def list_peers(broker: Any, caller: Any, scope: str, include_offline: bool = True) -> list[dict[str, Any]]:
+    """Live peers in ``scope`` as wire dicts (offline ones unless told not), never the caller."""
+    if scope not in SCOPES:
+        raise InvalidArgument(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    if scope not in ("machine", "network") and caller is None:
+        raise NotRegistered(f"scope {scope!r} needs a registered peer; use scope 'machine'")
+    chosen = []
+    for actor in broker.actors.values():
+        if actor is caller or actor.state == GONE or (actor.state == OFFLINE and not include_offline):
+            continue
+        if scope == "directory" and actor.record.cwd != caller.record.cwd:  # type: ignore[union-attr]
+            continue
+        if scope == "repo" and repo_key(actor.record) != repo_key(caller.record):  # type: ignore[union-attr]
+            continue
+        chosen.append(actor)
+    chosen.sort(key=lambda a: (_STATE_ORDER[a.state], a.name))
+    listed = [broker.coordination.annotate(with_delivery(a)) for a in chosen]
+    if broker.network is not None and scope in ("network", "repo"):
+        listed += broker.network.listed(scope, caller, include_offline)
+    return listed
+
+
+def health(broker: Any) -> dict[str, Any]:
+    """Who and how long this broker is, its peers counted by state, and its counters:
+    the part `status` and the dashboard's health line share."""
+    states = [actor.state for actor in broker.actors.values()]
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "host": broker.host,
+        "started_at": iso(broker.started_at),
+        "uptime_seconds": round(broker.now() - broker.started_at, 3),
+        "online": states.count(ONLINE),
+        "offline": states.count(OFFLINE),
+        "gone": states.count(GONE),
+        "unread": sum(actor.unread for actor in broker.actors.values()),
+        "counters": dict(broker.counters),
+    }
+
+
+def full_status(broker: Any) -> dict[str, Any]:
+    """Health and every known peer, for `claude-peers status` on the socket."""
+    peers = sorted(broker.actors.values(), key=lambda a: (_STATE_ORDER[a.state], a.name))
+    store, limits = broker.store, broker.limits
+    return {
+        **broker.info,
+        **health(broker),
+        "peers": [broker.coordination.annotate({**with_delivery(a), "rewake_pid": a.waits.waiter_pid}) for a in peers],
+        # Group commits so far and the writes they carried (writes per commit shows the batching).
+        "store": {"commits": store.batches, "writes": store.batched_writes},
+        # The database file's health and size (storage/guard.py), when a guard watches it.
+        "storage": store.guard.status() if getattr(store, "guard", None) else {},
+        "limits": {k: getattr(limits, k) for k in limits.__dataclass_fields__},
+        **(broker.network.status() if broker.network is not None else {}),
+    }
+
+
+def with_delivery(actor: Any) -> dict[str, Any]:
+    """A peer as listed: its record, unread count and how it gets its mail."""
+    return {**actor.record.to_wire(actor.unread), "delivery": actor.delivery}
+
+
+def repo_key(record: PeerRecord) -> str:
+    """What makes two peers one repository's: the common git dir (worktrees share it), else the cwd."""
+    return record.git_common_dir or record.cwd
 
 
 def over_tcp(creds: Any) -> bool:

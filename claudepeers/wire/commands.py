@@ -1,147 +1,52 @@
-"""The wire: AMP commands and error types spoken between broker, bridges and the CLI.
+"""The wire: AMP commands spoken between broker, bridges and the CLI.
 
 Pure data, no logic (STYLE habit 1). Everything here is imported by both sides, so it
-imports nothing of ours but the Twisted-free box codec (:mod:`claudepeers.wire.box`).
+imports nothing of ours but the rest of :mod:`claudepeers.wire` (the argument types in
+``arguments.py``, the error tags in ``errors.py``) and the plain exceptions they carry.
+The commands of coordination and the dashboard (``coordination.py``) and of approvals and
+threads (``approvals.py``, ``threads.py``) live beside it; every name is re-exported here, so
+``wire.SendMany`` and ``wire.UnknownPeer`` work as before.
 
 Structured values (peer lists, messages, status) travel as JSON text in a
-:class:`BigText` argument: AMP limits one value to 65,535 bytes, and ``BigText`` splits a
-long value over numbered keys (``name``, ``name.1``, ``name.2``...) so that a 32 KiB
-body in multi-byte UTF-8, or a list of a thousand peers, crosses safely.
+:class:`BigText` argument, chunked over keys (see ``arguments.py``).
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from twisted.protocols import amp
 
-# BigText chunks as the Twisted-free clients do: one layout, CHUNK_BYTES each, kept in ampbox.
-from claudepeers.wire.box import CHUNK_BYTES, chunk_key, split_chunks  # noqa: F401 - CHUNK_BYTES re-exported
-
-#: The largest BigText value accepted from the wire (bounds a hostile sender's memory).
-MAX_BIG_TEXT_BYTES = 8 * 1024 * 1024
-#: The largest box either end accepts (fastamp's LeanAMP checks it before buffering): the
-#: largest chunked value with room for the other arguments, and keys enough for any command
-#: (a dict of tiny keys costs ~150 bytes each: this caps it at a few MB).
-BOUND_BOX_BYTES = MAX_BIG_TEXT_BYTES + 1024 * 1024
-BOUND_BOX_KEYS = 16384
-
-
-class BigText(amp.Argument):
-    """A unicode string of any length up to ``MAX_BIG_TEXT_BYTES``, chunked over keys."""
-
-    def toBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
-        """Write the value as ``name``, ``name.1``, ... each at most CHUNK_BYTES long."""
-        value = self.retrieve(objects, amp._wireNameToPythonIdentifier(name), proto)
-        if self.optional and value is None:
-            return
-        if not isinstance(value, str):
-            raise TypeError(f"{name.decode()} must be a string, not {type(value).__name__}")
-        data = value.encode("utf-8")
-        if len(data) > MAX_BIG_TEXT_BYTES:
-            raise amp.TooLong(False, True, data[:40], name)
-        strings.update(split_chunks(name, data))
-
-    def fromBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
-        """Reassemble the chunks; reject values whose chunks are missing or too many."""
-        key = amp._wireNameToPythonIdentifier(name)
-        first = strings.pop(name, None)
-        if first is None:
-            if _chunk_keys(name, strings):
-                raise ValueError(f"{name.decode()} has continuation chunks but no first chunk")
-            if self.optional:
-                objects[key] = None
-                return
-            raise KeyError(name)
-        parts = [first]
-        total = len(first)
-        index = 1
-        while True:
-            chunk = strings.pop(chunk_key(name, index), None)
-            if chunk is None:
-                break
-            total += len(chunk)
-            if total > MAX_BIG_TEXT_BYTES:
-                raise ValueError(f"{name.decode()} is longer than {MAX_BIG_TEXT_BYTES} bytes")
-            parts.append(chunk)
-            index += 1
-        if _chunk_keys(name, strings):
-            # A gap in the numbering: without this check the value would be silently cut short.
-            raise ValueError(f"{name.decode()} is missing chunk {index} of a chunked value")
-        objects[key] = b"".join(parts).decode("utf-8")
-
-
-def _chunk_keys(name: bytes, strings: dict) -> list[bytes]:
-    """Keys of ``strings`` that look like continuation chunks of ``name`` (``name.N``)."""
-    prefix = name + b"."
-    return [k for k in strings if k.startswith(prefix) and k[len(prefix):].isdigit()]
-
-
-#: One encoder for every value: json.dumps with options builds a new encoder per call.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-class JSONValue(BigText):
-    """Any JSON-serialisable value, carried as BigText."""
-
-    def toBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
-        """Serialise the value to compact JSON before chunking."""
-        key = amp._wireNameToPythonIdentifier(name)
-        if key in objects and not (self.optional and objects[key] is None):
-            objects[key] = _ENCODE(objects[key])
-        super().toBox(name, strings, objects, proto)
-
-    def fromBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:
-        """Parse the JSON after reassembly; malformed JSON is a ValueError."""
-        super().fromBox(name, strings, objects, proto)
-        key = amp._wireNameToPythonIdentifier(name)
-        if objects[key] is not None:
-            objects[key] = json.loads(objects[key])
-
-
-# --- errors -----------------------------------------------------------------------------
-# Plain exceptions (claudepeers.common.errors); the tags below carry them over AMP.
-from claudepeers.common.errors import (  # noqa: E402  (re-exported: wire.UnknownPeer ...)
-    PeersError,
-    UnknownPeer,
-    AmbiguousPeer,
-    PeerGone,
-    NotRegistered,
+from claudepeers.wire.arguments import (  # noqa: F401 - re-exported: wire.BigText ...
+    BOUND_BOX_BYTES,
+    BOUND_BOX_KEYS,
+    CHUNK_BYTES,
+    MAX_BIG_TEXT_BYTES,
+    BigText,
+    JSONValue,
+)
+from claudepeers.wire.errors import (  # noqa: F401 - re-exported: wire.UnknownPeer ...
+    APPROVAL_ERRORS,
+    COMMON_ERRORS,
+    PEER_ERRORS,
     AlreadyRegistered,
+    AmbiguousPeer,
+    AuthenticationRequired,
+    BrokerUnavailable,
+    ClaimConflict,
+    IdentityRejected,
+    InternalError,
     InvalidArgument,
+    KillRefused,
     LimitExceeded,
     NameTaken,
-    IdentityRejected,
+    NotRegistered,
+    PeerGone,
+    PeersError,
     PermissionDenied,
-    AuthenticationRequired,
-    KillRefused,
-    BrokerUnavailable,
-    InternalError,
+    UnknownApproval,
     UnknownMessage,
+    UnknownPeer,
+    errors_with as _errors,
 )
-
-COMMON_ERRORS: dict[type[Exception], bytes] = {
-    InvalidArgument: b"INVALID_ARGUMENT",
-    PermissionDenied: b"PERMISSION_DENIED",
-    AuthenticationRequired: b"AUTHENTICATION_REQUIRED",
-    BrokerUnavailable: b"BROKER_UNAVAILABLE",
-    InternalError: b"INTERNAL_ERROR",
-    NotRegistered: b"NOT_REGISTERED",
-}
-
-PEER_ERRORS: dict[type[Exception], bytes] = {
-    UnknownPeer: b"UNKNOWN_PEER",
-    AmbiguousPeer: b"AMBIGUOUS_PEER",
-    PeerGone: b"PEER_GONE",
-}
-
-
-def _errors(*extra: dict[type[Exception], bytes]) -> dict[type[Exception], bytes]:
-    merged = dict(COMMON_ERRORS)
-    for more in extra:
-        merged.update(more)
-    return merged
 
 
 # --- commands a client (bridge, hook, CLI) calls on the broker -------------------------
@@ -445,210 +350,23 @@ class Event(amp.Command):
 PROTOCOL_VERSION = 3
 
 
-# --- coordination: many recipients, groups, claims (issue 14; broker/fanout.py, groups.py, claims.py) ---
-
-from claudepeers.common.errors import ClaimConflict  # noqa: E402  (re-exported: wire.ClaimConflict)
-
-
-class SendMany(amp.Command):
-    """Send one message to every peer of ``to``: ``scope:repo``, ``scope:directory``,
-    ``scope:machine``, ``scope:network`` or ``group:<name>`` (never the sender itself).
-
-    Each recipient gets its own stored message; answered once every outcome is known.
-    ``recipients`` is a list of {``message_id`` (None when refused), ``to_id``, ``to_name``,
-    ``status`` (``shown``, ``woke``, ``queued`` or ``refused``), ``detail``}. ``client_key``
-    as for :class:`Send` (at most 47 characters: each recipient's key adds its id).
-    """
-
-    arguments = [(b"to", amp.Unicode()), (b"body", BigText()), (b"client_key", amp.Unicode(optional=True))]
-    response = [(b"target", amp.Unicode()), (b"recipients", JSONValue())]
-    errors = _errors(PEER_ERRORS, {LimitExceeded: b"LIMIT_EXCEEDED"})
-
-
-class JoinGroup(amp.Command):
-    """Join the group ``name`` (it exists while it has members); answers its member list."""
-
-    arguments = [(b"name", amp.Unicode())]
-    response = [(b"group", JSONValue())]
-    errors = _errors({LimitExceeded: b"LIMIT_EXCEEDED"})
-
-
-class LeaveGroup(amp.Command):
-    """Leave the group ``name``; ``left`` is False when this peer was not in it."""
-
-    arguments = [(b"name", amp.Unicode())]
-    response = [(b"left", amp.Boolean())]
-    errors = _errors()
-
-
-class ListGroups(amp.Command):
-    """Every group with its members (id, name, state), by name."""
-
-    arguments: list = []
-    response = [(b"groups", JSONValue())]
-    errors = _errors()
-
-
-class ClaimPaths(amp.Command):
-    """Claim paths or globs of this peer's repository (relative to its top level) for
-    ``ttl_seconds`` (default one hour); refused whole with ClaimConflict when one overlaps
-    a live claim of another peer. Answers the claims made."""
-
-    arguments = [(b"paths", JSONValue()), (b"reason", BigText()), (b"ttl_seconds", amp.Float(optional=True))]
-    response = [(b"claims", JSONValue())]
-    errors = _errors({ClaimConflict: b"CLAIM_CONFLICT", LimitExceeded: b"LIMIT_EXCEEDED"})
-
-
-class ReleasePaths(amp.Command):
-    """End this peer's claims on ``paths`` (the patterns as claimed), or all of them when
-    ``paths`` is left out. ``released`` and ``not_held`` list the patterns."""
-
-    arguments = [(b"paths", JSONValue(optional=True))]
-    response = [(b"released", JSONValue()), (b"not_held", JSONValue())]
-    errors = _errors()
-
-
-class ListClaims(amp.Command):
-    """Every live claim (of one repository: its common git dir), oldest first."""
-
-    arguments = [(b"repo", amp.Unicode(optional=True))]
-    response = [(b"claims", JSONValue())]
-    errors = _errors()
-
-
-class CheckPaths(amp.Command):
-    """Which of ``paths`` (relative to the top level of the repository whose common git dir
-    is ``repo``) live claims cover, leaving out the claims of this connection's own peer
-    (the pre-commit guard asks this). One entry per path and claim."""
-
-    arguments = [(b"repo", amp.Unicode()), (b"paths", JSONValue())]
-    response = [(b"conflicts", JSONValue())]
-    errors = _errors({LimitExceeded: b"LIMIT_EXCEEDED"})
-
-# --- the operator's dashboard (DESIGN 9; claudepeers/broker/web/) ----------------------
-
-
-class OpenDashboard(amp.Command):
-    """Start the broker's dashboard on 127.0.0.1 if it is not running; answer a link with a
-    one-time token (valid ``expires_in`` seconds). Refused (PermissionDenied) over TCP and to
-    a process with an agent session among its ancestors: only the person may open it."""
-
-    arguments: list = []
-    response = [(b"url", amp.Unicode()), (b"expires_in", amp.Float())]
-    errors = _errors()
-
-
-# --- tool approvals relayed from Claude Code (claude/channel/permission) -----------------
-# The bridge forwards each permission prompt Claude Code relays to its channel; the person
-# answers with ``claude-peers approve|deny`` (or the dashboard); the broker pushes the answer
-# back to that bridge, which tells Claude Code. See claudepeers/broker/approvals.py.
-
-
-from claudepeers.common.errors import UnknownApproval  # noqa: E402  (re-exported)
-
-APPROVAL_ERRORS: dict[type[Exception], bytes] = {UnknownApproval: b"UNKNOWN_APPROVAL"}
-
-
-class PermissionRequest(amp.Command):
-    """A bridge relays one of its agent's permission prompts (pending until answered or ended).
-
-    ``request_id`` is Claude Code's (five letters); ``description`` and ``input_preview`` are
-    its words for the tool call, cut short by the bridge. Only the bridge that takes the
-    peer's pushes may ask; asking again with the same id replaces the request.
-    """
-
-    arguments = [
-        (b"request_id", amp.Unicode()),
-        (b"tool_name", amp.Unicode()),
-        (b"description", BigText()),
-        (b"input_preview", BigText()),
-    ]
-    response: list = []
-    errors = _errors({LimitExceeded: b"LIMIT_EXCEEDED"})
-
-
-class PermissionEnded(amp.Command):
-    """The bridge saw the tool call of a pending request end (answered in the terminal,
-    interrupted, or run): it leaves the list. ``reason`` says which, in words."""
-
-    arguments = [(b"request_id", amp.Unicode()), (b"reason", amp.Unicode())]
-    response = [(b"ended", amp.Boolean())]
-    errors = _errors()
-
-
-class ListApprovals(amp.Command):
-    """Every pending approval, oldest first: request id, peer, tool, description, preview, age."""
-
-    arguments: list = []
-    response = [(b"approvals", JSONValue())]
-    errors = _errors()
-
-
-class AnswerApproval(amp.Command):
-    """The person allows or denies a pending request (``behavior`` ``allow`` or ``deny``).
-
-    ``request`` is a request id, or ``<peer id or name>:<request id>`` where two peers drew
-    the same id. Refused (PERMISSION_DENIED) over TCP and to any process with an agent among
-    its ancestors: only the person may answer. Every answer and every refusal is recorded.
-    """
-
-    arguments = [(b"request", amp.Unicode()), (b"behavior", amp.Unicode())]
-    response = [(b"approval", JSONValue()), (b"detail", amp.Unicode())]
-    errors = _errors(APPROVAL_ERRORS, PEER_ERRORS)
-
-
-class PermissionAnswer(amp.Command):
-    """The broker hands the person's answer to the bridge that asked; ``written`` is True once
-    the ``notifications/claude/channel/permission`` line is in the agent's pipe."""
-
-    arguments = [(b"request_id", amp.Unicode()), (b"behavior", amp.Unicode())]
-    response = [(b"written", amp.Boolean())]
-    errors = _errors()
-# --- threads (issue 14): replies, waiting for a reply, the history of one's own mail -----
-# A message id in these is the ``#N`` of a frame; a thread's id is its first message's id.
-
-
-class WaitForReply(amp.Command):
-    """Wait (a bridge, for its agent's tool call) for replies after ``message_id`` in its thread.
-
-    ``message_id`` must be a message this peer sent or received. Answered as soon as a reply
-    to this peer with a higher id is in that thread (those that are, if several) or after
-    ``timeout_seconds`` (0 to the broker's max_wait_seconds). ``outcome`` is ``replies``
-    (``messages``: not shown before, in full, oldest first; ``shown_before``: replies already
-    shown to the agent, named by id, sender and when) or ``timeout``. A returned message is
-    not pushed: the bridge acknowledges it once its agent has it. One per tool call; several
-    may wait at once; each ends with its connection (the bridge asks again after reconnecting).
-    """
-
-    arguments = [(b"message_id", amp.Integer()), (b"timeout_seconds", amp.Float())]
-    response = [(b"outcome", amp.Unicode()), (b"thread_id", amp.Integer()), (b"messages", JSONValue()),
-                (b"shown_before", JSONValue())]
-    errors = _errors({UnknownMessage: b"UNKNOWN_MESSAGE"})
-
-
-class ReadThread(amp.Command):
-    """The thread of ``thread_id`` (a thread id or any message id in it), oldest first.
-
-    A peer gets the messages it sent or received (mail to it not shown yet comes without its
-    body, ``unread`` true: delivery shows it); the CLI, every message. The newest ``limit``
-    (default 50, at most 200) below ``before`` (if given); ``more`` counts the earlier ones.
-    Each message carries ``to_name`` and ``mine`` (sent by the caller).
-    """
-
-    arguments = [(b"thread_id", amp.Integer()), (b"before", amp.Integer(optional=True)),
-                 (b"limit", amp.Integer(optional=True))]
-    response = [(b"thread_id", amp.Integer()), (b"messages", JSONValue()), (b"more", amp.Integer())]
-    errors = _errors({UnknownMessage: b"UNKNOWN_MESSAGE"})
-
-
-class SearchMessages(amp.Command):
-    """This peer's messages (sent or received) containing every word of ``text``, newest first.
-
-    A word also matches the longer words it begins. At most ``limit`` (default 20, at most
-    200); shaped as in :class:`ReadThread`.
-    """
-
-    arguments = [(b"text", amp.Unicode()), (b"limit", amp.Integer(optional=True))]
-    response = [(b"messages", JSONValue())]
-    errors = _errors()
-
+# The commands of coordination, the dashboard, approvals and threads, under their old names.
+from claudepeers.wire.coordination import (  # noqa: E402,F401
+    CheckPaths,
+    ClaimPaths,
+    JoinGroup,
+    LeaveGroup,
+    ListClaims,
+    ListGroups,
+    OpenDashboard,
+    ReleasePaths,
+    SendMany,
+)
+from claudepeers.wire.approvals import (  # noqa: E402,F401
+    AnswerApproval,
+    ListApprovals,
+    PermissionAnswer,
+    PermissionEnded,
+    PermissionRequest,
+)
+from claudepeers.wire.threads import ReadThread, SearchMessages, WaitForReply  # noqa: E402,F401

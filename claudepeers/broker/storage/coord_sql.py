@@ -18,29 +18,6 @@ class CoordQueries:
     _read: Callable[..., Deferred]
     _write: Callable[[Callable[[Any], Any]], Deferred]
     _sql: Callable[[str], str]
-    _flushing: bool
-    _pending: list
-    _flush: Callable[[], None]
-
-    # --- a message to many ------------------------------------------------------------------
-
-    def add_messages_together(self, messages: Sequence[tuple[Any, str | None]]) -> list[Deferred]:
-        """Queue new messages (NewMessage, client key or None) for one group commit; one
-        Deferred each, as add_message (no key) or add_message_once (a key) would give.
-
-        A fan-out's messages would otherwise be two commits in a row: the first write starts
-        a transaction of its own and the rest wait for it.
-        """
-        from claudepeers.broker.storage.store import _NewMessageWrite  # store.py imports this module
-
-        was_flushing, self._flushing = self._flushing, True  # queue them all first
-        try:
-            done = [self._write(_NewMessageWrite(self, message, key)) for message, key in messages]  # type: ignore[arg-type]
-        finally:
-            self._flushing = was_flushing
-        if not was_flushing and self._pending:
-            self._flush()
-        return done
 
     # --- groups ---------------------------------------------------------------------------
 

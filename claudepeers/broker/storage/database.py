@@ -14,33 +14,17 @@ import shutil
 import sqlite3
 import stat
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
 from twisted.logger import Logger
 
 from claudepeers.broker.storage import walcheck
+from claudepeers.broker.storage.schemafiles import DatabaseError, _schema_text, latest_version  # noqa: F401 - re-exported
 from claudepeers.broker.storage.dialect import SQLITE
 from claudepeers.common import dsn as dsns
 
 log = Logger()
-
-
-class DatabaseError(Exception):
-    """The database cannot be used; the message says which file and why."""
-
-
-def _schema_text(name: str) -> str:
-    """A schema file as shipped (both engines' parts; see dialect.py)."""
-    return resources.files("claudepeers.broker.storage").joinpath("schema", name).read_text("utf-8")
-
-
-def latest_version() -> int:
-    """The highest ``vN.sql`` shipped with the package."""
-    names = [p.name for p in resources.files("claudepeers.broker.storage").joinpath("schema").iterdir()]
-    versions = [int(m.group(1)) for n in names if (m := re.fullmatch(r"v(\d+)\.sql", n))]
-    return max(versions)
 
 
 def configure(connection: sqlite3.Connection) -> None:

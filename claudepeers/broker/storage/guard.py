@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import LoopingCall
+from twisted.application.internet import TimerService
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -66,28 +66,34 @@ class Guard:
         #: The purge of read mail under way (fires when done and measured), or None.
         self.purging: Deferred | None = None
         self._episode: dict[str, Any] | None = None
-        self._loop = LoopingCall(self.tick)
-        self._loop.clock = clock
+        #: The periodic check (every db_check_seconds): a service the broker's service
+        #: composes; :meth:`start` runs it alone for in-process use.
+        self.timer = TimerService(limits.db_check_seconds, self.tick)
+        self.timer.clock = clock
+        self._own_timer = False
         store.guard = self
 
     # --- life -----------------------------------------------------------------------------------
 
-    def start(self) -> Deferred:
-        """Count stored unread bytes, measure the file, start the timer; fires when counted."""
+    def start(self, timer: bool = True) -> Deferred:
+        """Count stored unread bytes, measure the file, start the timer; fires when counted.
+
+        ``timer=False``: the caller composes :attr:`timer` into its service tree instead.
+        """
         d = self.recount()
         d.addCallback(lambda _: self._measure())
-        d.addCallback(self._start_timer)
+        if timer:
+            d.addCallback(self._start_timer)
         return d
 
     def _start_timer(self, _: Any = None) -> None:
-        # The loop's own Deferred fires only when it stops: not something to wait for.
-        self._loop.start(self._limits.db_check_seconds, now=False).addErrback(
-            lambda f: self.log.failure("the database check timer stopped", f))
+        self._own_timer = True
+        self.timer.startService()
 
     def stop(self) -> None:
-        """Stop the timer (the service closes the store)."""
-        if self._loop.running:
-            self._loop.stop()
+        """Stop the timer it started itself (the service stops the one it composed)."""
+        if self._own_timer and self.timer.running:
+            self.timer.stopService()
 
     def recount(self) -> Deferred:
         """Reload the unread byte counts from the database (at start, after purging peers)."""

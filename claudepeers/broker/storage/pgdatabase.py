@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from claudepeers.common import dsn as dsns
 
-from claudepeers.broker.storage.database import DatabaseError, _schema_text, latest_version
+from claudepeers.broker.storage.schemafiles import DatabaseError, _schema_text, latest_version
 from claudepeers.broker.storage.dialect import POSTGRESQL
 
 log = Logger()

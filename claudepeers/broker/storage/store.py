@@ -1,10 +1,10 @@
-"""The store: every SQL statement of the broker, run in adbapi's thread, group-committed.
+"""The store: the broker's SQL of peers and messages, run in adbapi's thread, group-committed.
 
 Functions that run in the pool thread are named ``_txn_*``, take a cursor and return
-plain data (STYLE habit 5). Writes that arrive while a transaction is running are
-queued and committed together in the next one (group commit), so durability costs one
-fsync-free WAL commit per batch rather than per message; no write's Deferred fires
-before its transaction has committed.
+plain data (STYLE habit 5). The queue and the group commit are :mod:`.groupcommit`'s;
+the SQL of other tables is in query mixins beside this file (``audit_sql.py`` events,
+kills and retention; ``threads_sql.py``, ``search_fts5.py``, ``coord_sql.py``,
+``guard_sql.py``). Consecutive new messages of a batch go in as multi-row INSERTs.
 
 SQL is written with ``?`` placeholders and translated in one place (:meth:`Store._sql`)
 so a PostgreSQL pool runs the same statements (DESIGN 7); what differs between the engines
@@ -15,16 +15,22 @@ from __future__ import annotations
 
 from dataclasses import astuple, fields
 from operator import attrgetter
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from claudepeers.broker.records import GONE, Message, NewMessage, PeerRecord
 from claudepeers.broker.storage import database
+from claudepeers.broker.storage.audit_sql import AuditQueries
 from claudepeers.broker.storage.dialect import Dialect, for_pool
+from claudepeers.broker.storage.groupcommit import (  # noqa: F401 - StoreError and the others re-exported
+    GroupCommit,
+    StoreError,
+    as_store_error,
+    reported_error,
+)
 from claudepeers.common import dsn as dsns
 from claudepeers.broker.storage.coord_sql import CoordQueries
 from claudepeers.broker.storage.guard_sql import GuardQueries
@@ -39,23 +45,6 @@ assert NEW_MESSAGE_COLUMNS == MESSAGE_COLUMNS[1:-1], "NewMessage must be Message
 _new_message_values = attrgetter(*NEW_MESSAGE_COLUMNS)
 #: The columns of a multi-row INSERT: a new message's and its client_key (None for a plain send).
 KEYED_MESSAGE_COLUMNS = [*NEW_MESSAGE_COLUMNS, "client_key"]
-
-
-class StoreError(Exception):
-    """A storage operation failed; the broker answers BrokerUnavailable.
-
-    ``reported`` is True when the store's guard has already logged the cause (a full disk,
-    a deleted file): callers then need no traceback of their own.
-    """
-
-    reported = False
-
-
-def reported_error(text: str) -> StoreError:
-    """A StoreError whose cause is already in the log."""
-    error = StoreError(text)
-    error.reported = True
-    return error
 
 
 def open_pool(path: str) -> adbapi.ConnectionPool:
@@ -76,7 +65,7 @@ def open_pool(path: str) -> adbapi.ConnectionPool:
     )
 
 
-class Store(GuardQueries, ThreadQueries, Fts5Search, CoordQueries):
+class Store(GuardQueries, ThreadQueries, Fts5Search, CoordQueries, AuditQueries, GroupCommit):
     """Asynchronous access to the broker's tables; every method returns a Deferred."""
 
     log = Logger()
@@ -84,7 +73,7 @@ class Store(GuardQueries, ThreadQueries, Fts5Search, CoordQueries):
     _message_columns = ", ".join(MESSAGE_COLUMNS)
 
     def __init__(self, pool: adbapi.ConnectionPool, dialect: Dialect | None = None) -> None:
-        self._pool = pool
+        super().__init__(pool)
         #: The engine's words where SQL differs; found from the pool unless given.
         self.dialect = dialect or for_pool(pool)
         # Multi-row INSERT ... RETURNING, one statement per power-of-two run of rows: few
@@ -110,9 +99,14 @@ class Store(GuardQueries, ThreadQueries, Fts5Search, CoordQueries):
             "RETURNING messages.id, messages.from_id, octet_length(messages.body), messages.to_id"
         ) if self.dialect.postgresql else None
         #: Writes of one kind that a batch runs together (consecutive ones) in fewer statements.
-        self._groups: dict[type, Callable[[Any, list[Any]], list[Any]]] = {_NewMessageWrite: self._txn_add_messages}
+        self._groups[_NewMessageWrite] = self._txn_add_messages
         if self._acknowledge_arrays is not None:
+            # PostgreSQL: the acknowledgements first, in one statement, and then the new messages
+            # form longer runs. Safe to move: an acknowledgement names messages already committed
+            # (their ids were answered), and it touches only their acked_at, which no other
+            # write of the batch reads.
             self._groups[_AckWrite] = self._txn_acknowledge_many
+            self._runs_first = _AckWrite
         # One UPDATE per push answered shown: built once per padded size (see _txn_acknowledge).
         self._acknowledge = {
             size: self._sql(
@@ -124,168 +118,6 @@ class Store(GuardQueries, ThreadQueries, Fts5Search, CoordQueries):
         self._find_keyed = self._sql(
             f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE from_id = ? AND client_key = ?"
         )
-        self._pending: list[tuple[Callable[[Any], Any], Deferred]] = []
-        self._flushing = False
-        self.batches = 0
-        self.batched_writes = 0
-        # close(): callers waiting for it while queued writes drain, then "closed" for good.
-        self._closers: list[Deferred] | None = None
-        self._closed = False
-        #: The guard (guard.py) watching the file and its bounds, when one is attached.
-        self.guard: Any = None
-
-    @property
-    def queued_writes(self) -> int:
-        """Writes waiting for the next group commit (the dashboard's queue depth)."""
-        return len(self._pending)
-
-    # --- plumbing ---------------------------------------------------------------------
-
-    def _sql(self, statement: str) -> str:
-        """Translate ``?`` placeholders to the pool's parameter style (one place only)."""
-        return self.dialect.sql(statement)
-
-    def _read(self, fn: Callable[..., Any], *args: Any) -> Deferred:
-        if self._closed:
-            return fail(StoreError("the store is closed"))
-        if self._flushing or self._pending:
-            # Read your writes: a read must see every write queued before it. Run directly,
-            # it would overtake writes still waiting for the next group commit (a reconnecting
-            # bridge's backlog read would miss the acknowledgement of a message just shown,
-            # and the message would be pushed again).
-            return self._write(lambda cursor: fn(cursor, *args))
-        return self._pool.runInteraction(fn, *args)
-
-    def _write(self, fn: Callable[[Any], Any]) -> Deferred:
-        """Queue ``fn(cursor)`` for the next group commit; fires with its result after COMMIT."""
-        if self._closed:
-            # A closed pool silently drops work: the Deferred would never fire.
-            return fail(StoreError("the store is closed"))
-        if self.guard is not None and self.guard.refusal is not None:
-            return fail(reported_error(self.guard.refusal))
-        done: Deferred = Deferred()
-        self._pending.append((fn, done))
-        if not self._flushing:
-            self._flush()
-        return done
-
-    def _flush(self, checked: bool = False) -> None:
-        batch, self._pending = self._pending, []
-        # ``checked``: a commit's check just ran (the usual case under load); one stat per commit.
-        if self.guard is not None and not checked and self.guard.check_file() is not None:
-            # The file is gone or replaced: write nothing more into a file nobody will open.
-            for _, done in batch:
-                done.errback(reported_error(self.guard.refusal))
-            return
-        self._flushing = True
-        self.batches += 1
-        self.batched_writes += len(batch)
-        d = self._pool.runInteraction(self._txn_batch, [fn for fn, _ in batch])
-        d.addCallbacks(self._batch_done, self._batch_failed, callbackArgs=(batch,), errbackArgs=(batch,))
-
-    def _txn_batch(self, cursor: Any, operations: list[Callable[[Any], Any]]) -> list[Any]:
-        # Consecutive new messages (most of a busy batch) go in as multi-row INSERTs: one
-        # statement per run instead of one or three each, and the thread gives up the GIL
-        # once per statement, not per row.
-        if _AckWrite in self._groups:
-            # PostgreSQL: the acknowledgements first, in one statement, and then the new messages
-            # form longer runs. Safe to move: an acknowledgement names messages already committed
-            # (their ids were answered), and it touches only their acked_at, which no other
-            # write of the batch reads.
-            order = sorted(range(len(operations)), key=lambda i: type(operations[i]) is not _AckWrite)
-            ran = self._txn_run(cursor, [operations[i] for i in order])
-            results: list[Any] = [None] * len(operations)
-            for position, index in enumerate(order):
-                results[index] = ran[position]
-            return results
-        return self._txn_run(cursor, operations)
-
-    def _txn_run(self, cursor: Any, operations: list[Callable[[Any], Any]]) -> list[Any]:
-        results: list[Any] = []
-        index, count = 0, len(operations)
-        while index < count:
-            kind = type(operations[index])
-            group = self._groups.get(kind)
-            if group is None:
-                results.append(operations[index](cursor))
-                index += 1
-                continue
-            end = index + 1
-            while end < count and type(operations[end]) is kind:
-                end += 1
-            results += group(cursor, operations[index:end])
-            index = end
-        return results
-
-    def _batch_done(self, results: list[Any], batch: list[tuple[Any, Deferred]]) -> None:
-        # Answer only writes whose commit went to the file still at the path.
-        refusal = self.guard.committed() if self.guard is not None else None
-        self._next(checked=True)
-        if refusal is not None:
-            for _, done in batch:
-                done.errback(reported_error(refusal))
-            return
-        for (_, done), result in zip(batch, results):
-            done.callback(result)
-
-    def _batch_failed(self, failure: Failure, batch: list[tuple[Any, Deferred]]) -> None:
-        # One bad write must not cost the others: the whole batch rolled back, so retry
-        # each alone and let only the failing one see its error.
-        reported = self.guard is not None and self.guard.write_failed(failure)
-        if len(batch) == 1:
-            self._next()
-            batch[0][1].errback(self._as_store_error(failure, reported))
-            return
-        if not reported:
-            self.log.warn("group commit of {n} writes failed ({err}); retrying one by one",
-                      n=len(batch), err=failure.getErrorMessage())
-        remaining = list(batch)
-
-        def one_by_one(_: Any = None) -> None:
-            if not remaining:
-                self._next()
-                return
-            fn, done = remaining.pop(0)
-            d = self._pool.runInteraction(lambda cursor: fn(cursor))
-            d.addCallbacks(done.callback, lambda f: done.errback(self._as_store_error(f, reported)))
-            d.addBoth(one_by_one)
-
-        one_by_one()
-
-    def _next(self, checked: bool = False) -> None:
-        self._flushing = False
-        if self._pending:
-            self._flush(checked)
-
-    def _as_store_error(self, failure: Failure, reported: bool = False) -> Failure:
-        return as_store_error(failure, self.dialect, reported, getattr(self._pool, "dsn", None))
-
-    def close(self) -> Deferred:
-        """Wait for queued writes to commit, then close the pool; later reads and writes fail.
-
-        Calling it again (during or after the first call) is harmless.
-        """
-        waiting: Deferred = Deferred()
-        if self._closed:
-            waiting.callback(None)
-            return waiting
-        if self._closers is not None:
-            self._closers.append(waiting)
-            return waiting
-        self._closers = [waiting]
-
-        def check() -> None:
-            if self._flushing or self._pending:
-                self._pool.runInteraction(lambda cursor: None).addBoth(lambda _: check())
-            else:
-                self._closed = True
-                self._pool.close()
-                closers, self._closers = self._closers or [], None
-                for closer in closers:
-                    closer.callback(None)
-
-        check()
-        return waiting
 
     # --- peers ------------------------------------------------------------------------
 
@@ -327,6 +159,22 @@ class Store(GuardQueries, ThreadQueries, Fts5Search, CoordQueries):
         connection) gets the first message back and stores nothing.
         """
         return self._write(_NewMessageWrite(self, message, client_key))
+
+    def add_messages_together(self, messages: Sequence[tuple[Any, str | None]]) -> list[Deferred]:
+        """Queue new messages (NewMessage, client key or None) for one group commit; one
+        Deferred each, as add_message (no key) or add_message_once (a key) would give.
+
+        A fan-out's messages would otherwise be two commits in a row: the first write starts
+        a transaction of its own and the rest wait for it.
+        """
+        was_flushing, self._flushing = self._flushing, True  # queue them all first
+        try:
+            done = [self._write(_NewMessageWrite(self, message, key)) for message, key in messages]
+        finally:
+            self._flushing = was_flushing
+        if not was_flushing and self._pending:
+            self._flush()
+        return done
 
     def _txn_add_messages(self, cursor: Any, writes: list[_NewMessageWrite]) -> list[Any]:
         """Insert messages in order with as few statements as possible; each write's result."""
@@ -469,82 +317,6 @@ class Store(GuardQueries, ThreadQueries, Fts5Search, CoordQueries):
             return succeed(None)
         return self._write(lambda cursor: cursor.execute("SELECT pg_notify(%s, %s)", (channel, payload)) and None)
 
-    # --- events and kills ---------------------------------------------------------------
-
-    def add_event(self, at: float, kind: str, peer_id: str | None, detail: str) -> Deferred:
-        """Append to the persistent event log (registrations, departures, kills, errors)."""
-        return self._write(
-            lambda cursor: cursor.execute(
-                self._sql("INSERT INTO events (at, kind, peer_id, detail) VALUES (?, ?, ?, ?)"),
-                (at, kind, peer_id, detail),
-            )
-            and None
-        )
-
-    def recent_events(self, limit: int) -> Deferred:
-        """The latest ``limit`` persistent events, oldest first, as dicts."""
-        return self._read(self._txn_recent_events, limit)
-
-    def _txn_recent_events(self, cursor: Any, limit: int) -> list[dict[str, Any]]:
-        cursor.execute(self._sql("SELECT at, kind, peer_id, detail FROM events ORDER BY id DESC LIMIT ?"), (limit,))
-        return [
-            {"at": row[0], "kind": row[1], "peer_id": row[2], "detail": row[3]}
-            for row in reversed(cursor.fetchall())
-        ]
-
-    def record_kill(self, at: float, by_id: str, target_id: str, target_pid: int, outcome: str, detail: str) -> Deferred:
-        """Audit one kill request and its outcome."""
-        return self._write(
-            lambda cursor: cursor.execute(
-                self._sql(
-                    "INSERT INTO kills (at, by_id, target_id, target_pid, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)"
-                ),
-                (at, by_id, target_id, target_pid, outcome, detail),
-            )
-            and None
-        )
-
-    def kills(self, limit: int = 100) -> Deferred:
-        """The latest kill records, newest first, as dicts."""
-        return self._read(self._txn_kills, limit)
-
-    def _txn_kills(self, cursor: Any, limit: int) -> list[dict[str, Any]]:
-        cursor.execute(
-            self._sql("SELECT at, by_id, target_id, target_pid, outcome, detail FROM kills ORDER BY id DESC LIMIT ?"),
-            (limit,),
-        )
-        keys = ("at", "by_id", "target_id", "target_pid", "outcome", "detail")
-        return [dict(zip(keys, row)) for row in cursor.fetchall()]
-
-    # --- retention --------------------------------------------------------------------
-
-    def purge(self, before: float) -> Deferred:
-        """Forget read mail older than ``before`` and peers gone before it, with their mail.
-
-        Fires with (messages deleted, peers deleted).
-        """
-        d = self._write(lambda cursor: self._txn_purge(cursor, before))
-        return d.addCallback(self._purged)
-
-    def _purged(self, counts: tuple[int, int]) -> tuple[int, int]:
-        if counts[1] and self.guard is not None:
-            # Expired peers take their unread mail with them: count the quotas afresh.
-            self.guard.recount()
-        return counts
-
-    def _txn_purge(self, cursor: Any, before: float) -> tuple[int, int]:
-        cursor.execute(self._sql("SELECT id FROM peers WHERE state = ? AND gone_at < ?"), (GONE, before))
-        expired = [row[0] for row in cursor.fetchall()]
-        deleted = 0
-        for peer_id in expired:
-            cursor.execute(self._sql("DELETE FROM messages WHERE to_id = ?"), (peer_id,))
-            deleted += max(cursor.rowcount, 0)
-            cursor.execute(self._sql("DELETE FROM peers WHERE id = ?"), (peer_id,))
-        cursor.execute(self._sql("DELETE FROM messages WHERE acked_at IS NOT NULL AND acked_at < ?"), (before,))
-        deleted += max(cursor.rowcount, 0)
-        cursor.execute(self._sql("DELETE FROM events WHERE at < ?"), (before,))
-        return deleted, len(expired)
-
 
 #: Row counts of the multi-row INSERT statements (a batch is split into runs of these).
 _RUN_SIZES = (256, 128, 64, 32, 16, 8, 4, 2, 1)
@@ -590,13 +362,3 @@ def _message(row: Sequence[Any]) -> Message:
 
 
 Store._to_message = staticmethod(_message)  # type: ignore[assignment]
-
-
-def as_store_error(failure: Failure, dialect: Dialect, reported: bool = False, dsn: str | None = None) -> Failure:
-    """A driver's error as a StoreError (with any password of ``dsn`` masked); others unchanged."""
-    if failure.check(*dialect.errors):
-        text = f"database error: {failure.getErrorMessage() or failure.type.__name__}"
-        if dsn:
-            text = dsns.scrub(text, dsn)
-        return Failure(reported_error(text) if reported else StoreError(text))
-    return failure
