@@ -12,14 +12,14 @@ from claudepeers.broker.storage.store import MESSAGE_COLUMNS
 from claudepeers.common.errors import AmbiguousPeer, PeerGone, UnknownPeer
 
 
-
 class RemotePeer(OfRecord):
     """A peer of another host, as the database shows it; this broker never owns it."""
 
     delivery = "remote"
     connection = None
 
-    def __init__(self, record: PeerRecord, unread: int, network: "Network") -> None:
+    # network: the crosshost.Network, typed loosely because it imports this module.
+    def __init__(self, record: PeerRecord, unread: int, network: Any) -> None:
         self.record = record
         self.unread = unread
         self._network = network

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import shutil
 import sqlite3
 import stat

@@ -16,7 +16,7 @@ fresh ``state`` instead of what it missed, so a stalled page costs a bounded buf
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
