@@ -168,6 +168,9 @@ class HostRegistration:
     def _thd_stopped(self, conn: Any) -> None:
         # pid 0: shut down on purpose (shown as stopped), not lost (its heartbeat just ages).
         conn.execute("UPDATE brokers SET pid = 0 WHERE host = %s AND pid = %s", (self.host, os.getpid()))
+        # Released now, not when the server notices the closed connection: a broker started
+        # right after this one stopped must not find the host name still taken.
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock_key(self.host))
 
     # --- the dedicated connection (its one thread) ---------------------------------------
 
