@@ -1,19 +1,17 @@
 """Which Codex TUI shows a thread, and the thread's peer ending when that TUI exits.
 
-A stand-in ``codex app-server`` control socket (JSON-RPC in WebSocket frames on a UNIX
-socket, as Codex 0.169/0.171 speak it) answers ``mcpServerStatus/list`` with the address
-of the thread's ``codex_tui`` server; real child processes play the TUIs (one listens on
-that port); the watch runs on the real reactor with the real exit watch.
+A stand-in ``codex app-server`` control socket (JSON-RPC in WebSocket messages on a UNIX
+socket, as Codex 0.169/0.171 speak it; wsproto serves the WebSocket side) answers
+``mcpServerStatus/list`` with the address of the thread's ``codex_tui`` server; real child
+processes play the TUIs (one listens on that port); the watch runs on the real reactor
+with the real exit watch.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -26,6 +24,8 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Request, TextMessage
 
 from claudepeers.bridge import codexdaemon, codexproc
 from claudepeers.bridge.codexwatch import TuiWatch
@@ -33,7 +33,6 @@ from claudepeers.bridge.wake import Waker
 from claudepeers.common.agents import AgentProcess
 
 THREAD = "01a2354c-a336-7c73-8d2c-768cad82fcee"
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class StandInDaemon:
@@ -42,6 +41,7 @@ class StandInDaemon:
     def __init__(self, home: Path, origins: dict[str, str | None]) -> None:
         self.origins = origins
         self.methods: list[str] = []
+        self.pongs: list[bytes] = []
         path = self.path = Path(codexdaemon.control_socket(str(home)))
         path.parent.mkdir(parents=True)
         self._listener = socket.socket(socket.AF_UNIX)
@@ -68,45 +68,45 @@ class StandInDaemon:
             with conn:
                 try:
                     self._session(conn)
-                except (OSError, EOFError):
-                    pass
-
-    @staticmethod
-    def _recv(conn: socket.socket, count: int, buffer: bytearray) -> bytes:
-        while len(buffer) < count:
-            data = conn.recv(65536)
-            if not data:
-                raise EOFError
-            buffer += data
-        out = bytes(buffer[:count])
-        del buffer[:count]
-        return out
+                except OSError:
+                    pass  # the client went mid-answer (as after a message too long)
 
     def _session(self, conn: socket.socket) -> None:
-        buffer = bytearray()
-        while b"\r\n\r\n" not in buffer:
-            buffer += conn.recv(4096)
-        head, rest = bytes(buffer).split(b"\r\n\r\n", 1)
-        buffer = bytearray(rest)
-        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"sec-websocket-key"))
-        accept = base64.b64encode(hashlib.sha1(key + GUID.encode()).digest())
-        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        """One client connection, driven by wsproto's server side until the client goes."""
+        ws = WSConnection(ConnectionType.SERVER)
+        text: list[str] = []
         while True:
-            first, second = self._recv(conn, 2, buffer)
-            length = second & 0x7F
-            if length == 126:
-                length = struct.unpack("!H", self._recv(conn, 2, buffer))[0]
-            mask = self._recv(conn, 4, buffer)
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self._recv(conn, length, buffer)))
-            message = json.loads(payload)
-            self.methods.append(message["method"])
-            if "id" not in message:
-                continue
-            # A notification first, as the real daemon sends (configWarning and the like).
-            self._send(conn, {"method": "configWarning", "params": {"summary": "x"}})
-            self._send(conn, self._answer(message))
+            data = conn.recv(65536)
+            if not data:
+                return
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, Request):
+                    conn.sendall(ws.send(AcceptConnection()))
+                elif isinstance(event, CloseConnection):
+                    conn.sendall(ws.send(event.response()))
+                    return
+                elif isinstance(event, Pong):
+                    self.pongs.append(event.payload)
+                elif isinstance(event, TextMessage):
+                    text.append(event.data)
+                    if event.message_finished:
+                        self._message(conn, ws, json.loads("".join(text)))
+                        text.clear()
+
+    def _message(self, conn: socket.socket, ws: WSConnection, message: dict[str, Any]) -> None:
+        self.methods.append(message["method"])
+        if "id" not in message:
+            return
+        if message["method"] == "initialize":
+            conn.sendall(ws.send(Ping(b"stand-in")))  # the client must answer it and read on
+        # A notification first, as the real daemon sends (configWarning and the like).
+        conn.sendall(ws.send(TextMessage(data=json.dumps({"method": "configWarning", "params": {"summary": "x"}}))))
+        # The answer in two fragments: the client joins them.
+        answer = json.dumps(self._answer(message))
+        half = len(answer) // 2
+        conn.sendall(ws.send(TextMessage(data=answer[:half], message_finished=False))
+                     + ws.send(TextMessage(data=answer[half:], message_finished=True)))
 
     def _answer(self, message: dict[str, Any]) -> dict[str, Any]:
         if message["method"] == "initialize":
@@ -116,12 +116,6 @@ class StandInDaemon:
             return {"id": message["id"], "error": {"code": -32600, "message": f"thread not found: {thread}"}}
         server = {"name": "codex_tui", "httpOrigin": self.origins[thread], "runtimeStatus": "connected"}
         return {"id": message["id"], "result": {"data": [server], "nextCursor": None}}
-
-    @staticmethod
-    def _send(conn: socket.socket, message: dict[str, Any]) -> None:
-        data = json.dumps(message).encode()
-        head = struct.pack("!BB", 0x81, len(data)) if len(data) < 126 else struct.pack("!BBH", 0x81, 126, len(data))
-        conn.sendall(head + data)
 
 
 class Tui:
@@ -170,10 +164,22 @@ def test_the_daemon_names_the_port_of_the_thread_tui_and_an_unknown_thread_is_an
     daemon.origins[THREAD] = "http://127.0.0.1:43617"
     assert codexdaemon.thread_tui_port(str(short_dir), THREAD) == 43617
     assert daemon.methods[:3] == ["initialize", "initialized", "mcpServerStatus/list"]
+    assert daemon.pongs == [b"stand-in"]  # its ping was answered, and the fragmented answers joined
     with pytest.raises(codexdaemon.DaemonError, match="thread not found"):
         codexdaemon.thread_tui_port(str(short_dir), "01a2354c-0000-7000-8000-000000000000")
     with pytest.raises(codexdaemon.DaemonError, match="cannot reach"):
         codexdaemon.thread_tui_port(str(short_dir / "elsewhere"), THREAD)
+
+
+def test_an_answer_longer_than_the_bound_is_an_error_and_the_next_question_is_answered(
+        daemon: StandInDaemon, short_dir: Path) -> None:
+    """A message past MAX_MESSAGE is not read to its end: a DaemonError; the daemon's next
+    connection is served as usual."""
+    daemon.origins[THREAD] = "http://127.0.0.1:43617/" + "x" * codexdaemon.MAX_MESSAGE
+    with pytest.raises(codexdaemon.DaemonError, match="a message of more than 4194304 characters"):
+        codexdaemon.thread_tui_port(str(short_dir), THREAD)
+    daemon.origins[THREAD] = "http://127.0.0.1:43617"
+    assert codexdaemon.thread_tui_port(str(short_dir), THREAD) == 43617
 
 
 def test_of_the_tuis_of_a_home_the_one_listening_on_the_thread_port_shows_the_thread(

@@ -9,21 +9,24 @@ nothing listens any more; when another TUI resumes the thread, the address is th
 TUI's. Checked with Codex 0.169.0 and 0.171.0.
 
 The daemon listens on ``$CODEX_HOME/app-server-control/app-server-control.sock`` and
-speaks JSON-RPC in WebSocket text frames. We need three calls on a short-lived
-connection, so a minimal RFC 6455 client (masked text frames out; text, ping and close
-frames in) does it without a dependency.
+speaks JSON-RPC in WebSocket text messages. wsproto (sans-IO) does the WebSocket part
+(upgrade, masking, framing, pings, closing); this module only moves its bytes over the
+blocking UNIX socket, within one deadline for the whole exchange.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
-import struct
 import time
-from typing import Any
+from collections import deque
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from wsproto import WSConnection
+    from wsproto.events import Event
 
 #: The daemon's control socket under CODEX_HOME.
 CONTROL_SOCKET = os.path.join("app-server-control", "app-server-control.sock")
@@ -31,8 +34,8 @@ CONTROL_SOCKET = os.path.join("app-server-control", "app-server-control.sock")
 TUI_SERVER = "codex_tui"
 #: A daemon that does not answer within this long is taken as unknown (never as "left").
 TIMEOUT_SECONDS = 2.0
-#: Frames larger than this are not ours to read (our answers are a few KiB).
-MAX_FRAME = 4 * 1024 * 1024
+#: Messages longer than this (characters) are not ours to read (our answers are a few KiB).
+MAX_MESSAGE = 4 * 1024 * 1024
 
 
 class DaemonError(Exception):
@@ -43,102 +46,117 @@ class _Connection:
     """One WebSocket connection to the control socket, used from a single thread."""
 
     def __init__(self, path: str, timeout: float) -> None:
+        # Imported here, not at the top: only Codex bridges ask the daemon, and only in a
+        # thread, so other bridges do not pay wsproto's import (~12 ms on a loaded bridge).
+        from wsproto import ConnectionType, WSConnection
+        from wsproto.events import AcceptConnection, RejectConnection, Request
+
         self._deadline = time.monotonic() + timeout
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._buffer = b""
+        self._ws: WSConnection = WSConnection(ConnectionType.CLIENT)
+        self._events: deque[Event] = deque()
         self._next_id = 0
         try:
             self._sock.settimeout(timeout)
             self._sock.connect(path)
-            key = base64.b64encode(os.urandom(16)).decode()
-            self._sock.sendall(
-                ("GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-            while b"\r\n\r\n" not in self._buffer:
-                self._fill()
-            head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
-            status = head.split(b"\r\n", 1)[0]
-            if b" 101 " not in status + b" ":
-                raise DaemonError(f"the daemon refused the WebSocket upgrade: {status[:80]!r}")
+            self._sock.sendall(self._ws.send(Request(host="localhost", target="/")))
+            event = self._next_event()
         except OSError as error:
             self.close()
             raise DaemonError(f"cannot reach the Codex daemon at {path}: {error}") from error
+        except DaemonError:
+            self.close()
+            raise
+        if isinstance(event, RejectConnection):
+            self.close()
+            raise DaemonError(f"the daemon refused the WebSocket upgrade: HTTP {event.status_code}")
+        if not isinstance(event, AcceptConnection):
+            self.close()
+            raise DaemonError(f"the daemon answered the WebSocket upgrade with {type(event).__name__}")
 
     def close(self) -> None:
-        """Close the socket (the daemon forgets this connection)."""
+        """Say goodbye if the connection is open, then close the socket (the daemon forgets it)."""
+        from wsproto.connection import ConnectionState
+        from wsproto.events import CloseConnection
+
+        try:
+            if self._ws.state is ConnectionState.OPEN:
+                self._sock.sendall(self._ws.send(CloseConnection(code=1000)))
+        except OSError:
+            pass  # it is going anyway
         try:
             self._sock.close()
         except OSError:
             pass
 
-    def _fill(self) -> None:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise DaemonError("the Codex daemon did not answer in time")
-        self._sock.settimeout(left)
-        try:
-            data = self._sock.recv(65536)
-        except socket.timeout as error:
-            raise DaemonError("the Codex daemon did not answer in time") from error
-        if not data:
-            raise DaemonError("the Codex daemon closed the connection")
-        self._buffer += data
+    def _next_event(self) -> Event:
+        """The next WebSocket event, reading from the socket until one comes or time is up."""
+        from wsproto.utilities import RemoteProtocolError
 
-    def _take(self, count: int) -> bytes:
-        while len(self._buffer) < count:
-            self._fill()
-        data, self._buffer = self._buffer[:count], self._buffer[count:]
-        return data
-
-    def _send_frame(self, payload: bytes, opcode: int = 0x1) -> None:
-        mask = os.urandom(4)
-        length = len(payload)
-        if length < 126:
-            head = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
-        elif length < 65536:
-            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
-        else:
-            head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
-        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
-        self._sock.sendall(head + mask + masked)
-
-    def _read_message(self) -> bytes:
-        """The next complete text message (pings answered, fragments joined)."""
-        parts: list[bytes] = []
-        while True:
-            first, second = self._take(2)
-            length = second & 0x7F
-            if length == 126:
-                length = struct.unpack("!H", self._take(2))[0]
-            elif length == 127:
-                length = struct.unpack("!Q", self._take(8))[0]
-            if length > MAX_FRAME:
-                raise DaemonError(f"a frame of {length} bytes from the Codex daemon")
-            mask = self._take(4) if second & 0x80 else b""
-            payload = self._take(length)
-            if mask:
-                payload = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
-            opcode = first & 0x0F
-            if opcode == 0x8:
+        while not self._events:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise DaemonError("the Codex daemon did not answer in time")
+            self._sock.settimeout(left)
+            try:
+                data = self._sock.recv(65536)
+            except socket.timeout as error:
+                raise DaemonError("the Codex daemon did not answer in time") from error
+            except OSError as error:
+                raise DaemonError(f"the Codex daemon's connection failed: {error}") from error
+            if not data:
                 raise DaemonError("the Codex daemon closed the connection")
-            if opcode == 0x9:
-                self._send_frame(payload, 0xA)
-                continue
-            if opcode in (0x0, 0x1):
-                parts.append(payload)
-                if first & 0x80:
-                    return b"".join(parts)
-            # binary and pong frames carry nothing for us
+            try:
+                self._ws.receive_data(data)
+                # All of them now: events() parses lazily, and we hand them out one by one.
+                self._events.extend(self._ws.events())
+            except RemoteProtocolError as error:
+                raise DaemonError(f"the Codex daemon broke the WebSocket protocol: {error}") from error
+        return self._events.popleft()
+
+    def _send(self, event: Event) -> None:
+        """Send one WebSocket event (wsproto frames and masks it)."""
+        try:
+            self._sock.sendall(self._ws.send(event))
+        except OSError as error:
+            raise DaemonError(f"the Codex daemon's connection failed: {error}") from error
+
+    def _read_message(self) -> str:
+        """The next complete text message (pings answered, fragments joined, length bounded)."""
+        from wsproto.events import CloseConnection, Ping, TextMessage
+
+        parts: list[str] = []
+        length = 0
+        while True:
+            event = self._next_event()
+            if isinstance(event, Ping):
+                self._send(event.response())
+            elif isinstance(event, CloseConnection):
+                # wsproto reports a frame it cannot parse as a close with its reason.
+                detail = f" ({event.code}: {event.reason})" if event.reason else ""
+                raise DaemonError(f"the Codex daemon closed the connection{detail}")
+            elif isinstance(event, TextMessage):
+                parts.append(event.data)
+                length += len(event.data)
+                if length > MAX_MESSAGE:
+                    raise DaemonError(f"a message of more than {MAX_MESSAGE} characters from the Codex daemon")
+                if event.message_finished:
+                    return "".join(parts)
+            # binary messages and pongs carry nothing for us
 
     def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         """Send a JSON-RPC notification."""
-        self._send_frame(json.dumps({"method": method, "params": params or {}}).encode())
+        from wsproto.events import TextMessage
+
+        self._send(TextMessage(data=json.dumps({"method": method, "params": params or {}})))
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """Send a request; return its result, skipping the notifications that come first."""
+        from wsproto.events import TextMessage
+
         self._next_id += 1
         request_id = self._next_id
-        self._send_frame(json.dumps({"id": request_id, "method": method, "params": params or {}}).encode())
+        self._send(TextMessage(data=json.dumps({"id": request_id, "method": method, "params": params or {}})))
         while True:
             try:
                 message = json.loads(self._read_message())
