@@ -56,7 +56,7 @@ def measure(codex: str, messages: int) -> dict:
         tuis.bind("a", "bench")
         sender = RawAMP.unix(str(broker.socket_path))
         for number in range(messages):
-            tuis.wait_for_screen("a", "Ask Codex", 30)  # idle: the previous woken turn has ended
+            tuis.tmux.wait_for_screen("Ask Codex", 30, "a")  # idle: the previous woken turn has ended
             time.sleep(0.5)  # and its last request is answered
             seen = len(tuis.api.requests)
             text = f"BENCH-{number}-{time.time_ns()}"

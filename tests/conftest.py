@@ -125,6 +125,16 @@ def broker_env(base: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def home_env(base: Path, **extra: str) -> dict[str, str]:
+    """:func:`broker_env` with the socket and database at their default paths under HOME ``base``.
+
+    Real agent CLIs pass only a few variables (HOME, PATH...) to their MCP servers and
+    hooks: a bridge one starts finds the broker through HOME alone.
+    """
+    return broker_env(base, **{"CLAUDE_PEERS_SOCKET": str(base / ".claude" / "run" / "claude-peers.sock"),
+                               "CLAUDE_PEERS_DB": str(base / ".claude-peers.db"), **extra})
+
+
 def wait_for_socket(path: Path, process: subprocess.Popen | None = None, timeout: float = 10.0) -> None:
     """Block until something accepts connections at ``path`` (the broker is up)."""
     deadline = time.monotonic() + timeout
@@ -208,6 +218,27 @@ def broker_process(short_dir: Path) -> Iterator[BrokerProcess]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def home_broker(short_dir: Path) -> Iterator[BrokerProcess]:
+    """A running broker at the default paths under a HOME that is the test's directory
+    (:func:`home_env`), with only the system's bin folders on PATH."""
+    broker = BrokerProcess(short_dir, home_env(short_dir, PATH="/usr/bin:/bin")).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def scenario() -> Iterator[list[Any]]:
+    """Scenarios the test starts (each with a ``stop()`` that ends its processes by pid);
+    each is stopped afterwards, whatever the test's outcome."""
+    started: list[Any] = []
+    yield started
+    for one in started:
+        one.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
