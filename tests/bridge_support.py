@@ -17,10 +17,10 @@ import stat
 import subprocess
 import sys
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import anyio
 import mcp_types as types
@@ -192,6 +192,34 @@ class FakeAgent:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@contextmanager
+def started_agents(broker: Any, agent_class: type[FakeAgent] = FakeAgent, default_kind: str = "claude",
+                   **env: str) -> Iterator[Callable[..., Any]]:
+    """A function that starts stand-in agents in ``broker``'s environment (plus ``env``), every
+    one ended (by pid) when the block ends, its log printed (pytest shows it when a test failed).
+
+    The function takes the agent's ``name`` and, optionally, ``kind`` (``default_kind``),
+    ``channels``, ``cwd`` (the broker's folder), ``accepts`` (False: a Claude Code that skips
+    the channel) and ``args`` (argv after the program).
+    """
+    started: list[FakeAgent] = []
+
+    def make(name: str, kind: str | None = None, channels: bool = False, cwd: Path | None = None,
+             accepts: bool = True, args: list[str] | None = None) -> FakeAgent:
+        agent = agent_class(broker.base, name, kind or default_kind, cwd or broker.base, {**broker.env, **env},
+                            channels, args=list(args or []))
+        agent.accepts_channel = accepts
+        started.append(agent)  # before it starts: a start that fails half-way is ended too
+        return agent.start()
+
+    try:
+        yield make
+    finally:
+        for agent in started:
+            agent.cleanup()
+            print(f"--- stderr of agent {agent.name} and its bridges ---\n{agent.log_text()[-6000:]}")
 
 
 @dataclass

@@ -221,6 +221,16 @@ def broker_process(short_dir: Path) -> Iterator[BrokerProcess]:
 
 
 @pytest.fixture
+def make_agent(broker_process: BrokerProcess) -> Iterator[Any]:
+    """Start stand-in agents (``bridge_support.started_agents``) in the broker's environment;
+    all are ended afterwards, by pid."""
+    from bridge_support import started_agents
+
+    with started_agents(broker_process) as make:
+        yield make
+
+
+@pytest.fixture
 def home_broker(short_dir: Path) -> Iterator[BrokerProcess]:
     """A running broker at the default paths under a HOME that is the test's directory
     (:func:`home_env`), with only the system's bin folders on PATH."""

@@ -29,24 +29,6 @@ from bridge_support import FakeAgent, asyncio_test, open_bridge, ready, text_of
 from conftest import ROOT, BrokerProcess, broker_env
 
 
-@pytest.fixture
-def make_agent(broker_process: BrokerProcess) -> Any:
-    """Start fake agents in the broker's environment; all are ended afterwards."""
-    started: list[FakeAgent] = []
-
-    def make(name: str, kind: str = "claude", channels: bool = False, cwd: Path | None = None) -> FakeAgent:
-        agent = FakeAgent(broker_process.base, name, kind, cwd or broker_process.base,
-                          dict(broker_process.env), channels).start()
-        started.append(agent)
-        return agent
-
-    yield make
-    for agent in started:
-        agent.cleanup()
-        # Shown by pytest only when the test failed: what the agent's bridges logged.
-        print(f"--- stderr of agent {agent.name} and its bridges ---\n{agent.log_text()[-6000:]}")
-
-
 def body_of(content: str) -> str:
     """The body of one framed message (its bar-prefixed lines, bar removed); a channel
     notification's content is the body itself."""

@@ -13,24 +13,15 @@ from typing import Any, Callable
 
 import pytest
 
-from bridge_support import FakeAgent, asyncio_test, open_bridge, ready, text_of
+from bridge_support import asyncio_test, open_bridge, ready, started_agents, text_of
 from conftest import BrokerProcess
 
 
 @pytest.fixture
 def make_agent(broker_process: BrokerProcess) -> Any:
     """Start fake agents in the broker's environment; all are ended afterwards."""
-    started: list[FakeAgent] = []
-
-    def make(name: str, cwd: Path, channels: bool = True) -> FakeAgent:
-        agent = FakeAgent(broker_process.base, name, "claude", cwd, dict(broker_process.env), channels).start()
-        started.append(agent)
-        return agent
-
-    yield make
-    for agent in started:
-        agent.cleanup()
-        print(f"--- stderr of agent {agent.name} and its bridges ---\n{agent.log_text()[-4000:]}")
+    with started_agents(broker_process) as make:
+        yield lambda name, cwd, channels=True: make(name, channels=channels, cwd=cwd)
     print(f"--- the broker's log ---\n{broker_process.log_text()[-6000:]}")
 
 

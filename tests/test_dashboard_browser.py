@@ -57,20 +57,15 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def make_agent(broker_process: BrokerProcess) -> Iterator[Callable[..., FakeAgent]]:
-    """Start stand-in agents in the broker's environment; all are ended afterwards."""
-    started: list[FakeAgent] = []
+def make_agent(broker_process: BrokerProcess, make_agent: Callable[..., FakeAgent]) -> Callable[..., FakeAgent]:
+    """The shared ``make_agent``, each agent in a folder of its own (``repo-NAME``)."""
 
     def make(name: str, kind: str = "claude", channels: bool = False) -> FakeAgent:
         cwd = broker_process.base / f"repo-{name}"
         cwd.mkdir(exist_ok=True)
-        agent = FakeAgent(broker_process.base, name, kind, cwd, dict(broker_process.env), channels).start()
-        started.append(agent)
-        return agent
+        return make_agent(name, kind, channels, cwd=cwd)
 
-    yield make
-    for agent in started:
-        agent.cleanup()
+    return make
 
 
 def in_thread(function: Callable[..., Any], *args: Any) -> Any:

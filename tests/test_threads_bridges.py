@@ -14,7 +14,7 @@ import pytest
 
 from bridge_support import ready, text_of, asyncio_test, open_bridge
 from conftest import BrokerProcess
-from test_bridge_integration import make_agent, my_id  # noqa: F401 - make_agent is a fixture
+from test_bridge_integration import my_id
 
 
 def message_number(sent: str) -> int:
