@@ -30,6 +30,7 @@ if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip("needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver",
                 allow_module_level=True)
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -74,8 +75,13 @@ def in_thread(function: Callable[..., Any], *args: Any) -> Any:
 
 
 def wait(driver: Any, condition: Callable[[Any], Any], timeout: float = 20.0) -> Any:
-    """Wait for ``condition(driver)`` to be truthy (Selenium's bounded wait)."""
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+    """Wait for ``condition(driver)`` to be truthy (Selenium's bounded wait).
+
+    The page redraws a card when its peer changes: a card found just before a redraw is
+    stale when read, which means "not yet", as a card not found does.
+    """
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def peer_card(driver: Any, name: str) -> Any:
