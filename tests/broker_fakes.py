@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+import pytest
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import Clock
 
 from claudepeers.common.agents import same_start
@@ -113,12 +114,17 @@ class World:
 
     def agent(self, start: float = 100.0) -> tuple[int, int]:
         """An agent process and a bridge process under it: (agent_pid, bridge_pid)."""
-        agent_pid = self._next_pid
+        agent_pid = self.process(start)
         bridge_pid = agent_pid + 1
-        self._next_pid += 10
-        self.processes.spawn(agent_pid, start)
         self.processes.spawn(bridge_pid, start + 1, parent=agent_pid)
         return agent_pid, bridge_pid
+
+    def process(self, start: float, parent: int | None = None) -> int:
+        """One more process in the table (under ``parent``, if given): its pid (ten apart from the last)."""
+        pid = self._next_pid
+        self._next_pid += 10
+        self.processes.spawn(pid, start, parent=parent)
+        return pid
 
     def register(self, agent_pid: int, bridge_pid: int, connection: Any, start: float = 100.0, **claim: Any) -> Deferred:
         """Register ``connection`` as the bridge of ``agent_pid``."""
@@ -130,3 +136,13 @@ class World:
         """Stop the broker and close the store."""
         self.broker.stop()
         return self.store.close()
+
+
+@inlineCallbacks
+def failure_of(d: Deferred) -> Any:
+    """The exception a Deferred fails with (the test fails if it succeeds)."""
+    try:
+        result = yield d
+    except Exception as error:  # the point: hand the error to the test
+        return error
+    pytest.fail(f"expected a failure, got {result!r}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 
 from claudepeers.broker import peers
 
@@ -16,17 +16,8 @@ from claudepeers.broker.core import Claim, Credentials
 from claudepeers.broker.records import GONE, OFFLINE, ONLINE
 from claudepeers.common.settings import Limits
 
-from broker_fakes import FakeBridge, World
+from broker_fakes import FakeBridge, World, failure_of
 
-
-@inlineCallbacks
-def failure_of(d: Deferred):
-    """The exception a Deferred fails with (the test fails if it succeeds)."""
-    try:
-        result = yield d
-    except Exception as error:  # the point: hand the error to the test
-        return error
-    pytest.fail(f"expected a failure, got {result!r}")
 
 
 # --- identity and names ----------------------------------------------------------------

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 
 from claudepeers.broker.records import GONE, OFFLINE
 from claudepeers.common.settings import Limits
 from claudepeers.wire import commands as wire
 
-from broker_fakes import FakeBridge, World
+from broker_fakes import FakeBridge, World, failure_of
 
 REPO = dict(git_root="/src/api", git_common_dir="/src/api/.git", cwd="/src/api")
 
-
-@inlineCallbacks
-def failure_of(d: Deferred) -> Any:
-    """The exception a Deferred fails with (the test fails if it succeeds)."""
-    try:
-        result = yield d
-    except Exception as error:  # the point: hand the error to the test
-        return error
-    pytest.fail(f"expected a failure, got {result!r}")
 
 
 @inlineCallbacks
