@@ -24,11 +24,23 @@ from hypothesis import HealthCheck, settings
 
 from claudepeers.common.settings import Settings
 
-# One Hypothesis profile for every run: the machine is shared (2 cores, often several test
-# runs at once), so generation speed and per-example time say nothing about the code. Tests
-# that want another example count set it themselves.
+# Hypothesis profiles. "shared-machine", for every run: the machine is shared (2 cores, often
+# several test runs at once), so generation speed and per-example time say nothing about the
+# code. "ci" (chosen when CI=true, as CI services and .ci/run set it): the same, derandomized,
+# so a CI failure repeats on the next run and on a laptop, and printing the blob that
+# reproduces a failing example. Tests that want another example count set it themselves;
+# HYPOTHESIS_PROFILE names a profile outright.
 settings.register_profile("shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "shared-machine"))
+settings.register_profile("ci", settings.get_profile("shared-machine"), derandomize=True, print_blob=True)
+
+
+def hypothesis_profile(environ: dict[str, str]) -> str:
+    """The Hypothesis profile a run in ``environ`` uses."""
+    default = "ci" if environ.get("CI", "").lower() in ("true", "1") else "shared-machine"
+    return environ.get("HYPOTHESIS_PROFILE", default)
+
+
+settings.load_profile(hypothesis_profile(dict(os.environ)))
 
 ROOT = Path(__file__).resolve().parent.parent
 
