@@ -97,16 +97,16 @@ class FakeBridge:
 
 class World:
     """A broker over a real store (a SQLite file in ``base``, or the PostgreSQL ``database``
-    DSN), with a Clock and a fake process table."""
+    DSN), with a Clock and a fake process table (``processes``: one an earlier World used)."""
 
     def __init__(self, base: Path, limits: Limits | None = None, reactor: Any = None,
-                 database: str | None = None) -> None:
+                 database: str | None = None, processes: FakeProcesses | None = None) -> None:
         self.db_path: Path | str = database if database is not None else base / "peers.db"
         prepare(self.db_path)
         self.store = Store(open_pool(str(self.db_path)))
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
-        self.processes = FakeProcesses()
+        self.processes = processes or FakeProcesses()
         self.limits = limits or Limits()
         self.broker = Broker(self.store, self.clock, self.limits, host="testhost", processes=self.processes,
                              reactor=reactor)

@@ -469,9 +469,7 @@ def test_restart_restores_peers_offline_with_same_ids(short_dir: Path) -> None:
     first.broker.disconnected(recipient, conn)
     sent = yield first.broker.send(sender, "bob", "kept across restarts")
     yield first.close()
-    second = World(short_dir)
-    second.processes = first.processes
-    second.broker._processes = first.processes
+    second = World(short_dir, processes=first.processes)  # the same machine, a restarted broker
     yield second.broker.start()
     restored = second.broker.actors[recipient.id]
     assert restored.name == "bob" and restored.state == OFFLINE and restored.unread == 1
