@@ -40,7 +40,7 @@ from claudepeers.broker.storage import Store, prepare
 from broker_fakes import FakeProcesses
 from conftest import ROOT, BrokerProcess, broker_env
 from raw_amp import Closed, RawAMP
-from test_model import SyncPool
+from model_wire import SyncPool
 from test_storage_faults import CHILD_PREPARE, LockHolder, fingerprint
 
 #: Generous limits so that a fast sender is never refused for its rate during the kill rounds.
