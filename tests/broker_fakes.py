@@ -146,3 +146,15 @@ def failure_of(d: Deferred) -> Any:
     except Exception as error:  # the point: hand the error to the test
         return error
     pytest.fail(f"expected a failure, got {result!r}")
+
+
+@inlineCallbacks
+def sender_and_offline_bob(world: World) -> Any:
+    """A registered sender, and "bob" registered then disconnected: (sender, bob, bob's pids)."""
+    a1, b1 = world.agent()
+    a2, b2 = world.agent()
+    sender, _ = yield world.register(a1, b1, FakeBridge())
+    offline = FakeBridge(auto=None)
+    recipient, _ = yield world.register(a2, b2, offline, name="bob")
+    world.broker.disconnected(recipient, offline)
+    return sender, recipient, (a2, b2)
