@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge_support import asyncio_test, open_bridge, ready
-from test_bridge_integration import git
+from bridge_support import asyncio_test, git, open_bridge, ready
 from conftest import BrokerProcess
 from hosts_support import Hosts, hosts, wait_until  # noqa: F401 - the fixture
 
