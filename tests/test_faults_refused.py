@@ -29,7 +29,7 @@ from broker_fakes import FakeProcesses
 from conftest import ROOT, BrokerProcess, broker_env
 from raw_amp import RawAMP
 from model_wire import SyncPool
-from storage_fault_support import CHILD_PREPARE, LockHolder, fingerprint
+from storage_support import CHILD_PREPARE, LockHolder, fingerprint
 
 # --- databases the broker must refuse -------------------------------------------------------------
 

@@ -23,8 +23,8 @@ from twisted.internet.defer import DeferredList
 from claudepeers.broker.storage import DatabaseError, Store, StoreError, database, open_pool, prepare
 
 from engines import is_pg
-from storage_fault_support import CHILD_PREPARE, fingerprint, new_message, query
-from storage_fault_support import db_path  # noqa: F401 - a fixture
+from storage_support import CHILD_PREPARE, fingerprint, new_message, query
+from storage_support import db_path  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,8 +19,8 @@ from twisted.internet.defer import Deferred
 from claudepeers.broker.storage import DatabaseError, Store, database, open_pool, prepare
 
 from conftest import ROOT
-from storage_fault_support import LockHolder, fingerprint, make_wal, new_message, query
-from storage_fault_support import db_path, lock_holder  # noqa: F401 - fixtures
+from storage_support import LockHolder, fingerprint, make_wal, new_message, query
+from storage_support import db_path, lock_holder  # noqa: F401 - fixtures
 
 
 # --- locked by another process ------------------------------------------------------------------

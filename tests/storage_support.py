@@ -1,6 +1,6 @@
-"""What the storage fault tests share (``test_storage_faults.py``, ``test_storage_locks.py``,
-``test_faults_refused.py``): file fingerprints, a message to store, a query on a separate
-connection, a child that runs ``prepare``, and another process holding a real SQLite lock.
+"""What the storage tests share (``test_storage*.py``, ``test_faults_refused.py``): records to
+store, the database and Store fixtures, file fingerprints, a query on a separate connection,
+a child that runs ``prepare``, and another process holding a real SQLite lock.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import pytest_twisted
 
-from claudepeers.broker.records import NewMessage
-from claudepeers.broker.storage import database
+from claudepeers.broker.records import ONLINE, NewMessage, PeerRecord
+from claudepeers.broker.storage import Store, database, open_pool, prepare
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,10 +28,18 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def new_message(to_id: str, body: str = "hello") -> NewMessage:
+def new_message(to_id: str, body: str = "hello", from_id: str = "sender01", sent_at: float = 1000.0) -> NewMessage:
     """A message ready to store."""
-    return NewMessage(from_id="sender01", from_name="sender", from_summary="", from_cwd="/repo",
-                      from_client="codex", verified=True, to_id=to_id, body=body, sent_at=1000.0)
+    return NewMessage(from_id=from_id, from_name="sender", from_summary="testing", from_cwd="/repo",
+                      from_client="claude-code", verified=True, to_id=to_id, body=body, sent_at=sent_at)
+
+
+def peer(peer_id: str, state: str = ONLINE, gone_at: float | None = None, name: str | None = None) -> PeerRecord:
+    """A peer record with plausible fields."""
+    return PeerRecord(id=peer_id, host="host-a", agent_pid=4242, agent_start=100.0, client_type="claude-code",
+                      name=name or peer_id, cwd="/repo", git_root="/repo", git_common_dir="/repo/.git",
+                      branch="main", tty=None, summary="", state=state, registered_at=100.0, last_seen=200.0,
+                      gone_at=gone_at)
 
 
 def query(path: Path, sql: str) -> list[tuple]:
@@ -46,6 +55,23 @@ def query(path: Path, sql: str) -> list[tuple]:
 def db_path(tmp_path: Path) -> Path:
     """Where a test's database lives (not yet created)."""
     return tmp_path / "peers.db"
+
+
+@pytest.fixture
+def target(db_target: str) -> str:
+    """The test's database on each engine in turn: a SQLite path, then a PostgreSQL DSN."""
+    return db_target
+
+
+@pytest.fixture
+def store(target: str) -> Iterator[Store]:
+    """A Store on a freshly prepared database (each engine in turn), closed afterwards."""
+    prepare(target)
+    the_store = Store(open_pool(target))
+    try:
+        yield the_store
+    finally:
+        pytest_twisted.blockon(the_store.close())
 
 
 CHILD_PREPARE = textwrap.dedent(
