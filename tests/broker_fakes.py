@@ -111,6 +111,8 @@ class World:
         self.broker = Broker(self.store, self.clock, self.limits, host="testhost", processes=self.processes,
                              reactor=reactor)
         self._next_pid = 1000
+        #: the iosim connections of a test (broker_pair.Pair): settling one pumps them all
+        self.pairs: list[Any] = []
 
     def agent(self, start: float = 100.0) -> tuple[int, int]:
         """An agent process and a bridge process under it: (agent_pid, bridge_pid)."""
