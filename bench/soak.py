@@ -10,8 +10,9 @@ What runs:
   over their stdin/stdout by this process (tests/raw_mcp.py): they send with the
   ``send_message`` tool and receive ``notifications/claude/channel``;
 - ``--sims`` simulated peers: AMP clients on the broker's TCP listener, run by child processes
-  of this script (``--role sims``, Twisted, 500 peers each), each peer registered for its own
-  live stand-in agent process (``sleep``); they send with ``Send`` and show every push at once.
+  of this script (``--role sims``, Twisted, 500 peers each), each peer registered as one thread
+  of its child process (over TCP the broker accepts only the agent whose process tree holds the
+  connection); they send with ``Send`` and show every push at once.
 
 Every message carries a unique key and its send time. A message counts as sent when its Send
 (or send_message) was answered without error; delivered when its recipient received it (a
@@ -32,7 +33,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -63,12 +63,11 @@ def run_sims(options: argparse.Namespace) -> int:
 
     received: list[tuple[str, str, float]] = []  # (recipient, key, at)
     sent: list[tuple[str, str, float, bool]] = []  # (sender, key, at, ok)
-    sleepers = [subprocess.Popen(["sleep", "100000"]) for _ in range(options.count)]
     import psutil
 
-    starts = [psutil.Process(p.pid).create_time() for p in sleepers]
-    # The driver ends these by pid too, should this process be killed before finish().
-    print("SLEEPERS " + json.dumps([p.pid for p in sleepers]), flush=True)
+    # Over TCP the broker accepts only an agent whose process tree holds the connection: this
+    # process is the agent, and each simulated peer one thread of it, as a Codex app-server's are.
+    agent = (os.getpid(), psutil.Process().create_time())
 
     class SimPeer(amp.AMP):
         name = ""
@@ -93,7 +92,7 @@ def run_sims(options: argparse.Namespace) -> int:
             peer.name = f"{options.prefix}{index}"
             yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", options.port, timeout=30), peer)
             yield peer.callRemote(wire.Authenticate, token=token)
-            yield peer.callRemote(wire.Register, agent_pid=sleepers[index].pid, agent_start=starts[index],
+            yield peer.callRemote(wire.Register, agent_pid=agent[0], agent_start=agent[1], thread_id=peer.name,
                                   client_type="codex", cwd=f"/soak/{peer.name}", name=peer.name, delivery="push")
             peers.append(peer)
         print("READY " + json.dumps([p.name for p in peers]), flush=True)
@@ -127,9 +126,6 @@ def run_sims(options: argparse.Namespace) -> int:
 
     def finish() -> None:
         Path(options.out).write_text(json.dumps({"sent": sent, "received": received}))
-        for sleeper in sleepers:
-            sleeper.kill()
-            sleeper.wait()
         reactor.stop()
 
     sender_loop = LoopingCall(send_some)
@@ -199,7 +195,6 @@ def drive(options: argparse.Namespace) -> int:
     agents: list[FakeAgent] = []
     bridges: list[StdioBridge] = []
     children: list[subprocess.Popen] = []
-    sleeper_pids: list[int] = []
     bridge_sent: list[tuple[str, str, float, bool]] = []
     samples: list[dict[str, float]] = []
     stop_sending = threading.Event()
@@ -222,9 +217,6 @@ def drive(options: argparse.Namespace) -> int:
         for child in children:
             assert child.stdout is not None
             line = child.stdout.readline()
-            if line.startswith("SLEEPERS "):
-                sleeper_pids.extend(json.loads(line[9:]))
-                line = child.stdout.readline()
             if not line.startswith("READY "):
                 raise RuntimeError(f"simulated peers did not start: {line!r}")
             sim_names += json.loads(line[6:])
@@ -322,11 +314,6 @@ def drive(options: argparse.Namespace) -> int:
             if child.poll() is None:
                 child.kill()
                 child.wait()
-        for pid in sleeper_pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         broker.stop()
         shutil.rmtree(base, ignore_errors=True)
     print_report(report)
