@@ -53,6 +53,7 @@ class ClaudeSession:
 
     def __post_init__(self) -> None:
         self.tmux = Tmux(self.home / "tmux.sock", "claude")
+        self._started: dict[int, float] = {}  # claude's pid -> start time, once it runs
 
     def start(self, api_url: str, timeout: float = 40.0) -> "ClaudeSession":
         """Start ``claude`` and wait for its prompt; Enter accepts the dev-channels warning."""
@@ -104,8 +105,7 @@ class ClaudeSession:
 
     def stop(self) -> None:
         """End claude by its pid (SIGTERM, then SIGKILL), then the tmux server."""
-        if self.pid is not None:
-            end(self._started)
+        end(self._started)
         self.tmux.kill()
 
 
