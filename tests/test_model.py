@@ -127,13 +127,13 @@ class BrokerModel(CoordRules, ThreadRules, ModelPlumbing, RuleBasedStateMachine)
         try:
             answer = self.call(sender, wire.Send, to=target, body=body)
         except CallFailed as error:
-            if sender is recipient:
+            if sender is recipient or "\x00" in body:  # a body may not hold U+0000 (PostgreSQL's text cannot)
                 assert error.failure.check(wire.InvalidArgument), error
             else:
                 assert not recipient.alive, f"send to live {recipient.peer_id} failed: {error}"
                 assert error.failure.check(wire.PeerGone), error
             return
-        assert sender is not recipient and recipient.alive
+        assert sender is not recipient and recipient.alive and "\x00" not in body
         assert answer["to_id"] == recipient.peer_id
         assert answer["to_name"] == recipient.name
         expected = ("shown" if recipient.client is not None and recipient.delivery == "push"
