@@ -30,9 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from support import percentile  # first: it puts this checkout and its tests on sys.path
 
 from claudepeers.hooks.amp_socket import AmpSocket  # noqa: E402
 from claudepeers.wire.box import json_value, text  # noqa: E402
@@ -52,11 +50,6 @@ def answered(bridge: StdioBridge, request_id: str, timeout: float = 10.0) -> Non
         time.sleep(0.0005)  # the reader thread's list: polled finely, the figure is milliseconds
     raise TimeoutError(f"no answer to {request_id}")
 
-
-def percentile(values: list[float], share: float) -> float:
-    """The ``share`` percentile of ``values`` (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def run(rounds: int) -> dict[str, Any]:

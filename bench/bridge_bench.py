@@ -20,19 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import broker, percentile  # first: it puts this checkout and its tests on sys.path
 
 #: The stand-in Claude Code's session id (its transcript's name).
 TRANSCRIPT_SESSION = "bench-session"
@@ -169,39 +164,14 @@ def cpu_seconds(roles: dict[str, Any]) -> dict[str, float]:
     return times
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
-def wait_for_socket(path: Path, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        probe = socket.socket(socket.AF_UNIX)
-        try:
-            probe.connect(str(path))
-            return
-        except OSError:
-            time.sleep(0.01)
-        finally:
-            probe.close()
-    raise TimeoutError(f"no broker at {path}")
 
 
 async def run(messages: int, burst: int, startups: int) -> dict[str, Any]:
-    base = Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_PEER")}
-    env.update(
-        HOME=str(base), CLAUDE_PEERS_SOCKET=str(base / "run" / "cp.sock"), CLAUDE_PEERS_DB=str(base / "peers.db"),
-        CLAUDE_PEERS_NO_AUTOSTART="1", CLAUDE_PEERS_MESSAGES_PER_MINUTE="1000000",
-        CLAUDE_PEERS_LOG_LEVEL="warn", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    )
-    broker_log = open(base / "broker.log", "ab")
-    broker = subprocess.Popen([sys.executable, "-m", "claudepeers.broker.main"], env=env,
-                              stdin=subprocess.DEVNULL, stdout=broker_log, stderr=broker_log)
+    stack = ExitStack()  # the broker, stopped by pid when the run ends
+    process = stack.enter_context(broker(CLAUDE_PEERS_MESSAGES_PER_MINUTE="1000000", CLAUDE_PEERS_LOG_LEVEL="warn"))
+    base, env = process.base, process.env
     clients: list[RawClient] = []
     try:
-        wait_for_socket(base / "run" / "cp.sock")
         results: dict[str, Any] = {}
 
         # 1. Start to initialize answer (no registration needed to answer).
@@ -256,7 +226,7 @@ async def run(messages: int, burst: int, startups: int) -> dict[str, Any]:
         }
 
         # 3. Burst: everything written at once.
-        roles = processes(broker.pid, a, b)
+        roles = processes(process.process.pid, a, b)
         cpu_before = cpu_seconds(roles)
         before = len(a.notifications)
         started = time.perf_counter()
@@ -292,14 +262,7 @@ async def run(messages: int, burst: int, startups: int) -> dict[str, Any]:
     finally:
         for client in clients:
             await client.close()
-        broker.send_signal(signal.SIGTERM)
-        try:
-            broker.wait(10)
-        except subprocess.TimeoutExpired:
-            broker.kill()
-            broker.wait()
-        broker_log.close()
-        shutil.rmtree(base, ignore_errors=True)
+        stack.close()
 
 
 def main() -> None:

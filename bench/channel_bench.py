@@ -2,7 +2,7 @@
 
 One interactive ``claude`` (default: ``CLAUDE_PEERS_TEST_CLAUDE_NEW``, Claude Code 2.1.332)
 runs in tmux, offline, against the stand-in Messages API of ``tests/agent_standins.py``,
-with ``--dangerously-load-development-channels server:claude-peers`` (``tests/channel_tmux.py``);
+with ``--dangerously-load-development-channels server:claude-peers`` (``tests/claude_tmux.py``);
 ``--hooks`` installs the prompt hooks too, and then every channel turn first waits for the
 UserPromptSubmit hook (a Python process start). The sender is a registered peer of its own: a stand-in
 Codex session whose bridge gets ``tools/call send_message`` over MCP stdio, exactly as an
@@ -30,10 +30,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from bridge_support import FakeAgent  # noqa: E402
-from channel_tmux import CLAUDE_NEW, Scenario  # noqa: E402
+from agent_tmux import CLAUDE_NEW  # noqa: E402
+from claude_tmux import DEV_FLAG, Scenario  # noqa: E402
 from raw_mcp import StdioBridge  # noqa: E402
-
-DEV_FLAG = ["--dangerously-load-development-channels", "server:claude-peers"]
 
 
 def main() -> int:

@@ -18,14 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from support import percentile  # first: it puts this checkout and its tests on sys.path
 
 from claudepeers.wire import commands as wire  # noqa: E402
 from codex_tui import CodexTuis  # noqa: E402
@@ -34,11 +31,6 @@ from raw_amp import RawAMP  # noqa: E402
 
 DEFAULT_CODEX = "/work/clis/codex-0.171.0/node_modules/.bin/codex"
 
-
-def percentile(values: list[float], fraction: float) -> float:
-    """The value at ``fraction`` of the sorted values (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
 def measure(codex: str, messages: int) -> dict:
@@ -56,7 +48,7 @@ def measure(codex: str, messages: int) -> dict:
         tuis.bind("a", "bench")
         sender = RawAMP.unix(str(broker.socket_path))
         for number in range(messages):
-            tuis.wait_for_screen("a", "Ask Codex", 30)  # idle: the previous woken turn has ended
+            tuis.tmux.wait_for_screen("Ask Codex", 30, "a")  # idle: the previous woken turn has ended
             time.sleep(0.5)  # and its last request is answered
             seen = len(tuis.api.requests)
             text = f"BENCH-{number}-{time.time_ns()}"

@@ -32,15 +32,10 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "bench"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-import broker_bench  # noqa: E402
+from support import ROOT, percentile  # first: it puts this checkout and its tests on sys.path
+import broker_bench
 
 
 # =========================================================================================
@@ -222,8 +217,8 @@ def show(label: str, result: dict) -> None:
     print(f"   {label}: capacity {cap['rate']:,.0f} msg/s (broker CPU {cap['broker_cpu']:.0f}%); "
           f"paced {paced['rate']:,.0f} msg/s: broker CPU {paced['broker_cpu']:.1f}% "
           f"({1e4 * paced['broker_cpu'] / max(paced['rate'], 1):.0f} us per message), "
-          f"p50 {1000 * broker_bench._pct(paced['latencies'], 0.5):.2f} ms, "
-          f"p99 {1000 * broker_bench._pct(paced['latencies'], 0.99):.2f} ms")
+          f"p50 {1000 * percentile(paced['latencies'], 0.5):.2f} ms, "
+          f"p99 {1000 * percentile(paced['latencies'], 0.99):.2f} ms")
     for name in ("capacity", "paced"):
         integrity = result[name]["integrity"]
         if integrity["lost"] or integrity["duplicated"]:

@@ -18,20 +18,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
-import shutil
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
+from contextlib import ExitStack
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bridge_bench import ROOT, STAND_IN, RawClient, percentile, wait_for_socket  # noqa: E402
+from support import broker, percentile  # first: it puts this checkout and its tests on sys.path
+
+from bridge_bench import STAND_IN, RawClient
 
 
 def text(answer: dict[str, Any]) -> str:
@@ -67,19 +62,11 @@ async def round_trips(a: RawClient, b: RawClient, b_name: str, trips: int) -> di
 
 
 async def run(trips: int) -> dict[str, Any]:
-    base = Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_PEER")}
-    env.update(
-        HOME=str(base), CLAUDE_PEERS_SOCKET=str(base / "run" / "cp.sock"), CLAUDE_PEERS_DB=str(base / "peers.db"),
-        CLAUDE_PEERS_NO_AUTOSTART="1", CLAUDE_PEERS_MESSAGES_PER_MINUTE="1000000",
-        CLAUDE_PEERS_LOG_LEVEL="warn", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    )
-    broker_log = open(base / "broker.log", "ab")
-    broker = subprocess.Popen([sys.executable, "-m", "claudepeers.broker.main"], env=env,
-                              stdin=subprocess.DEVNULL, stdout=broker_log, stderr=broker_log)
+    stack = ExitStack()  # the broker, stopped by pid when the run ends
+    process = stack.enter_context(broker(CLAUDE_PEERS_MESSAGES_PER_MINUTE="1000000", CLAUDE_PEERS_LOG_LEVEL="warn"))
+    base, env = process.base, process.env
     clients: list[RawClient] = []
     try:
-        wait_for_socket(base / "run" / "cp.sock")
         for kind in ("claude", "codex"):
             (base / kind).mkdir()
             script = base / kind / kind
@@ -101,14 +88,7 @@ async def run(trips: int) -> dict[str, Any]:
     finally:
         for client in clients:
             await client.close()
-        broker.send_signal(signal.SIGTERM)
-        try:
-            broker.wait(10)
-        except subprocess.TimeoutExpired:
-            broker.kill()
-            broker.wait()
-        broker_log.close()
-        shutil.rmtree(base, ignore_errors=True)
+        stack.close()
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 
 It starts a real broker subprocess in a short temporary directory and N + 1 simulated
 peers on its UNIX socket, each with a dummy agent process of its own (the broker's identity
-checks run for real; see ``broker_bench.py``, whose ``_fork_agents`` this reuses). Every
+checks run for real; see ``broker_load.py``, whose ``fork_agents`` this reuses). Every
 recipient answers each ``Deliver`` at once with ``shown=True``, as a bridge whose agent saw
 the message. Per round it measures, from the sender's ``SendMany``:
 
@@ -31,15 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "bench"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+from support import ROOT, percentile  # first: it puts this checkout and its tests on sys.path
+import psutil
 
-import psutil  # noqa: E402
-
-from broker_bench import _fork_agents  # noqa: E402
-from claudepeers.wire import box as ampbox  # noqa: E402
+from broker_load import fork_agents
+from claudepeers.wire import box as ampbox
 
 BODY = "fan-out benchmark: " + "x" * 80
 
@@ -148,11 +144,6 @@ def one_round(sender: Peer, recipients: list[Peer]) -> tuple[float, float, int]:
     return last_push - began, answered - began, count
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile (nearest rank) of ``values``."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its figures."""
@@ -165,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     agents: list[tuple[socket.socket, int]] = []
     try:
         broker, socket_path = start_broker(base)
-        agents = _fork_agents(str(socket_path), args.peers + 1)
+        agents = fork_agents(str(socket_path), args.peers + 1)
         peers = [Peer(sock, pid, f"f{i}") for i, (sock, pid) in enumerate(agents)]
         for peer in peers:
             register(peer)

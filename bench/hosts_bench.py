@@ -36,16 +36,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "bench", ROOT / "tests"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+from support import ROOT  # first: it puts this checkout and its tests on sys.path
+import psutil
 
-import psutil  # noqa: E402
-
-from broker_bench import _fork_agents  # noqa: E402
-from claudepeers.wire import box as ampbox  # noqa: E402
-from pg_server import PostgresServer  # noqa: E402
+from broker_load import fork_agents
+from claudepeers.wire import box as ampbox
+from pg_server import PostgresServer
 
 BODY = "benchmark message: " + "x" * 80
 
@@ -157,7 +153,7 @@ class Bench:
             time.sleep(0.3)
             count = self.args.senders + 1
             self.peers[index] = []
-            for n, (sock, pid) in enumerate(_fork_agents(str(home / "run" / "cp.sock"), count)):
+            for n, (sock, pid) in enumerate(fork_agents(str(home / "run" / "cp.sock"), count)):
                 peer = Peer(sock, pid, f"h{index}p{n}")
                 peer.reader.start()
                 start = psutil.Process(pid).create_time()

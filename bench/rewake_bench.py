@@ -38,9 +38,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import psutil  # noqa: E402
 
 from agent_standins import StandInApi  # noqa: E402
-from claude_tmux import BrokerView, ClaudeInTmux, environment_path, seed_claude_json  # noqa: E402
-from cli_support import cli  # noqa: E402
-from conftest import BrokerProcess, broker_env  # noqa: E402
+from agent_tmux import environment_path  # noqa: E402
+from claude_tmux import ClaudeSession, seed_home  # noqa: E402
+from cli_support import BrokerView, cli  # noqa: E402
+from conftest import BrokerProcess, home_env  # noqa: E402
 
 
 def exit_time(pid: int, timeout: float) -> float:
@@ -60,9 +61,7 @@ def exit_time(pid: int, timeout: float) -> float:
 def bench_one(claude: str, messages: int) -> dict[str, Any]:
     """Send ``messages`` messages one at a time to an idle session; the timings in ms."""
     base = Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))
-    env = broker_env(base, PATH=environment_path(),
-                     CLAUDE_PEERS_SOCKET=str(base / ".claude" / "run" / "claude-peers.sock"),
-                     CLAUDE_PEERS_DB=str(base / ".claude-peers.db"))
+    env = home_env(base, PATH=environment_path(), CLAUDE_PEER_NAME="bench")
     broker = BrokerProcess(base, env).start()
     api = StandInApi()
     session = None
@@ -72,8 +71,8 @@ def bench_one(claude: str, messages: int) -> dict[str, Any]:
     try:
         installed = cli(env, "install", "--claude", "--config-file", "--hooks")
         assert installed.returncode == 0, installed.stderr
-        seed_claude_json(base, base)
-        session = ClaudeInTmux(claude, base, env, api.url, "bench").start()
+        seed_home(base, base, gate=False)
+        session = ClaudeSession(claude, base, env).start(api.url)
         view = BrokerView(broker.socket_path)
         waiter = view.wait_for_waiter("bench")
         version = session.screen()
@@ -90,7 +89,7 @@ def bench_one(claude: str, messages: int) -> dict[str, Any]:
         session.exit()
     finally:
         if session is not None:
-            session.close()
+            session.stop()
         api.close()
         broker.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -115,9 +114,9 @@ def baseline_one(claude: str) -> float:
     command = f"sleep 3; date +%s.%N > {stamp}; echo BASELINE-WAKE >&2; exit 2"
     hook = {"type": "command", "command": command, "asyncRewake": True, "timeout": 60}
     (base / ".claude" / "settings.json").write_text(json.dumps({"hooks": {"SessionStart": [{"hooks": [hook]}]}}))
-    seed_claude_json(base, base)
+    seed_home(base, base, gate=False)
     api = StandInApi()
-    session = ClaudeInTmux(claude, base, {"PATH": "/usr/bin:/bin"}, api.url, "baseline").start()
+    session = ClaudeSession(claude, base, {"PATH": "/usr/bin:/bin", "CLAUDE_PEER_NAME": "baseline"}).start(api.url)
     try:
         _, arrived = api.wait_for_text("BASELINE-WAKE", 60)
         wall = time.time() - (time.monotonic() - arrived)

@@ -10,8 +10,9 @@ What runs:
   over their stdin/stdout by this process (tests/raw_mcp.py): they send with the
   ``send_message`` tool and receive ``notifications/claude/channel``;
 - ``--sims`` simulated peers: AMP clients on the broker's TCP listener, run by child processes
-  of this script (``--role sims``, Twisted, 500 peers each), each peer registered for its own
-  live stand-in agent process (``sleep``); they send with ``Send`` and show every push at once.
+  of this script (``--role sims``, Twisted, 500 peers each), each peer registered as one thread
+  of its child process (over TCP the broker accepts only the agent whose process tree holds the
+  connection); they send with ``Send`` and show every push at once.
 
 Every message carries a unique key and its send time. A message counts as sent when its Send
 (or send_message) was answered without error; delivered when its recipient received it (a
@@ -32,20 +33,17 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from support import ROOT, percentile  # first: it puts this checkout and its tests on sys.path
+from soak_plot import write_png
 
 KEY = re.compile(r"soak\|([^|\s]+)\|([0-9.]+)")
 
@@ -65,12 +63,11 @@ def run_sims(options: argparse.Namespace) -> int:
 
     received: list[tuple[str, str, float]] = []  # (recipient, key, at)
     sent: list[tuple[str, str, float, bool]] = []  # (sender, key, at, ok)
-    sleepers = [subprocess.Popen(["sleep", "100000"]) for _ in range(options.count)]
     import psutil
 
-    starts = [psutil.Process(p.pid).create_time() for p in sleepers]
-    # The driver ends these by pid too, should this process be killed before finish().
-    print("SLEEPERS " + json.dumps([p.pid for p in sleepers]), flush=True)
+    # Over TCP the broker accepts only an agent whose process tree holds the connection: this
+    # process is the agent, and each simulated peer one thread of it, as a Codex app-server's are.
+    agent = (os.getpid(), psutil.Process().create_time())
 
     class SimPeer(amp.AMP):
         name = ""
@@ -95,7 +92,7 @@ def run_sims(options: argparse.Namespace) -> int:
             peer.name = f"{options.prefix}{index}"
             yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", options.port, timeout=30), peer)
             yield peer.callRemote(wire.Authenticate, token=token)
-            yield peer.callRemote(wire.Register, agent_pid=sleepers[index].pid, agent_start=starts[index],
+            yield peer.callRemote(wire.Register, agent_pid=agent[0], agent_start=agent[1], thread_id=peer.name,
                                   client_type="codex", cwd=f"/soak/{peer.name}", name=peer.name, delivery="push")
             peers.append(peer)
         print("READY " + json.dumps([p.name for p in peers]), flush=True)
@@ -129,9 +126,6 @@ def run_sims(options: argparse.Namespace) -> int:
 
     def finish() -> None:
         Path(options.out).write_text(json.dumps({"sent": sent, "received": received}))
-        for sleeper in sleepers:
-            sleeper.kill()
-            sleeper.wait()
         reactor.stop()
 
     sender_loop = LoopingCall(send_some)
@@ -154,13 +148,6 @@ def broker_figures(pid: int) -> dict[str, float]:
     return {"rss_mib": round(process.memory_info().rss / 2**20, 1), "fds": process.num_fds(),
             "cpu_s": round(times.user + times.system, 2), "at": time.time()}
 
-
-def percentile(values: list[float], fraction: float) -> float:
-    """The value at ``fraction`` of the sorted values (nearest rank)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def main() -> int:
@@ -208,7 +195,6 @@ def drive(options: argparse.Namespace) -> int:
     agents: list[FakeAgent] = []
     bridges: list[StdioBridge] = []
     children: list[subprocess.Popen] = []
-    sleeper_pids: list[int] = []
     bridge_sent: list[tuple[str, str, float, bool]] = []
     samples: list[dict[str, float]] = []
     stop_sending = threading.Event()
@@ -231,9 +217,6 @@ def drive(options: argparse.Namespace) -> int:
         for child in children:
             assert child.stdout is not None
             line = child.stdout.readline()
-            if line.startswith("SLEEPERS "):
-                sleeper_pids.extend(json.loads(line[9:]))
-                line = child.stdout.readline()
             if not line.startswith("READY "):
                 raise RuntimeError(f"simulated peers did not start: {line!r}")
             sim_names += json.loads(line[6:])
@@ -331,11 +314,6 @@ def drive(options: argparse.Namespace) -> int:
             if child.poll() is None:
                 child.kill()
                 child.wait()
-        for pid in sleeper_pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         broker.stop()
         shutil.rmtree(base, ignore_errors=True)
     print_report(report)
@@ -395,124 +373,6 @@ def print_report(report: dict[str, Any]) -> None:
     s, e = report["broker_start"], report["broker_end"]
     print(f"broker RSS {s['rss_mib']} MiB -> {e['rss_mib']} MiB; open fds {s['fds']} -> {e['fds']}; "
           f"CPU {e['cpu_s'] - s['cpu_s']:.1f} s over the run")
-
-
-# --- a tiny PNG plotter (no matplotlib in the project) ----------------------------------------------
-
-FONT = {  # 3x5 glyphs, rows top to bottom
-    "0": ["111", "101", "101", "101", "111"], "1": ["010", "110", "010", "010", "111"],
-    "2": ["111", "001", "111", "100", "111"], "3": ["111", "001", "111", "001", "111"],
-    "4": ["101", "101", "111", "001", "001"], "5": ["111", "100", "111", "001", "111"],
-    "6": ["111", "100", "111", "101", "111"], "7": ["111", "001", "010", "010", "010"],
-    "8": ["111", "101", "111", "101", "111"], "9": ["111", "101", "111", "001", "111"],
-    ".": ["000", "000", "000", "000", "010"], " ": ["000"] * 5, "-": ["000", "000", "111", "000", "000"],
-    "m": ["000", "110", "111", "101", "101"], "s": ["011", "100", "010", "001", "110"],
-    "p": ["110", "101", "110", "100", "100"], "M": ["101", "111", "111", "101", "101"],
-    "B": ["110", "101", "110", "101", "110"], "i": ["010", "000", "010", "010", "010"],
-    "R": ["110", "101", "110", "101", "101"], "S": ["011", "100", "010", "001", "110"],
-    "t": ["010", "111", "010", "010", "011"], "a": ["000", "011", "101", "101", "011"],
-    "e": ["010", "101", "111", "100", "011"], "n": ["000", "110", "101", "101", "101"],
-    "c": ["000", "011", "100", "100", "011"], "y": ["101", "101", "011", "001", "110"],
-    "l": ["110", "010", "010", "010", "111"], "o": ["000", "010", "101", "101", "010"],
-    "d": ["001", "011", "101", "101", "011"], "r": ["000", "101", "110", "100", "100"],
-    "(": ["010", "100", "100", "100", "010"], ")": ["010", "001", "001", "001", "010"],
-    "/": ["001", "001", "010", "100", "100"], ",": ["000", "000", "000", "010", "100"],
-    "k": ["100", "101", "110", "110", "101"], "u": ["000", "101", "101", "101", "011"],
-    "b": ["100", "110", "101", "101", "110"], "g": ["011", "101", "011", "001", "110"],
-    "w": ["000", "101", "101", "111", "101"], "f": ["011", "100", "110", "100", "100"],
-    "h": ["100", "110", "101", "101", "101"], "v": ["000", "101", "101", "101", "010"],
-    ";": ["000", "010", "000", "010", "100"], ":": ["000", "010", "000", "010", "000"],
-}
-
-
-class Canvas:
-    """An RGB raster with lines and 3x5 text, saved as PNG with zlib."""
-
-    def __init__(self, width: int, height: int) -> None:
-        self.width, self.height = width, height
-        self.pixels = bytearray(b"\xff" * (width * height * 3))
-
-    def dot(self, x: int, y: int, color: tuple[int, int, int], size: int = 1) -> None:
-        for dx in range(size):
-            for dy in range(size):
-                px, py = x + dx, y + dy
-                if 0 <= px < self.width and 0 <= py < self.height:
-                    offset = (py * self.width + px) * 3
-                    self.pixels[offset:offset + 3] = bytes(color)
-
-    def line(self, x0: int, y0: int, x1: int, y1: int, color: tuple[int, int, int], size: int = 1) -> None:
-        steps = max(abs(x1 - x0), abs(y1 - y0), 1)
-        for step in range(steps + 1):
-            self.dot(round(x0 + (x1 - x0) * step / steps), round(y0 + (y1 - y0) * step / steps), color, size)
-
-    def text(self, x: int, y: int, text: str, color: tuple[int, int, int] = (0, 0, 0), scale: int = 2) -> None:
-        for index, char in enumerate(text):
-            glyph = FONT.get(char, FONT[" "])
-            for row, bits in enumerate(glyph):
-                for col, bit in enumerate(bits):
-                    if bit == "1":
-                        self.dot(x + (index * 4 + col) * scale, y + row * scale, color, scale)
-
-    def save(self, path: Path) -> None:
-        raw = b"".join(b"\x00" + bytes(self.pixels[y * self.width * 3:(y + 1) * self.width * 3])
-                       for y in range(self.height))
-
-        def chunk(kind: bytes, data: bytes) -> bytes:
-            return struct.pack("!I", len(data)) + kind + data + struct.pack("!I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-        header = struct.pack("!IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)
-        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
-                         + chunk(b"IEND", b""))
-
-
-def tick_label(value: float) -> str:
-    """A short axis label the 3x5 font can draw (no exponents)."""
-    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
-
-
-def write_png(path: Path, report: dict[str, Any]) -> None:
-    """p50 (blue) and p99 (red) latency per window, broker RSS (green, right scale)."""
-    canvas = Canvas(900, 420)
-    left, right, top, bottom = 70, 830, 40, 360
-    windows = [w for w in report["windows"] if w["delivered"]]
-    peak = max([w["p99_ms"] for w in windows] + [1.0])
-    peak = float(f"{peak * 1.15:.2g}")
-    span = max(report["seconds"], 1)
-    canvas.text(left, 10, f"soak latency ms (p50 blue, p99 red), broker RSS MiB (green); "
-                          f"{report['bridges']} bridges, {report['simulated_peers']} sims", scale=2)
-    canvas.line(left, bottom, right, bottom, (0, 0, 0))
-    canvas.line(left, top, left, bottom, (0, 0, 0))
-    canvas.line(right, top, right, bottom, (0, 0, 0))
-    for tick in range(6):
-        y = bottom - (bottom - top) * tick // 5
-        canvas.line(left - 5, y, left, y, (0, 0, 0))
-        canvas.text(8, y - 5, tick_label(peak * tick / 5), scale=2)
-        x = left + (right - left) * tick // 5
-        canvas.line(x, bottom, x, bottom + 5, (0, 0, 0))
-        canvas.text(x - 10, bottom + 12, f"{span * tick / 5:.0f}s", scale=2)
-
-    def plot(points: list[tuple[float, float]], top_value: float, color: tuple[int, int, int]) -> None:
-        pixels = [(left + int((right - left) * t / span), bottom - int((bottom - top) * min(v, top_value) / top_value))
-                  for t, v in points]
-        for (x0, y0), (x1, y1) in zip(pixels, pixels[1:]):
-            canvas.line(x0, y0, x1, y1, color, 2)
-        for x, y in pixels:
-            canvas.dot(x - 2, y - 2, color, 5)
-
-    mids = [((w["from_s"] + w["to_s"]) / 2, w) for w in windows]
-    plot([(t, w["p50_ms"]) for t, w in mids], peak, (30, 80, 220))
-    plot([(t, w["p99_ms"]) for t, w in mids], peak, (220, 40, 40))
-    rss = [(max(0.0, s["t_s"]), s["rss_mib"]) for s in report["broker_samples"]]
-    rss_top = float(f"{max(r for _, r in rss) * 1.3:.2g}")
-    plot([(min(t, span), r) for t, r in rss], rss_top, (30, 150, 60))
-    for tick in range(6):
-        y = bottom - (bottom - top) * tick // 5
-        canvas.text(right + 8, y - 5, tick_label(rss_top * tick / 5), (30, 150, 60), scale=2)
-    s, e = report["broker_start"], report["broker_end"]
-    canvas.text(left, 395, f"sent {report['sent']}, lost {report['lost']}, dup {report['duplicated']}; "
-                           f"RSS {s['rss_mib']}-{e['rss_mib']} MiB, fds {s['fds']}-{e['fds']}", scale=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,19 @@ import asyncio
 import functools
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
 import sys
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import anyio
+import psutil
 import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client import ClientExtension, NotificationBinding
@@ -194,6 +196,34 @@ class FakeAgent:
                 pass
 
 
+@contextmanager
+def started_agents(broker: Any, agent_class: type[FakeAgent] = FakeAgent, default_kind: str = "claude",
+                   **env: str) -> Iterator[Callable[..., Any]]:
+    """A function that starts stand-in agents in ``broker``'s environment (plus ``env``), every
+    one ended (by pid) when the block ends, its log printed (pytest shows it when a test failed).
+
+    The function takes the agent's ``name`` and, optionally, ``kind`` (``default_kind``),
+    ``channels``, ``cwd`` (the broker's folder), ``accepts`` (False: a Claude Code that skips
+    the channel) and ``args`` (argv after the program).
+    """
+    started: list[FakeAgent] = []
+
+    def make(name: str, kind: str | None = None, channels: bool = False, cwd: Path | None = None,
+             accepts: bool = True, args: list[str] | None = None) -> FakeAgent:
+        agent = agent_class(broker.base, name, kind or default_kind, cwd or broker.base, {**broker.env, **env},
+                            channels, args=list(args or []))
+        agent.accepts_channel = accepts
+        started.append(agent)  # before it starts: a start that fails half-way is ended too
+        return agent.start()
+
+    try:
+        yield make
+    finally:
+        for agent in started:
+            agent.cleanup()
+            print(f"--- stderr of agent {agent.name} and its bridges ---\n{agent.log_text()[-6000:]}")
+
+
 @dataclass
 class BridgeClient:
     """An MCP client session with one bridge."""
@@ -286,3 +316,46 @@ async def open_bridge(
         yield session
         if pidfile.exists():
             agent.bridge_pids.append(int(pidfile.read_text()))
+
+
+def body_of(content: str) -> str:
+    """The body of one framed message (its bar-prefixed lines, bar removed); a channel
+    notification's content is the body itself."""
+    if not any(line.startswith("\u2502 ") for line in content.split("\n")):
+        return content
+    return "\n".join(line[2:] for line in content.split("\n") if line.startswith("\u2502 "))
+
+
+def ids_in(text: str) -> set[str]:
+    """The peer ids listed by list_peers."""
+    return set(re.findall(r"^ID: (\S+)$", text, re.MULTILINE))
+
+
+async def my_id(bridge: Any) -> str:
+    """The peer id the bridge's whoami names."""
+    return (await bridge.text("whoami")).split("ID: ")[1].split("\n")[0]
+
+
+async def wait_gone(pid: int, timeout: float = 5.0) -> float:
+    """Wait until process ``pid`` has ended (a zombie counts); return how long it took.
+
+    The bridge is not our child, so there is nothing to wait on but its state: poll it,
+    with a bounded deadline.
+    """
+    started = time.monotonic()
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            await anyio.sleep(0.005)
+    return time.monotonic() - started
+
+
+def git(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run git with a fixed identity; the completed process."""
+    return subprocess.run(["git", *args], cwd=cwd, check=check, capture_output=True, text=True,
+                          env={**(env or os.environ), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+import pytest
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import Clock
 
 from claudepeers.common.agents import same_start
@@ -96,29 +97,36 @@ class FakeBridge:
 
 class World:
     """A broker over a real store (a SQLite file in ``base``, or the PostgreSQL ``database``
-    DSN), with a Clock and a fake process table."""
+    DSN), with a Clock and a fake process table (``processes``: one an earlier World used)."""
 
     def __init__(self, base: Path, limits: Limits | None = None, reactor: Any = None,
-                 database: str | None = None) -> None:
+                 database: str | None = None, processes: FakeProcesses | None = None) -> None:
         self.db_path: Path | str = database if database is not None else base / "peers.db"
         prepare(self.db_path)
         self.store = Store(open_pool(str(self.db_path)))
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
-        self.processes = FakeProcesses()
+        self.processes = processes or FakeProcesses()
         self.limits = limits or Limits()
         self.broker = Broker(self.store, self.clock, self.limits, host="testhost", processes=self.processes,
                              reactor=reactor)
         self._next_pid = 1000
+        #: the iosim connections of a test (broker_pair.Pair): settling one pumps them all
+        self.pairs: list[Any] = []
 
     def agent(self, start: float = 100.0) -> tuple[int, int]:
         """An agent process and a bridge process under it: (agent_pid, bridge_pid)."""
-        agent_pid = self._next_pid
+        agent_pid = self.process(start)
         bridge_pid = agent_pid + 1
-        self._next_pid += 10
-        self.processes.spawn(agent_pid, start)
         self.processes.spawn(bridge_pid, start + 1, parent=agent_pid)
         return agent_pid, bridge_pid
+
+    def process(self, start: float, parent: int | None = None) -> int:
+        """One more process in the table (under ``parent``, if given): its pid (ten apart from the last)."""
+        pid = self._next_pid
+        self._next_pid += 10
+        self.processes.spawn(pid, start, parent=parent)
+        return pid
 
     def register(self, agent_pid: int, bridge_pid: int, connection: Any, start: float = 100.0, **claim: Any) -> Deferred:
         """Register ``connection`` as the bridge of ``agent_pid``."""
@@ -130,3 +138,25 @@ class World:
         """Stop the broker and close the store."""
         self.broker.stop()
         return self.store.close()
+
+
+@inlineCallbacks
+def failure_of(d: Deferred) -> Any:
+    """The exception a Deferred fails with (the test fails if it succeeds)."""
+    try:
+        result = yield d
+    except Exception as error:  # the point: hand the error to the test
+        return error
+    pytest.fail(f"expected a failure, got {result!r}")
+
+
+@inlineCallbacks
+def sender_and_offline_bob(world: World) -> Any:
+    """A registered sender, and "bob" registered then disconnected: (sender, bob, bob's pids)."""
+    a1, b1 = world.agent()
+    a2, b2 = world.agent()
+    sender, _ = yield world.register(a1, b1, FakeBridge())
+    offline = FakeBridge(auto=None)
+    recipient, _ = yield world.register(a2, b2, offline, name="bob")
+    world.broker.disconnected(recipient, offline)
+    return sender, recipient, (a2, b2)

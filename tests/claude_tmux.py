@@ -1,164 +1,194 @@
 """A real interactive Claude Code in tmux, offline, against a stand-in model API (slow tests, bench).
 
-Seeded as STACK-NOTES says: HOME is the test's directory, ``~/.claude.json`` says the
-onboarding is done, the project is trusted and the API key approved. The broker runs at
-the default paths under that HOME (``claude-peers install --claude --config-file --hooks``
-wrote the MCP server and the hooks). No channels flag: the bridge delivers inline, and the
-rewake hook is what wakes an idle session.
+What is Claude Code's own (the tmux driving is ``agent_tmux.py``): its HOME is the test's
+directory, seeded so that it starts with no login or network (STACK-NOTES, "Agent CLIs as
+people run them now"): ``~/.claude.json`` says the onboarding is done, the folder trusted,
+the API key approved and, unless a test wants the channels gate off, the ``tengu_harbor``
+features cached. Its model is a :class:`~agent_standins.StandInApi`. :class:`Scenario`
+adds a broker and ``claude-peers install --claude`` of this checkout.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
+from agent_tmux import Tmux, descendants, end, quote, started, wait_gone
 
-from claudepeers.wire.box import json_value, text
-from claudepeers.hooks.amp_socket import AmpSocket
+API_KEY = "sk-ant-test-0123456789abcdefghijklmnop"
+PROMPT = "\u276f"
+#: The flag that makes Claude Code listen to our channel (as a development channel).
+DEV_FLAG = ["--dangerously-load-development-channels", "server:claude-peers"]
 
-API_KEY = "sk-ant-test-rewake-0123456789abcdef"
-TMUX = "/usr/bin/tmux"
 
-
-def seed_claude_json(home: Path, cwd: Path) -> None:
-    """Mark onboarding done, the project trusted and the API key approved (keeps what install wrote)."""
+def seed_home(home: Path, cwd: Path, gate: bool = True) -> None:
+    """Write ``~/.claude.json`` so that Claude Code starts offline without asking anything
+    (keeping what ``claude-peers install`` wrote there)."""
     path = home / ".claude.json"
-    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    data.update(hasCompletedOnboarding=True, hasSeenAutoDefaultNotice=True,
-                customApiKeyResponses={"approved": [API_KEY[-20:]], "rejected": []})
-    data.setdefault("projects", {}).setdefault(str(cwd), {}).update(hasTrustDialogAccepted=True)
-    path.write_text(json.dumps(data, indent=2))
+    config: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    config.update(hasCompletedOnboarding=True, hasSeenAutoDefaultNotice=True,
+                  customApiKeyResponses={"approved": [API_KEY[-20:]], "rejected": []})
+    project = config.setdefault("projects", {}).setdefault(str(cwd), {})
+    project.update(hasTrustDialogAccepted=True)
+    project.setdefault("allowedTools", [])
+    if gate:
+        # tengu_harbor: channels; tengu_harbor_permissions: the permission relay to channels.
+        config["cachedGrowthBookFeatures"] = {"tengu_harbor": True, "tengu_harbor_permissions": True}
+    path.write_text(json.dumps(config, indent=2))
 
 
-class BrokerView:
-    """Blocking questions to the broker (as the operator's CLI, unbound): status and sends."""
+@dataclass
+class ClaudeSession:
+    """One interactive ``claude`` (the binary ``binary``) under ``home``, in ``cwd`` (``home`` by default)."""
 
-    def __init__(self, socket_path: Path) -> None:
-        """Talk to the broker at ``socket_path``."""
-        self.socket_path = socket_path
+    binary: str
+    home: Path
+    env: dict[str, str]
+    cwd: Path | None = None
+    args: list[str] = field(default_factory=list)
+    pid: int | None = None
 
-    def _call(self, command: str, arguments: list | None = None) -> dict:
-        sock = AmpSocket.connect_unix(str(self.socket_path), 5.0)
-        try:
-            return sock.call(command, arguments or [])
-        finally:
-            sock.close()
+    def __post_init__(self) -> None:
+        self.tmux = Tmux(self.home / "tmux.sock", "claude")
+        self._started: dict[int, float] = {}  # claude's pid -> start time, once it runs
 
-    def peers(self) -> list[dict]:
-        """Every peer the broker knows, with ``rewake_pid`` (the armed waiter's pid)."""
-        return json_value(self._call("Status"), b"status")["peers"]
-
-    def send(self, to: str, body: str) -> dict[str, str]:
-        """Send as the CLI; the answer's text fields."""
-        box = self._call("Send", [(b"to", text(to)), (b"body", text(body))])
-        return {key.decode(): value.decode() for key, value in box.items() if not key.startswith(b"_")}
-
-    def wait_for_waiter(self, name: str, other_than: int | None = None, timeout: float = 60.0) -> int:
-        """The pid of the peer's armed waiter, once there is one (other than ``other_than``)."""
+    def start(self, api_url: str, timeout: float = 40.0) -> "ClaudeSession":
+        """Start ``claude`` and wait for its prompt; Enter accepts the dev-channels warning."""
+        env = {**self.env, "HOME": str(self.home), "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": api_url,
+               "DISABLE_AUTOUPDATER": "1", "TERM": "xterm-256color"}
+        exports = " ".join(f"{name}={quote(value)}" for name, value in env.items() if name not in ("TMUX", "TMUX_PANE"))
+        command = f"cd {quote(str(self.cwd or self.home))} && exec env -i {exports} {quote(self.binary)} " + " ".join(
+            quote(arg) for arg in self.args)
+        self.pid = self.tmux.open(["sh", "-c", command])
+        self._started = started(self.pid)
         deadline = time.monotonic() + timeout
+        warned = False
         while time.monotonic() < deadline:
-            for peer in self.peers():
-                pid = peer.get("rewake_pid")
-                if peer["name"] == name and peer["state"] == "online" and pid and pid != other_than:
-                    return int(pid)
-            time.sleep(0.02)  # a question to the broker each time: a few ms apart is enough
-        raise TimeoutError(f"no rewake waiter armed for {name} within {timeout} s")
-
-
-class ClaudeInTmux:
-    """One interactive Claude Code session in its own tmux server."""
-
-    def __init__(self, claude: str, home: Path, env: dict[str, str], api_url: str, name: str) -> None:
-        """Prepare (not start) a session of the binary ``claude`` under ``home``."""
-        self.claude = claude
-        self.home = home
-        self.socket = home / "tmux.sock"
-        self.env = {**env, "HOME": str(home), "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": api_url,
-                    "DISABLE_AUTOUPDATER": "1", "CLAUDE_PEER_NAME": name, "TERM": "xterm-256color"}
-        self.pid: int | None = None
-
-    def start(self) -> "ClaudeInTmux":
-        """Start ``claude`` in a detached 200x50 tmux window; remember its pid."""
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        command = f"cd {shlex.quote(str(self.home))} && exec env {exports} {shlex.quote(self.claude)}"
-        subprocess.run([TMUX, "-S", str(self.socket), "new-session", "-d", "-x", "200", "-y", "50", command],
-                       check=True, env={"PATH": "/usr/bin:/bin", "HOME": str(self.home)})
-        shown = subprocess.run([TMUX, "-S", str(self.socket), "list-panes", "-F", "#{pane_pid}"],
-                               check=True, capture_output=True, text=True)
-        self.pid = int(shown.stdout.split()[0])
-        return self
+            screen = self.screen()
+            warning = "development channels" in screen.lower() or "I am using this for local development" in screen
+            if warning and not warned:
+                self.keys("Enter")
+                warned = True
+            elif not warning and (PROMPT in screen or screen.splitlines()[-1:] == ["> "]):
+                return self
+            time.sleep(0.2)  # watching another program's screen: nothing to subscribe to
+        raise TimeoutError(f"claude showed no prompt within {timeout} s:\n{self.screen()}")
 
     def screen(self) -> str:
-        """What the pane shows now."""
-        done = subprocess.run([TMUX, "-S", str(self.socket), "capture-pane", "-p"], capture_output=True, text=True)
-        return done.stdout
+        """The visible pane text."""
+        return self.tmux.screen()
 
     def keys(self, *keys: str) -> None:
-        """Type into the session (tmux key names, e.g. ``Enter``)."""
-        subprocess.run([TMUX, "-S", str(self.socket), "send-keys", *keys], check=True)
+        """Type into the pane (tmux key names or ``-l`` and literal text)."""
+        self.tmux.keys(*keys)
+
+    def type_prompt(self, text: str) -> None:
+        """Type a prompt and submit it."""
+        self.tmux.type(text)
 
     def descendants(self) -> dict[int, float]:
-        """Every process below Claude Code now: pid -> start time (to check by pid later)."""
+        """Every process below Claude Code now: pid -> start time."""
         assert self.pid is not None
-        found: dict[int, float] = {}
-        try:
-            for child in psutil.Process(self.pid).children(recursive=True):
-                try:
-                    found[child.pid] = child.create_time()
-                except psutil.NoSuchProcess:
-                    pass
-        except psutil.NoSuchProcess:
-            pass
-        return found
+        return descendants(self.pid)
 
     def exit(self, timeout: float = 20.0) -> None:
-        """Leave with ``/exit``; wait for the process to end (then end the tmux server)."""
-        assert self.pid is not None
+        """Leave as a person does, with ``/exit``; wait for claude to end, then :meth:`stop`."""
         self.keys("Escape")
         self.keys("-l", "/exit")
         time.sleep(0.3)  # the slash-command menu opens on the typed text before Enter picks it
         self.keys("Enter")
-        try:
-            psutil.Process(self.pid).wait(timeout)
-        except psutil.NoSuchProcess:
-            pass
-        finally:
-            self.close()
+        wait_gone(self._started, timeout)
+        self.stop()
 
-    def close(self) -> None:
-        """Kill the tmux server (and with it the session, if still there)."""
-        subprocess.run([TMUX, "-S", str(self.socket), "kill-server"], capture_output=True)
+    def stop(self) -> None:
+        """End claude by its pid (SIGTERM, then SIGKILL), then the tmux server."""
+        end(self._started)
+        self.tmux.kill()
 
 
-def still_running(processes: dict[int, float]) -> list[int]:
-    """The pids of ``processes`` (pid -> start time) that still run as the same process."""
-    alive = []
-    for pid, start in processes.items():
-        try:
-            proc = psutil.Process(pid)
-            if abs(proc.create_time() - start) < 0.05 and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
+@dataclass
+class Scenario:
+    """A broker, a stand-in model API and one interactive Claude Code with claude-peers installed.
 
+    ``gate`` seeds the channels feature flag; ``args`` are claude's (the channels flag);
+    ``extra_env`` reaches claude (e.g. DISABLE_TELEMETRY). With ``hooks`` the prompt hooks are
+    installed, so mail that is not pushed is shown with the next prompt a person types.
+    """
 
-def wait_gone(processes: dict[int, float], timeout: float) -> list[int]:
-    """Wait until none of ``processes`` runs; the ones still running at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = still_running(processes)
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.1)
+    base: Path
+    binary: str
+    args: list[str]
+    gate: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+    hooks: bool = True
+    #: Answers the stand-in Messages API gives (``StandInApi(respond_messages=...)``).
+    respond_messages: Any = None
+    broker: object = None
+    api: object = None
+    session: ClaudeSession | None = None
 
+    def start(self) -> "Scenario":
+        """Broker, API, install, claude; returns once claude's bridge is registered."""
+        from agent_standins import StandInApi
+        from cli_support import cli, cli_json
+        from conftest import BrokerProcess, broker_env
 
-def environment_path() -> str:
-    """A PATH for the agent: this interpreter's bin (claude-peers), then the system's."""
-    return f"{Path(os.sys.executable).parent}:/usr/bin:/bin"
+        work = self.base / "work"
+        work.mkdir()
+        env = broker_env(self.base, CLAUDE_PEERS_LOG_LEVEL="info")
+        self.broker = BrokerProcess(self.base, env).start()
+        self.api = StandInApi(respond_messages=self.respond_messages)
+        seed_home(self.base, work, gate=self.gate)
+        installed = cli(env, "install", "--claude", *(["--hooks"] if self.hooks else []))
+        assert installed.returncode == 0, installed.stderr
+        # The bridge's log goes to a file of the test (Claude Code keeps MCP stderr to itself).
+        config_path = self.base / ".claude.json"
+        config = json.loads(config_path.read_text())
+        server = config["mcpServers"]["claude-peers"]
+        server["args"] = ["-c", f'exec {quote(server["command"])} mcp 2>>{quote(str(self.base / "bridge.log"))}']
+        server["command"] = "/bin/sh"
+        config_path.write_text(json.dumps(config))
+        self.env = env
+        self.session = ClaudeSession(self.binary, self.base, {**env, **self.extra_env}, work,
+                                     self.args + ["--debug-file", str(self.base / "claude-debug.log")])
+        self.session.start(self.api.url)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            peers = cli_json(env, "peers", "--json", "--online")
+            if peers:
+                self.peer = peers[0]
+                return self
+        raise TimeoutError("claude's bridge did not register within 30 s")
+
+    def channel_decided(self, timeout: float = 30.0) -> str:
+        """Wait until Claude Code's debug log says whether it registered our channel (it
+        decides seconds after the MCP connection, once its plugins have loaded); the line."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.debug_log().splitlines():
+                if 'MCP server "claude-peers": Channel notifications' in line:
+                    return line
+            time.sleep(0.1)  # another program's log file: nothing to subscribe to
+        raise TimeoutError("Claude Code logged no channel decision")
+
+    def bridge_log(self) -> str:
+        """What claude's claude-peers bridges logged."""
+        path = self.base / "bridge.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def debug_log(self) -> str:
+        """Claude Code's own debug log (its channel decision is there)."""
+        path = self.base / "claude-debug.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        """Claude, the API and the broker, each by its own handle."""
+        if self.session is not None:
+            self.session.stop()
+        if self.api is not None:
+            self.api.close()  # type: ignore[attr-defined]
+        if self.broker is not None:
+            self.broker.stop()  # type: ignore[attr-defined]

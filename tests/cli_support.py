@@ -14,6 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from claudepeers.hooks.amp_socket import AmpSocket
+from claudepeers.wire.box import json_value, text
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
@@ -119,3 +122,38 @@ class Agents:
                     proc.wait()
             if proc.stdout:
                 proc.stdout.close()
+
+
+class BrokerView:
+    """Blocking questions to the broker (as the operator's CLI, unbound): status and sends."""
+
+    def __init__(self, socket_path: Path) -> None:
+        """Talk to the broker at ``socket_path``."""
+        self.socket_path = socket_path
+
+    def _call(self, command: str, arguments: list | None = None) -> dict:
+        sock = AmpSocket.connect_unix(str(self.socket_path), 5.0)
+        try:
+            return sock.call(command, arguments or [])
+        finally:
+            sock.close()
+
+    def peers(self) -> list[dict]:
+        """Every peer the broker knows, with ``rewake_pid`` (the armed waiter's pid)."""
+        return json_value(self._call("Status"), b"status")["peers"]
+
+    def send(self, to: str, body: str) -> dict[str, str]:
+        """Send as the CLI; the answer's text fields."""
+        box = self._call("Send", [(b"to", text(to)), (b"body", text(body))])
+        return {key.decode(): value.decode() for key, value in box.items() if not key.startswith(b"_")}
+
+    def wait_for_waiter(self, name: str, other_than: int | None = None, timeout: float = 60.0) -> int:
+        """The pid of the peer's armed waiter, once there is one (other than ``other_than``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for peer in self.peers():
+                pid = peer.get("rewake_pid")
+                if peer["name"] == name and peer["state"] == "online" and pid and pid != other_than:
+                    return int(pid)
+            time.sleep(0.02)  # a question to the broker each time: a few ms apart is enough
+        raise TimeoutError(f"no rewake waiter armed for {name} within {timeout} s")

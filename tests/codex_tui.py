@@ -1,7 +1,7 @@
 """The real interactive Codex TUI in tmux against a stand-in Responses API (slow tests, bench).
 
-Codex is configured under a temporary HOME (``$HOME/.codex``): the stand-in model provider,
-the project trusted, ``claude-peers install --codex`` and our tools approved, so nothing
+What is Codex's own (the tmux driving is ``agent_tmux.py``): Codex is configured under a
+temporary HOME (``$HOME/.codex``): the stand-in model provider, the project trusted, ``claude-peers install --codex`` and our tools approved, so nothing
 asks the person anything. The stand-in plays a model that does what our texts ask:
 
 - a prompt ``BIND <name>`` makes it call ``set_name`` (the first tool call names the
@@ -17,7 +17,6 @@ Every process is ended by pid: the TUIs with the tmux server, then the app-serve
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -27,9 +26,9 @@ from typing import Any
 import psutil
 
 from agent_standins import StandInApi, streamed_function_call
+from agent_tmux import Tmux, end, wait_gone
 from cli_support import cli
 
-TMUX = "/usr/bin/tmux"
 NOTICE_MARK = "[claude-peers]"
 APPROVED_TOOLS = ("set_name", "check_messages", "whoami", "list_peers", "send_message")
 
@@ -70,6 +69,12 @@ def respond(number: int, request: dict) -> bytes | None:
     return None
 
 
+def standin_provider(config: str, api_url: str) -> str:
+    """Codex's ``config.toml`` text ``config`` with the stand-in model provider at ``api_url`` chosen."""
+    return (f'model_provider = "standin"\nmodel = "standin-model"\n\n{config}\n'
+            f'[model_providers.standin]\nname = "standin"\nbase_url = "{api_url}/v1"\nwire_api = "responses"\n')
+
+
 class CodexTuis:
     """Interactive Codex sessions of one HOME, each in a tmux window, and their app-server."""
 
@@ -78,10 +83,11 @@ class CodexTuis:
         self.base = base
         self.codex_home = base / ".codex"
         self.env = {**env, "CODEX_HOME": str(self.codex_home)}
-        self.socket = str(base / "tmux.sock")
+        self.tmux = Tmux(base / "tmux.sock", "cq")
         self.api = StandInApi(respond=respond)
-        self.windows: list[str] = []
-        self.seen_bridges: set[tuple[int, float]] = set()
+        self.seen_bridges: dict[int, float] = {}
+        #: The TUI's process in each window.
+        self.pids: dict[str, int] = {}
 
     def configure(self) -> None:
         """Install claude-peers for Codex, then the stand-in provider, trust and approvals."""
@@ -90,11 +96,8 @@ class CodexTuis:
         config = self.codex_home / "config.toml"
         approvals = "".join(f'\n[mcp_servers.claude-peers.tools.{tool}]\napproval_mode = "approve"\n'
                             for tool in APPROVED_TOOLS)
-        config.write_text(
-            f'model_provider = "standin"\nmodel = "standin-model"\n\n{config.read_text()}{approvals}\n'
-            f'[model_providers.standin]\nname = "standin"\nbase_url = "{self.api.url}/v1"\nwire_api = "responses"\n\n'
-            f'[projects."{self.base}"]\ntrust_level = "trusted"\n'
-        )
+        config.write_text(standin_provider(config.read_text() + approvals, self.api.url)
+                          + f'\n[projects."{self.base}"]\ntrust_level = "trusted"\n')
 
     def open(self, window: str) -> None:
         """Start one TUI in a new tmux window and wait for its prompt."""
@@ -102,34 +105,12 @@ class CodexTuis:
                 if k in self.env}
         command = ["env", "-i", *[f"{k}={v}" for k, v in keep.items()], "TERM=xterm-256color",
                    "OPENAI_API_KEY=sk-test", self.codex]
-        if not self.windows:
-            subprocess.run([TMUX, "-S", self.socket, "new-session", "-d", "-x", "200", "-y", "50", "-s", "cq",
-                            "-n", window, "-c", str(self.base), *command], check=True)
-        else:
-            subprocess.run([TMUX, "-S", self.socket, "new-window", "-d", "-t", "cq", "-n", window,
-                            "-c", str(self.base), *command], check=True)
-        self.windows.append(window)
-        self.wait_for_screen(window, "Ask Codex", 60)
+        self.pids[window] = self.tmux.open(command, window, cwd=self.base)
+        self.tmux.wait_for_screen("Ask Codex", 60, window)
 
     def screen(self, window: str) -> str:
         """What the window shows now."""
-        done = subprocess.run([TMUX, "-S", self.socket, "capture-pane", "-p", "-t", f"cq:{window}"],
-                              capture_output=True, text=True)
-        return done.stdout
-
-    def wait_for_screen(self, window: str, text: str, timeout: float) -> None:
-        """Wait until the window shows ``text`` (the TUI gives no other signal)."""
-        deadline = time.monotonic() + timeout
-        while text not in self.screen(window):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"window {window} never showed {text!r}:\n{self.screen(window)}")
-            time.sleep(0.2)  # polling a terminal screen: there is nothing to wait on
-
-    def submit(self, window: str, text: str) -> None:
-        """Type a prompt and press Enter."""
-        subprocess.run([TMUX, "-S", self.socket, "send-keys", "-t", f"cq:{window}", "-l", text], check=True)
-        time.sleep(0.3)  # the TUI takes pasted text in a burst; Enter must come after it
-        subprocess.run([TMUX, "-S", self.socket, "send-keys", "-t", f"cq:{window}", "Enter"], check=True)
+        return self.tmux.screen(window)
 
     def composer(self, window: str) -> str:
         """The prompt being typed (the last ``›`` line on the screen)."""
@@ -143,7 +124,7 @@ class CodexTuis:
         message"): Enter is pressed again until the prompt goes out.
         """
         seen = len(self.api.requests)
-        self.submit(window, text)
+        self.tmux.type(text, window)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -152,9 +133,9 @@ class CodexTuis:
                 if time.monotonic() > deadline:
                     raise
                 if self.composer(window) == text:
-                    subprocess.run([TMUX, "-S", self.socket, "send-keys", "-t", f"cq:{window}", "Enter"], check=True)
+                    self.tmux.keys("Enter", window=window)
                 elif text not in self.screen(window):
-                    self.submit(window, text)
+                    self.tmux.type(text, window)
                 continue
             seen = self.api.requests.index(request) + 1
             if request.get("tools"):  # not the TUI's title request, which repeats the prompt
@@ -168,7 +149,7 @@ class CodexTuis:
                 break
             # The TUI opens its thread at once and starts MCP servers with it; a prompt
             # that goes out before our tools are listed runs without them.
-            self.wait_for_screen(window, "Ask Codex", 30)
+            self.tmux.wait_for_screen("Ask Codex", 30, window)
             time.sleep(1.0)
         self.api.wait_for_text(f"Your peer name is now {name}.", 60)  # set_name's result went back
         self.remember_bridges()
@@ -199,40 +180,34 @@ class CodexTuis:
         """Note every bridge seen (pid and start), to check later that none is left."""
         for bridge in self.bridges():
             try:
-                self.seen_bridges.add((bridge.pid, bridge.create_time()))
+                self.seen_bridges[bridge.pid] = bridge.create_time()
             except psutil.Error:
                 continue
 
     def quit(self, window: str, timeout: float = 15.0) -> None:
         """The person quits one TUI with Ctrl+C (pressed again if the first only cleared the prompt)."""
-        pane = subprocess.run([TMUX, "-S", self.socket, "display-message", "-p", "-t", f"cq:{window}", "#{pane_pid}"],
-                              capture_output=True, text=True)
-        pid = int(pane.stdout)
+        pid = self.pids.pop(window)
         deadline = time.monotonic() + timeout
         while psutil.pid_exists(pid) and _status(pid) != psutil.STATUS_ZOMBIE:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the TUI in window {window} did not exit")
-            subprocess.run([TMUX, "-S", self.socket, "send-keys", "-t", f"cq:{window}", "C-c"], capture_output=True)
+            try:
+                self.tmux.keys("C-c", window=window)
+            except subprocess.CalledProcessError:  # the window closed as the TUI exited
+                pass
             try:
                 psutil.Process(pid).wait(1.0)
             except (psutil.TimeoutExpired, psutil.NoSuchProcess):
                 pass
-        self.windows.remove(window)
 
     def exit_all(self) -> None:
         """The person quits every TUI; then the daemon is stopped, as at logout."""
-        if self.windows:
-            subprocess.run([TMUX, "-S", self.socket, "kill-server"], capture_output=True)
+        self.tmux.kill()
         subprocess.run([self.codex, "app-server", "daemon", "stop"], env=self.env, capture_output=True, timeout=30)
 
     def left_over(self, timeout: float = 5.0) -> list[int]:
         """Bridges seen during the test that still run after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            alive = [pid for pid, start in self.seen_bridges if _alive(pid, start)]
-            if not alive or time.monotonic() > deadline:
-                return alive
-            time.sleep(0.1)  # waiting for other processes to exit
+        return wait_gone(self.seen_bridges, timeout)
 
     def close(self) -> None:
         """End everything of this HOME, by pid."""
@@ -242,25 +217,16 @@ class CodexTuis:
                 proc.send_signal(signal.SIGKILL)
             except psutil.Error:
                 pass
-        for pid, start in self.seen_bridges:
-            if _alive(pid, start):
-                os.kill(pid, signal.SIGKILL)
+        end(self.seen_bridges, 0.0)
         self.api.close()
 
 
 def _status(pid: int) -> str | None:
+    """A process's status, None once it is gone."""
     try:
         return psutil.Process(pid).status()
     except psutil.Error:
         return None
-
-
-def _alive(pid: int, start: float) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        return abs(proc.create_time() - start) < 0.05 and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def requests_carrying(api: StandInApi, text: str) -> list[dict[str, Any]]:

@@ -24,11 +24,23 @@ from hypothesis import HealthCheck, settings
 
 from claudepeers.common.settings import Settings
 
-# One Hypothesis profile for every run: the machine is shared (2 cores, often several test
-# runs at once), so generation speed and per-example time say nothing about the code. Tests
-# that want another example count set it themselves.
+# Hypothesis profiles. "shared-machine", for every run: the machine is shared (2 cores, often
+# several test runs at once), so generation speed and per-example time say nothing about the
+# code. "ci" (chosen when CI=true, as CI services and .ci/run set it): the same, derandomized,
+# so a CI failure repeats on the next run and on a laptop, and printing the blob that
+# reproduces a failing example. Tests that want another example count set it themselves;
+# HYPOTHESIS_PROFILE names a profile outright.
 settings.register_profile("shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "shared-machine"))
+settings.register_profile("ci", settings.get_profile("shared-machine"), derandomize=True, print_blob=True)
+
+
+def hypothesis_profile(environ: dict[str, str]) -> str:
+    """The Hypothesis profile a run in ``environ`` uses."""
+    default = "ci" if environ.get("CI", "").lower() in ("true", "1") else "shared-machine"
+    return environ.get("HYPOTHESIS_PROFILE", default)
+
+
+settings.load_profile(hypothesis_profile(dict(os.environ)))
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,6 +137,16 @@ def broker_env(base: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def home_env(base: Path, **extra: str) -> dict[str, str]:
+    """:func:`broker_env` with the socket and database at their default paths under HOME ``base``.
+
+    Real agent CLIs pass only a few variables (HOME, PATH...) to their MCP servers and
+    hooks: a bridge one starts finds the broker through HOME alone.
+    """
+    return broker_env(base, **{"CLAUDE_PEERS_SOCKET": str(base / ".claude" / "run" / "claude-peers.sock"),
+                               "CLAUDE_PEERS_DB": str(base / ".claude-peers.db"), **extra})
+
+
 def wait_for_socket(path: Path, process: subprocess.Popen | None = None, timeout: float = 10.0) -> None:
     """Block until something accepts connections at ``path`` (the broker is up)."""
     deadline = time.monotonic() + timeout
@@ -208,6 +230,37 @@ def broker_process(short_dir: Path) -> Iterator[BrokerProcess]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def make_agent(broker_process: BrokerProcess) -> Iterator[Any]:
+    """Start stand-in agents (``bridge_support.started_agents``) in the broker's environment;
+    all are ended afterwards, by pid."""
+    from bridge_support import started_agents
+
+    with started_agents(broker_process) as make:
+        yield make
+
+
+@pytest.fixture
+def home_broker(short_dir: Path) -> Iterator[BrokerProcess]:
+    """A running broker at the default paths under a HOME that is the test's directory
+    (:func:`home_env`), with only the system's bin folders on PATH."""
+    broker = BrokerProcess(short_dir, home_env(short_dir, PATH="/usr/bin:/bin")).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def scenario() -> Iterator[list[Any]]:
+    """Scenarios the test starts (each with a ``stop()`` that ends its processes by pid);
+    each is stopped afterwards, whatever the test's outcome."""
+    started: list[Any] = []
+    yield started
+    for one in started:
+        one.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

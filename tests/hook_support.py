@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import anyio
 import pytest
 
-from bridge_support import FakeAgent
+from bridge_support import FakeAgent, started_agents
 from claudepeers.cli.install import installed_command
 
 
@@ -46,18 +46,8 @@ def make_agent(broker_process: Any, request: pytest.FixtureRequest) -> Iterator[
 
     The kind is the test module's ``AGENT_KIND`` unless the test names one (default codex).
     """
-    started: list[HookAgent] = []
-    default_kind = getattr(request.module, "AGENT_KIND", "codex")
-
-    def make(name: str, kind: str | None = None, channels: bool = False) -> HookAgent:
-        agent = HookAgent(broker_process.base, name, kind or default_kind, broker_process.base,
-                          dict(broker_process.env), channels).start()
-        started.append(agent)
-        return agent
-
-    yield make
-    for agent in started:
-        agent.cleanup()
+    with started_agents(broker_process, HookAgent, getattr(request.module, "AGENT_KIND", "codex")) as make:
+        yield make
 
 
 def hook_command(event: str) -> str:

@@ -8,7 +8,6 @@ bridge client that answers PermissionAnswer.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from claudepeers.common.errors import (
 from claudepeers.wire import commands as wire
 
 from broker_fakes import World
-from test_protocol import Pair
+from broker_pair import Pair
 
 OURSELVES_REFUSED = operator.refusal("unix", os.getpid())
 UNDER_AN_AGENT = pytest.mark.skipif(
@@ -276,16 +275,6 @@ def test_require_operator_raises_permission_denied_naming_the_action() -> None:
 # --- over AMP, with a real broker -------------------------------------------------------------
 
 
-@pytest.fixture
-def amp_world(short_dir: Path):
-    """A started broker world for iosim pairs, closed after the test."""
-    w = World(short_dir)
-    pytest_twisted.blockon(w.broker.start())
-    Pair.live = []
-    yield w
-    pytest_twisted.blockon(w.close())
-
-
 class BridgeSide(amp.CommandLocator):
     """The bridge's end: records the answers the broker hands it."""
 
@@ -315,43 +304,43 @@ def bridge_pair(world: World, name: str = "api") -> Any:
 
 @UNDER_AN_AGENT
 @pytest_twisted.inlineCallbacks
-def test_over_amp_a_relayed_request_is_answered_by_the_person(amp_world: World) -> None:
+def test_over_amp_a_relayed_request_is_answered_by_the_person(world: World) -> None:
     """PermissionRequest from the bridge, ListApprovals and AnswerApproval from the person's
     terminal (this test process), PermissionAnswer back to the bridge; the audit is stored."""
-    pair, side = yield bridge_pair(amp_world)
+    pair, side = yield bridge_pair(world)
     yield pair.call(wire.PermissionRequest, request_id="fbenr", tool_name="Bash",
                     description="Create the marker file", input_preview='{"command":"touch x"}')
-    person = Pair(amp_world, Credentials("unix", pid=os.getpid(), uid=0))
+    person = Pair(world, Credentials("unix", pid=os.getpid(), uid=0))
     listed = (yield person.call(wire.ListApprovals))["approvals"]
     assert [(a["request"], a["peer_name"], a["tool_name"]) for a in listed] == [("fbenr", "api", "Bash")]
     answer = yield person.call(wire.AnswerApproval, request="fbenr", behavior="deny")
     assert side.answers == [("fbenr", "deny")] and answer["detail"].startswith("Denied Bash for api")
     assert (yield person.call(wire.ListApprovals))["approvals"] == []
-    stored = yield amp_world.store.recent_events(10)
+    stored = yield world.store.recent_events(10)
     audit = [event for event in stored if event["kind"] == "approval"]
     assert len(audit) == 1 and f"pid {os.getpid()}" in audit[0]["detail"] and "denied Bash" in audit[0]["detail"]
 
 
 @pytest_twisted.inlineCallbacks
-def test_over_amp_tcp_may_not_answer_and_the_refusal_is_recorded(amp_world: World) -> None:
+def test_over_amp_tcp_may_not_answer_and_the_refusal_is_recorded(world: World) -> None:
     """A TCP connection is refused (PERMISSION_DENIED); the request stays; the refusal is in the log."""
-    pair, side = yield bridge_pair(amp_world)
+    pair, side = yield bridge_pair(world)
     yield pair.call(wire.PermissionRequest, request_id="fbenr", tool_name="Bash", description="", input_preview="")
-    tcp = Pair(amp_world, Credentials("tcp"), token="t")
+    tcp = Pair(world, Credentials("tcp"), token="t")
     yield tcp.call(wire.Authenticate, token="t")
     error = yield tcp.error(tcp.client.callRemote(wire.AnswerApproval, request="fbenr", behavior="allow"))
     assert isinstance(error, wire.PermissionDenied) and "over TCP" in str(error)
-    assert side.answers == [] and len(amp_world.broker.approvals.pending()) == 1
-    stored = yield amp_world.store.recent_events(10)
+    assert side.answers == [] and len(world.broker.approvals.pending()) == 1
+    stored = yield world.store.recent_events(10)
     assert any(e["kind"] == "approval" and "refused to allow 'fbenr'" in e["detail"] for e in stored)
 
 
 @pytest_twisted.inlineCallbacks
-def test_over_amp_only_the_bridge_relays_and_its_requests_end_with_it(amp_world: World) -> None:
+def test_over_amp_only_the_bridge_relays_and_its_requests_end_with_it(world: World) -> None:
     """A hook's (or the CLI's) connection may not relay; PermissionEnded and the bridge's
     disconnection end requests."""
-    pair, _ = yield bridge_pair(amp_world)
-    cli = Pair(amp_world, Credentials("unix", pid=os.getpid(), uid=0))
+    pair, _ = yield bridge_pair(world)
+    cli = Pair(world, Credentials("unix", pid=os.getpid(), uid=0))
     error = yield cli.error(cli.client.callRemote(wire.PermissionRequest, request_id="aaaaa", tool_name="Bash",
                                                   description="", input_preview=""))
     assert isinstance(error, wire.NotRegistered)
@@ -366,9 +355,9 @@ def test_over_amp_only_the_bridge_relays_and_its_requests_end_with_it(amp_world:
 
 
 @pytest_twisted.inlineCallbacks
-def test_over_amp_a_bad_behavior_or_unknown_request_is_a_clear_error(amp_world: World) -> None:
+def test_over_amp_a_bad_behavior_or_unknown_request_is_a_clear_error(world: World) -> None:
     """behavior other than allow/deny, or an id nobody asked: specific errors."""
-    cli = Pair(amp_world, Credentials("unix", pid=os.getpid(), uid=0))
+    cli = Pair(world, Credentials("unix", pid=os.getpid(), uid=0))
     error = yield cli.error(cli.client.callRemote(wire.AnswerApproval, request="fbenr", behavior="maybe"))
     assert isinstance(error, wire.InvalidArgument) and "allow or deny" in str(error)
     if OURSELVES_REFUSED is None:

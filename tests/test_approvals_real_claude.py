@@ -3,7 +3,7 @@
 ``CLAUDE_PEERS_TEST_CLAUDE`` (2.1.197 here) and ``CLAUDE_PEERS_TEST_CLAUDE_NEW`` (2.1.332) name
 the binaries; both relay permission prompts to a channel that declares
 ``claude/channel/permission`` (with the ``tengu_harbor_permissions`` feature cached, as
-``channel_tmux.seed_home`` does). Each session is started with the dev channels flag and
+``claude_tmux.seed_home`` does). Each session is started with the dev channels flag and
 ``--permission-mode default`` (2.1.332 would otherwise start in auto mode, where a classifier
 decides); its stand-in model asks for ``Bash touch <dir>/<word>`` whenever the person types
 ``MAKE <word>``, which needs the person's approval.
@@ -16,18 +16,19 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from agent_standins import streamed_tool_use
-from channel_tmux import CLAUDE, CLAUDE_NEW, HOW_TO_GET, Scenario
+from agent_tmux import CLAUDE, CLAUDE_NEW, HOW_TO_GET_CLAUDE as HOW_TO_GET
+from claude_tmux import DEV_FLAG, Scenario
 from cli_support import cli, cli_json
 
 from claudepeers.broker import operator
 
 pytestmark = pytest.mark.slow
-ARGS = ["--dangerously-load-development-channels", "server:claude-peers", "--permission-mode", "default"]
+ARGS = [*DEV_FLAG, "--permission-mode", "default"]
 BINARIES = [pytest.param(CLAUDE, id="pinned", marks=pytest.mark.skipif(not CLAUDE, reason=HOW_TO_GET)),
             pytest.param(CLAUDE_NEW, id="newest", marks=pytest.mark.skipif(not CLAUDE_NEW, reason=HOW_TO_GET))]
 OURSELVES_REFUSED = operator.refusal("unix", os.getpid())
@@ -47,15 +48,6 @@ def make_files_in(folder: Path) -> Any:
         return None
 
     return respond
-
-
-@pytest.fixture
-def scenario(short_dir: Path) -> Iterator[list[Scenario]]:
-    """Scenarios the test starts; each is stopped afterwards (by pid)."""
-    started: list[Scenario] = []
-    yield started
-    for one in started:
-        one.stop()
 
 
 def waiting_for(env: dict[str, str], word: str, screen: Any, timeout: float = 40.0) -> dict[str, Any]:

@@ -5,29 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 
-from bridge_support import FakeAgent, asyncio_test, open_bridge, text_of
+from bridge_support import asyncio_test, open_bridge, text_of
 from conftest import BrokerProcess
 
 pytestmark = pytest.mark.slow  # two bridges, a broker, and deadlines of a second
-
-
-@pytest.fixture
-def make_agent(broker_process: BrokerProcess) -> Any:
-    """Fake agents in the broker's environment; all ended afterwards (by pid)."""
-    started: list[FakeAgent] = []
-
-    def make(name: str, kind: str = "claude") -> FakeAgent:
-        agent = FakeAgent(broker_process.base, name, kind, broker_process.base, dict(broker_process.env)).start()
-        started.append(agent)
-        return agent
-
-    yield make
-    for agent in started:
-        agent.cleanup()
 
 
 @asyncio_test

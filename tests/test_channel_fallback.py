@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import pytest
 
-from bridge_support import FakeAgent, asyncio_test, open_bridge, ready, transcript_line
+from bridge_support import asyncio_test, open_bridge, ready, started_agents, transcript_line
 from conftest import BrokerProcess
 from raw_mcp import StdioBridge
 
@@ -29,20 +29,9 @@ FIRST_BOUND = "0.8"
 @pytest.fixture
 def make_agent(broker_process: BrokerProcess) -> Any:
     """Start stand-in agents (with a short confirmation bound); all are ended afterwards."""
-    started: list[FakeAgent] = []
-
-    def make(name: str, kind: str = "claude", channels: bool = False, accepts: bool = True) -> FakeAgent:
-        env = {**broker_process.env, "CLAUDE_PEERS_CHANNEL_CONFIRM_SECONDS": BOUND,
-               "CLAUDE_PEERS_CHANNEL_FIRST_CONFIRM_SECONDS": FIRST_BOUND}
-        agent = FakeAgent(broker_process.base, name, kind, broker_process.base, env, channels)
-        agent.accepts_channel = accepts
-        started.append(agent.start())
-        return agent
-
-    yield make
-    for agent in started:
-        agent.cleanup()
-        print(f"--- stderr of agent {agent.name} and its bridges ---\n{agent.log_text()[-4000:]}")
+    with started_agents(broker_process, CLAUDE_PEERS_CHANNEL_CONFIRM_SECONDS=BOUND,
+                        CLAUDE_PEERS_CHANNEL_FIRST_CONFIRM_SECONDS=FIRST_BOUND) as make:
+        yield make
 
 
 def delivery_of(listing: str, name: str) -> str:

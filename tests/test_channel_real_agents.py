@@ -14,26 +14,17 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
+
 
 import pytest
 
-from channel_tmux import CLAUDE, CLAUDE_NEW, HOW_TO_GET, Scenario
+from agent_tmux import CLAUDE, CLAUDE_NEW, HOW_TO_GET_CLAUDE as HOW_TO_GET
+from claude_tmux import DEV_FLAG, Scenario
 from cli_support import cli, cli_json
 
 pytestmark = pytest.mark.slow
-DEV_FLAG = ["--dangerously-load-development-channels", "server:claude-peers"]
 BINARIES = [pytest.param(CLAUDE, id="pinned", marks=pytest.mark.skipif(not CLAUDE, reason=HOW_TO_GET)),
             pytest.param(CLAUDE_NEW, id="newest", marks=pytest.mark.skipif(not CLAUDE_NEW, reason=HOW_TO_GET))]
-
-
-@pytest.fixture
-def scenario(short_dir: Path) -> Iterator[list[Scenario]]:
-    """Scenarios the test starts; each is stopped afterwards (by pid)."""
-    started: list[Scenario] = []
-    yield started
-    for one in started:
-        one.stop()
 
 
 def carried(api: object, text: str) -> int:
@@ -95,7 +86,7 @@ def test_a_skipped_channel_falls_back_and_the_rewake_hook_shows_it_once(
 def test_print_mode_skips_the_channel_and_the_stop_guard_shows_the_mail(short_dir: Path) -> None:
     """``claude -p`` ignores channels: the message sent during the turn comes back once, by the hook."""
     from agent_standins import StandInApi
-    from channel_tmux import API_KEY, seed_home
+    from claude_tmux import API_KEY, seed_home
     from conftest import BrokerProcess, broker_env
 
     env = broker_env(short_dir)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from bridge_support import asyncio_test, open_bridge, text_of
+from bridge_support import asyncio_test, open_bridge, started_agents, text_of
 from conftest import BrokerProcess
 from hook_support import HookAgent, payload, run_hook
 
@@ -25,18 +25,8 @@ APP_SERVER_ARGS = ["app-server", "--listen", "unix://", "--managed-daemon"]
 @pytest.fixture
 def codex_tree(broker_process: BrokerProcess) -> Iterator[Callable[..., HookAgent]]:
     """Start stand-in Codex processes sharing one CODEX_HOME; all are ended afterwards."""
-    started: list[HookAgent] = []
-    env = {**broker_process.env, "CODEX_HOME": str(broker_process.base / "codex-home")}
-
-    def make(name: str, args: list[str]) -> HookAgent:
-        agent = HookAgent(broker_process.base, name, "codex", broker_process.base, dict(env), args=args).start()
-        started.append(agent)
-        return agent
-
-    yield make
-    for agent in started:
-        agent.cleanup()
-        print(f"--- stderr of {agent.name} and its bridges ---\n{agent.log_text()[-6000:]}")
+    with started_agents(broker_process, HookAgent, "codex", CODEX_HOME=str(broker_process.base / "codex-home")) as make:
+        yield lambda name, args: make(name, args=args)
 
 
 def queue_calls(agent: HookAgent) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, succeed
 
 from claudepeers.broker import core as broker_module
 from claudepeers.wire import commands as wire
@@ -18,7 +18,7 @@ from claudepeers.broker.core import Credentials
 from claudepeers.broker.protocol import _shown_flags
 from claudepeers.broker.records import GONE, OFFLINE, ONLINE
 
-from broker_fakes import FakeBridge, World
+from broker_fakes import FakeBridge, World, failure_of
 
 THREAD_A = "01a23386-f16d-7791-a4fa-be56ab23ec4b"
 THREAD_B = "01a23388-1881-7d13-9d08-182c9b1d0a72"
@@ -26,20 +26,8 @@ THREAD_B = "01a23388-1881-7d13-9d08-182c9b1d0a72"
 
 def bridge_under(world: World, app_server: int) -> int:
     """One more bridge process under the app-server (one per thread)."""
-    pid = world._next_pid
-    world._next_pid += 10
-    world.processes.spawn(pid, 200.0, parent=app_server)
-    return pid
+    return world.process(200.0, parent=app_server)
 
-
-@inlineCallbacks
-def failure_of(d: Deferred) -> Any:
-    """The exception a Deferred fails with (the test fails if it succeeds)."""
-    try:
-        result = yield d
-    except Exception as error:  # the point: hand the error to the test
-        return error
-    pytest.fail(f"expected a failure, got {result!r}")
 
 
 class WakingBridge(FakeBridge):

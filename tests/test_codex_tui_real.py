@@ -12,23 +12,20 @@ and its peer ends at once; once the person quits and the daemon stops, no bridge
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from agent_tmux import CODEX, CODEX_NEW
 from cli_support import cli, cli_json
 from codex_tui import CodexTuis
-from conftest import BrokerProcess, broker_env
+from conftest import BrokerProcess, home_env
 
 pytestmark = pytest.mark.slow
 
-VERSIONS = {
-    "0.169": os.environ.get("CLAUDE_PEERS_TEST_CODEX"),
-    "0.171": os.environ.get("CLAUDE_PEERS_TEST_CODEX_NEW"),
-}
+VERSIONS = {"0.169": CODEX, "0.171": CODEX_NEW}
 
 
 @pytest.fixture(params=sorted(VERSIONS))
@@ -38,10 +35,7 @@ def tuis(request: pytest.FixtureRequest, short_dir: Path) -> Iterator[CodexTuis]
     if not codex:
         pytest.skip(f"no Codex {request.param} (npm install @openai/codex@{request.param}.x, then set "
                     f"CLAUDE_PEERS_TEST_CODEX{'_NEW' if request.param == '0.171' else ''} to its bin/codex)")
-    env = broker_env(short_dir, PATH="/usr/bin:/bin",
-                     CLAUDE_PEERS_SOCKET=str(short_dir / ".claude" / "run" / "claude-peers.sock"),
-                     CLAUDE_PEERS_DB=str(short_dir / ".claude-peers.db"))
-    broker = BrokerProcess(short_dir, env).start()
+    broker = BrokerProcess(short_dir, home_env(short_dir, PATH="/usr/bin:/bin")).start()
     world = CodexTuis(codex, broker.env, short_dir)
     try:
         world.configure()
@@ -71,7 +65,7 @@ def test_an_idle_interactive_codex_is_woken_and_two_tuis_are_two_peers(tuis: Cod
     assert sent.returncode == 0 and sent.stdout.startswith("Woke tui-a"), sent.stdout + sent.stderr
     request, _ = tuis.api.wait_for_text("WAKE-ME-1", 30)
     assert request.get("prompt_cache_key") == peers["tui-a"]["thread_id"]
-    tuis.wait_for_screen("a", "check_messages", 10)
+    tuis.tmux.wait_for_screen("check_messages", 10, "a")
     again = cli(tuis.env, "send", "tui-a", "WAKE-ME-2")
     assert again.stdout.startswith("Woke tui-a"), again.stdout
     tuis.api.wait_for_text("WAKE-ME-2", 30)

@@ -3,7 +3,6 @@ stand-in agents) and a real broker process; and the pre-commit guard in a real g
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,32 +12,16 @@ from typing import Any, Callable
 
 import pytest
 
-from bridge_support import FakeAgent, asyncio_test, open_bridge, ready, text_of
+from bridge_support import asyncio_test, git, open_bridge, ready, started_agents, text_of
 from conftest import BrokerProcess
 
 
 @pytest.fixture
 def make_agent(broker_process: BrokerProcess) -> Any:
     """Start fake agents in the broker's environment; all are ended afterwards."""
-    started: list[FakeAgent] = []
-
-    def make(name: str, cwd: Path, channels: bool = True) -> FakeAgent:
-        agent = FakeAgent(broker_process.base, name, "claude", cwd, dict(broker_process.env), channels).start()
-        started.append(agent)
-        return agent
-
-    yield make
-    for agent in started:
-        agent.cleanup()
-        print(f"--- stderr of agent {agent.name} and its bridges ---\n{agent.log_text()[-4000:]}")
+    with started_agents(broker_process) as make:
+        yield lambda name, cwd, channels=True: make(name, channels=channels, cwd=cwd)
     print(f"--- the broker's log ---\n{broker_process.log_text()[-6000:]}")
-
-
-def git(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run git with a fixed identity; the completed process."""
-    return subprocess.run(["git", *args], cwd=cwd, check=check, capture_output=True, text=True,
-                          env={**(env or os.environ), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-                               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
 
 
 def new_repo(base: Path) -> Path:

@@ -30,6 +30,7 @@ if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip("needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver",
                 allow_module_level=True)
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -57,20 +58,15 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def make_agent(broker_process: BrokerProcess) -> Iterator[Callable[..., FakeAgent]]:
-    """Start stand-in agents in the broker's environment; all are ended afterwards."""
-    started: list[FakeAgent] = []
+def make_agent(broker_process: BrokerProcess, make_agent: Callable[..., FakeAgent]) -> Callable[..., FakeAgent]:
+    """The shared ``make_agent``, each agent in a folder of its own (``repo-NAME``)."""
 
     def make(name: str, kind: str = "claude", channels: bool = False) -> FakeAgent:
         cwd = broker_process.base / f"repo-{name}"
         cwd.mkdir(exist_ok=True)
-        agent = FakeAgent(broker_process.base, name, kind, cwd, dict(broker_process.env), channels).start()
-        started.append(agent)
-        return agent
+        return make_agent(name, kind, channels, cwd=cwd)
 
-    yield make
-    for agent in started:
-        agent.cleanup()
+    return make
 
 
 def in_thread(function: Callable[..., Any], *args: Any) -> Any:
@@ -79,8 +75,13 @@ def in_thread(function: Callable[..., Any], *args: Any) -> Any:
 
 
 def wait(driver: Any, condition: Callable[[Any], Any], timeout: float = 20.0) -> Any:
-    """Wait for ``condition(driver)`` to be truthy (Selenium's bounded wait)."""
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+    """Wait for ``condition(driver)`` to be truthy (Selenium's bounded wait).
+
+    The page redraws a card when its peer changes: a card found just before a redraw is
+    stale when read, which means "not yet", as a card not found does.
+    """
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def peer_card(driver: Any, name: str) -> Any:

@@ -11,27 +11,20 @@ then show it, and the agent's next model request must carry it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from agent_standins import StandInApi
+from agent_tmux import CLAUDE, CLAUDE_NEW, CODEX, HOW_TO_GET_CLAUDE
 from cli_support import cli, cli_json
-from conftest import BrokerProcess, broker_env
+from codex_tui import standin_provider
+from conftest import BrokerProcess
 
-CLAUDE = os.environ.get("CLAUDE_PEERS_TEST_CLAUDE") or shutil.which("claude")
 #: The pinned Claude Code and the newest one, each skipped with how to get it when absent.
-CLAUDES = {
-    "pinned": (CLAUDE, "set CLAUDE_PEERS_TEST_CLAUDE to the claude of `npm install @anthropic-ai/claude-code@2.1.197`"),
-    "newest": (os.environ.get("CLAUDE_PEERS_TEST_CLAUDE_NEW"),
-               "set CLAUDE_PEERS_TEST_CLAUDE_NEW to the claude of `npm install @anthropic-ai/claude-code@latest`"),
-}
-CODEX = os.environ.get("CLAUDE_PEERS_TEST_CODEX") or shutil.which("codex")
+CLAUDES = {"pinned": CLAUDE, "newest": CLAUDE_NEW}
 
 pytestmark = pytest.mark.slow
 
@@ -46,23 +39,6 @@ def send_when_registered(env: dict[str, str], body: str, timeout: float = 30.0) 
         if peers:
             return cli(env, "send", peers[0]["id"], body)
     raise TimeoutError(f"no peer registered within {timeout} s")
-
-
-@pytest.fixture
-def broker(short_dir: Path) -> Iterator[BrokerProcess]:
-    """A broker at the default paths under a HOME that is the test's directory.
-
-    Default paths, because Codex passes only a few environment variables (HOME, PATH...) to
-    its MCP servers and hooks: a bridge it starts finds the broker through HOME alone.
-    """
-    env = broker_env(short_dir, PATH="/usr/bin:/bin",
-                     CLAUDE_PEERS_SOCKET=str(short_dir / ".claude" / "run" / "claude-peers.sock"),
-                     CLAUDE_PEERS_DB=str(short_dir / ".claude-peers.db"))
-    process = BrokerProcess(short_dir, env).start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def texts_with(requests: list[dict], needle: str) -> list[tuple[str, str]]:
@@ -90,12 +66,13 @@ def stop_feedback(text: str) -> bool:
 # 2.1.332 gives a JSON {"decision": "block"} reason to the model twice (the feedback reminder and a
 # system message "Stop hook blocking error from command ..."): the hook blocks by exit status 2.
 @pytest.mark.parametrize("which", ["pinned", "newest"])
-def test_claude_code_stop_guard_shows_mail_that_arrived_during_the_turn(broker: BrokerProcess, which: str) -> None:
+def test_claude_code_stop_guard_shows_mail_that_arrived_during_the_turn(home_broker: BrokerProcess, which: str) -> None:
     """Real Claude Code: its bridge registers; mail sent during the turn reaches the model once,
     as Stop hook feedback."""
-    claude, how_to_get = CLAUDES[which]
+    claude = CLAUDES[which]
     if not claude or not Path(claude).exists():
-        pytest.skip(f"no {which} claude binary ({how_to_get})")
+        pytest.skip(f"no {which} claude binary ({HOW_TO_GET_CLAUDE})")
+    broker = home_broker
     env = broker.env
     installed = cli(env, "install", "--claude", "--config-file", "--hooks", "--stop-guard")
     assert installed.returncode == 0, installed.stderr
@@ -120,21 +97,20 @@ def test_claude_code_stop_guard_shows_mail_that_arrived_during_the_turn(broker: 
 
 
 @pytest.mark.skipif(not CODEX, reason="no codex binary (set CLAUDE_PEERS_TEST_CODEX)")
-def test_codex_stop_guard_shows_mail_that_arrived_during_the_turn(broker: BrokerProcess) -> None:
+def test_codex_stop_guard_shows_mail_that_arrived_during_the_turn(home_broker: BrokerProcess) -> None:
     """Real Codex: its bridge registers; mail sent during the turn is the continuation prompt of the Stop hook.
 
     Codex runs untrusted hooks only with ``--dangerously-bypass-hook-trust`` (a user trusts
     them once in ``/hooks``).
     """
+    broker = home_broker
     env = {**broker.env, "CODEX_HOME": str(broker.base / ".codex")}
     installed = cli(env, "install", "--codex", "--hooks", "--stop-guard")
     assert installed.returncode == 0, installed.stderr
     sent: list[subprocess.CompletedProcess] = []
     api = StandInApi(lambda api, request: api.requests or sent.append(send_when_registered(env, "E2E-CODEX-MAIL, please look")))
     config = broker.base / ".codex" / "config.toml"
-    provider = (f'model_provider = "standin"\nmodel = "standin-model"\n\n{config.read_text()}\n'
-                f'[model_providers.standin]\nname = "standin"\nbase_url = "{api.url}/v1"\nwire_api = "responses"\n')
-    config.write_text(provider)
+    config.write_text(standin_provider(config.read_text(), api.url))
     try:
         done = subprocess.run(
             [str(CODEX), "exec", "--dangerously-bypass-hook-trust", "--skip-git-repo-check", "hello"],

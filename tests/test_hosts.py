@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from bridge_support import asyncio_test, open_bridge, ready
-from test_bridge_integration import git
+from bridge_support import asyncio_test, git, open_bridge, ready
 from conftest import BrokerProcess
 from hook_support import HookAgent
 from test_hooks_wait import Waiter, until_armed

@@ -29,42 +29,31 @@ After every step the model is checked: every message whose Send was answered is 
 acknowledged or still unread in the store, in the order the broker accepted it; no push ever
 carries an id the broker had already been told was shown; pushes on one connection are in
 id order; ids and names never change; gone peers stay gone and are never listed.
+
+Where the parts are: the stand-ins and the plumbing in ``model_wire.py``; the rules for
+sending to many, groups and claims in ``model_coord.py``, for replies and waits in
+``model_threads.py``; the core rules and the model's view here.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import shutil
-import sqlite3
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-import pytest
 from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule,
                                  run_state_machine_as_test)
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.task import Clock
-from twisted.protocols import amp
-from twisted.python.failure import Failure
-from twisted.test import iosim
 
 from claudepeers.wire import commands as wire
-from claudepeers.broker.core import Broker, Credentials
-from claudepeers.broker.protocol import BrokerProtocol
 from claudepeers.broker.records import GONE, OFFLINE, ONLINE
-from claudepeers.common.settings import Limits
-from claudepeers.broker.storage import Store, database, prepare
 
-from broker_fakes import FakeProcesses
-from engines import is_pg
 from model_coord import CoordRules
+from model_threads import ThreadRules
+from model_wire import Agent, CallFailed, ModelPlumbing
 
-UID = 4242
 #: Examples and steps of the default run; the slow suite's soak of the model uses more.
 EXAMPLES = int(os.environ.get("CP_MODEL_EXAMPLES", "40"))
 STEPS = int(os.environ.get("CP_MODEL_STEPS", "40"))
@@ -73,260 +62,10 @@ PG_EXAMPLES = int(os.environ.get("CP_MODEL_PG_EXAMPLES", "4"))
 PG_STEPS = int(os.environ.get("CP_MODEL_PG_STEPS", "25"))
 
 
-class SyncPool:
-    """An ``adbapi.ConnectionPool`` stand-in: each interaction runs at once on one connection
-    (sqlite3 for a path, psycopg for a PostgreSQL DSN, set up as the real pools set theirs)."""
-
-    def __init__(self, target: Path | str) -> None:
-        if is_pg(target):
-            import psycopg
-
-            from claudepeers.broker.storage import pgpool
-
-            self.connection = psycopg.connect(str(target))
-            pgpool.configure(self.connection)
-            self.dbapiName = "psycopg"  # the Store picks its dialect by this, as from adbapi's pool
-        else:
-            self.connection = sqlite3.connect(str(target))
-            database.configure(self.connection)
-            self.dbapiName = "sqlite3"
-        self.interactions = 0
-
-    def runInteraction(self, fn: Any, *args: Any, **kwargs: Any) -> Deferred:
-        """Run ``fn(cursor, ...)`` in a transaction: commit on success, roll back on error."""
-        self.interactions += 1
-        cursor = self.connection.cursor()
-        try:
-            result = fn(cursor, *args, **kwargs)
-        except Exception:
-            self.connection.rollback()
-            return fail(Failure())
-        self.connection.commit()
-        return succeed(result)
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.connection.close()
-
-
-class QueuedPool(SyncPool):
-    """Like adbapi's one-thread pool: interactions wait in FIFO order until the model runs them.
-
-    The model interleaves running them with moving bytes on the connections (seeded by
-    hypothesis), so a read can be issued while writes are still queued or committing.
-    """
-
-    def __init__(self, target: Path | str) -> None:
-        super().__init__(target)
-        self.queue: list[tuple[Any, tuple, dict, Deferred]] = []
-
-    def runInteraction(self, fn: Any, *args: Any, **kwargs: Any) -> Deferred:
-        """Queue the interaction; it runs (and its Deferred fires) in :meth:`run_one`."""
-        done: Deferred = Deferred()
-        self.queue.append((fn, args, kwargs, done))
-        return done
-
-    def run_one(self) -> bool:
-        """Run the oldest queued interaction; False when none is queued."""
-        if not self.queue:
-            return False
-        fn, args, kwargs, done = self.queue.pop(0)
-        SyncPool.runInteraction(self, fn, *args, **kwargs).chainDeferred(done)
-        return True
-
-
-class ModelBridge(amp.AMP):
-    """A bridge as the broker sees it: answers pushes as shown (push) or held (inline)."""
-
-    def __init__(self, agent: "Agent", machine: "BrokerModel") -> None:
-        super().__init__()
-        self.agent = agent
-        self.machine = machine
-        self.pushed: list[int] = []
-        self.held: list[tuple[list[int], Deferred]] = []  # slow bridges: pushes not answered yet
-
-    @wire.Deliver.responder
-    def deliver(self, messages: list[dict[str, Any]]) -> Any:
-        """Record the push, check it against the model, answer per the agent's delivery mode."""
-        ids = [message["id"] for message in messages]
-        for message_id in ids:
-            self.machine.check_push(self.agent, self, message_id)
-        self.pushed += ids
-        if self.agent.slow:
-            answer: Deferred = Deferred()
-            self.held.append((ids, answer))
-            return answer
-        if self.agent.delivery == "push":
-            # A reply a wait_for_reply returned is already shown: the bridge answers it so, silently.
-            self.machine.shown(self.agent, [i for i in ids if i not in self.machine.wait_shown])
-            return {"shown": [True] * len(ids)}
-        return {"shown": [False] * len(ids)}
-
-    @wire.ShownElsewhere.responder
-    def shown_elsewhere(self, message_ids: list[int]) -> dict:
-        """Another client showed these (not used by the model's clients)."""
-        return {}
-
-    @wire.Event.responder
-    def event(self, event: dict) -> dict:
-        """Events are not watched here."""
-        return {}
-
-    if hasattr(wire, "Superseded"):
-
-        @wire.Superseded.responder
-        def superseded(self, reason: str) -> dict:
-            """A newer bridge of the same agent took over (the broker closes this connection next)."""
-            return {}
-
-
-@dataclass
-class Agent:
-    """One agent session of the model."""
-
-    number: int
-    agent_pid: int
-    bridge_pid: int
-    start: float
-    cwd: str
-    delivery: str
-    slow: bool = False  # a push bridge that answers pushes only when the model says so
-    alive: bool = True
-    peer_id: str | None = None
-    name: str | None = None
-    client: ModelBridge | None = None
-    pump: iosim.IOPump | None = None
-    shown_ids: set[int] = field(default_factory=set)
-
-
-class CallFailed(Exception):
-    """A remote call answered with an AMP error."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.getErrorMessage())
-        self.failure = failure
-
-
-class BrokerModel(CoordRules, RuleBasedStateMachine):
-    """The broker against a model of what it promised."""
+class BrokerModel(CoordRules, ThreadRules, ModelPlumbing, RuleBasedStateMachine):
+    """The broker against a model of what it promised (the plumbing: ``model_wire.py``)."""
 
     agents = Bundle("agents")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.base = Path(tempfile.mkdtemp(prefix="cp-model-", dir="/tmp"))
-        self.db_path: Path | str = self._make_database()
-        prepare(self.db_path)
-        self.clock = Clock()
-        self.clock.advance(1_800_000_000)
-        self.processes = FakeProcesses()
-        self.limits = Limits()
-        self.all_agents: list[Agent] = []
-        self.next_pid = 10_000
-        #: peer id -> ids of messages whose Send was answered, in the order accepted
-        self.sent: dict[str, list[int]] = {}
-        #: ids the broker was told are shown (a push answered shown, or an Acknowledge)
-        self.acked: set[int] = set()
-        self.gone_ids: set[str] = set()
-        self.violations: list[str] = []
-        self.restarts = 0
-        self.pool: SyncPool | None = None
-        self.joining: list[Agent] = []
-        self.retired: list[iosim.IOPump] = []  # replaced connections, still flushed
-        self.rng = random.Random(0)
-        self._init_threads()
-        self._start_broker()
-
-    # --- plumbing ----------------------------------------------------------------------------
-
-    def _make_database(self) -> Path | str:
-        """Where this example's database is (SQLite: a file in the example's directory)."""
-        return self.base / "peers.db"
-
-    def _drop_database(self) -> None:
-        """Forget the example's database (the file goes with the directory)."""
-
-    def _start_broker(self) -> None:
-        self.pool = QueuedPool(self.db_path)
-        self.store = Store(self.pool)
-        self.broker = Broker(self.store, self.clock, self.limits, host="modelhost", processes=self.processes)
-        started = self.broker.start()
-        self.flush()
-        assert started.called, "the broker starts once its reads have run"
-
-    def _connect(self, agent: Agent) -> None:
-        def server() -> BrokerProtocol:
-            return BrokerProtocol(self.broker, credentials=lambda _t: Credentials("unix", agent.bridge_pid, UID),
-                                  uid=UID)
-
-        client, _server, pump = iosim.connectedServerAndClient(server, lambda: ModelBridge(agent, self))
-        agent.client, agent.pump = client, pump
-
-    def call(self, agent: Agent, command: type[amp.Command], **arguments: Any) -> Any:
-        """Call a command on the broker over the agent's connection; raise CallFailed on error."""
-        assert agent.client is not None and agent.pump is not None
-        outcome: list[Any] = []
-        agent.client.callRemote(command, **arguments).addBoth(outcome.append)
-        self.flush()
-        if not outcome:
-            # A Send to a slow bridge waits for its answer up to the delivery wait.
-            self.clock.advance(self.limits.delivery_wait_seconds)
-            self.flush()
-        assert outcome, f"{command.__name__} was not answered"
-        if isinstance(outcome[0], Failure):
-            raise CallFailed(outcome[0])
-        return outcome[0]
-
-    def pumps(self) -> list[iosim.IOPump]:
-        """Every connection that may still carry bytes."""
-        return [a.pump for a in self.all_agents + self.joining if a.pump is not None] + self.retired
-
-    def flush(self, database: bool = True) -> None:
-        """Move bytes and run queued database work, interleaved at random, until all is quiet."""
-        while True:
-            if database and self.pool is not None and self.pool.queue and self.rng.random() < 0.3:
-                self.pool.run_one()
-                continue
-            if any([pump.pump() for pump in self.pumps()]):
-                continue
-            if not (database and self.pool is not None and self.pool.run_one()):
-                return
-
-    def _register(self, agent: Agent) -> dict[str, Any]:
-        self._connect(agent)
-        self.joining = [agent]
-        return self.call(agent, wire.Register, agent_pid=agent.agent_pid, agent_start=agent.start,
-                         client_type="claude-code", cwd=agent.cwd, delivery=agent.delivery,
-                         git_root=agent.cwd, git_common_dir=agent.cwd + "/.git")
-
-    def _drop(self, agent: Agent) -> None:
-        if agent.client is not None and agent.pump is not None:
-            agent.client.transport.loseConnection()
-            self.flush()
-        agent.client, agent.pump = None, None
-
-    def check_push(self, agent: Agent, client: ModelBridge, message_id: int) -> None:
-        """A push: never an id already shown, and in id order on one connection."""
-        if message_id in self.acked:
-            self.violations.append(f"message {message_id} pushed to {agent.peer_id} after it was shown")
-        if client.pushed and message_id <= client.pushed[-1]:
-            self.violations.append(f"push order broken for {agent.peer_id}: {message_id} after {client.pushed[-1]}")
-
-    def shown(self, agent: Agent, message_ids: list[int]) -> None:
-        """The agent has seen these messages (the client says so to the broker)."""
-        for message_id in message_ids:
-            if message_id in agent.shown_ids:
-                self.violations.append(f"message {message_id} shown twice to {agent.peer_id}")
-            agent.shown_ids.add(message_id)
-        self.acked.update(message_ids)
-
-    def live(self) -> list[Agent]:
-        """Agents whose process runs."""
-        return [a for a in self.all_agents if a.alive]
-
-    def connected(self) -> list[Agent]:
-        """Agents whose bridge is connected."""
-        return [a for a in self.all_agents if a.alive and a.client is not None]
 
     # --- rules -------------------------------------------------------------------------------
 
@@ -388,17 +127,13 @@ class BrokerModel(CoordRules, RuleBasedStateMachine):
         try:
             answer = self.call(sender, wire.Send, to=target, body=body)
         except CallFailed as error:
-            if "\x00" in body:  # refused on both engines (PostgreSQL's text cannot hold it)
-                assert error.failure.check(wire.InvalidArgument), error
-                return
-            if sender is recipient:
+            if sender is recipient or "\x00" in body:  # a body may not hold U+0000 (PostgreSQL's text cannot)
                 assert error.failure.check(wire.InvalidArgument), error
             else:
                 assert not recipient.alive, f"send to live {recipient.peer_id} failed: {error}"
                 assert error.failure.check(wire.PeerGone), error
             return
-        assert "\x00" not in body, "a body with a NUL character was accepted"
-        assert sender is not recipient and recipient.alive
+        assert sender is not recipient and recipient.alive and "\x00" not in body
         assert answer["to_id"] == recipient.peer_id
         assert answer["to_name"] == recipient.name
         expected = ("shown" if recipient.client is not None and recipient.delivery == "push"
@@ -486,98 +221,6 @@ class BrokerModel(CoordRules, RuleBasedStateMachine):
         self.clock.advance(seconds)
         self.flush()
 
-    # --- threads: replies and waits (issue 14) ---------------------------------------------------
-
-    def _init_threads(self) -> None:
-        #: message id -> (from peer, to peer, thread id) of every message whose Send was answered
-        self.threads: dict[int, tuple[str | None, str | None, int]] = {}
-        #: ids shown to their agents by a wait_for_reply (a later push of one is answered shown)
-        self.wait_shown: set[int] = set()
-        self.thread_violations: list[str] = []
-        #: (answer, agent, id waited after) of the waits answered since the last check
-        self.wait_answers: list[tuple[dict[str, Any], Agent, int]] = []
-
-    def _mail_of(self, agent: Agent, own: bool) -> list[int]:
-        return sorted(i for i, (sender, to, _) in self.threads.items() if (agent.peer_id in (sender, to)) == own)
-
-    @rule(sender=agents, recipient=agents, pick=st.integers(0, 3), foreign=st.sampled_from([False, False, True]),
-          answer_sender=st.booleans(), body=st.text(min_size=1, max_size=20))
-    def reply(self, sender: Agent, recipient: Agent, pick: int, foreign: bool, answer_sender: bool, body: str) -> None:
-        """A peer replies to one of the latest messages of its own mail (it joins that thread),
-        mostly to the other side of it; a reply to a message of others is refused as unknown."""
-        pool = self._mail_of(sender, own=not foreign)
-        if not pool:
-            return
-        reply_to = pool[-1 - pick % len(pool)]
-        other = self.threads[reply_to][0] if self.threads[reply_to][1] == sender.peer_id else self.threads[reply_to][1]
-        if answer_sender and not foreign:
-            recipient = next((a for a in self.all_agents if a.peer_id == other), recipient)
-        if sender.client is None or sender is recipient or not recipient.alive or not body.strip():
-            return
-        try:
-            answer = self.call(sender, wire.Send, to=recipient.peer_id, body=body, reply_to=reply_to)
-        except CallFailed as error:
-            assert foreign and error.failure.check(wire.UnknownMessage), error
-            return
-        assert not foreign, f"a reply to #{reply_to}, not {sender.peer_id}'s, was accepted"
-        assert answer["thread_id"] == self.threads[reply_to][2]
-        assert answer["status"] in ("shown", "queued"), answer
-        self.sent[recipient.peer_id].append(answer["message_id"])  # type: ignore[index]
-        self.threads[answer["message_id"]] = (sender.peer_id, recipient.peer_id, answer["thread_id"])
-
-    @rule(agent=agents, recipient=agents, pick=st.integers(0, 3), timeout=st.sampled_from([0.0, 1.0, 30.0]),
-          delegate=st.booleans(), answered=st.booleans())
-    def wait_for_reply(self, agent: Agent, recipient: Agent, pick: int, timeout: float, delegate: bool,
-                       answered: bool) -> None:
-        """A peer waits for the replies after one of the latest messages of its own mail (with
-        ``delegate``, a task it sends first, which the recipient may answer at once); the answer
-        (now, when a reply comes, or at the timeout) is checked and acknowledged as the bridge
-        would."""
-        if delegate:
-            self._send_one(agent, recipient, False, "a task")
-        pool = self._mail_of(agent, own=True)
-        if agent.client is None or not pool:
-            return
-        after = pool[-1 - pick % len(pool)]
-        client = agent.client
-        d = client.callRemote(wire.WaitForReply, message_id=after, timeout_seconds=timeout)
-        d.addCallbacks(self._wait_answered, lambda failure: None, callbackArgs=(agent, client, after))
-        self.flush()
-        if delegate and answered and self.threads[after][1] == recipient.peer_id:
-            self.reply(recipient, agent, 0, False, True, "the result")
-
-    def _wait_answered(self, answer: dict[str, Any], agent: Agent, client: ModelBridge, after: int) -> None:
-        # Checked by the invariant: a reply's Send may not be answered yet (its wait is answered first).
-        self.wait_answers.append((answer, agent, after))
-        for message in answer["shown_before"]:
-            if message["id"] not in self.acked:
-                self.thread_violations.append(f"#{message['id']} named as shown before, but it was not")
-        fresh = [m["id"] for m in answer["messages"] if m["id"] not in agent.shown_ids]
-        if fresh and client is agent.client:
-            acknowledged = client.callRemote(wire.Acknowledge, message_ids=fresh)
-            acknowledged.addCallbacks(lambda _: self._wait_shown(agent, fresh), lambda failure: None)
-
-    def _wait_shown(self, agent: Agent, ids: list[int]) -> None:
-        """The bridge showed a wait's replies in the tool's result and the broker has the acknowledgement."""
-        self.wait_shown.update(ids)
-        self.shown(agent, ids)
-
-    @invariant()
-    def waits_returned_only_replies_of_their_own_thread(self) -> None:
-        """Every message a wait returned (or named) is a reply to its peer, in its thread, after the
-        message waited on; every reply it named as shown before had been."""
-        answers, self.wait_answers = self.wait_answers, []
-        for answer, agent, after in answers:
-            thread = self.threads[after][2]
-            if answer["thread_id"] != thread:
-                self.thread_violations.append(f"wait on #{after} answered for thread {answer['thread_id']}, not {thread}")
-            for message in answer["messages"] + answer["shown_before"]:
-                known = self.threads.get(message["id"])
-                if known is None or known[2] != thread or known[1] != agent.peer_id or message["id"] <= after:
-                    self.thread_violations.append(f"wait on #{after} (thread {thread}) of {agent.peer_id} returned "
-                                                  f"#{message['id']} ({known})")
-        assert not self.thread_violations, self.thread_violations
-
     # --- the model's view --------------------------------------------------------------------
 
     def unacked(self, agent: Agent) -> list[int]:
@@ -626,14 +269,6 @@ class BrokerModel(CoordRules, RuleBasedStateMachine):
             assert actor.name == agent.name
         live_names = [a.name for a in actors.values() if a.state != GONE]
         assert len(live_names) == len(set(live_names))
-
-    def teardown(self) -> None:
-        """Drop connections, close the database, remove the directory."""
-        self.broker.stop()
-        if self.pool is not None:
-            self.pool.close()
-        self._drop_database()
-        shutil.rmtree(self.base, ignore_errors=True)
 
 
 BrokerModel.TestCase.settings = settings(

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import psutil
 import pytest
 
-from bridge_support import FakeAgent, asyncio_test, open_bridge, ready
+from bridge_support import FakeAgent, asyncio_test, open_bridge, ready, started_agents
 from conftest import ROOT, BrokerProcess, broker_env
 from engines import query
 
@@ -45,17 +45,8 @@ def pg_broker(short_dir: Path, pg_url: str) -> Iterator[BrokerProcess]:
 @pytest.fixture
 def make_agent(pg_broker: BrokerProcess) -> Iterator[Callable[..., FakeAgent]]:
     """Start stand-in agents in the broker's environment; all are ended afterwards."""
-    started: list[FakeAgent] = []
-
-    def make(name: str, kind: str = "claude", channels: bool = False) -> FakeAgent:
-        agent = FakeAgent(pg_broker.base, name, kind, pg_broker.base, dict(pg_broker.env), channels).start()
-        started.append(agent)
-        return agent
-
-    yield make
-    for agent in started:
-        agent.cleanup()
-        print(f"--- stderr of agent {agent.name} and its bridges ---\n{agent.log_text()[-6000:]}")
+    with started_agents(pg_broker) as make:
+        yield make
 
 
 def cli_status(broker: BrokerProcess) -> dict[str, Any]:

@@ -10,46 +10,23 @@ model API (no account, no network), without the channels flag, after
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
 
 from agent_standins import StandInApi
-from claude_tmux import TMUX, BrokerView, ClaudeInTmux, environment_path, seed_claude_json, wait_gone
-from cli_support import cli
-from conftest import BrokerProcess, broker_env
+from agent_tmux import CLAUDE, CLAUDE_NEW, HAVE_TMUX, HOW_TO_GET_CLAUDE, started, wait_gone
+from claude_tmux import ClaudeSession, seed_home
+from cli_support import BrokerView, cli
+from conftest import BrokerProcess
 
 pytestmark = pytest.mark.slow
 
-CLAUDES = {
-    "pinned": os.environ.get("CLAUDE_PEERS_TEST_CLAUDE") or shutil.which("claude"),
-    "newest": os.environ.get("CLAUDE_PEERS_TEST_CLAUDE_NEW"),
-}
-HOW_TO_GET = {
-    "pinned": "set CLAUDE_PEERS_TEST_CLAUDE to the claude of `npm install @anthropic-ai/claude-code@2.1.197`",
-    "newest": "set CLAUDE_PEERS_TEST_CLAUDE_NEW to the claude of `npm install @anthropic-ai/claude-code@latest`",
-}
+CLAUDES = {"pinned": CLAUDE, "newest": CLAUDE_NEW}
 
 
-@pytest.fixture
-def broker(short_dir: Path) -> Iterator[BrokerProcess]:
-    """A broker at the default paths under a HOME that is the test's directory."""
-    env = broker_env(short_dir, PATH=environment_path(),
-                     CLAUDE_PEERS_SOCKET=str(short_dir / ".claude" / "run" / "claude-peers.sock"),
-                     CLAUDE_PEERS_DB=str(short_dir / ".claude-peers.db"))
-    process = BrokerProcess(short_dir, env).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-def ours_below(session: ClaudeInTmux) -> dict[int, float]:
+def ours_below(session: ClaudeSession) -> dict[int, float]:
     """The claude-peers processes (bridge, hooks, waiters) below the session now: pid -> start time."""
     found = {}
     for pid, start in session.descendants().items():
@@ -62,36 +39,32 @@ def ours_below(session: ClaudeInTmux) -> dict[int, float]:
     return found
 
 
-def started_at(pid: int) -> dict[int, float]:
-    """``{pid: start time}`` of a running process."""
-    return {pid: psutil.Process(pid).create_time()}
-
-
-@pytest.mark.skipif(not os.path.exists(TMUX), reason="no tmux (apt-get install tmux)")
+@pytest.mark.skipif(not HAVE_TMUX, reason="no tmux (apt-get install tmux)")
 @pytest.mark.parametrize("version", sorted(CLAUDES))
-def test_an_idle_claude_code_without_channels_is_woken_by_a_send(version: str, broker: BrokerProcess) -> None:
+def test_an_idle_claude_code_without_channels_is_woken_by_a_send(version: str, home_broker: BrokerProcess) -> None:
     """Idle session, a CLI send: the sender hears woke, the next model request carries the message once,
     the Stop hook arms the next waiter, and after /exit no claude-peers process of the session runs."""
     claude = CLAUDES[version]
     if not claude:
-        pytest.skip(HOW_TO_GET[version])
-    env = broker.env
+        pytest.skip(HOW_TO_GET_CLAUDE)
+    broker = home_broker
+    env = {**broker.env, "CLAUDE_PEER_NAME": "idle"}
     installed = cli(env, "install", "--claude", "--config-file", "--hooks")
     assert installed.returncode == 0, installed.stderr
-    seed_claude_json(broker.base, broker.base)
+    seed_home(broker.base, broker.base, gate=False)
     api = StandInApi()
-    session = ClaudeInTmux(claude, broker.base, env, api.url, "idle").start()
+    session = ClaudeSession(claude, broker.base, env).start(api.url)
     view = BrokerView(broker.socket_path)
     recorded: dict[int, float] = {}
     try:
         first = view.wait_for_waiter("idle")
-        recorded.update(started_at(first))
+        recorded.update(started(first))
         answer = view.send("idle", "REWAKE-E2E, please look")
         assert answer["status"] == "woke", answer
         request, _ = api.wait_for_text("REWAKE-E2E", 60)
         assert "\u2502 REWAKE-E2E, please look" in json.dumps(request, ensure_ascii=False)
         second = view.wait_for_waiter("idle", other_than=first)  # the turn's Stop hook re-armed it
-        recorded.update(started_at(second))
+        recorded.update(started(second))
         recorded.update(ours_below(session))
         assert len(recorded) >= 3  # both waiters and the bridge at least
         # Every later request repeats the conversation: the message is in it once.
@@ -101,27 +74,28 @@ def test_an_idle_claude_code_without_channels_is_woken_by_a_send(version: str, b
         session.exit()
         assert wait_gone(recorded, 15) == [], (recorded, session.screen())
     finally:
-        session.close()
+        session.stop()
         api.close()
         for pid in wait_gone(recorded, 0):  # a failed test leaves nothing behind either
             psutil.Process(pid).kill()
 
 
-@pytest.mark.skipif(not os.path.exists(TMUX), reason="no tmux (apt-get install tmux)")
+@pytest.mark.skipif(not HAVE_TMUX, reason="no tmux (apt-get install tmux)")
 @pytest.mark.parametrize("version", sorted(CLAUDES))
 def test_mail_that_wakes_the_prompt_waiter_mid_turn_reaches_the_model_after_the_turn(
-        version: str, broker: BrokerProcess) -> None:
+        version: str, home_broker: BrokerProcess) -> None:
     """The person's prompt arms a UserPromptSubmit waiter; mail comes while the model is still
     answering (the stand-in holds its answer 3 s), so the waiter exits 2 mid-turn and the sender
     hears woke. Claude Code keeps the text: once the turn ends it starts another with the message
     as a new user block, and the person sees the rewake line."""
     claude = CLAUDES[version]
     if not claude:
-        pytest.skip(HOW_TO_GET[version])
-    env = broker.env
+        pytest.skip(HOW_TO_GET_CLAUDE)
+    broker = home_broker
+    env = {**broker.env, "CLAUDE_PEER_NAME": "busy"}
     installed = cli(env, "install", "--claude", "--config-file", "--hooks")
     assert installed.returncode == 0, installed.stderr
-    seed_claude_json(broker.base, broker.base)
+    seed_home(broker.base, broker.base, gate=False)
     view = BrokerView(broker.socket_path)
     answers: list[dict[str, str]] = []
     state: dict[str, int] = {}
@@ -135,11 +109,11 @@ def test_mail_that_wakes_the_prompt_waiter_mid_turn_reaches_the_model_after_the_
         time.sleep(3.0)  # the model is still "thinking" when the waiter exits 2
 
     api = StandInApi(on_request=mid_turn)
-    session = ClaudeInTmux(claude, broker.base, env, api.url, "busy").start()
+    session = ClaudeSession(claude, broker.base, env).start(api.url)
     recorded: dict[int, float] = {}
     try:
         state["first"] = view.wait_for_waiter("busy")
-        recorded.update(started_at(state["first"]))
+        recorded.update(started(state["first"]))
         session.keys("-l", "SLOW-TURN: think about it")
         time.sleep(0.3)  # the prompt box takes pasted text in a burst; Enter must come after it
         session.keys("Enter")
@@ -157,7 +131,7 @@ def test_mail_that_wakes_the_prompt_waiter_mid_turn_reaches_the_model_after_the_
         session.exit()
         assert wait_gone(recorded, 15) == [], (recorded, session.screen())
     finally:
-        session.close()
+        session.stop()
         api.close()
         for pid in wait_gone(recorded, 0):
             psutil.Process(pid).kill()

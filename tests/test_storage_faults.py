@@ -1,61 +1,32 @@
-"""Storage under fire: corrupt, foreign, too-new, read-only and locked files; a full disk.
+"""Storage under fire: corrupt, foreign, too-new and read-only files; a full disk.
 
 DESIGN 4 and issue 6: a database the broker cannot use gives a clear DatabaseError and is
 never overwritten; a failing write reaches its caller as StoreError and costs no committed
-data. "Another process" is a real child process holding a real SQLite lock.
+data. (Locks held by another process and a kill -9 of the store's owner: ``test_storage_locks.py``.)
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import DeferredList
 
-from claudepeers.broker.records import NewMessage
 from claudepeers.broker.storage import DatabaseError, Store, StoreError, database, open_pool, prepare
 
 from engines import is_pg
+from storage_support import CHILD_PREPARE, fingerprint, new_message, query
+from storage_support import db_path  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def fingerprint(path: Path) -> str:
-    """A digest of the file's bytes, to prove it was left untouched."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def new_message(to_id: str, body: str = "hello") -> NewMessage:
-    """A message ready to store."""
-    return NewMessage(from_id="sender01", from_name="sender", from_summary="", from_cwd="/repo",
-                      from_client="codex", verified=True, to_id=to_id, body=body, sent_at=1000.0)
-
-
-def query(path: Path, sql: str) -> list[tuple]:
-    """Run ``sql`` on a separate connection."""
-    connection = sqlite3.connect(path)
-    try:
-        return connection.execute(sql).fetchall()
-    finally:
-        connection.close()
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    """Where a test's database lives (not yet created)."""
-    return tmp_path / "peers.db"
 
 
 # --- files that are not (or no longer) ours ------------------------------------------------
@@ -150,21 +121,6 @@ def test_failed_upgrade_rolls_back_completely_and_keeps_the_old_version(db_path:
 
 # --- read-only files ---------------------------------------------------------------------------
 
-CHILD_PREPARE = textwrap.dedent(
-    """
-    import json, os, sys
-    from claudepeers.broker.storage import DatabaseError, prepare
-    path, guarded = sys.argv[1], sys.argv[2]
-    result = {"writable": os.access(guarded, os.W_OK)}
-    try:
-        result["version"] = prepare(path)
-    except DatabaseError as exc:
-        result["error"] = str(exc)
-    print(json.dumps(result))
-    """
-)
-
-
 def prepare_without_write_permission(path: Path, guarded: Path | None = None) -> dict[str, Any]:
     """Run prepare(path) as a process for which mode bits apply; ``guarded`` (default: the
     file) is what the test made read-only, reported back as ``writable``.
@@ -246,128 +202,6 @@ def test_database_that_cannot_be_created_gives_a_clear_error(tmp_path: Path) -> 
     assert list(directory.iterdir()) == []
 
 
-# --- locked by another process ------------------------------------------------------------------
-
-HOLDER = textwrap.dedent(
-    """
-    import sqlite3, sys
-    connection = sqlite3.connect(sys.argv[1], isolation_level=None)
-    connection.execute("BEGIN EXCLUSIVE")
-    print("locked", flush=True)
-    sys.stdin.readline()
-    connection.execute("ROLLBACK")
-    connection.close()
-    """
-)
-
-
-class LockHolder:
-    """Another process holding ``BEGIN EXCLUSIVE`` on a database until released."""
-
-    def __init__(self, path: Path) -> None:
-        self.process = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line.strip() == "locked", f"lock holder did not start: {line!r}"
-
-    def release(self) -> None:
-        """Roll back and let the child exit."""
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
-            self.process.stdin.write("release\n")
-            self.process.stdin.flush()
-            self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def lock_holder() -> Iterator[list[LockHolder]]:
-    """Start lock holders with ``holders.append(LockHolder(path))``; all are released after the test."""
-    holders: list[LockHolder] = []
-    try:
-        yield holders
-    finally:
-        for holder in holders:
-            holder.release()
-            if holder.process.poll() is None:
-                holder.process.kill()
-
-
-def make_wal(path: Path) -> None:
-    """Switch a database to WAL, as the broker's connection does."""
-    connection = sqlite3.connect(path)
-    database.configure(connection)
-    connection.close()
-
-
-def test_locked_database_gives_a_clear_error_after_a_bounded_wait(db_path: Path, lock_holder: list) -> None:
-    """While another process holds an exclusive lock, prepare() waits about 2 s, then says it is locked."""
-    database.create(db_path)  # a new file is in rollback-journal mode: the lock blocks readers too
-    before = fingerprint(db_path)
-    lock_holder.append(LockHolder(db_path))
-    started = time.monotonic()
-    with pytest.raises(DatabaseError, match="locked by another process"):
-        prepare(db_path)
-    assert time.monotonic() - started < 8
-    lock_holder[0].release()
-    assert fingerprint(db_path) == before
-    assert prepare(db_path) == database.latest_version()
-
-
-def test_wal_database_at_latest_version_is_usable_while_another_process_writes(db_path: Path,
-                                                                               lock_holder: list) -> None:
-    """In WAL mode a writer does not block readers: prepare() of a current database succeeds at once."""
-    prepare(db_path)
-    make_wal(db_path)
-    lock_holder.append(LockHolder(db_path))
-    started = time.monotonic()
-    assert prepare(db_path) == database.latest_version()
-    assert time.monotonic() - started < 1.5
-
-
-def test_upgrade_of_a_locked_database_fails_clearly_and_keeps_the_old_version(db_path: Path,
-                                                                           lock_holder: list) -> None:
-    """An upgrade that cannot get the write lock gives DatabaseError naming the lock; the file stays v1."""
-    database.create(db_path, 1)
-    make_wal(db_path)
-    lock_holder.append(LockHolder(db_path))
-    with pytest.raises(DatabaseError, match="locked") as raised:
-        prepare(db_path)
-    assert str(db_path) in str(raised.value)
-    lock_holder[0].release()
-    assert query(db_path, "SELECT version FROM versions") == [(1,)]
-    assert prepare(db_path) == database.latest_version()
-
-
-@pytest_twisted.inlineCallbacks
-def test_store_write_waits_for_another_process_to_release_its_lock(db_path: Path, lock_holder: list) -> Any:
-    """A write issued while another process holds the write lock commits after the lock is released."""
-    prepare(db_path)
-    make_wal(db_path)
-    store = Store(open_pool(str(db_path)))
-    try:
-        holder = LockHolder(db_path)
-        lock_holder.append(holder)
-        order: list[str] = []
-        written = store.add_message(new_message("alice001", "waited")).addCallback(
-            lambda m: order.append("committed") or m)
-        released: Deferred = Deferred()
-
-        def release() -> None:
-            order.append("released")
-            holder.release()
-            released.callback(None)
-
-        reactor.callLater(0.3, release)
-        message = yield written
-        yield released
-        assert order == ["released", "committed"]
-        assert query(db_path, "SELECT body FROM messages") == [("waited",)]
-        assert message.body == "waited"
-    finally:
-        yield store.close()
-
-
 # --- a full disk, at the storage boundary -----------------------------------------------------
 
 
@@ -442,54 +276,3 @@ def test_disk_full_during_a_batch_fails_every_write_of_it_without_hanging(store:
     assert [ok for ok, _ in outcome] == [False] * 5
     assert all(f.check(StoreError) for _, f in outcome)
     assert query(db_path, "SELECT id FROM messages") == [(earlier.id,)]
-
-
-# --- a crash (kill -9) of the process that owns the store ----------------------------------------
-
-WRITER = textwrap.dedent(
-    """
-    import sys
-    from twisted.internet import reactor
-    from claudepeers.broker.records import NewMessage
-    from claudepeers.broker.storage import Store, open_pool, prepare
-
-    path = sys.argv[1]
-    prepare(path)
-    store = Store(open_pool(path))
-
-    def report(message):
-        sys.stdout.write(f"{message.id}\\n")
-        sys.stdout.flush()
-
-    def write_forever(_=None):
-        for n in range(50):
-            store.add_message(NewMessage("s", "s", "", "/", "codex", True, "alice001", f"b{n}", 1.0)).addCallback(report)
-        store.add_message(NewMessage("s", "s", "", "/", "codex", True, "alice001", "tail", 1.0)).addCallback(write_forever)
-
-    reactor.callWhenRunning(write_forever)
-    reactor.run()
-    """
-)
-
-
-def test_every_write_reported_committed_survives_kill_9_of_its_process(db_target: str) -> None:
-    """A process writing in a loop is SIGKILLed; every message whose Deferred had fired is in the
-    file (in the PostgreSQL database)."""
-    from engines import query as look
-
-    db_path = db_target
-    process = subprocess.Popen([sys.executable, "-c", WRITER, str(db_path)], stdout=subprocess.PIPE,
-                               text=True, cwd=ROOT)
-    assert process.stdout is not None
-    acknowledged: list[int] = []
-    try:
-        while len(acknowledged) < 2_000:
-            line = process.stdout.readline()
-            assert line, f"the writer exited early with status {process.poll()}"
-            acknowledged.append(int(line))
-    finally:
-        process.kill()
-        process.wait(timeout=10)
-    stored = {row[0] for row in look(db_path, "SELECT id FROM messages")}
-    assert set(acknowledged) <= stored
-    assert prepare(db_path) == database.latest_version()

@@ -27,7 +27,7 @@ from claudepeers.broker.storage import database, prepare
 from cli_support import cli
 from conftest import BrokerProcess, broker_env
 from raw_amp import RawAMP, RemoteError
-from test_faults import StandIns, free_port, register, tcp_session
+from fault_support import StandIns, free_port, register, tcp_session
 
 
 class Running:

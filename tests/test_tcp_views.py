@@ -14,7 +14,7 @@ from claudepeers.broker.core import Credentials
 from claudepeers.wire import commands as wire
 
 from broker_fakes import FakeBridge, World
-from test_protocol import Pair
+from broker_pair import Pair
 
 TOKEN = "s3cret"
 
@@ -24,7 +24,6 @@ def world(short_dir: Path) -> Iterator[World]:
     """A started broker world with one peer registered over the socket ("local")."""
     w = World(short_dir)
     pytest_twisted.blockon(w.broker.start())
-    Pair.live = []
     agent, bridge = w.agent()
     w.local, _ = pytest_twisted.blockon(w.register(agent, bridge, FakeBridge(), name="local"))
     yield w

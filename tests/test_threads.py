@@ -3,16 +3,17 @@ fake processes and bridges (``broker_fakes``)."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from typing import Any
 
 import pytest_twisted
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import inlineCallbacks, maybeDeferred
 
 from claudepeers.broker.replywait import REPLIES, TIMEOUT
 from claudepeers.common.errors import InvalidArgument, UnknownMessage
 
-from broker_fakes import FakeBridge, World
-from test_broker import failure_of
+from broker_fakes import FakeBridge, World, failure_of
 
 
 @inlineCallbacks
@@ -216,6 +217,6 @@ def test_search_index_follows_purged_mail(world: World) -> None:
     world.clock.advance(world.limits.retention_seconds + 1)
     yield world.store.purge(world.clock.seconds())
     assert (yield world.broker.threads.search(b, "ephemeral", None)) == []
-    rows = yield world.store._read(lambda cursor: cursor.execute(
-        "INSERT INTO messages_search (messages_search) VALUES ('integrity-check')").fetchall())
+    with closing(sqlite3.connect(world.db_path)) as db:  # FTS5's own check, on the store's file
+        rows = db.execute("INSERT INTO messages_search (messages_search) VALUES ('integrity-check')").fetchall()
     assert rows == []

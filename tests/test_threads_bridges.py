@@ -12,9 +12,8 @@ from typing import Callable
 
 import pytest
 
-from bridge_support import ready, text_of, asyncio_test, open_bridge
+from bridge_support import asyncio_test, my_id, open_bridge, ready, text_of
 from conftest import BrokerProcess
-from test_bridge_integration import make_agent, my_id  # noqa: F401 - make_agent is a fixture
 
 
 def message_number(sent: str) -> int:
