@@ -122,8 +122,6 @@ def test_empty_and_unknown_audiences_are_clear_errors(world: World) -> None:
     assert isinstance((yield failure_of(fanout(world).send(None, "scope:repo", "x"))), wire.NotRegistered)
 
 
-@pytest.mark.xfail(strict=True, reason="a defect found by the model on PostgreSQL: the fan-out checks no NUL "
-                   "(fanout._plan; mail._checked does), so SQLite stores it and PostgreSQL answers a database error")
 @pytest_twisted.inlineCallbacks
 def test_a_send_to_many_with_a_nul_character_is_an_invalid_argument(world: World) -> None:
     """As for one recipient: a body with U+0000 is refused as InvalidArgument on both engines,

@@ -129,6 +129,8 @@ class FanOut:
             raise InvalidArgument(f"client_key of a message to many must be 1 to {MAX_FANOUT_KEY_CHARS} printable characters")
         if not isinstance(body, str) or not body.strip():
             raise InvalidArgument("the message is empty")
+        if "\x00" in body:  # as for one recipient: PostgreSQL's text cannot hold it
+            raise InvalidArgument("the message contains a NUL character (U+0000)")
         size = len(body.encode("utf-8"))
         if size > limits.max_body_bytes:
             broker.counters["refused"] += 1
