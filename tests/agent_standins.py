@@ -1,7 +1,10 @@
 """Stand-in model APIs on 127.0.0.1 for the real agent CLIs (no account, no network).
 
 Claude Code posts to ``/v1/messages`` (and ``/v1/messages/count_tokens``), Codex to
-``/v1/responses``. Every model request is recorded with the moment it arrived, so a test can
+``/v1/responses``. Claude Code on Google Vertex (``CLAUDE_CODE_USE_VERTEX=1``,
+``ANTHROPIC_VERTEX_BASE_URL``) posts the same Messages body to
+``/projects/<p>/locations/<r>/publishers/anthropic/models/<model>:streamRawPredict`` (or
+``:rawPredict``; ``count-tokens:rawPredict`` counts), answered as ``/v1/messages`` is. Every model request is recorded with the moment it arrived, so a test can
 wait for the request that carries a text, and a benchmark can measure how long after a send
 it came.
 """
@@ -13,6 +16,17 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
+
+
+#: The part of a Vertex AI path that names an Anthropic model (``.../models/<model>:<method>``).
+VERTEX_MODELS = "/publishers/anthropic/models/"
+
+
+def is_model_request(path: str) -> bool:
+    """Whether a POST to ``path`` asks a model for an answer (not a token count)."""
+    if VERTEX_MODELS in path:
+        return not path.split(VERTEX_MODELS, 1)[1].startswith("count-tokens")
+    return path.startswith(("/v1/messages", "/v1/responses")) and "count_tokens" not in path
 
 
 def streamed_response(number: int, text: str = "done") -> bytes:
@@ -83,7 +97,8 @@ class StandInApi:
 
     ``on_request(api, request)`` runs before each model request is answered (for example to
     send the agent's peer a message on the first one). Every answer says "done" and ends the
-    turn. ``arrivals[i]`` is the ``time.monotonic()`` at which ``requests[i]`` came in.
+    turn. ``arrivals[i]`` is the ``time.monotonic()`` at which ``requests[i]`` came in;
+    ``paths`` lists every POST's path, model request or not.
     """
 
     def __init__(self, on_request: Callable[["StandInApi", dict], Any] | None = None,
@@ -97,6 +112,7 @@ class StandInApi:
         """
         self.requests: list[dict] = []
         self.arrivals: list[float] = []
+        self.paths: list[str] = []
         self._on_request = on_request
         self._changed = threading.Condition()
         api = self
@@ -110,7 +126,8 @@ class StandInApi:
                     request = json.loads(body)
                 except ValueError:
                     request = {}
-                if self.path.startswith(("/v1/messages", "/v1/responses")) and "count_tokens" not in self.path:
+                api.paths.append(self.path)
+                if is_model_request(self.path):
                     arrived = time.monotonic()
                     if api._on_request is not None:
                         api._on_request(api, request)

@@ -57,8 +57,10 @@ class ClaudeSession:
 
     def start(self, api_url: str, timeout: float = 40.0) -> "ClaudeSession":
         """Start ``claude`` and wait for its prompt; Enter accepts the dev-channels warning."""
+        # ANTHROPIC_VERTEX_BASE_URL is read only with CLAUDE_CODE_USE_VERTEX=1 (a test's extra env):
+        # the stand-in answers Vertex's model paths too.
         env = {**self.env, "HOME": str(self.home), "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": api_url,
-               "DISABLE_AUTOUPDATER": "1", "TERM": "xterm-256color"}
+               "ANTHROPIC_VERTEX_BASE_URL": api_url, "DISABLE_AUTOUPDATER": "1", "TERM": "xterm-256color"}
         exports = " ".join(f"{name}={quote(value)}" for name, value in env.items() if name not in ("TMUX", "TMUX_PANE"))
         command = f"cd {quote(str(self.cwd or self.home))} && exec env -i {exports} {quote(self.binary)} " + " ".join(
             quote(arg) for arg in self.args)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_standins import VERTEX_MODELS
 from agent_tmux import CLAUDE, CLAUDE_NEW, HOW_TO_GET_CLAUDE as HOW_TO_GET
 from claude_tmux import DEV_FLAG, Scenario
 from cli_support import cli, cli_json
@@ -57,7 +58,13 @@ FALLBACKS = {
     "gate off": dict(gate=False, args=DEV_FLAG),
     "--channels server:": dict(args=["--channels", "server:claude-peers"]),
     "telemetry disabled": dict(args=DEV_FLAG, extra_env={"DISABLE_TELEMETRY": "1"}),
+    # Google Vertex, its auth skipped: the stand-in answers Vertex's model paths.
+    "third-party provider (Vertex)": dict(args=DEV_FLAG, extra_env={
+        "CLAUDE_CODE_USE_VERTEX": "1", "CLAUDE_CODE_SKIP_VERTEX_AUTH": "1",
+        "ANTHROPIC_VERTEX_PROJECT_ID": "test", "CLOUD_ML_REGION": "us-east5"}),
 }
+#: What Claude Code's skip line must say, where the case's own reason is worth pinning.
+SKIP_REASONS = {"third-party provider (Vertex)": "channels are not available on third-party providers"}
 
 
 @pytest.mark.parametrize("binary", BINARIES)
@@ -70,7 +77,8 @@ def test_a_skipped_channel_falls_back_and_the_rewake_hook_shows_it_once(
     one = Scenario(short_dir, binary, **FALLBACKS[case]).start()  # type: ignore[arg-type]
     scenario.append(one)
     if case != "gate off":  # with the gate off Claude Code logs no decision at all
-        assert "skipped" in one.channel_decided()
+        decided = one.channel_decided()
+        assert "skipped" in decided and SKIP_REASONS.get(case, "") in decided, decided
     sent = cli(one.env, "send", one.peer["id"], "REAL-FALLBACK-1 please look")
     assert sent.returncode == 0 and sent.stdout.startswith("Woke "), sent.stdout + sent.stderr
     peers = cli_json(one.env, "peers", "--json", "--online")
@@ -78,6 +86,8 @@ def test_a_skipped_channel_falls_back_and_the_rewake_hook_shows_it_once(
     one.api.wait_for_text("REAL-FALLBACK-1", 20)  # type: ignore[attr-defined]
     time.sleep(1.0)  # let a second model request come, if the agent were shown it twice
     assert carried(one.api, "REAL-FALLBACK-1 please look") == 1
+    if case.endswith("(Vertex)"):  # the provider really took: every model request went Vertex's way
+        assert one.api.paths and all(VERTEX_MODELS in path for path in one.api.paths), one.api.paths  # type: ignore[attr-defined]
     inbox = cli(one.env, "inbox", "--json", one.peer["id"])
     assert json.loads(inbox.stdout)[0]["acked_at"], inbox.stdout  # acknowledged: nothing lost, nothing left
 
