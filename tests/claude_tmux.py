@@ -11,8 +11,11 @@ adds a broker and ``claude-peers install --claude`` of this checkout.
 from __future__ import annotations
 
 import json
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,33 @@ API_KEY = "sk-ant-test-0123456789abcdefghijklmnop"
 PROMPT = "\u276f"
 #: The flag that makes Claude Code listen to our channel (as a development channel).
 DEV_FLAG = ["--dangerously-load-development-channels", "server:claude-peers"]
+
+
+def own_etc_prefix(home: Path, managed_settings: dict) -> str:
+    """A shell prefix that runs the command after it in its own user and mount namespace,
+    where ``/etc`` is an overlay holding ``/etc/claude-code/managed-settings.json`` =
+    ``managed_settings`` (under ``home``).
+
+    Claude Code reads an organisation's managed settings only from that path (both builds
+    ignore CLAUDE_CODE_MANAGED_SETTINGS_PATH), and the machine's ``/etc`` is shared with other
+    tests, so it is changed only where this one claude can see it. The pid stays claude's:
+    ``unshare`` and ``sh`` exec into it.
+    """
+    upper, work = home / "etc-upper", home / "etc-work"
+    (upper / "claude-code").mkdir(parents=True)
+    work.mkdir()
+    (upper / "claude-code" / "managed-settings.json").write_text(json.dumps(managed_settings))
+    mount = f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc"
+    return "unshare --user --map-root-user --mount sh -c " + quote(mount + ' && exec "$0" "$@"') + " "
+
+
+@cache
+def own_etc_works() -> bool:
+    """Whether this machine lets an unprivileged process overlay ``/etc`` in its own
+    namespaces (user namespaces on, Linux 5.11 or later), as :func:`own_etc_prefix` does."""
+    with tempfile.TemporaryDirectory(prefix="cp-etc-") as home:
+        command = own_etc_prefix(Path(home), {}) + "test -f /etc/claude-code/managed-settings.json"
+        return subprocess.run(["sh", "-c", command], capture_output=True).returncode == 0
 
 
 def seed_home(home: Path, cwd: Path, gate: bool = True) -> None:
@@ -49,6 +79,8 @@ class ClaudeSession:
     env: dict[str, str]
     cwd: Path | None = None
     args: list[str] = field(default_factory=list)
+    #: An organisation's managed settings, seen by this claude only (:func:`own_etc_prefix`).
+    managed_settings: dict | None = None
     pid: int | None = None
 
     def __post_init__(self) -> None:
@@ -62,8 +94,9 @@ class ClaudeSession:
         env = {**self.env, "HOME": str(self.home), "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": api_url,
                "ANTHROPIC_VERTEX_BASE_URL": api_url, "DISABLE_AUTOUPDATER": "1", "TERM": "xterm-256color"}
         exports = " ".join(f"{name}={quote(value)}" for name, value in env.items() if name not in ("TMUX", "TMUX_PANE"))
-        command = f"cd {quote(str(self.cwd or self.home))} && exec env -i {exports} {quote(self.binary)} " + " ".join(
-            quote(arg) for arg in self.args)
+        prefix = own_etc_prefix(self.home, self.managed_settings) if self.managed_settings is not None else ""
+        command = f"cd {quote(str(self.cwd or self.home))} && exec env -i {exports} {prefix}{quote(self.binary)} " + \
+            " ".join(quote(arg) for arg in self.args)
         self.pid = self.tmux.open(["sh", "-c", command])
         self._started = started(self.pid)
         deadline = time.monotonic() + timeout
@@ -109,6 +142,9 @@ class ClaudeSession:
         """End claude by its pid (SIGTERM, then SIGKILL), then the tmux server."""
         end(self._started)
         self.tmux.kill()
+        work = self.home / "etc-work" / "work"
+        if work.exists():
+            work.chmod(0o700)  # the overlay leaves it mode 000, which would stop the test's cleanup
 
 
 @dataclass
@@ -116,7 +152,8 @@ class Scenario:
     """A broker, a stand-in model API and one interactive Claude Code with claude-peers installed.
 
     ``gate`` seeds the channels feature flag; ``args`` are claude's (the channels flag);
-    ``extra_env`` reaches claude (e.g. DISABLE_TELEMETRY). With ``hooks`` the prompt hooks are
+    ``extra_env`` reaches claude (e.g. DISABLE_TELEMETRY), ``managed_settings`` are an
+    organisation's (e.g. ``{"channelsEnabled": False}``). With ``hooks`` the prompt hooks are
     installed, so mail that is not pushed is shown with the next prompt a person types.
     """
 
@@ -125,6 +162,7 @@ class Scenario:
     args: list[str]
     gate: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+    managed_settings: dict | None = None
     hooks: bool = True
     #: Answers the stand-in Messages API gives (``StandInApi(respond_messages=...)``).
     respond_messages: Any = None
@@ -155,7 +193,8 @@ class Scenario:
         config_path.write_text(json.dumps(config))
         self.env = env
         self.session = ClaudeSession(self.binary, self.base, {**env, **self.extra_env}, work,
-                                     self.args + ["--debug-file", str(self.base / "claude-debug.log")])
+                                     self.args + ["--debug-file", str(self.base / "claude-debug.log")],
+                                     managed_settings=self.managed_settings)
         self.session.start(self.api.url)  # type: ignore[attr-defined]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
