@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 
+from claudepeers.broker.mail import check_body
 from claudepeers.broker.peers import PeerActor
 from claudepeers.broker.records import CLI_ID, GONE, Message, NewMessage
 from claudepeers.common.errors import InvalidArgument, LimitExceeded, NotRegistered, UnknownPeer
@@ -127,15 +128,7 @@ class FanOut:
         limits = broker.limits
         if client_key is not None and not (0 < len(client_key) <= MAX_FANOUT_KEY_CHARS and client_key.isprintable()):
             raise InvalidArgument(f"client_key of a message to many must be 1 to {MAX_FANOUT_KEY_CHARS} printable characters")
-        if not isinstance(body, str) or not body.strip():
-            raise InvalidArgument("the message is empty")
-        if "\x00" in body:  # as for one recipient: PostgreSQL's text cannot hold it
-            raise InvalidArgument("the message contains a NUL character (U+0000)")
-        size = len(body.encode("utf-8"))
-        if size > limits.max_body_bytes:
-            broker.counters["refused"] += 1
-            raise LimitExceeded(f"message is {size} bytes; the limit is {limits.max_body_bytes} "
-                                "(max_body_bytes, CLAUDE_PEERS_MAX_BODY_BYTES)")
+        size = check_body(body, limits.max_body_bytes, broker.counters)
         recipients = self.recipients(sender, target)
         if not recipients:
             raise UnknownPeer(f"{target.strip()} names no peer but you (nobody else is there); see list_peers"

@@ -22,6 +22,21 @@ from claudepeers.common.errors import InvalidArgument, LimitExceeded, PeerGone
 from claudepeers.common.settings import Limits
 
 
+
+def check_body(body: Any, limit: int, counters: dict[str, int]) -> int:
+    """The size in bytes of a body any send may carry (to one peer or to many), or the
+    error saying why it may not."""
+    if not isinstance(body, str) or not body.strip():
+        raise InvalidArgument("the message is empty")
+    if "\x00" in body:
+        # PostgreSQL's text cannot hold it (and no agent means it): refused alike on both engines.
+        raise InvalidArgument("the message contains a NUL character (U+0000)")
+    size = len(body.encode("utf-8"))
+    if size > limit:
+        counters["refused"] += 1
+        raise LimitExceeded(f"message is {size} bytes; the limit is {limit} (max_body_bytes, CLAUDE_PEERS_MAX_BODY_BYTES)")
+    return size
+
 class MailHost(Protocol):
     """What the message path needs of the broker (:class:`~claudepeers.broker.core.Broker`
     is one): its actors, store, limits, counters, clock and target resolution. Declared
@@ -91,18 +106,7 @@ class Mail:
         """Check a send against the rules and limits; the message to store and its recipient."""
         if client_key is not None and not (0 < len(client_key) <= 64 and client_key.isprintable()):
             raise InvalidArgument("client_key must be 1 to 64 printable characters")
-        if not isinstance(body, str) or not body.strip():
-            raise InvalidArgument("the message is empty")
-        if "\x00" in body:
-            # PostgreSQL's text cannot hold it (and no agent means it): refused alike on both engines.
-            raise InvalidArgument("the message contains a NUL character (U+0000)")
-        size = len(body.encode("utf-8"))
-        limit = self._broker.limits.max_body_bytes
-        if size > limit:
-            self._broker.counters["refused"] += 1
-            raise LimitExceeded(
-                f"message is {size} bytes; the limit is {limit} (max_body_bytes, CLAUDE_PEERS_MAX_BODY_BYTES)"
-            )
+        size = check_body(body, self._broker.limits.max_body_bytes, self._broker.counters)
         recipient = self._broker.resolve(target, caller=sender)
         if sender is not None and recipient is sender:
             raise InvalidArgument("you cannot send a message to yourself")
