@@ -15,12 +15,13 @@ import subprocess
 import sys
 import tempfile
 from importlib import resources
-from pathlib import Path
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from pathlib import Path
+from typing import Any, Callable, Protocol
 
 from claudepeers.cli.agent_config import SERVER_NAME
 from claudepeers.cli.main import error
+from claudepeers.common.jsonconfig import ConfigError
 
 
 def home_dir() -> Path:
@@ -185,6 +186,33 @@ class Ledger:
     def created(self, key: str, path: Path) -> bool:
         """Whether install created ``path`` (now, or in an earlier run recorded as ``key``)."""
         return bool(self.manifest.get(key, {}).get("created")) or not path.exists()
+
+    def add_entry(self, key: str, path: Path, add: Callable[[str | None, str], str | None], **record: Any) -> bool:
+        """Put our entry into ``path`` (``add(text, shown_path)``) and record it as ``key``
+        with ``record``; False (the failure said) when the file cannot take it."""
+        created = self.created(key, path)  # before the edit creates the file
+        where = short_path(self.paths, path)
+        try:
+            edit_file(path, lambda text: add(text, where))
+        except ConfigError as exc:
+            self.fail(str(exc))
+            return False
+        self.manifest[key] = {**record, "path": str(path), "created": created}
+        return True
+
+    def remove_entry(self, key: str, path: Path, remove: Callable[[str | None, str], str | None],
+                     removed: str, empty: str) -> None:
+        """Take our entry out of ``path`` (reporting ``removed`` if it was there), delete the
+        file if install created it and it is back to ``empty``, and forget ``key``."""
+        where = short_path(self.paths, path)
+        try:
+            if edit_file(path, lambda text: remove(text, where)):
+                self.report(removed)
+        except ConfigError as exc:
+            self.fail(str(exc))
+            return
+        self.drop_if_created(key, path, empty)
+        self.manifest.pop(key, None)
 
     def drop_if_created(self, key: str, path: Path, empty: str) -> None:
         """Delete ``path`` when install created it (as ``key`` records) and it is back to ``empty``."""

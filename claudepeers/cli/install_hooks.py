@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from claudepeers.cli.configfiles import Description, Ledger, Paths, edit_file, short_path
-from claudepeers.common.jsonconfig import ConfigError
+from claudepeers.cli.configfiles import Description, Ledger, Paths, short_path
 from claudepeers.hooks import config
 
 CODEX_TRUST_LINE = "  Codex runs new hooks only once trusted: open /hooks in Codex and trust the claude-peers hooks"
@@ -57,15 +56,10 @@ class HookFile:
         """Add our hook entries (idempotent) and say what they do."""
         path = self._path(ledger)
         events = config.events_for(self.stop_guard)
-        created = ledger.created(self.key, path)
-        where = short_path(ledger.paths, path)
-        try:
-            edit_file(path, lambda text: config.hooks_add(text, ledger.command, events, where, self.rewake))
-        except ConfigError as exc:
-            ledger.fail(str(exc))
+        add = lambda text, where: config.hooks_add(text, ledger.command, events, where, self.rewake)  # noqa: E731
+        if not ledger.add_entry(self.key, path, add, events=events):
             return
-        ledger.manifest[self.key] = {"path": str(path), "created": created, "events": events}
-        ledger.report(f"{self.label}: hooks {', '.join(events)} in {where}")
+        ledger.report(f"{self.label}: hooks {', '.join(events)} in {short_path(ledger.paths, path)}")
         if self.rewake:
             ledger.report(f"  rewake hook ({', '.join(config.REWAKE_EVENTS)}, asyncRewake): "
                           "peer mail wakes an idle session that has no channel")
@@ -76,14 +70,4 @@ class HookFile:
 
     def uninstall(self, ledger: Ledger) -> None:
         """Remove our hook entries; delete the file if install created it and left it empty."""
-        path = self._path(ledger)
-        where = short_path(ledger.paths, path)
-        removed = self.describe(ledger).removed()
-        try:
-            if edit_file(path, lambda text: config.hooks_remove(text, where)):
-                ledger.report(removed)
-        except ConfigError as exc:
-            ledger.fail(str(exc))
-            return
-        ledger.drop_if_created(self.key, path, "{}")
-        ledger.manifest.pop(self.key, None)
+        ledger.remove_entry(self.key, self._path(ledger), config.hooks_remove, self.describe(ledger).removed(), "{}")

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from claudepeers.cli import agent_config
-from claudepeers.cli.agent_config import SERVER_NAME, ConfigError
+from claudepeers.cli.agent_config import SERVER_NAME
 from claudepeers.cli.configfiles import (
-    Description, Ledger, claude_cli, edit_file, read_text, run_claude, shipped_skill, short_path, write_text,
+    Description, Ledger, claude_cli, read_text, run_claude, shipped_skill, short_path, write_text,
 )
 from claudepeers.common.platforms import services
 
@@ -49,16 +49,9 @@ class ClaudeServer:
             ledger.manifest[self.key] = {"method": "claude-cli", "claude": claude}
             ledger.report(f"Claude Code: registered {SERVER_NAME} with `claude mcp add --scope user`")
             return
-        path = ledger.paths.claude_json
-        created = ledger.created(self.key, path)
-        where = short_path(ledger.paths, path)
-        try:
-            edit_file(path, lambda text: agent_config.claude_json_add(text, ledger.command, where))
-        except ConfigError as exc:
-            ledger.fail(str(exc))
-            return
-        ledger.manifest[self.key] = {"method": "file", "path": str(path), "created": created}
-        ledger.report(self.describe(ledger).installed())
+        add = lambda text, where: agent_config.claude_json_add(text, ledger.command, where)  # noqa: E731
+        if ledger.add_entry(self.key, ledger.paths.claude_json, add, method="file"):
+            ledger.report(self.describe(ledger).installed())
 
     def uninstall(self, ledger: Ledger) -> None:
         """Remove the server the way install added it."""
@@ -70,16 +63,8 @@ class ClaudeServer:
                 ledger.report(f"Claude Code: removed {SERVER_NAME} with `claude mcp remove --scope user`")
             ledger.manifest.pop(self.key, None)
             return
-        path = ledger.paths.claude_json
-        where = short_path(ledger.paths, path)
-        try:
-            if edit_file(path, lambda text: agent_config.claude_json_remove(text, where)):
-                ledger.report(self.describe(ledger).removed())
-        except ConfigError as exc:
-            ledger.fail(str(exc))
-            return
-        ledger.drop_if_created(self.key, path, "{}")
-        ledger.manifest.pop(self.key, None)
+        ledger.remove_entry(self.key, ledger.paths.claude_json, agent_config.claude_json_remove,
+                            self.describe(ledger).removed(), "{}")
 
 
 class CodexServer:
@@ -99,15 +84,9 @@ class CodexServer:
 
     def install(self, ledger: Ledger) -> None:
         """Write our table (replacing an older one of ours), the rest of the file kept."""
-        path = ledger.paths.codex_config
-        created = ledger.created(self.key, path)
-        where = short_path(ledger.paths, path)
-        try:
-            edit_file(path, lambda text: agent_config.codex_toml_add(text, ledger.command, where, self.tcp_env))
-        except ConfigError as exc:
-            ledger.fail(str(exc))
+        add = lambda text, where: agent_config.codex_toml_add(text, ledger.command, where, self.tcp_env)  # noqa: E731
+        if not ledger.add_entry(self.key, ledger.paths.codex_config, add):
             return
-        ledger.manifest[self.key] = {"path": str(path), "created": created}
         ledger.report(self.describe(ledger).installed())
         if self.tcp_env:
             ledger.report(f"  over TCP: {self.tcp_env['CLAUDE_PEERS_URL']} (a sandbox that blocks the UNIX socket "
@@ -118,16 +97,7 @@ class CodexServer:
     def uninstall(self, ledger: Ledger) -> None:
         """Remove our table from the file install wrote it to."""
         path = Path(ledger.manifest.get(self.key, {}).get("path") or ledger.paths.codex_config)
-        where = short_path(ledger.paths, path)
-        removed = self.describe(ledger).removed()
-        try:
-            if edit_file(path, lambda text: agent_config.codex_toml_remove(text, where)):
-                ledger.report(removed)
-        except ConfigError as exc:
-            ledger.fail(str(exc))
-            return
-        ledger.drop_if_created(self.key, path, "")
-        ledger.manifest.pop(self.key, None)
+        ledger.remove_entry(self.key, path, agent_config.codex_toml_remove, self.describe(ledger).removed(), "")
 
 
 class AllowList:
@@ -146,41 +116,28 @@ class AllowList:
         """Add the missing rules; record only those this tool added (the user's stay theirs)."""
         path = ledger.paths.claude_settings
         rules = agent_config.allow_rules()
-        created = ledger.created(self.key, path)
-        where = short_path(ledger.paths, path)
+        recorded = ledger.manifest.get(self.key, {}).get("rules", [])  # before add_entry records anew
         added: list[str] = []
 
-        def change(text: str | None) -> str:
+        def change(text: str | None, where: str) -> str:
             new_text, newly = agent_config.settings_allow_add(text, rules, where)
             added.extend(newly)
             return new_text
 
-        try:
-            edit_file(path, change)
-        except ConfigError as exc:
-            ledger.fail(str(exc))
+        if not ledger.add_entry(self.key, path, change):
             return
-        recorded = ledger.manifest.get(self.key, {}).get("rules", [])
-        ledger.manifest[self.key] = {"path": str(path), "rules": sorted(set(recorded) | set(added)), "created": created}
-        ledger.report(f"Claude Code: {len(rules)} tools allowed in {where} (kill_peer still asks)")
+        ledger.manifest[self.key]["rules"] = sorted(set(recorded) | set(added))
+        ledger.report(f"Claude Code: {len(rules)} tools allowed in {short_path(ledger.paths, path)} (kill_peer still asks)")
 
     def uninstall(self, ledger: Ledger) -> None:
         """Remove the rules install added."""
         recorded = ledger.manifest.get(self.key)
         if not recorded:
             return
-        path = Path(recorded["path"])
         rules = list(recorded.get("rules", []))
-        where = short_path(ledger.paths, path)
-        removed = self.describe(ledger).removed()
-        try:
-            if edit_file(path, lambda text: agent_config.settings_allow_remove(text, rules, where)):
-                ledger.report(removed)
-        except ConfigError as exc:
-            ledger.fail(str(exc))
-            return
-        ledger.drop_if_created(self.key, path, "{}")
-        ledger.manifest.pop(self.key, None)
+        ledger.remove_entry(self.key, Path(recorded["path"]),
+                            lambda text, where: agent_config.settings_allow_remove(text, rules, where),
+                            self.describe(ledger).removed(), "{}")
 
 
 class _OwnFile:
