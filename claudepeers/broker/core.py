@@ -138,6 +138,8 @@ class Broker:
         listeners and the store)."""
         if self._own_reaper and self.reaper.running:
             self.reaper.stopService()
+        for actor in self.actors.values():
+            actor.stop()
         self.coordination.stop()
 
     def request_stop(self) -> None:

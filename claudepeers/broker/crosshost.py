@@ -60,7 +60,7 @@ class Network:
         self.listening = False
         self.listener_state = "connecting"
         #: Messages handed to a local actor, and the host each came from.
-        self._handed: dict[int, str] = {}
+        self._handed: dict[int, tuple[str, str]] = {}
         self._handed_order: deque[int] = deque()
         #: Messages whose ``woke`` the sender's host was told before their acknowledgement.
         self._told_woke: set[int] = set()
@@ -265,28 +265,28 @@ class Network:
         for message in messages:
             if message.from_host in (None, self.host) or message.id in self._handed:
                 continue
-            self._remember(message.id, message.from_host)
+            self._remember(message.id, message.from_host, actor.id)
             actor.accept(message, partial(self._local_outcome, message))
 
-    def _remember(self, message_id: int, host: str) -> None:
-        self._handed[message_id] = host
+    def _remember(self, message_id: int, host: str, to_id: str) -> None:
+        self._handed[message_id] = (host, to_id)
         self._handed_order.append(message_id)
         while len(self._handed_order) > REMEMBER_HANDED:
             self._handed.pop(self._handed_order.popleft(), None)
 
-    def before_woke(self, name: str, message_ids: list[int]) -> Any:
-        """A rewake hook woke local peer ``name`` with these messages and will acknowledge
+    def before_woke(self, actor: Any, message_ids: list[int]) -> Any:
+        """A rewake hook woke local peer ``actor`` with these messages (only its own count) and will acknowledge
         them: tell their senders' hosts ``woke`` first (fires once committed). The ack's own
         commit notifies ``acked``, meaning "shown" (network.sql); notifications arrive in
         commit order, so the sender hears ``woke`` first. A database away loses only the word."""
-        ours = [i for i in message_ids if i in self._handed]
+        ours = [i for i in message_ids if self._handed.get(i, ('', ''))[1] == actor.id]
         if not ours:
             return succeed(None)
         if len(self._told_woke) > REMEMBER_HANDED:
             self._told_woke.clear()  # ids whose acknowledgement never came (already shown)
         self._told_woke.update(ours)
-        d = self.registration.notify([(hostnames.channel(self._handed[i]),
-                                       f"outcome {i} woke {name} was idle and has been woken with the message")
+        d = self.registration.notify([(hostnames.channel(self._handed[i][0]),
+                                       f"outcome {i} woke {actor.name} was idle and has been woken with the message")
                                       for i in ours])
         d.addErrback(lambda _: None)
         return d

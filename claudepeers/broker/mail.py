@@ -218,7 +218,7 @@ class Mail:
             raise InvalidArgument(f"how must be shown or woke, not {how!r}")
         network = self._broker.network
         if how == "woke" and network is not None:
-            yield network.before_woke(actor.name, ids)  # senders of other hosts hear woke, not shown
+            yield network.before_woke(actor, ids)  # senders of other hosts hear woke, not shown
         marked = yield self._broker.store.acknowledge(actor.id, ids, self._broker.now())
         actor.acknowledged(marked, how or "shown")
         bridge = actor.connection

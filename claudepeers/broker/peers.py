@@ -298,13 +298,19 @@ class PeerActor(OfRecord):
     def _ack_failed(self, failure: Failure, message_ids: list[int]) -> None:
         """The bridge showed them but the database is away (restarting, a partition): keep
         them and record them when it is back (else they would stay unread, pushed again)."""
-        if not self._unrecorded and not getattr(failure.value, "reported", False):
+        if not self._ack_delay and not getattr(failure.value, "reported", False):  # the first failure only
             self.log.warn("acknowledging messages of {peer} failed ({err}); retrying until the database takes it",
                           peer=self.id, err=failure.getErrorMessage())
         self._unrecorded.update(message_ids)
         if self._ack_retry is None or not self._ack_retry.active():
             self._ack_delay = min(ACK_RETRY_MAX_SECONDS, self._ack_delay * 2 if self._ack_delay else 0.25)
             self._ack_retry = self._clock.callLater(self._ack_delay, self._record_acks)
+
+    def stop(self) -> None:
+        """The broker stops: no more retries of acknowledgements (they stay unread in the
+        store and the next broker pushes them again)."""
+        if self._ack_retry is not None and self._ack_retry.active():
+            self._ack_retry.cancel()
 
     def _record_acks(self) -> None:
         ids, self._unrecorded = sorted(self._unrecorded), set()
