@@ -1,4 +1,4 @@
-"""The network's catch-up (crosshost.Network) with stand-ins for the database side: a
+"""The network (crosshost.Network) with stand-ins for the database side: catch-up, where a
 notification whose read fails because this host's own connection is still down (the
 listener came back first) is read again at the next heartbeat, so committed mail is never
 left unread. Found as a flaky PostgreSQL restart test (2 of 9 runs left messages unshown)."""
@@ -22,7 +22,7 @@ def message(number: int) -> Message:
 class Actor:
     """bob, a local peer: collects what the network hands it."""
 
-    id, state = "bob", ONLINE
+    id, name, state = "bob", "bob", ONLINE
 
     def __init__(self) -> None:
         self.accepted: list[int] = []
@@ -74,6 +74,12 @@ class Registration:
         self.up = False
         self.hosts: dict[str, Any] = {"alpha": object(), "beta": object()}
         self.on_beat: Callable[[dict[str, Any]], Any] | None = None
+        self.notified: list[tuple[str, str]] = []
+
+    def notify(self, notices: list[tuple[str, str]]) -> Deferred:
+        """Record what would be notified."""
+        self.notified.extend(notices)
+        return succeed(None)
 
     def run(self, fn: Callable[..., Any], *args: Any) -> Deferred:
         """Like HostRegistration.run: fails while the connection is away."""
@@ -117,3 +123,29 @@ def test_mail_notified_while_this_hosts_connection_is_down_is_read_at_the_next_b
     assert broker.actors["bob"].accepted == [7, 8]
     registration.on_beat(registration.hosts)
     assert broker.actors["bob"].accepted == [7, 8]  # handed once
+
+
+def test_a_woke_is_told_only_for_the_acknowledging_peers_own_messages() -> None:
+    """bob's rewake hook acknowledges as woke: the senders' hosts hear woke for bob's
+    messages from them, never for ids another peer's hook names."""
+    store = Store([message(7)])
+    broker, registration, listeners = Broker(store), Registration(), []
+    registration.up = True
+
+    def listener(**callbacks: Any) -> Listener:
+        listeners.append(Listener(**callbacks))
+        return listeners[-1]
+
+    network = Network(broker, registration, listener)  # type: ignore[arg-type]
+    network.start()
+    listeners[0].callbacks["on_connected"]()  # reads bob's unread mail: message 7 from alpha
+    assert broker.actors["bob"].accepted == [7]
+
+    class Carol:
+        id, name = "carol", "carol"
+
+    network.before_woke(Carol(), [7])
+    assert registration.notified == []
+    network.before_woke(broker.actors["bob"], [7])
+    assert [channel for channel, _ in registration.notified] == ["claude_peers:alpha"]
+    assert "woke bob was idle" in registration.notified[0][1]
