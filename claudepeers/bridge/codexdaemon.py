@@ -21,12 +21,13 @@ import os
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-if TYPE_CHECKING:
-    from wsproto import WSConnection
-    from wsproto.events import Event
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, RejectConnection, Request, TextMessage
+from wsproto.utilities import RemoteProtocolError
 
 #: The daemon's control socket under CODEX_HOME.
 CONTROL_SOCKET = os.path.join("app-server-control", "app-server-control.sock")
@@ -46,11 +47,6 @@ class _Connection:
     """One WebSocket connection to the control socket, used from a single thread."""
 
     def __init__(self, path: str, timeout: float) -> None:
-        # Imported here, not at the top: only Codex bridges ask the daemon, and only in a
-        # thread, so other bridges do not pay wsproto's import (~12 ms on a loaded bridge).
-        from wsproto import ConnectionType, WSConnection
-        from wsproto.events import AcceptConnection, RejectConnection, Request
-
         self._deadline = time.monotonic() + timeout
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._ws: WSConnection = WSConnection(ConnectionType.CLIENT)
@@ -76,9 +72,6 @@ class _Connection:
 
     def close(self) -> None:
         """Say goodbye if the connection is open, then close the socket (the daemon forgets it)."""
-        from wsproto.connection import ConnectionState
-        from wsproto.events import CloseConnection
-
         try:
             if self._ws.state is ConnectionState.OPEN:
                 self._sock.sendall(self._ws.send(CloseConnection(code=1000)))
@@ -91,8 +84,6 @@ class _Connection:
 
     def _next_event(self) -> Event:
         """The next WebSocket event, reading from the socket until one comes or time is up."""
-        from wsproto.utilities import RemoteProtocolError
-
         while not self._events:
             left = self._deadline - time.monotonic()
             if left <= 0:
@@ -123,8 +114,6 @@ class _Connection:
 
     def _read_message(self) -> str:
         """The next complete text message (pings answered, fragments joined, length bounded)."""
-        from wsproto.events import CloseConnection, Ping, TextMessage
-
         parts: list[str] = []
         length = 0
         while True:
@@ -146,14 +135,10 @@ class _Connection:
 
     def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         """Send a JSON-RPC notification."""
-        from wsproto.events import TextMessage
-
         self._send(TextMessage(data=json.dumps({"method": method, "params": params or {}})))
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """Send a request; return its result, skipping the notifications that come first."""
-        from wsproto.events import TextMessage
-
         self._next_id += 1
         request_id = self._next_id
         self._send(TextMessage(data=json.dumps({"id": request_id, "method": method, "params": params or {}})))

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import psutil
 
-from claudepeers.bridge import codexdaemon
 from claudepeers.common import agents
 
 #: Where the daemon's own copy of Codex lives under CODEX_HOME.
@@ -120,6 +119,10 @@ def thread_tuis(agent: agents.AgentProcess, home: str, thread_id: str | None,
     """
     if agent.subcommand != "app-server" or not thread_id:
         return tuis, agent.subcommand != "app-server"
+    # Imported here: only a Codex bridge asks the daemon (in a thread), so no other bridge
+    # pays wsproto's import (about 12 ms of a bridge's start).
+    from claudepeers.bridge import codexdaemon
+
     try:
         port = codexdaemon.thread_tui_port(home, thread_id)
     except codexdaemon.DaemonError:
