@@ -116,8 +116,9 @@ def given_keywords(dsn: str) -> set[str]:
     return {m.group(1).lower() for m in re.finditer(r"([a-z_]+)\s*=", dsn, re.I)}
 
 
-def connect_options(dsn: str) -> dict[str, str]:
-    """Defaults libpq gets unless the DSN says otherwise: a bounded connect, our name in pg_stat_activity."""
-    options = {"connect_timeout": "10", "application_name": "claude-peers"}
+def connect_options(dsn: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Defaults libpq gets unless the DSN says otherwise: a bounded connect, our name in
+    pg_stat_activity, and any ``extra`` keywords."""
+    options = {"connect_timeout": "10", "application_name": "claude-peers", **(extra or {})}
     given = given_keywords(dsn)
     return {key: value for key, value in options.items() if key not in given}

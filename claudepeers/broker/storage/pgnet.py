@@ -47,8 +47,7 @@ SERVER_SETTINGS = (
 def client_options(dsn: str) -> dict[str, str]:
     """libpq keywords for a connection to ``dsn``: the usual defaults (dsn.connect_options)
     and :data:`CLIENT_OPTIONS`, less what the DSN sets itself."""
-    given = dsns.given_keywords(dsn)
-    return {**dsns.connect_options(dsn), **{k: v for k, v in CLIENT_OPTIONS.items() if k not in given}}
+    return dsns.connect_options(dsn, CLIENT_OPTIONS)
 
 
 def bound_server_side(connection: Any) -> None:
